@@ -1,0 +1,214 @@
+"""GGUF reading and model validation: agreement with gguf.GGUFReader, and clear errors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as QT
+from tiny_gguf import TinySpec, write_tiny_gguf
+
+from cpullm.config import ModelConfig, RopeLayout
+from cpullm.gguf_file import GGUFError, GGUFFile
+from cpullm.model_file import ModelFile
+
+ALL_TYPES = [QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q4_K, QT.Q6_K]
+
+
+def _assert_matches_reference_reader(path: Path) -> None:
+    mine = GGUFFile.open(path)
+    ref = gguf.GGUFReader(path)
+    assert mine.data_offset == ref.data_offset
+    assert [t.name for t in ref.tensors] == list(mine.tensors)
+    for t in ref.tensors:
+        ours = mine.tensors[t.name]
+        assert ours.type == t.tensor_type
+        assert ours.ne == tuple(int(x) for x in t.shape)
+        assert ours.offset == t.data_offset
+        assert ours.data.dtype == t.data.dtype and ours.data.shape == t.data.shape
+        assert np.array_equal(ours.data.view(np.uint8), t.data.view(np.uint8)), t.name
+    for key, field in ref.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        value = field.contents()
+        ours_value = mine.metadata[key]
+        if isinstance(ours_value, np.ndarray):
+            assert ours_value.tolist() == list(value), key
+        elif isinstance(ours_value, float):
+            assert ours_value == pytest.approx(value), key
+        else:
+            assert ours_value == value, key
+
+
+@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
+def test_reader_agrees_with_gguf_package(tiny_dir: Path, qtype: QT) -> None:
+    path = write_tiny_gguf(tiny_dir / f"agree_{qtype.name}.gguf", TinySpec(weight_type=qtype, tied=False))
+    _assert_matches_reference_reader(path)
+    model = ModelFile.open(path)
+    w = model.tensor("blk.0.ffn_down.weight")
+    assert w.type == qtype
+    assert w.ne == (512, 256) and w.shape == (256, 512) and (w.rows, w.cols) == (256, 512)
+    dense = gguf.quants.dequantize(w.data, w.type)
+    assert dense.shape == (256, 512)
+    assert np.isfinite(dense).all() and dense.std() > 0
+
+
+@pytest.mark.parametrize(
+    ("arch", "tied", "layout", "bias"),
+    [
+        ("llama", True, RopeLayout.NORMAL, False),
+        ("llama", False, RopeLayout.NORMAL, False),
+        ("mistral", False, RopeLayout.NORMAL, False),
+        ("qwen2", True, RopeLayout.NEOX, True),
+    ],
+)
+def test_config_fields(tiny_dir: Path, arch: str, tied: bool, layout: RopeLayout, bias: bool) -> None:
+    spec = TinySpec(arch=arch, tied=tied, n_layers=3, n_heads=8, n_kv_heads=2, d_ff=768, rope_theta=5e5)
+    config = ModelFile.open(write_tiny_gguf(tiny_dir / f"cfg_{arch}_{tied}.gguf", spec)).config
+    assert (config.arch, config.n_layers, config.d_model, config.d_ff) == (arch, 3, 256, 768)
+    assert (config.n_heads, config.n_kv_heads, config.head_dim) == (8, 2, 32)
+    assert config.vocab_size == 282 and config.context_length == 128
+    assert config.rope_theta == 5e5 and config.rope_dim == 32
+    assert config.rms_eps == pytest.approx(1e-5)
+    assert config.rope_layout is layout
+    assert config.tied_embeddings is tied
+    assert config.has_qkv_bias is bias
+    assert (config.bos_id, config.eos_id) == (1, 2)
+    assert config.rope_scaling == "none" and config.rope_scale == 1.0
+
+
+def test_linear_rope_scaling_is_read(tiny_dir: Path) -> None:
+    spec = TinySpec(
+        extra_metadata={
+            "llama.rope.scaling.type": "linear",
+            "llama.rope.scaling.factor": 4.0,
+            "llama.rope.scaling.original_context_length": 32,
+        }
+    )
+    config = ModelFile.open(write_tiny_gguf(tiny_dir / "rope_linear.gguf", spec)).config
+    assert (config.rope_scaling, config.rope_scale, config.rope_orig_context) == ("linear", 4.0, 32)
+
+
+def test_yarn_rope_scaling_is_refused(tiny_dir: Path) -> None:
+    spec = TinySpec(extra_metadata={"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0})
+    with pytest.raises(GGUFError, match="RoPE scaling 'yarn' is not supported"):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "rope_yarn.gguf", spec))
+
+
+def test_unknown_architecture_is_named(tiny_dir: Path) -> None:
+    path = write_tiny_gguf(tiny_dir / "falcon.gguf", TinySpec(arch="falcon"))
+    with pytest.raises(
+        GGUFError, match=r"architecture 'falcon' is not supported \(supported: llama, qwen2, mistral\)"
+    ):
+        ModelFile.open(path)
+
+
+def test_unsupported_tensor_type_names_tensor_and_type(tiny_dir: Path) -> None:
+    spec = TinySpec(tensor_types={"blk.1.attn_k.weight": QT.Q5_0})
+    path = write_tiny_gguf(tiny_dir / "q5_0.gguf", spec)
+    with pytest.raises(
+        GGUFError, match=r"tensor 'blk.1.attn_k.weight' has type Q5_0, which cpullm does not support"
+    ):
+        ModelFile.open(path)
+
+
+def test_missing_tensor_is_named(tiny_dir: Path) -> None:
+    path = write_tiny_gguf(tiny_dir / "missing.gguf", TinySpec(drop_tensors=["blk.1.ffn_up.weight"]))
+    with pytest.raises(GGUFError, match=r"required tensor 'blk.1.ffn_up.weight' is missing"):
+        ModelFile.open(path)
+
+
+def test_missing_qwen2_bias_is_named(tiny_dir: Path) -> None:
+    path = write_tiny_gguf(
+        tiny_dir / "nobias.gguf", TinySpec(arch="qwen2", drop_tensors=["blk.1.attn_v.bias"])
+    )
+    with pytest.raises(GGUFError, match=r"required tensor 'blk.1.attn_v.bias' is missing"):
+        ModelFile.open(path)
+
+
+def test_wrong_shape_is_named(tiny_dir: Path) -> None:
+    # Metadata claims 4 kv heads while the tensors were written for 2.
+    path = write_tiny_gguf(tiny_dir / "shape.gguf", TinySpec(n_kv_heads=2))
+    data = bytearray(path.read_bytes())
+    key = b"llama.attention.head_count_kv"
+    at = data.index(key) + len(key) + 4  # skip the value type
+    data[at : at + 4] = (4).to_bytes(4, "little")
+    bad = tiny_dir / "shape_bad.gguf"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(
+        GGUFError, match=r"tensor 'blk.0.attn_k.weight' has shape \[256, 128\].*expected \[256, 256\]"
+    ):
+        ModelFile.open(bad)
+
+
+@pytest.mark.parametrize("keep", [0, 3, 7, 20, 200, 3000, -1000, -1])
+def test_truncated_file_is_a_clear_error(tiny_llama: Path, tiny_dir: Path, keep: int) -> None:
+    data = tiny_llama.read_bytes()
+    cut = tiny_dir / f"cut_{keep}.gguf"
+    cut.write_bytes(data[:keep] if keep >= 0 else data[: len(data) + keep])
+    with pytest.raises(GGUFError, match=str(cut)) as info:
+        ModelFile.open(cut)
+    assert isinstance(info.value, ValueError)
+    assert any(word in str(info.value) for word in ("truncated", "empty", "not a GGUF"))
+
+
+def test_random_corruption_never_crashes(tiny_llama: Path, tiny_dir: Path) -> None:
+    data = tiny_llama.read_bytes()
+    rng = np.random.default_rng(1)
+    header_end = GGUFFile.open(tiny_llama).data_offset
+    for i in range(40):
+        corrupt = bytearray(data)
+        for at in rng.integers(0, header_end, size=4):
+            corrupt[at] = int(rng.integers(0, 256))
+        path = tiny_dir / f"corrupt_{i}.gguf"
+        path.write_bytes(bytes(corrupt))
+        try:
+            ModelFile.open(path)
+        except GGUFError as e:
+            assert str(path) in str(e)
+
+
+def test_bad_magic_and_version(tiny_llama: Path, tiny_dir: Path) -> None:
+    data = tiny_llama.read_bytes()
+    (tiny_dir / "magic.gguf").write_bytes(b"GGML" + data[4:])
+    with pytest.raises(GGUFError, match="not a GGUF file"):
+        GGUFFile.open(tiny_dir / "magic.gguf")
+    (tiny_dir / "v1.gguf").write_bytes(data[:4] + (1).to_bytes(4, "little") + data[8:])
+    with pytest.raises(GGUFError, match=r"GGUF version 1 is not supported \(supported: 2, 3\)"):
+        GGUFFile.open(tiny_dir / "v1.gguf")
+    with pytest.raises(GGUFError, match="no such file"):
+        GGUFFile.open(tiny_dir / "absent.gguf")
+
+
+def test_version_2_is_read(tiny_llama: Path, tiny_dir: Path) -> None:
+    data = tiny_llama.read_bytes()
+    v2 = tiny_dir / "v2.gguf"
+    v2.write_bytes(data[:4] + (2).to_bytes(4, "little") + data[8:])  # v2 and v3 share the layout
+    assert GGUFFile.open(v2).version == 2
+    assert ModelFile.open(v2).config.n_layers == 2
+
+
+def test_tensor_views_are_zero_copy(tiny_llama: Path) -> None:
+    w = GGUFFile.open(tiny_llama).tensors["blk.0.attn_q.weight"]
+    assert not w.data.flags.owndata and not w.data.flags.writeable
+
+
+@pytest.mark.slow
+def test_smollm2_opens_fast_and_config(smollm2_path: Path) -> None:
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        model = ModelFile.open(smollm2_path)
+        times.append(time.perf_counter() - start)
+    assert sorted(times)[2] < 0.5, f"median open time {sorted(times)[2]:.3f} s"
+    c: ModelConfig = model.config
+    assert (c.arch, c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim, c.d_ff) == (
+        "llama", 30, 576, 9, 3, 64, 1536,
+    )  # fmt: skip
+    assert (c.vocab_size, c.context_length, c.rope_theta) == (49152, 8192, 100000.0)
+    assert c.tied_embeddings and not c.has_qkv_bias and c.rope_layout is RopeLayout.NORMAL
+    assert (c.bos_id, c.eos_id) == (1, 2)
+    _assert_matches_reference_reader(smollm2_path)

@@ -1,0 +1,245 @@
+"""Write tiny random-weight GGUF models for tests (reusable by any test suite).
+
+``write_tiny_gguf(path, TinySpec(...))`` writes a complete model for ``llama``, ``mistral`` or ``qwen2``
+(tied or untied output, QKV biases for qwen2) whose 2-D weight matrices use ``spec.weight_type``
+(norms and biases stay F32, as in real files). Dimensions are multiples of 256 so every supported
+type, K-quants included, can hold every matrix.
+
+Quantization: F32/F16 are plain casts; BF16, Q8_0, Q4_0 and Q4_1 use ``gguf.quants.quantize``.
+The gguf package cannot quantize Q4_K or Q6_K (only dequantize), so for those this module builds
+valid random blocks by hand (random scales and quants with a chosen super-block scale). Either way
+the file holds legal blocks; tests dequantize them with ``gguf.quants.dequantize``.
+
+Tokenizers: ``"gpt2"`` writes a byte-level BPE vocabulary (3 control tokens, the 256 byte symbols,
+then the merges in ``GPT2_MERGES``); ``"llama"`` writes a SentencePiece-style vocabulary (<unk>, <s>,
+</s>, 256 <0xNN> byte tokens, then scored pieces with ▁ for spaces).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+
+CHATML_WITH_SYSTEM = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a tiny test model.<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+GPT2_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# Merges in byte-level symbols (Ġ is a space); each result is a vocabulary token.
+GPT2_MERGES = (
+    "Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "l l", "o r", "Ġ w", "Ġw or", "Ġwor l", "Ġworl d",
+    "he ll", "hell o", "Ġ hello", "a n", "Ġ c", "Ġc a", "p i", "Ġca pi", "t a", "Ġcapi ta", "Ġcapita l",
+)  # fmt: skip
+SPM_PIECES = ("▁the", "▁a", "▁hello", "▁world", "he", "ll", "▁t", "▁h", "▁w", "or", "in", "er", "an")
+SPM_CHARS = "▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'-"
+
+
+@dataclass
+class TinySpec:
+    arch: str = "llama"
+    tied: bool = True
+    weight_type: QT = QT.F32
+    embed_type: QT | None = None  # token_embd / output type; None = weight_type
+    tokenizer: str = "gpt2"  # "gpt2" | "llama"
+    pre: str = "default"  # tokenizer.ggml.pre for gpt2
+    chat_template: str | None = CHATML_WITH_SYSTEM
+    n_layers: int = 2
+    d_model: int = 256
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    d_ff: int = 512
+    context_length: int = 128
+    rope_theta: float = 10000.0
+    rms_eps: float = 1e-5
+    seed: int = 0
+    add_bos: bool = False
+    drop_tensors: Sequence[str] = ()
+    tensor_types: dict[str, QT] = field(default_factory=dict)  # per-name overrides
+    extra_metadata: dict[str, object] = field(default_factory=dict)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable-symbol table used by byte-level BPE vocabularies."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs), strict=True))
+
+
+def gpt2_vocab() -> tuple[list[str], list[int], list[str]]:
+    tokens = list(GPT2_SPECIALS) + list(bytes_to_unicode().values())
+    types = [gguf.TokenType.CONTROL] * len(GPT2_SPECIALS) + [gguf.TokenType.NORMAL] * 256
+    merges: list[str] = []
+    for merge in GPT2_MERGES:
+        joined = merge.replace(" ", "")
+        if merge in merges:
+            continue
+        merges.append(merge)
+        if joined not in tokens:
+            tokens.append(joined)
+            types.append(gguf.TokenType.NORMAL)
+    return tokens, [int(t) for t in types], merges
+
+
+def spm_vocab() -> tuple[list[str], list[int], list[float]]:
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + [
+        gguf.TokenType.BYTE
+    ] * 256
+    scores = [0.0, 0.0, 0.0] + [0.0] * 256
+    pieces = list(SPM_PIECES) + [c for c in SPM_CHARS if c not in SPM_PIECES]
+    for rank, piece in enumerate(pieces):
+        tokens.append(piece)
+        types.append(gguf.TokenType.NORMAL)
+        scores.append(-float(rank))  # earlier pieces merge first
+    return tokens, [int(t) for t in types], scores
+
+
+def _random_k_blocks(rows: int, cols: int, qtype: QT, std: float, rng: np.random.Generator) -> np.ndarray:
+    """Valid random Q4_K / Q6_K blocks, uint8[rows, bytes_per_row] (gguf cannot quantize these)."""
+    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    n_blocks = rows * cols // block_size
+    raw = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
+    if qtype == QT.Q4_K:  # d f16 | dmin f16 | scales[12] | qs[128]; x = d*sc*q - dmin*m, sc,m in 0..63
+        d = np.float16(4 * std / (63 * 15))
+        raw[:, 0:2] = np.frombuffer(d.tobytes(), dtype=np.uint8)
+        raw[:, 2:4] = np.frombuffer(np.float16(float(d) * 7.5).tobytes(), dtype=np.uint8)
+    elif qtype == QT.Q6_K:  # ql[128] | qh[64] | scales int8[16] | d f16; x = d*scale*(q-32)
+        raw[:, 192:208] = rng.integers(-64, 64, size=(n_blocks, 16), dtype=np.int8).view(np.uint8)
+        raw[:, 208:210] = np.frombuffer(np.float16(std / (32 * 18)).tobytes(), dtype=np.uint8)
+    else:
+        raise ValueError(f"no hand-made blocks for {qtype.name}")
+    return raw.reshape(rows, -1)
+
+
+def encode_tensor(values: np.ndarray, qtype: QT, rng: np.random.Generator) -> np.ndarray:
+    """float32[rows, cols] -> the stored array for ``qtype`` (K-quants: random valid blocks)."""
+    if qtype in (QT.Q4_K, QT.Q6_K):
+        return _random_k_blocks(values.shape[0], values.shape[-1], qtype, float(values.std()), rng)
+    return gguf.quants.quantize(values.astype(np.float32), qtype)
+
+
+def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """float32 weights, row-major (out_features, in_features)."""
+    d, ff, hd = spec.d_model, spec.d_ff, spec.d_model // spec.n_heads
+    q, kv = spec.n_heads * hd, spec.n_kv_heads * hd
+
+    def mat(rows: int, cols: int) -> np.ndarray:
+        return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+
+    def norm(n: int) -> np.ndarray:
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    w = {"token_embd.weight": rng.standard_normal((vocab_size, d)).astype(np.float32)}
+    for i in range(spec.n_layers):
+        p = f"blk.{i}."
+        w[p + "attn_norm.weight"] = norm(d)
+        w[p + "attn_q.weight"] = mat(q, d)
+        w[p + "attn_k.weight"] = mat(kv, d)
+        w[p + "attn_v.weight"] = mat(kv, d)
+        if spec.arch == "qwen2":
+            for name, n in (("attn_q.bias", q), ("attn_k.bias", kv), ("attn_v.bias", kv)):
+                w[p + name] = (0.1 * rng.standard_normal(n)).astype(np.float32)
+        w[p + "attn_output.weight"] = mat(d, q)
+        w[p + "ffn_norm.weight"] = norm(d)
+        w[p + "ffn_gate.weight"] = mat(ff, d)
+        w[p + "ffn_up.weight"] = mat(ff, d)
+        w[p + "ffn_down.weight"] = mat(d, ff)
+    w["output_norm.weight"] = norm(d)
+    if not spec.tied:
+        w["output.weight"] = mat(vocab_size, d)
+    return w
+
+
+def _tensor_type(spec: TinySpec, name: str, values: np.ndarray) -> QT:
+    if name in spec.tensor_types:
+        return spec.tensor_types[name]
+    if values.ndim == 1:
+        return QT.F32
+    if name in ("token_embd.weight", "output.weight") and spec.embed_type is not None:
+        return spec.embed_type
+    return spec.weight_type
+
+
+def _add_tokenizer(writer: gguf.GGUFWriter, spec: TinySpec) -> int:
+    if spec.tokenizer == "gpt2":
+        tokens, types, merges = gpt2_vocab()
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(spec.pre)
+        writer.add_token_merges(merges)
+        bos, eos = 1, 2  # <|im_start|>, <|im_end|> (as SmolLM2)
+    elif spec.tokenizer == "llama":
+        tokens, types, scores = spm_vocab()
+        writer.add_tokenizer_model("llama")
+        writer.add_token_scores(scores)
+        writer.add_add_space_prefix(True)
+        bos, eos = 1, 2
+    else:
+        raise ValueError(f"unknown tiny tokenizer {spec.tokenizer!r}")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(bos)
+    writer.add_eos_token_id(eos)
+    writer.add_add_bos_token(spec.add_bos)
+    if spec.chat_template is not None:
+        writer.add_chat_template(spec.chat_template)
+    return len(tokens)
+
+
+def write_tiny_gguf(path: str | Path, spec: TinySpec | None = None) -> Path:
+    """Write a tiny model described by ``spec`` to ``path`` and return the path."""
+    spec = spec or TinySpec()
+    path = Path(path)
+    rng = np.random.default_rng(spec.seed)
+    writer = gguf.GGUFWriter(str(path), spec.arch)
+    writer.add_block_count(spec.n_layers)
+    writer.add_context_length(spec.context_length)
+    writer.add_embedding_length(spec.d_model)
+    writer.add_feed_forward_length(spec.d_ff)
+    writer.add_head_count(spec.n_heads)
+    writer.add_head_count_kv(spec.n_kv_heads)
+    writer.add_rope_freq_base(spec.rope_theta)
+    writer.add_layer_norm_rms_eps(spec.rms_eps)
+    writer.add_rope_dimension_count(spec.d_model // spec.n_heads)
+    vocab_size = _add_tokenizer(writer, spec)
+    for key, value in spec.extra_metadata.items():
+        _add_metadata(writer, key, value)
+    for name, values in _weights(spec, vocab_size, rng).items():
+        if name in spec.drop_tensors:
+            continue
+        qtype = _tensor_type(spec, name, values)
+        stored = values if values.ndim == 1 else encode_tensor(values, qtype, rng)
+        writer.add_tensor(name, stored, raw_dtype=None if qtype in (QT.F32, QT.F16) else qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _add_metadata(writer: gguf.GGUFWriter, key: str, value: object) -> None:
+    if isinstance(value, bool):
+        writer.add_bool(key, value)
+    elif isinstance(value, int):
+        writer.add_uint32(key, value)
+    elif isinstance(value, float):
+        writer.add_float32(key, value)
+    elif isinstance(value, str):
+        writer.add_string(key, value)
+    else:
+        raise TypeError(f"unsupported metadata value for {key}: {value!r}")
