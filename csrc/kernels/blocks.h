@@ -1,0 +1,82 @@
+// GGUF/ggml block layouts (exact byte layouts) and helpers shared by the reference and the fast paths.
+#ifndef CPULLM_KERNELS_BLOCKS_H
+#define CPULLM_KERNELS_BLOCKS_H
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/kernels.h"
+
+namespace cpullm {
+
+constexpr int kQK = 32;    // weights per Q4_0/Q4_1/Q8_0 block and per ActBlock
+constexpr int kQKK = 256;  // weights per K-quant super-block
+
+struct BlockQ4_0 {
+  uint16_t d;       // f16 scale
+  uint8_t qs[16];   // element i: qs[i] & 15 (i < 16), qs[i - 16] >> 4 (i >= 16)
+};
+struct BlockQ4_1 {
+  uint16_t d;       // f16 scale
+  uint16_t m;       // f16 minimum
+  uint8_t qs[16];
+};
+struct BlockQ8_0 {
+  uint16_t d;
+  int8_t qs[32];
+};
+struct BlockQ4_K {
+  uint16_t d;          // f16 super-block scale of the 6-bit scales
+  uint16_t dmin;       // f16 super-block scale of the 6-bit mins
+  uint8_t scales[12];  // 8 (scale, min) pairs of 6 bits, see q4k_scale_min
+  uint8_t qs[128];     // 4 chunks of 64 weights: 32 bytes, low nibbles first 32, high nibbles next 32
+};
+struct BlockQ6_K {
+  uint8_t ql[128];    // low 4 bits
+  uint8_t qh[64];     // high 2 bits
+  int8_t scales[16];  // one per 16 weights
+  uint16_t d;         // f16
+};
+static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ8_0) == 34, "ggml layout");
+static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ6_K) == 210, "ggml layout");
+
+// Sub-block j (0..7, 32 weights each) of a Q4_K super-block: 6-bit scale and min (ggml get_scale_min_k4).
+inline void q4k_scale_min(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// Element e (0..255) of a Q6_K super-block as the signed 6-bit value q - 32.
+inline int q6k_value(const BlockQ6_K& b, int e) {
+  const int h = e / 128, r = e % 128;
+  const uint8_t* ql = b.ql + 64 * h;
+  const uint8_t* qh = b.qh + 32 * h;
+  const int lo = r < 64 ? (ql[r] & 0xF) : (ql[r - 64] >> 4);
+  const int hi = (qh[r % 32] >> (2 * (r / 32))) & 3;
+  return (lo | (hi << 4)) - 32;
+}
+
+inline uint32_t f32_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float bits_f32(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// ActBlock quantization of 32 values, shared by every implementation so all agree bit for bit:
+// the scale and the int8 values depend only on exact IEEE operations (max, /, *, round-half-even).
+inline float act_scale(float amax) { return amax / 127.0f; }
+inline float act_inv_scale(float d) { return d != 0.0f ? 1.0f / d : 0.0f; }
+
+}  // namespace cpullm
+
+#endif  // CPULLM_KERNELS_BLOCKS_H

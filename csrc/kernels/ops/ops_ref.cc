@@ -1,0 +1,76 @@
+// Reference element-wise and row ops: RMSNorm, SiLU·mul, add, softmax, argmax, RoPE.
+#include <cmath>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace cpullm {
+namespace ref {
+
+void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps) {
+  for (int64_t r = 0; r < rows; ++r, x += n, y += n) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+    const float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
+  }
+}
+
+void silu_mul(const float* g, const float* u, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+void add(const float* a, const float* b, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+void softmax(float* x, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::fmax(mx, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+int64_t argmax(const float* x, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i) {
+    if (x[i] > x[best] || (std::isnan(x[best]) && !std::isnan(x[i]))) best = i;
+  }
+  return best;
+}
+
+void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const int32_t* pos,
+          const RopeParams& p) {
+  const int32_t half = p.rot_dims / 2;
+  std::vector<float> cs(2 * static_cast<size_t>(half));
+  // theta_scale^i computed by repeated multiplication, as ggml does, so logits track llama.cpp closely.
+  const float theta_scale = std::pow(p.theta_base, -2.0f / static_cast<float>(p.rot_dims));
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    float theta = static_cast<float>(pos[t]) * p.freq_scale;
+    for (int32_t i = 0; i < half; ++i) {
+      const float ff = p.freq_factors ? p.freq_factors[i] : 1.0f;
+      const float angle = theta / ff;
+      cs[2 * i] = std::cos(angle);
+      cs[2 * i + 1] = std::sin(angle);
+      theta *= theta_scale;
+    }
+    for (int32_t h = 0; h < n_heads; ++h) {
+      float* v = x + (t * n_heads + h) * static_cast<int64_t>(head_dim);
+      for (int32_t i = 0; i < half; ++i) {
+        const int32_t a = p.mode == RopeMode::Neox ? i : 2 * i;
+        const int32_t b = p.mode == RopeMode::Neox ? i + half : 2 * i + 1;
+        const float x0 = v[a], x1 = v[b], c = cs[2 * i], s = cs[2 * i + 1];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+      }
+    }
+  }
+}
+
+}  // namespace ref
+}  // namespace cpullm
