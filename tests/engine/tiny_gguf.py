@@ -38,7 +38,10 @@ GPT2_MERGES = (
     "Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "l l", "o r", "Ġ w", "Ġw or", "Ġwor l", "Ġworl d",
     "he ll", "hell o", "Ġ hello", "a n", "Ġ c", "Ġc a", "p i", "Ġca pi", "t a", "Ġcapi ta", "Ġcapita l",
 )  # fmt: skip
-SPM_PIECES = ("▁the", "▁a", "▁hello", "▁world", "he", "ll", "▁t", "▁h", "▁w", "or", "in", "er", "an")
+SPM_PIECES = (
+    "▁the", "▁a", "▁hello", "▁world", "he", "ll", "▁t", "▁h", "▁w", "or", "in", "er", "an",
+    "▁he", "▁hell", "▁wor", "▁worl", "▁th",
+)  # fmt: skip
 SPM_CHARS = "▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'-"
 
 

@@ -1,0 +1,355 @@
+"""Tokenizer built from GGUF metadata on top of the ``tokenizers`` library.
+
+Public API
+----------
+``Tokenizer.from_gguf(gguf_file)``
+    Supports ``tokenizer.ggml.model``:
+
+    * ``"gpt2"``: byte-level BPE with the file's merges and the pre-tokenizer named by
+      ``tokenizer.ggml.pre`` (see :data:`PRE_TOKENIZERS`; the regexes are llama.cpp's / the original
+      ``tokenizer.json`` ones).
+    * ``"llama"``: SentencePiece-style BPE: merges derived from the piece scores (as transformers'
+      ``LlamaConverter`` does), ``<0xNN>`` byte-fallback tokens, ``▁`` for spaces, and a ``▁`` prefix
+      before text that starts the input or follows a special token when ``add_space_prefix`` is set
+      (llama.cpp and transformers' legacy behaviour).
+
+``encode(text, add_special=True, parse_special=False) -> list[int]``
+    ``add_special`` adds BOS/EOS as ``tokenizer.ggml.add_bos_token``/``add_eos_token`` say.
+    ``parse_special`` matches control tokens (``token_type`` CONTROL, e.g. ``<|im_start|>``) atomically
+    in the text; otherwise their text is tokenized like any other. User-defined tokens always match.
+``decode(ids, skip_special=False) -> str``
+``IncrementalDecoder(tokenizer)``
+    For streaming: ``push(token_id)`` returns the text that became complete (never half a UTF-8
+    character, byte-fallback pieces included); ``flush()`` returns what is left. The concatenation of
+    its outputs equals ``decode(ids)``.
+``eog_ids``
+    Token ids that end generation: EOS, EOT/EOM when the file names them, and control tokens whose
+    text is a known end-of-turn marker (``<|im_end|>``, ``<|eot_id|>``, ...), as llama.cpp does.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
+
+from .gguf_file import GGUFError, GGUFFile
+
+# gguf TokenType values
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+SPM_SPACE = "▁"
+_LLAMA3_REGEX = (
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_REGEX = (
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_END_OF_TURN_TEXTS = frozenset(
+    {
+        "<|im_end|>",
+        "<|eot_id|>",
+        "<|end_of_text|>",
+        "<|endoftext|>",
+        "<|end|>",
+        "<end_of_turn>",
+        "</s>",
+        "<|eom_id|>",
+    }
+)
+
+
+def _gpt2_pre() -> Any:
+    return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+
+
+def _digits_gpt2_pre() -> Any:  # smollm / starcoder: split digits, then the GPT-2 regex
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+
+
+def _regex_pre(regex: str) -> Any:
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+# tokenizer.ggml.pre -> pre-tokenizer factory.
+PRE_TOKENIZERS = {
+    "default": _gpt2_pre,
+    "gpt-2": _gpt2_pre,
+    "gpt2": _gpt2_pre,
+    "smollm": _digits_gpt2_pre,
+    "starcoder": _digits_gpt2_pre,
+    "refact": _digits_gpt2_pre,
+    "codeshell": _digits_gpt2_pre,
+    "llama-bpe": lambda: _regex_pre(_LLAMA3_REGEX),
+    "llama3": lambda: _regex_pre(_LLAMA3_REGEX),
+    "qwen2": lambda: _regex_pre(_QWEN2_REGEX),
+    "deepseek-r1-qwen": lambda: _regex_pre(_QWEN2_REGEX),
+}
+_IGNORE_MERGES_PRE = frozenset({"llama-bpe", "llama3"})  # whole words in the vocab skip merging
+_NFC_PRE = frozenset({"qwen2", "deepseek-r1-qwen"})
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable-character table of byte-level BPE vocabularies."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
+    table = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+class Tokenizer:
+    """Encode/decode text for one GGUF model; see the module docstring."""
+
+    def __init__(
+        self,
+        hf: HFTokenizer,
+        hf_plain: HFTokenizer,
+        tokens: Sequence[str],
+        token_types: Sequence[int],
+        kind: str,
+        metadata: dict[str, Any],
+    ) -> None:
+        self._hf = hf  # control tokens matched atomically
+        self._hf_plain = hf_plain  # control tokens' text tokenized as text
+        self.tokens = list(tokens)
+        self.token_types = list(token_types)
+        self.kind = kind
+        self.bos_id = _opt_int(metadata.get("tokenizer.ggml.bos_token_id"))
+        self.eos_id = _opt_int(metadata.get("tokenizer.ggml.eos_token_id"))
+        self.add_bos = bool(metadata.get("tokenizer.ggml.add_bos_token", kind == "llama"))
+        self.add_eos = bool(metadata.get("tokenizer.ggml.add_eos_token", False))
+        self.add_space_prefix = kind == "llama" and bool(
+            metadata.get("tokenizer.ggml.add_space_prefix", True)
+        )
+        self.eog_ids = _end_of_generation_ids(self.tokens, self.token_types, metadata)
+        self._token_bytes: list[bytes] | None = None
+
+    @classmethod
+    def from_gguf(cls, gguf: GGUFFile) -> Tokenizer:
+        md = gguf.metadata
+        kind = md.get("tokenizer.ggml.model")
+        tokens = md.get("tokenizer.ggml.tokens")
+        if not isinstance(tokens, list) or not tokens:
+            raise GGUFError(f"{gguf.path}: the file has no vocabulary ('tokenizer.ggml.tokens').")
+        types = _token_types(md, len(tokens))
+        if kind == "gpt2":
+            pre = str(md.get("tokenizer.ggml.pre", "default"))
+            if pre not in PRE_TOKENIZERS:
+                raise GGUFError(
+                    f"{gguf.path}: pre-tokenizer {pre!r} is not supported (supported: "
+                    f"{', '.join(sorted(PRE_TOKENIZERS))})."
+                )
+            merges = md.get("tokenizer.ggml.merges")
+            if not isinstance(merges, list):
+                raise GGUFError(f"{gguf.path}: a gpt2 tokenizer needs 'tokenizer.ggml.merges'.")
+            build = lambda control: _build_bpe(tokens, types, merges, pre, control)  # noqa: E731
+        elif kind == "llama":
+            scores = md.get("tokenizer.ggml.scores")
+            if scores is None or len(scores) != len(tokens):
+                raise GGUFError(f"{gguf.path}: a llama tokenizer needs one score per token.")
+            space_prefix = bool(md.get("tokenizer.ggml.add_space_prefix", True))
+            unk = _opt_int(md.get("tokenizer.ggml.unknown_token_id"))
+            build = lambda control: _build_spm(tokens, types, scores, space_prefix, unk, control)  # noqa: E731
+        else:
+            raise GGUFError(
+                f"{gguf.path}: tokenizer model {kind!r} is not supported (supported: gpt2, llama)."
+            )
+        return cls(build(True), build(False), tokens, types, kind, md)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        hf = self._hf if parse_special else self._hf_plain
+        ids: list[int] = hf.encode(text, add_special_tokens=False).ids
+        if add_special and self.add_bos and self.bos_id is not None:
+            ids.insert(0, self.bos_id)
+        if add_special and self.add_eos and self.eos_id is not None:
+            ids.append(self.eos_id)
+        return ids
+
+    def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
+        return self._hf.decode(list(ids), skip_special_tokens=skip_special)
+
+    def is_control(self, token_id: int) -> bool:
+        return self.token_types[token_id] in (CONTROL, UNKNOWN)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes this token stands for (control tokens: their UTF-8 text)."""
+        if self._token_bytes is None:
+            self._token_bytes = _token_byte_table(self.tokens, self.token_types, self.kind)
+        return self._token_bytes[token_id]
+
+    def piece(self, token_id: int) -> str:
+        return self.tokens[token_id]
+
+
+class IncrementalDecoder:
+    """Streaming detokenizer: emits text only once its UTF-8 bytes are complete."""
+
+    def __init__(self, tokenizer: Tokenizer, skip_special: bool = False) -> None:
+        self.tokenizer = tokenizer
+        self.skip_special = skip_special
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # SentencePiece decoding drops the space that add_space_prefix put before the first word.
+        self._strip_space = tokenizer.add_space_prefix
+        self._started = False
+
+    def push(self, token_id: int) -> str:
+        if self.skip_special and self.tokenizer.is_control(token_id):
+            return ""
+        text = self._utf8.decode(self.tokenizer.token_bytes(token_id))
+        return self._strip_first_space(text)
+
+    def flush(self) -> str:
+        return self._strip_first_space(self._utf8.decode(b"", final=True))
+
+    def _strip_first_space(self, text: str) -> str:
+        if not text or self._started:
+            return text
+        self._started = True
+        return text[1:] if self._strip_space and text.startswith(" ") else text
+
+
+def _build_bpe(
+    tokens: list[str], types: list[int], merges: list[str], pre: str, control: bool
+) -> HFTokenizer:
+    vocab = _vocab_dict(tokens)
+    pairs = [_split_merge(m) for m in merges]
+    model = models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre in _IGNORE_MERGES_PRE)
+    hf = HFTokenizer(model)
+    if pre in _NFC_PRE:
+        hf.normalizer = normalizers.NFC()
+    hf.pre_tokenizer = PRE_TOKENIZERS[pre]()
+    hf.decoder = decoders.ByteLevel()
+    _add_special_tokens(hf, tokens, types, control)
+    return hf
+
+
+def _build_spm(
+    tokens: list[str], types: list[int], scores: Any, space_prefix: bool, unk: int | None, control: bool
+) -> HFTokenizer:
+    vocab = _vocab_dict(tokens)
+    merges = spm_merges(tokens, types, np.asarray(scores, dtype=np.float64))
+    unk_token = tokens[unk] if unk is not None and 0 <= unk < len(tokens) else None
+    hf = HFTokenizer(
+        models.BPE(vocab=vocab, merges=merges, unk_token=unk_token, byte_fallback=True, fuse_unk=True)
+    )
+    steps = [normalizers.Prepend(SPM_SPACE)] if space_prefix else []
+    hf.normalizer = normalizers.Sequence([*steps, normalizers.Replace(" ", SPM_SPACE)])
+    strip = [decoders.Strip(content=" ", left=1, right=0)] if space_prefix else []
+    hf.decoder = decoders.Sequence(
+        [decoders.Replace(SPM_SPACE, " "), decoders.ByteFallback(), decoders.Fuse(), *strip]
+    )
+    _add_special_tokens(hf, tokens, types, control)
+    return hf
+
+
+def spm_merges(tokens: Sequence[str], types: Sequence[int], scores: np.ndarray) -> list[tuple[str, str]]:
+    """BPE merges equivalent to SentencePiece's score-driven merging (transformers' extraction).
+
+    Every normal piece that splits into two normal pieces yields a merge; merges are ordered by the
+    merged piece's score, highest first (ties: by the ids of the two parts).
+    """
+    ids = {t: i for i, t in enumerate(tokens) if types[i] in (NORMAL, USER_DEFINED)}
+    found: list[tuple[float, int, int, str, str]] = []
+    for piece, pid in ids.items():
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in ids and right in ids:
+                found.append((-float(scores[pid]), ids[left], ids[right], left, right))
+    found.sort()
+    return [(left, right) for _, _, _, left, right in found]
+
+
+def _vocab_dict(tokens: list[str]) -> dict[str, int]:
+    vocab: dict[str, int] = {}
+    for i, tok in enumerate(tokens):
+        vocab.setdefault(tok, i)  # a duplicated piece keeps its first id
+    return vocab
+
+
+def _split_merge(merge: str) -> tuple[str, str]:
+    left, sep, right = merge.partition(" ")
+    if not sep:
+        raise GGUFError(f"malformed BPE merge {merge!r} in 'tokenizer.ggml.merges' (expected 'left right').")
+    return left, right
+
+
+def _add_special_tokens(hf: HFTokenizer, tokens: list[str], types: list[int], control: bool) -> None:
+    user = [
+        AddedToken(t, special=False, normalized=False)
+        for t, k in zip(tokens, types, strict=True)
+        if k == USER_DEFINED
+    ]
+    if user:
+        hf.add_tokens(user)
+    if control:
+        special = [
+            AddedToken(t, special=True, normalized=False)
+            for t, k in zip(tokens, types, strict=True)
+            if k in (CONTROL, UNKNOWN)
+        ]
+        hf.add_special_tokens(special)
+
+
+def _token_types(md: dict[str, Any], n: int) -> list[int]:
+    raw = md.get("tokenizer.ggml.token_type")
+    if raw is None:
+        return [NORMAL] * n
+    if len(raw) != n:
+        raise GGUFError(f"'tokenizer.ggml.token_type' has {len(raw)} entries for {n} tokens.")
+    return [int(t) for t in raw]
+
+
+def _token_byte_table(tokens: list[str], types: list[int], kind: str) -> list[bytes]:
+    if kind == "llama":
+        return [_spm_token_bytes(t, k) for t, k in zip(tokens, types, strict=True)]
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+    table = []
+    for tok, k in zip(tokens, types, strict=True):
+        if k in (CONTROL, UNKNOWN, USER_DEFINED) or any(c not in byte_of for c in tok):
+            table.append(tok.encode("utf-8"))
+        else:
+            table.append(bytes(byte_of[c] for c in tok))
+    return table
+
+
+def _spm_token_bytes(tok: str, kind: int) -> bytes:
+    if kind == BYTE and len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
+        return bytes([int(tok[3:5], 16)])
+    if kind in (CONTROL, UNKNOWN):
+        return tok.encode("utf-8")
+    return tok.replace(SPM_SPACE, " ").encode("utf-8")
+
+
+def _end_of_generation_ids(tokens: list[str], types: list[int], md: dict[str, Any]) -> frozenset[int]:
+    ids = {_opt_int(md.get(f"tokenizer.ggml.{key}_token_id")) for key in ("eos", "eot", "eom")} - {None}
+    ids |= {
+        i
+        for i, (t, k) in enumerate(zip(tokens, types, strict=True))
+        if k == CONTROL and t in _END_OF_TURN_TEXTS
+    }
+    return frozenset(i for i in ids if i is not None)
+
+
+def _opt_int(value: object) -> int | None:
+    return int(value) if isinstance(value, int | np.integer) and not isinstance(value, bool) else None
