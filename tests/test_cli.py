@@ -1,0 +1,154 @@
+"""The `cpubuild` commands, run in-process (typer's CliRunner) and once through the installed script."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cpubuild.cli import app
+from cpubuild.cores import cgroup_cpu_quota
+from cpubuild.host import detect_host, live_arch
+
+MACHINES = Path(__file__).parent / "fixtures" / "cpuinfo"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+runner = CliRunner()
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_detect_json_on_a_recorded_machine():
+    code, out, _ = run("detect", "--json", "--machine", str(MACHINES / "amx_refused.toml"))
+    assert code == 0
+    document = json.loads(out)
+    assert document["schema_version"] == 1
+    assert document["best"] == "avx512_bf16"
+    assert document["host"]["microarchitecture"] == "sapphirerapids"
+    assert document["host"]["xcr0"] == "0x602e7"
+    assert document["host"]["usable_cores"] == 16
+    amx = next(r for r in document["recipes"] if r["name"] == "amx")
+    assert amx["runnable"] is False and amx["missing"] == []
+    assert [u["name"] for u in amx["unusable"]] == ["amx_tile", "amx_int8", "amx_bf16"]
+    assert "amx_tile" not in document["features"]["usable"]
+    assert [u["name"] for u in document["features"]["unusable"]] == ["amx_tile", "amx_bf16", "amx_int8"]
+
+
+def test_detect_table_names_the_best_recipe_and_why_not():
+    code, out, _ = run("detect", "--machine", str(MACHINES / "no_zmm_state.toml"))
+    assert code == 0
+    assert "Best recipe: avx2" in out
+    assert "not enabled by the OS" in " ".join(out.split())
+    code, out, _ = run("detect", "--machine", str(MACHINES / "graviton3.toml"))
+    assert "Best recipe: sve" in out and "Neoverse V1" in out
+
+
+def test_recipes_json_and_arch_filter():
+    code, out, _ = run("recipes", "--json", "--arch", "aarch64")
+    assert code == 0
+    document = json.loads(out)
+    assert [r["name"] for r in document["recipes"]] == ["armv8", "dotprod", "i8mm", "sve"]
+    assert document["recipes"][1]["features"] == ["asimd", "asimddp", "asimdhp", "fphp"]
+    assert document["recipes"][1]["flags"]["gcc"][0]["min_version"] == "8"
+    code, _, err = run("recipes", "--arch", "riscv64")
+    assert code == 2 and "unknown architecture 'riscv64'" in err
+
+
+def test_recipes_flag_beats_environment(tmp_path):
+    broken = tmp_path / "recipes"
+    shutil.copytree(RECIPES, broken)
+    (broken / "x86_64" / "avx2.toml").write_text("name = [")
+    env = {"CPUBUILD_RECIPES": str(broken)}
+    code, _, err = run("recipes", env=env)
+    assert code == 1 and "avx2.toml" in err and "is not valid TOML" in err
+    code, out, _ = run("recipes", "--json", "--recipes", str(RECIPES), env=env)
+    assert code == 0 and len(json.loads(out)["recipes"]) == 10
+
+
+def test_flags_refuses_a_too_old_compiler(tmp_path):
+    fake = tmp_path / "g++-7"
+    fake.write_text(
+        "#!/bin/sh\ncase \"$1\" in --version) echo 'g++ (GCC) 7.5.0'; echo 'Free Software Foundation';;\n"
+        "-dumpfullversion) echo 7.5.0;; -dumpmachine) echo x86_64-linux-gnu;; esac\n"
+    )
+    fake.chmod(0o755)
+    code, out, err = run(
+        "flags", "--isa", "avx512_bf16", "--compiler", str(fake), "--cache-dir", str(tmp_path)
+    )
+    assert code == 1 and out == ""
+    assert "error:" in err and "gcc 7.5.0 is too old for recipe 'avx512_bf16'" in err
+    # The environment variable is used when no flag is given.
+    code, _, err = run("flags", "--isa", "avx512_bf16", env={"CPUBUILD_CXX": str(fake)})
+    assert code == 1 and "7.5.0 is too old" in err
+
+
+def test_flags_unknown_isa():
+    code, _, err = run("flags", "--isa", "avx1024")
+    assert code == 2 and "no recipe named 'avx1024'" in err and "avx512_bf16" in err
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+def test_flags_amx_json_with_gcc(tmp_path):
+    code, out, err = run("flags", "--isa", "amx", "--compiler", "g++", "--json", "--cache-dir", str(tmp_path))
+    if code != 0 and ("too old" in err or "builds for" in err):
+        pytest.skip(err)
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["flags"][-3:] == ["-mamx-tile", "-mamx-int8", "-mamx-bf16"]
+    assert document["compiler"]["family"] == "gcc" and document["probe_cached"] is False
+
+
+# --- this live host ------------------------------------------------------------------------------
+
+
+def live_host_is_avx512_bf16_without_amx() -> bool:
+    if live_arch() != "x86_64":
+        return False
+    host = detect_host()
+    return "avx512_bf16" in host.usable_features and "amx_tile" not in host.cpu_features
+
+
+@pytest.mark.skipif(
+    not live_host_is_avx512_bf16_without_amx(),
+    reason="this live-host check needs an x86-64 CPU with usable AVX-512 BF16 and no AMX",
+)
+def test_live_detect_json_through_the_installed_command():
+    command = Path(sys.executable).parent / "cpubuild"
+    if not command.exists():
+        pytest.skip(f"{command} is not installed (run `make venv`)")
+    start = time.perf_counter()
+    done = subprocess.run([str(command), "detect", "--json"], capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - start
+    document = json.loads(done.stdout)
+    assert document["best"] == "avx512_bf16"
+    amx = next(r for r in document["recipes"] if r["name"] == "amx")
+    assert amx["runnable"] is False
+    assert amx["missing"] == ["amx_tile", "amx_int8", "amx_bf16"]
+    assert document["host"]["psabi_level"] == "x86-64-v4"
+    affinity = len(os.sched_getaffinity(0))
+    quota, _ = cgroup_cpu_quota()
+    expected = affinity if quota is None else max(1, min(affinity, math.floor(quota)))
+    assert document["host"]["usable_cores"] == expected
+    assert document["probe_seconds"] < 0.1
+    assert wall < 10  # the whole command, Python start-up included
+
+
+def test_probe_takes_under_100_ms():
+    detect_host()  # warm imports and page cache, as a real run would have them
+    times = []
+    for _ in range(7):
+        start = time.perf_counter()
+        detect_host()
+        times.append(time.perf_counter() - start)
+    assert statistics.median(times) < 0.1, times
