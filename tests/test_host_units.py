@@ -149,3 +149,50 @@ def test_live_probe_under_qemu_reads_the_emulated_xcr0(cpu, best, xcr0):
     assert document["best"] == best
     reasons = {item["name"]: item["reason"] for item in document["features"]["unusable"]}
     assert reasons["avx512f"].startswith("not enabled by the OS")
+
+
+AUXV_PROGRAM = """#include <stdio.h>
+#include <sys/auxv.h>
+int main(void) { printf("%#lx %#lx\\n", getauxval(AT_HWCAP), getauxval(AT_HWCAP2)); return 0; }
+"""
+
+
+@pytest.fixture(scope="module")
+def auxv_binary(tmp_path_factory):
+    """A static aarch64 program printing its AT_HWCAP / AT_HWCAP2, built with the cross compiler."""
+    import shutil
+    import subprocess
+
+    if shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None:
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
+    folder = tmp_path_factory.mktemp("auxv")
+    (folder / "auxv.c").write_text(AUXV_PROGRAM)
+    subprocess.run(
+        ["aarch64-linux-gnu-gcc", "-static", "-O1", "auxv.c", "-o", "auxv"],
+        cwd=folder,
+        check=True,
+        timeout=120,
+    )
+    return folder / "auxv"
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(
+    ("cpu", "best"), [("cortex-a72", "armv8"), ("neoverse-n1", "dotprod"), ("max", "sve")]
+)
+def test_hwcaps_from_qemu_cpus_select_the_expected_recipe(auxv_binary, cpu, best):
+    """Real getauxval() values from qemu-aarch64's CPU models, decoded with the uapi bit table."""
+    import subprocess
+
+    from cpubuild.recipes import load_recipes
+    from cpubuild.select import select
+
+    done = subprocess.run(
+        ["qemu-aarch64", "-cpu", cpu, str(auxv_binary)], capture_output=True, text=True, check=True
+    )
+    caps, caps2 = (int(word, 16) for word in done.stdout.split())
+    # qemu-user shows the x86 host's /proc/cpuinfo, which has no Features line: HWCAP alone decides.
+    host = host_from_inputs(ProbeInputs("aarch64", "", hwcap=caps, hwcap2=caps2, affinity=1))
+    selection = select(host, load_recipes())
+    assert selection.best is not None and selection.best.name == best
+    assert "asimd" in host.usable_features
