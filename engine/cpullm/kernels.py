@@ -1,0 +1,290 @@
+"""Typed ctypes bindings for the kernel C ABI (``csrc/include/cpullm/cpullm.h``).
+
+``Kernels(lib)`` wraps one loaded variant library; every method takes numpy arrays, checks their dtype
+and shape, and calls either the fastest path compiled into that library (``impl=BEST``) or its scalar
+reference (``impl=REF``). Errors reported by the library are raised as ``KernelError`` with its sentence.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+
+import numpy as np
+import numpy.typing as npt
+
+BEST = 0
+REF = 1
+
+F32Array = npt.NDArray[np.float32]
+
+
+class DType(enum.IntEnum):
+    """ggml/GGUF tensor type ids."""
+
+    F32 = 0
+    F16 = 1
+    Q4_0 = 2
+    Q4_1 = 3
+    Q8_0 = 8
+    Q4_K = 12
+    Q6_K = 14
+    BF16 = 30
+
+
+# (weights per block, bytes per block), as ggml defines them.
+BLOCK = {
+    DType.F32: (1, 4),
+    DType.F16: (1, 2),
+    DType.BF16: (1, 2),
+    DType.Q4_0: (32, 18),
+    DType.Q4_1: (32, 20),
+    DType.Q8_0: (32, 34),
+    DType.Q4_K: (256, 144),
+    DType.Q6_K: (256, 210),
+}
+
+# One quantized activation block: f32 d, i32 sum, 32 x i8.
+ACT_BLOCK = np.dtype([("d", "<f4"), ("sum", "<i4"), ("q", "i1", (32,))])
+
+
+class KernelError(ValueError):
+    """The library refused the call; the message says why."""
+
+
+_c_int64, _c_int32, _c_int, _c_float, _vp = (
+    ctypes.c_int64,
+    ctypes.c_int32,
+    ctypes.c_int,
+    ctypes.c_float,
+    ctypes.c_void_p,
+)
+
+_SIGNATURES: dict[str, tuple[type, list[type]]] = {
+    "cpullm_last_error": (ctypes.c_char_p, []),
+    "cpullm_set_num_threads": (_c_int, [_c_int]),
+    "cpullm_get_num_threads": (_c_int, []),
+    "cpullm_best_kernel_set": (ctypes.c_char_p, []),
+    "cpullm_row_bytes": (_c_int64, [_c_int32, _c_int64]),
+    "cpullm_act_row_bytes": (_c_int64, [_c_int32, _c_int64]),
+    "cpullm_quantize_act": (_c_int, [_c_int, _vp, _c_int64, _vp]),
+    "cpullm_dequantize": (_c_int, [_c_int32, _vp, _c_int64, _vp]),
+    "cpullm_matmul": (_c_int, [_c_int, _c_int32, _vp, _c_int64, _c_int64, _vp, _c_int64, _vp]),
+    "cpullm_rmsnorm": (_c_int, [_c_int, _vp, _vp, _vp, _c_int64, _c_int64, _c_float]),
+    "cpullm_silu_mul": (_c_int, [_c_int, _vp, _vp, _vp, _c_int64]),
+    "cpullm_add": (_c_int, [_c_int, _vp, _vp, _vp, _c_int64]),
+    "cpullm_softmax": (_c_int, [_c_int, _vp, _c_int64]),
+    "cpullm_argmax": (_c_int64, [_c_int, _vp, _c_int64]),
+    "cpullm_rope": (
+        _c_int,
+        [_c_int, _vp, _c_int64, _c_int32, _c_int32, _vp, _c_int32, _c_int32, _c_float, _c_float, _vp],
+    ),
+    "cpullm_kv_write": (
+        _c_int,
+        [_c_int32, _c_int32, _c_int32, _c_int32, _vp, _vp, _vp, _vp, _vp, _c_int64, _c_int64],
+    ),
+    "cpullm_attention": (
+        _c_int,
+        [_c_int, _vp, _c_int64, _c_int64, *[_c_int32] * 5, _vp, _vp, _vp, _c_float, _vp],
+    ),
+    "cpullm_selftest": (_c_int, [ctypes.c_char_p, ctypes.c_size_t]),
+}
+
+
+def _ptr(a: np.ndarray | None) -> int | None:
+    return None if a is None else a.ctypes.data
+
+
+def _f32(a: npt.ArrayLike, name: str) -> F32Array:
+    arr = np.ascontiguousarray(a, dtype=np.float32)
+    if arr.size == 0:
+        raise KernelError(f"{name} is empty; kernels need at least one value")
+    return arr
+
+
+def row_bytes(dtype: DType, cols: int) -> int:
+    """Bytes of one GGUF row of ``cols`` values (cols a multiple of the block size)."""
+    per, size = BLOCK[DType(dtype)]
+    if cols % per:
+        raise KernelError(f"{DType(dtype).name} rows need a multiple of {per} values, not {cols}")
+    return cols // per * size
+
+
+class Kernels:
+    """The kernels of one loaded variant library."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+
+    def _check(self, rc: int) -> None:
+        if rc < 0:
+            raise KernelError(self.lib.cpullm_last_error().decode())
+
+    @property
+    def best_kernel_set(self) -> str:
+        return self.lib.cpullm_best_kernel_set().decode()
+
+    def set_num_threads(self, n: int) -> None:
+        self._check(self.lib.cpullm_set_num_threads(n))
+
+    def num_threads(self) -> int:
+        return int(self.lib.cpullm_get_num_threads())
+
+    def selftest(self) -> tuple[int, str]:
+        """(failed checks, report) of the library's own fast-path-vs-reference self-test."""
+        buf = ctypes.create_string_buffer(1 << 16)
+        failures = self.lib.cpullm_selftest(buf, len(buf))
+        return int(failures), buf.value.decode()
+
+    def quantize_act(self, x: npt.ArrayLike, impl: int = BEST) -> np.ndarray:
+        """x[n] f32 -> n/32 ACT_BLOCK records."""
+        xs = _f32(x, "x").ravel()
+        out = np.zeros(xs.size // 32, dtype=ACT_BLOCK)
+        self._check(self.lib.cpullm_quantize_act(impl, _ptr(xs), xs.size, _ptr(out)))
+        return out
+
+    def dequantize(self, dtype: DType, data: np.ndarray, n: int) -> F32Array:
+        """n values of raw GGUF bytes of ``dtype`` -> f32[n]."""
+        raw = np.ascontiguousarray(data).view(np.uint8).ravel()
+        need = row_bytes(dtype, n)
+        if raw.size < need:
+            raise KernelError(f"{n} {DType(dtype).name} values need {need} bytes, got {raw.size}")
+        y = np.empty(n, dtype=np.float32)
+        self._check(self.lib.cpullm_dequantize(int(dtype), _ptr(raw), n, _ptr(y)))
+        return y
+
+    def matmul(
+        self, dtype: DType, w: np.ndarray, rows: int, cols: int, x: npt.ArrayLike, impl: int = BEST
+    ) -> F32Array:
+        """Y[m, rows] = X[m, cols] · Wᵀ with W raw GGUF bytes [rows × row_bytes]. x may be 1-D (m = 1)."""
+        raw = np.ascontiguousarray(w).view(np.uint8).ravel()
+        if raw.size != rows * row_bytes(dtype, cols):
+            raise KernelError(
+                f"a {rows}×{cols} {DType(dtype).name} matrix is {rows * row_bytes(dtype, cols)} bytes, "
+                f"got {raw.size}"
+            )
+        xs = _f32(x, "x")
+        if xs.shape[-1] != cols:
+            raise KernelError(f"x has {xs.shape[-1]} columns, the matrix has {cols}")
+        m = xs.size // cols
+        y = np.empty((m, rows), dtype=np.float32)
+        self._check(self.lib.cpullm_matmul(impl, int(dtype), _ptr(raw), rows, cols, _ptr(xs), m, _ptr(y)))
+        return y.reshape(rows) if xs.ndim == 1 else y
+
+    def rmsnorm(self, x: npt.ArrayLike, w: npt.ArrayLike, eps: float, impl: int = BEST) -> F32Array:
+        xs, ws = _f32(x, "x"), _f32(w, "w")
+        n = xs.shape[-1]
+        if ws.size != n:
+            raise KernelError(f"rmsnorm weight has {ws.size} values, rows have {n}")
+        y = np.empty_like(xs)
+        self._check(self.lib.cpullm_rmsnorm(impl, _ptr(xs), _ptr(ws), _ptr(y), xs.size // n, n, eps))
+        return y
+
+    def silu_mul(self, g: npt.ArrayLike, u: npt.ArrayLike, impl: int = BEST) -> F32Array:
+        gs, us = _f32(g, "g"), _f32(u, "u")
+        if gs.shape != us.shape:
+            raise KernelError(f"g {gs.shape} and u {us.shape} must have the same shape")
+        y = np.empty_like(gs)
+        self._check(self.lib.cpullm_silu_mul(impl, _ptr(gs), _ptr(us), _ptr(y), gs.size))
+        return y
+
+    def add(self, a: npt.ArrayLike, b: npt.ArrayLike, impl: int = BEST) -> F32Array:
+        as_, bs = _f32(a, "a"), _f32(b, "b")
+        if as_.shape != bs.shape:
+            raise KernelError(f"a {as_.shape} and b {bs.shape} must have the same shape")
+        y = np.empty_like(as_)
+        self._check(self.lib.cpullm_add(impl, _ptr(as_), _ptr(bs), _ptr(y), as_.size))
+        return y
+
+    def softmax(self, x: npt.ArrayLike, impl: int = BEST) -> F32Array:
+        y = _f32(x, "x").copy()
+        self._check(self.lib.cpullm_softmax(impl, _ptr(y), y.size))
+        return y
+
+    def argmax(self, x: npt.ArrayLike, impl: int = BEST) -> int:
+        xs = _f32(x, "x")
+        i = int(self.lib.cpullm_argmax(impl, _ptr(xs), xs.size))
+        self._check(i)
+        return i
+
+    def rope(
+        self,
+        x: npt.ArrayLike,
+        pos: npt.ArrayLike,
+        *,
+        neox: bool,
+        theta_base: float = 10000.0,
+        rot_dims: int | None = None,
+        freq_scale: float = 1.0,
+        freq_factors: npt.ArrayLike | None = None,
+        impl: int = BEST,
+    ) -> F32Array:
+        """x[n_tokens, n_heads, head_dim] rotated (a copy); pos[n_tokens] int32."""
+        y = _f32(x, "x").copy()
+        if y.ndim != 3:
+            raise KernelError(f"rope needs x shaped [tokens, heads, head_dim], got {y.shape}")
+        n_tokens, n_heads, head_dim = y.shape
+        ps = np.ascontiguousarray(pos, dtype=np.int32)
+        if ps.size != n_tokens:
+            raise KernelError(f"{ps.size} positions for {n_tokens} tokens")
+        ff = None if freq_factors is None else _f32(freq_factors, "freq_factors")
+        rot = head_dim if rot_dims is None else rot_dims
+        mode = 2 if neox else 0
+        rc = self.lib.cpullm_rope(
+            impl, _ptr(y), n_tokens, n_heads, head_dim, _ptr(ps), mode, rot, theta_base, freq_scale, _ptr(ff)
+        )
+        self._check(rc)
+        return y
+
+    def kv_write(self, cache: PagedKV, k: npt.ArrayLike, v: npt.ArrayLike, pos0: int) -> None:
+        """Store k, v [n_tokens, n_kv_heads, head_dim] at positions pos0.. of ``cache``."""
+        ks, vs = _f32(k, "k"), _f32(v, "v")
+        n_tokens = ks.size // (cache.n_kv_heads * cache.head_dim)
+        rc = self.lib.cpullm_kv_write(
+            cache.kv_type, cache.block_size, cache.n_kv_heads, cache.head_dim, _ptr(cache.k_pool),
+            _ptr(cache.v_pool), _ptr(cache.block_table), _ptr(ks), _ptr(vs), pos0, n_tokens,
+        )  # fmt: skip
+        self._check(rc)
+
+    def attention(
+        self, q: npt.ArrayLike, pos0: int, cache: PagedKV, scale: float, impl: int = BEST
+    ) -> F32Array:
+        """q[n_q, n_heads, head_dim] (query t at position pos0 + t) -> out of the same shape."""
+        qs = _f32(q, "q")
+        if qs.ndim != 3 or qs.shape[2] != cache.head_dim:
+            raise KernelError(f"q must be [n_q, n_heads, {cache.head_dim}], got {qs.shape}")
+        out = np.empty_like(qs)
+        rc = self.lib.cpullm_attention(
+            impl, _ptr(qs), qs.shape[0], pos0, qs.shape[1], cache.kv_type, cache.block_size, cache.n_kv_heads,
+            cache.head_dim, _ptr(cache.k_pool), _ptr(cache.v_pool), _ptr(cache.block_table), scale, _ptr(out),
+        )  # fmt: skip
+        self._check(rc)
+        return out
+
+
+class PagedKV:
+    """A numpy-backed paged KV cache for one sequence (tests and tools; the engine keeps its own)."""
+
+    def __init__(
+        self,
+        *,
+        n_blocks: int,
+        block_size: int,
+        n_kv_heads: int,
+        head_dim: int,
+        f16: bool,
+        block_table: npt.ArrayLike,
+    ) -> None:
+        self.kv_type = int(DType.F16 if f16 else DType.F32)
+        self.block_size, self.n_kv_heads, self.head_dim = block_size, n_kv_heads, head_dim
+        shape = (n_blocks, block_size, n_kv_heads, head_dim)
+        dtype = np.float16 if f16 else np.float32
+        self.k_pool = np.zeros(shape, dtype=dtype)
+        self.v_pool = np.zeros(shape, dtype=dtype)
+        self.block_table = np.ascontiguousarray(block_table, dtype=np.int32)
+        if self.block_table.size and (self.block_table.min() < 0 or self.block_table.max() >= n_blocks):
+            raise KernelError(f"block_table entries must be in [0, {n_blocks})")
