@@ -111,8 +111,12 @@ def default_recipes_dir(explicit: Path | None = None) -> Path:
         return explicit
     if os.environ.get(RECIPES_ENV):
         return Path(os.environ[RECIPES_ENV])
-    # build_tools/cpubuild/recipes.py -> repository root (editable install or source checkout).
-    return Path(__file__).resolve().parents[2] / "recipes"
+    # build_tools/cpubuild/recipes.py -> repository root (editable install or source checkout);
+    # a non-editable install has no repository around it, so try the working directory.
+    beside_package = Path(__file__).resolve().parents[2] / "recipes"
+    if beside_package.is_dir() or not (Path.cwd() / "recipes").is_dir():
+        return beside_package
+    return Path.cwd() / "recipes"
 
 
 def _string_list(path: Path, data: dict[str, Any], key: str, *, required: bool = True) -> tuple[str, ...]:
