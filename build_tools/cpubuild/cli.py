@@ -29,6 +29,7 @@ COMMAND_MODULES: Final = (
     "cpubuild.cli_detect",
     "cpubuild.cli_recipes",
     "cpubuild.cli_flags",
+    "cpubuild.cli_wheels",
 )
 
 

@@ -1,0 +1,220 @@
+"""`cpubuild wheel / finalize / verify / install / matrix`: the wheel factory's commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cpubuild.cli_common import RECIPES_OPTION, fail, print_json
+
+
+def register(app: typer.Typer) -> None:
+    app.command("wheel")(wheel)
+    app.command("finalize")(finalize)
+    app.command("verify")(verify)
+    app.command("install")(install)
+    app.command("matrix")(matrix)
+
+
+ISA_OPTION = typer.Option(
+    "--isa", envvar="CPUBUILD_ISA", show_envvar=True,
+    help="A recipe name (e.g. avx512_bf16), 'all' for the portable wheel, or 'native' for this host's best.",
+)  # fmt: skip
+ARCH_OPTION = typer.Option(
+    "--arch", envvar="CPUBUILD_ARCH", show_envvar=True, help="x86_64 or aarch64 [default: this host's]."
+)
+STYLE_OPTION = typer.Option(
+    "--name-style", envvar="CPUBUILD_NAME_STYLE", show_envvar=True,
+    help="local: cpullm-0.1.0+<isa>; dist: a distribution per target (cpullm_<isa>).",
+)  # fmt: skip
+OUT_OPTION = typer.Option("--out", help="Folder for the finished wheel.")
+JSON_OPTION = typer.Option("--json", help="Print the result as JSON.")
+
+
+def _style(name_style: str) -> str:
+    from cpubuild.naming import NAME_STYLES
+
+    if name_style not in NAME_STYLES:
+        fail(f"--name-style {name_style} is unknown; use one of: {', '.join(NAME_STYLES)}", code=2)
+    return name_style
+
+
+def wheel(
+    isa: Annotated[str, ISA_OPTION],
+    arch: Annotated[str | None, ARCH_OPTION] = None,
+    name_style: Annotated[str, STYLE_OPTION] = "local",
+    out: Annotated[Path, OUT_OPTION] = Path("wheelhouse"),
+    json_output: Annotated[bool, JSON_OPTION] = False,
+    compiler: Annotated[
+        str | None, typer.Option("--compiler", envvar="CPUBUILD_CXX", help="C++ compiler [default: c++].")
+    ] = None,
+    source: Annotated[
+        Path | None, typer.Option("--source", help="Engine source tree [default: this cpubuild's checkout].")
+    ] = None,
+    recipes_dir: Annotated[Path | None, RECIPES_OPTION] = None,
+) -> None:
+    """Build the engine for one recipe (or --isa all / native) into a repaired, named wheel."""
+    from rich.console import Console
+
+    from cpubuild.recipes import RecipeError
+    from cpubuild.wheel import WheelBuildError, build, resolve_target
+
+    console = Console(stderr=True)
+    try:
+        target = resolve_target(isa, arch, recipes_dir)
+        if target.why:
+            console.print(f"--isa native: {target.why}")
+        with console.status(f"building the {target.isa} wheel for {target.arch}") as status:
+
+            def on_step(step: str) -> None:
+                status.update(f"[{target.slug}] {step}")
+
+            result = build(
+                target, source=source, out_dir=out, name_style=_style(name_style), compiler=compiler,
+                recipes_dir=recipes_dir, on_step=on_step,
+            )  # fmt: skip
+    except (WheelBuildError, RecipeError) as exc:
+        log = getattr(exc, "log", None)
+        fail(f"{exc}" + (f"\nfull build log: {log}" if log else ""))
+    if json_output:
+        print_json(result.as_json())
+    else:
+        typer.echo(f"wheel:  {result.path}")
+        typer.echo(f"target: {target.arch} {target.isa}; platform tag reached: {result.platform_tag}")
+        typer.echo(f"built in {result.seconds:.1f} s; log: {result.log}")
+    for name, needle in result.leaked_paths:
+        typer.echo(f"warning: {name} contains the build path {needle}", err=True)
+
+
+def finalize(
+    raw_wheel: Annotated[Path, typer.Argument(help="A wheel the scikit-build-core backend produced.")],
+    isa: Annotated[str, ISA_OPTION],
+    arch: Annotated[str | None, ARCH_OPTION] = None,
+    name_style: Annotated[str, STYLE_OPTION] = "local",
+    out: Annotated[Path, OUT_OPTION] = Path("wheelhouse"),
+    build_dir: Annotated[
+        Path | None,
+        typer.Option("--build-dir", help="Its CMake build folder [default: build/wheel-ARCH-ISA]."),
+    ] = None,
+    source: Annotated[Path, typer.Option("--source", help="The engine source tree.")] = Path("."),
+) -> None:
+    """Repair, add the manifest to, name and re-pack a raw wheel (cibuildwheel's repair step)."""
+    from cpubuild.naming import PORTABLE
+    from cpubuild.wheel import WheelBuildError, WheelTarget, host_arch
+    from cpubuild.wheel import finalize as do_finalize
+
+    arch = arch or host_arch()
+    if isa == "native":
+        fail("finalize needs the recipe the wheel was built from, not 'native'", code=2)
+    build_dir = build_dir or source / "build" / f"wheel-{arch}-{isa}"
+    target = WheelTarget(arch, isa if isa else PORTABLE)
+    try:
+        path, tag, _info, leaks = do_finalize(
+            raw_wheel.resolve(), target, build_dir=build_dir.resolve(), out_dir=out.resolve(),
+            name_style=_style(name_style), source=source.resolve(), log=sys.stderr,
+        )  # fmt: skip
+    except WheelBuildError as exc:
+        fail(str(exc))
+    typer.echo(f"wheel: {path} ({tag})")
+    for name, needle in leaks:
+        typer.echo(f"warning: {name} contains the build path {needle}", err=True)
+
+
+def verify(
+    wheel_path: Annotated[Path, typer.Argument(metavar="WHEEL", help="The wheel to verify.")],
+    json_output: Annotated[bool, JSON_OPTION] = False,
+    no_deps: Annotated[
+        bool, typer.Option("--no-deps", help="Do not install the engine's dependencies (offline check).")
+    ] = False,
+    sysroot: Annotated[
+        Path | None,
+        typer.Option("--sysroot", help="For another arch's wheel: a sysroot with its Python (qemu-user)."),
+    ] = None,
+) -> None:
+    """Install WHEEL into a fresh environment, import it, run the kernel self-test, report the variant."""
+    from cpubuild.verify import VerifyError
+    from cpubuild.verify import verify as do_verify
+
+    try:
+        report = do_verify(wheel_path, with_deps=not no_deps, sysroot=sysroot)
+    except VerifyError as exc:
+        fail(str(exc))
+    if json_output:
+        print_json(report.as_json())
+    else:
+        typer.echo(
+            f"{'OK' if report.ok else 'FAILED'}: {report.wheel.name} ({report.how}, {report.seconds:.1f} s)"
+        )
+        if report.variant:
+            typer.echo(f"variant loaded: {report.variant} ({report.reason})")
+        if report.selftest:
+            st = report.selftest
+            state = "passed" if st.get("passed") else ("FAILED" if st.get("ran") else "not run")
+            typer.echo(f"kernel self-test: {state}: {str(st.get('report', '')).strip().splitlines()[-1:]}")
+        typer.echo(f"generation: {report.generation}")
+        if report.error:
+            typer.echo(f"error: {report.error}", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def install(
+    wheelhouse: Annotated[Path, typer.Option("--wheelhouse", help="Folder of cpullm wheels.")] = Path(
+        "wheelhouse"
+    ),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Explain the choice; install nothing.")] = False,
+    python: Annotated[
+        str | None,
+        typer.Option("--python", help="Install into this Python's environment [default: this one]."),
+    ] = None,
+    no_deps: Annotated[
+        bool, typer.Option("--no-deps", help="Do not install the engine's dependencies.")
+    ] = False,
+    json_output: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """Pick the best wheel for this host in a folder, explain the choice, and install it."""
+    from cpubuild.install import InstallError, choose, detect_host_view, install_commands, run_commands
+
+    host = detect_host_view()
+    try:
+        best, judged = choose(wheelhouse, host)
+        commands = install_commands(best, python or sys.executable, with_deps=not no_deps)
+        if not dry_run:
+            run_commands(commands)
+    except InstallError as exc:
+        fail(str(exc))
+    if json_output:
+        print_json(
+            {
+                "chosen": str(best.path), "variant": best.best_variant, "installed": not dry_run,
+                "commands": commands,
+                "wheels": [{"wheel": c.path.name, "fits": c.fits, "why": c.why} for c in judged],
+            }
+        )  # fmt: skip
+        return
+    for cand in judged:
+        mark = "->" if cand is best else "  "
+        typer.echo(f"{mark} {cand.path.name}: {cand.why}")
+    typer.echo(f"chosen: {best.path.name} (loads {best.best_variant} on this host)")
+    for command in commands:
+        typer.echo(f"{'would run' if dry_run else 'ran'}: {' '.join(command)}")
+
+
+def matrix(
+    json_output: Annotated[bool, JSON_OPTION] = False,
+    recipes_dir: Annotated[Path | None, RECIPES_OPTION] = None,
+) -> None:
+    """Print the CI build jobs (arch x recipe + the portable wheel per arch) as a GitHub Actions matrix."""
+    from cpubuild.matrix import github_matrix
+
+    document = github_matrix(recipes_dir)
+    if json_output:
+        # One line: the workflow writes it to $GITHUB_OUTPUT.
+        typer.echo(json.dumps(document, separators=(",", ":")))
+        return
+    for job in document["include"]:
+        typer.echo(f"{job['name']:<24} runner {job['runner']:<18} cibuildwheel {job['cibw_build']}")

@@ -1,0 +1,324 @@
+"""`cpubuild wheel`: build the engine for one recipe (or all of an arch) into a named, repaired wheel.
+
+Pipeline: resolve the target (a recipe, "all", or "native" = this host's best recipe) -> prove the
+compiler accepts the recipe's flags -> scikit-build-core's PEP 517 hook with explicit CMake defines,
+in a stable build folder per (arch, target), with ccache when present -> auditwheel repair ->
+manifest + name -> deterministic archive. The build host's CPU is consulted only for "native".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from cpubuild import manifest, naming, reproducible
+from cpubuild.features import AARCH64, ARCHES, X86_64
+from cpubuild.repair import RepairError, repair
+
+CROSS_COMPILERS: Final = {AARCH64: "aarch64-linux-gnu-g++", X86_64: "x86_64-linux-gnu-g++"}
+TOOLCHAIN_FILES: Final = {AARCH64: "cmake/toolchains/aarch64-linux-gnu.cmake"}
+# Runs scikit-build-core's PEP 517 hook in a child process (its output goes to the log and the spinner).
+_BACKEND: Final = (
+    "import json, sys\n"
+    "from scikit_build_core.build import build_wheel\n"
+    "name = build_wheel(sys.argv[1], json.loads(sys.argv[2]))\n"
+    "print('CPUBUILD_RAW_WHEEL=' + name, flush=True)\n"
+)
+
+
+class WheelBuildError(Exception):
+    """The wheel could not be built; `log` is the full build log when there is one."""
+
+    def __init__(self, message: str, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+@dataclass(frozen=True)
+class WheelTarget:
+    arch: str
+    isa: str  # a recipe name, or "all" for the portable wheel
+    why: str = ""  # for --isa native: which host recipe was picked and why
+
+    @property
+    def slug(self) -> str:
+        return f"{self.arch}-{self.isa}"
+
+
+@dataclass(frozen=True)
+class WheelResult:
+    path: Path
+    target: WheelTarget
+    platform_tag: str
+    build_info: dict[str, Any]
+    log: Path
+    build_dir: Path
+    seconds: float
+    leaked_paths: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "wheel": str(self.path),
+            "arch": self.target.arch,
+            "isa": self.target.isa,
+            "native_choice": self.target.why or None,
+            "platform_tag": self.platform_tag,
+            "size_bytes": self.path.stat().st_size,
+            "seconds": round(self.seconds, 2),
+            "log": str(self.log),
+            "build_dir": str(self.build_dir),
+            "leaked_paths": [list(p) for p in self.leaked_paths],
+            "build_info": self.build_info,
+        }
+
+
+def host_arch() -> str:
+    machine = platform.machine().lower()
+    return {"amd64": X86_64, "arm64": AARCH64}.get(machine, machine)
+
+
+def default_source() -> Path:
+    """The source tree this cpubuild belongs to (build_tools/cpubuild/ -> repository root)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def resolve_target(isa: str, arch: str | None, recipes_dir: Path | None = None) -> WheelTarget:
+    """Turn --isa/--arch into a target; only "native" looks at this host."""
+    from cpubuild.recipes import load_recipes
+
+    arch = arch or host_arch()
+    if arch not in ARCHES:
+        raise WheelBuildError(f"--arch {arch} is not supported; use one of: {', '.join(ARCHES)}")
+    recipes = load_recipes(recipes_dir)
+    if isa == "native":
+        from cpubuild.host import detect_host
+        from cpubuild.select import select
+
+        host = detect_host()
+        if host.arch != arch:
+            raise WheelBuildError(
+                f"--isa native builds for this host, which is {host.arch}, not {arch}; "
+                f"pass a recipe name (e.g. --isa {recipes.for_arch(arch)[-1].name}) to cross-build."
+            )
+        best = select(host, recipes).best
+        if best is None:
+            raise WheelBuildError(f"no {arch} recipe can run on this host ({host.model_name})")
+        why = (
+            f"this host ({host.model_name}, {host.microarchitecture}) can run {best.name}, "
+            f"the best {arch} recipe"
+        )
+        return WheelTarget(arch, best.name, why)
+    if isa == naming.PORTABLE:
+        return WheelTarget(arch, isa)
+    names = [r.name for r in recipes.for_arch(arch)]
+    if isa not in names:
+        raise WheelBuildError(
+            f"no {arch} recipe named {isa!r}; known: {', '.join(names)}, plus 'all' (portable) and 'native'"
+        )
+    return WheelTarget(arch, isa)
+
+
+def compiler_for(arch: str, explicit: str | None) -> str:
+    from cpubuild.compiler import default_compiler
+
+    if explicit or arch == host_arch():
+        return default_compiler(explicit)
+    return CROSS_COMPILERS[arch]
+
+
+def check_compiler(target: WheelTarget, compiler: str, recipes_dir: Path | None = None) -> None:
+    """Prove the compiler accepts every flag the target's recipes need (version-gated, probe-compiled)."""
+    from cpubuild.compiler import CompilerError
+    from cpubuild.flags import FlagsError, resolve_flags
+    from cpubuild.recipes import load_recipes
+
+    recipes = load_recipes(recipes_dir).for_arch(target.arch)
+    chosen = recipes if target.isa == naming.PORTABLE else [r for r in recipes if r.name == target.isa]
+    for recipe in chosen:
+        try:
+            resolve_flags(recipe, compiler)
+        except (CompilerError, FlagsError) as exc:
+            raise WheelBuildError(str(exc)) from None
+
+
+def config_settings(
+    target: WheelTarget, source: Path, build_dir: Path, compiler: str | None, recipes_dir: Path | None
+) -> dict[str, str]:
+    """scikit-build-core settings: explicit CMake defines, never the build host's CPU."""
+    settings = {
+        "build-dir": str(build_dir),
+        "cmake.define.CPULLM_VARIANTS": target.isa,
+        "cmake.define.CPULLM_ARCH": target.arch,
+        "cmake.define.Python3_EXECUTABLE": sys.executable,
+    }
+    if recipes_dir is not None:
+        settings["cmake.define.CPULLM_RECIPES_DIR"] = str(recipes_dir.resolve())
+    if shutil.which("ccache"):
+        settings["cmake.define.CMAKE_CXX_COMPILER_LAUNCHER"] = "ccache"
+    if target.arch != host_arch():
+        toolchain = TOOLCHAIN_FILES.get(target.arch)
+        if toolchain is None:
+            raise WheelBuildError(f"cross-building for {target.arch} from {host_arch()} is not set up")
+        settings["cmake.define.CMAKE_TOOLCHAIN_FILE"] = str(source / toolchain)
+    elif compiler:
+        settings["cmake.define.CMAKE_CXX_COMPILER"] = shutil.which(compiler) or compiler
+    return settings
+
+
+_STEP = re.compile(r"^\s*(\*\*\* .*|\[\d+/\d+\] .*)$")
+_ERROR = re.compile(r"(: (fatal )?error: |^CMake Error|^\s*recipes\.py: |undefined reference|^ninja: error)")
+
+
+def first_error(log_text: str) -> str:
+    """The first compiler/CMake error line in a build log (else its last non-empty line)."""
+    lines = [line.rstrip() for line in log_text.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if _ERROR.search(line):
+            # CMake puts the message on the following lines.
+            if line.startswith("CMake Error") and index + 1 < len(lines):
+                return f"{line.strip()} {lines[index + 1].strip()}"
+            return line.strip()
+    return lines[-1].strip() if lines else "(the build printed nothing)"
+
+
+def _run_backend(
+    source: Path, out: Path, settings: dict[str, str], env: dict[str, str], log: TextIO,
+    on_step: Callable[[str], None],
+) -> Path:  # fmt: skip
+    command = [sys.executable, "-c", _BACKEND, str(out), json.dumps(settings)]
+    log.write(f"$ (in {source}) scikit-build-core build_wheel {json.dumps(settings)}\n")
+    log.flush()
+    proc = subprocess.Popen(
+        command, cwd=source, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    assert proc.stdout is not None
+    name = None
+    for line in proc.stdout:
+        log.write(line)
+        if line.startswith("CPUBUILD_RAW_WHEEL="):
+            name = line.split("=", 1)[1].strip()
+        elif _STEP.match(line):
+            on_step(line.strip().removeprefix("*** "))
+    if proc.wait() != 0 or name is None:
+        raise WheelBuildError("the build failed")
+    return out / name
+
+
+def _rename_dist_info(tree: Path, new: naming.WheelName, isa: str) -> None:
+    """Give the unpacked wheel its final name and version (dist-info folder and METADATA)."""
+    old = next(tree.glob("*.dist-info"))
+    target = tree / new.dist_info
+    if old != target:
+        old.rename(target)
+    metadata = target / "METADATA"
+    lines = metadata.read_text().split("\n")
+    out = []
+    for line in lines:
+        if line.startswith("Name: "):
+            line = f"Name: {new.distribution.replace('_', '-')}"
+        elif line.startswith("Version: "):
+            line = f"Version: {new.version}"
+        out.append(line)
+        if line.startswith("Version: ") and new.distribution != naming.BASE_NAME:
+            out.append(f"Provides-Dist: {naming.BASE_NAME} ({new.version.split('+')[0]})")
+    metadata.write_text("\n".join(out))
+
+
+def finalize(
+    raw_wheel: Path,
+    target: WheelTarget,
+    *,
+    build_dir: Path,
+    out_dir: Path,
+    name_style: str,
+    source: Path,
+    log: TextIO,
+    on_step: Callable[[str], None] = lambda _step: None,
+) -> tuple[Path, str, dict[str, Any], list[tuple[str, str]]]:
+    """Repair, add the manifest, name and re-pack a backend-built wheel: (wheel, tag, info, leaks)."""
+    epoch = reproducible.source_date_epoch(source)
+    with tempfile.TemporaryDirectory(prefix="cpubuild-wheel-") as tmp_name:
+        tmp = Path(tmp_name)
+        on_step("auditwheel repair")
+        try:
+            repaired, tag = repair(raw_wheel, tmp / "repaired", target.arch, log)
+        except RepairError as exc:
+            raise WheelBuildError(str(exc)) from None
+        on_step("writing the manifest and the final archive")
+        tree = tmp / "tree"
+        with zipfile.ZipFile(repaired) as archive:
+            archive.extractall(tree)
+        table = json.loads((tree / manifest.VARIANTS_PATH).read_text())
+        built = sorted(v["name"] for v in table["variants"])
+        if target.isa != naming.PORTABLE and built != [target.isa]:
+            raise WheelBuildError(f"the wheel for {target.isa} contains variants {built}; expected only it")
+        info = manifest.build_info(
+            target=target.isa,
+            table=table,
+            toolchain=manifest.toolchain_from_build_dir(build_dir),
+            source=reproducible.source_commit(source),
+            source_date=reproducible.iso_date(epoch),
+            name_style=name_style,
+            platform_tag=tag,
+        )
+        (tree / manifest.MANIFEST_PATH).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        raw_name = naming.WheelName.parse(repaired.name)
+        version = raw_name.version.split("+")[0]
+        dist, full_version = naming.identity(version, target.isa, name_style)
+        new = naming.WheelName(naming.escape(dist), full_version, raw_name.python, raw_name.abi, tag)
+        _rename_dist_info(tree, new, target.isa)
+        needles = sorted({str(source.resolve()), str(build_dir.resolve()), str(Path.home())})
+        leaks = reproducible.leaked_paths(tree, needles)
+        out = reproducible.write_wheel(tree, new.dist_info, out_dir / new.filename, epoch)
+    return out, tag, info, leaks
+
+
+def build(
+    target: WheelTarget,
+    *,
+    source: Path | None = None,
+    out_dir: Path,
+    name_style: str = "local",
+    compiler: str | None = None,
+    recipes_dir: Path | None = None,
+    build_root: Path | None = None,
+    on_step: Callable[[str], None] = lambda _step: None,
+) -> WheelResult:
+    """Build `target` into `out_dir`; raise WheelBuildError with the first error and the log's path."""
+    start = time.perf_counter()
+    source = (source or default_source()).resolve()
+    build_root = (build_root or source / "build").resolve()
+    build_dir = build_root / f"wheel-{target.slug}"
+    log_path = build_root / "logs" / f"wheel-{target.slug}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    on_step("checking the compiler accepts the recipe's flags")
+    check_compiler(target, compiler_for(target.arch, compiler), recipes_dir)
+    settings = config_settings(target, source, build_dir, compiler, recipes_dir)
+    env = dict(os.environ, SOURCE_DATE_EPOCH=str(reproducible.source_date_epoch(source)))
+    if target.arch != host_arch():
+        env["_PYTHON_HOST_PLATFORM"] = f"linux-{target.arch}"  # the wheel's platform tag
+    with log_path.open("w") as log, tempfile.TemporaryDirectory(prefix="cpubuild-raw-") as raw_dir:
+        try:
+            on_step("configuring CMake")
+            raw = _run_backend(source, Path(raw_dir), settings, env, log, on_step)
+            path, tag, info, leaks = finalize(
+                raw, target, build_dir=build_dir, out_dir=out_dir.resolve(), name_style=name_style,
+                source=source, log=log, on_step=on_step,
+            )  # fmt: skip
+        except WheelBuildError as exc:
+            log.flush()
+            detail = first_error(log_path.read_text(errors="replace"))
+            raise WheelBuildError(f"{exc}: {detail}", log_path) from None
+    return WheelResult(path, target, tag, info, log_path, build_dir, time.perf_counter() - start, leaks)
