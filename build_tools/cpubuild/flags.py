@@ -103,7 +103,7 @@ def resolve_flags(
     if compiler.target and compiler.target_arch != recipe.arch:
         raise FlagsError(
             f"{compiler.path} builds for {compiler.target}, but recipe {recipe.name!r} is for {recipe.arch}; "
-            f"pass --compiler with a {recipe.arch} compiler (e.g. a cross compiler)."
+            f"pass --compiler with a compiler for {recipe.arch} (e.g. a cross compiler)."
         )
     try:
         flags = tuple(flags_for(recipe, compiler.family, compiler.version))
@@ -116,7 +116,7 @@ def resolve_flags(
     if error is not None:
         raise FlagsError(
             f"{compiler.family} {compiler.version} ({compiler.path}) cannot build recipe {recipe.name!r} "
-            f"with {' '.join(flags)}: the compiler said: {error}. Use a newer compiler (--compiler) "
+            f"with {' '.join(flags)}; the compiler said: '{error}'. Use a newer compiler (--compiler) "
             "or pick another --isa."
         )
     if use_cache:
