@@ -140,7 +140,9 @@ def test_live_detect_json_through_the_installed_command():
     quota, _ = cgroup_cpu_quota()
     expected = affinity if quota is None else max(1, min(affinity, math.floor(quota)))
     assert document["host"]["usable_cores"] == expected
-    assert document["probe_seconds"] < 0.1
+    # One cold sample (archspec import included) on a shared machine: a loose bound here; the
+    # 100 ms promise is checked on the median below.
+    assert document["probe_seconds"] < 0.25
     assert wall < 10  # the whole command, Python start-up included
 
 
