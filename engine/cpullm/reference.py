@@ -1,0 +1,154 @@
+"""An independent NumPy float64 forward pass for llama / mistral / qwen2: the oracle for the native engine.
+
+Public API
+----------
+``dequantize_weights(model_file) -> dict[str, float64 ndarray]``
+    Every tensor dequantized with ``gguf.quants.dequantize`` (the gguf package, not our kernels),
+    row-major: a matrix is ``(out_features, in_features)``.
+``forward(config, weights, tokens, last_only=False) -> float64[T, vocab]``
+    Logits for every position of ``tokens`` (or only the last, as ``[1, vocab]``), computed with a full
+    causal pass: embeddings -> per layer (RMSNorm, Q/K/V (+bias), RoPE, grouped-query causal attention,
+    output projection, residual, RMSNorm, SwiGLU FFN, residual) -> final RMSNorm -> output projection
+    (``token_embd`` when the embeddings are tied).
+``ReferenceModel(model_file)``
+    Holds the dequantized weights; ``logits(tokens)`` and ``greedy(tokens, n, stop_ids)``.
+
+RoPE follows llama.cpp (see :mod:`cpullm.config`): ``RopeLayout.NORMAL`` rotates adjacent lanes
+``(2i, 2i+1)``, ``RopeLayout.NEOX`` rotates ``(i, i + rope_dim/2)``; the angle of pair ``i`` at position
+``p`` is ``p / rope_scale * rope_theta ** (-2i / rope_dim) / rope_freqs[i]`` (``rope_freqs`` only when
+the file has that tensor). Nothing here is fast; it is written to be obviously right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+from gguf.quants import dequantize
+
+from .config import ModelConfig, RopeLayout
+from .model_file import ModelFile
+
+Weights = Mapping[str, np.ndarray]
+
+
+def dequantize_weights(model: ModelFile) -> dict[str, np.ndarray]:
+    out = {}
+    for name, tensor in model.gguf.tensors.items():
+        dense = dequantize(np.asarray(tensor.data), tensor.type)
+        out[name] = np.asarray(dense, dtype=np.float64).reshape(tensor.shape)
+    return out
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """x: [T, d], weight: [d] -> [T, d]."""
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def rope_angles(config: ModelConfig, positions: np.ndarray, freq_factors: np.ndarray | None) -> np.ndarray:
+    """positions: [T] -> angles [T, rope_dim/2]."""
+    half = config.rope_dim // 2
+    inv_freq = config.rope_theta ** (-2.0 * np.arange(half, dtype=np.float64) / config.rope_dim)
+    if freq_factors is not None:
+        inv_freq = inv_freq / freq_factors
+    return np.outer(positions.astype(np.float64) / config.rope_scale, inv_freq)
+
+
+def apply_rope(x: np.ndarray, angles: np.ndarray, layout: RopeLayout, rope_dim: int) -> np.ndarray:
+    """x: [T, heads, head_dim], angles: [T, rope_dim/2] -> rotated copy of x."""
+    out = x.copy()
+    cos = np.cos(angles)[:, None, :]  # [T, 1, rope_dim/2]
+    sin = np.sin(angles)[:, None, :]
+    if layout is RopeLayout.NORMAL:
+        a, b = x[..., 0:rope_dim:2], x[..., 1:rope_dim:2]
+        out[..., 0:rope_dim:2] = a * cos - b * sin
+        out[..., 1:rope_dim:2] = a * sin + b * cos
+    else:
+        half = rope_dim // 2
+        a, b = x[..., :half], x[..., half:rope_dim]
+        out[..., :half] = a * cos - b * sin
+        out[..., half:rope_dim] = a * sin + b * cos
+    return out
+
+
+def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """q: [T, n_heads, hd], k/v: [T, n_kv_heads, hd] -> [T, n_heads * hd].
+
+    Query head h reads key/value head h // (n_heads / n_kv_heads), as llama.cpp and transformers do.
+    """
+    t, n_heads, hd = q.shape
+    group = n_heads // k.shape[1]
+    k = np.repeat(k, group, axis=1)  # [T, n_heads, hd]
+    v = np.repeat(v, group, axis=1)
+    scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd)  # [heads, T, T]
+    scores = np.where(np.tril(np.ones((t, t), dtype=bool)), scores, -np.inf)
+    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    probs = scores / scores.sum(axis=-1, keepdims=True)
+    return np.einsum("hqk,khd->qhd", probs, v).reshape(t, n_heads * hd)
+
+
+def _layer(config: ModelConfig, w: Weights, i: int, x: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """One transformer block. x: [T, d_model] -> [T, d_model]."""
+    p = f"blk.{i}."
+    t = x.shape[0]
+    h = rms_norm(x, w[p + "attn_norm.weight"], config.rms_eps)
+    q = h @ w[p + "attn_q.weight"].T  # [T, n_heads * hd]
+    k = h @ w[p + "attn_k.weight"].T  # [T, n_kv_heads * hd]
+    v = h @ w[p + "attn_v.weight"].T
+    if config.has_qkv_bias:
+        q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
+    q = apply_rope(q.reshape(t, config.n_heads, config.head_dim), angles, config.rope_layout, config.rope_dim)
+    k = apply_rope(
+        k.reshape(t, config.n_kv_heads, config.head_dim), angles, config.rope_layout, config.rope_dim
+    )
+    v = v.reshape(t, config.n_kv_heads, config.head_dim)
+    x = x + causal_attention(q, k, v) @ w[p + "attn_output.weight"].T
+    h = rms_norm(x, w[p + "ffn_norm.weight"], config.rms_eps)
+    ffn = silu(h @ w[p + "ffn_gate.weight"].T) * (h @ w[p + "ffn_up.weight"].T)  # [T, d_ff]
+    return x + ffn @ w[p + "ffn_down.weight"].T
+
+
+def forward(
+    config: ModelConfig, weights: Weights, tokens: Sequence[int], last_only: bool = False
+) -> np.ndarray:
+    """Logits float64[T, vocab] (``[1, vocab]`` with ``last_only``) for ``tokens`` at positions 0..T-1."""
+    ids = np.asarray(tokens, dtype=np.int64)
+    if ids.ndim != 1 or ids.size == 0:
+        raise ValueError("forward needs a non-empty 1-D list of token ids.")
+    if ids.min() < 0 or ids.max() >= config.vocab_size:
+        raise ValueError(f"token ids must be in [0, {config.vocab_size}), got {ids.min()}..{ids.max()}.")
+    x = weights["token_embd.weight"][ids]  # [T, d_model]
+    angles = rope_angles(config, np.arange(ids.size), weights.get("rope_freqs.weight"))
+    for i in range(config.n_layers):
+        x = _layer(config, weights, i, x, angles)
+    if last_only:
+        x = x[-1:]
+    x = rms_norm(x, weights["output_norm.weight"], config.rms_eps)
+    out = weights["token_embd.weight"] if config.tied_embeddings else weights["output.weight"]
+    return x @ out.T  # [T, vocab]
+
+
+class ReferenceModel:
+    """A model file dequantized to float64, with the reference forward pass."""
+
+    def __init__(self, model: ModelFile) -> None:
+        self.config = model.config
+        self.weights = dequantize_weights(model)
+
+    def logits(self, tokens: Sequence[int], last_only: bool = False) -> np.ndarray:
+        return forward(self.config, self.weights, tokens, last_only)
+
+    def greedy(self, tokens: Sequence[int], max_new: int, stop_ids: Iterable[int] = ()) -> list[int]:
+        """Greedy continuation (recomputes the whole sequence each step; fine for a few tokens)."""
+        seq, stops, new = list(tokens), set(stop_ids), []
+        for _ in range(max_new):
+            token = int(np.argmax(self.logits(seq, last_only=True)[0]))
+            new.append(token)
+            if token in stops:
+                break
+            seq.append(token)
+        return new

@@ -1,0 +1,184 @@
+"""The NumPy float64 reference forward pass: against a naive token-by-token loop, RoPE layouts, tied
+output, every tensor type, and the real SmolLM2 answering the issue's question."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as QT
+from tiny_gguf import TinySpec, write_tiny_gguf
+
+from cpullm.config import ModelConfig, RopeLayout
+from cpullm.model_file import ModelFile
+from cpullm.reference import ReferenceModel, dequantize_weights, forward, rope_angles
+from cpullm.tokenizer import Tokenizer
+
+TOKENS = [5, 77, 200, 3, 150, 42, 9, 260, 1, 100]
+
+
+def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int]) -> np.ndarray:
+    """Token-by-token with a KV cache and explicit loops over heads and rotation pairs."""
+    hd, group = config.head_dim, config.n_heads // config.n_kv_heads
+    cache: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in range(config.n_layers)]
+
+    def norm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        return x / math.sqrt(float(np.dot(x, x)) / x.size + config.rms_eps) * weight
+
+    def rotate(vec: np.ndarray, pos: int) -> np.ndarray:
+        out = vec.copy()
+        for i in range(config.rope_dim // 2):
+            angle = pos * config.rope_theta ** (-2 * i / config.rope_dim)
+            a, b = (
+                (2 * i, 2 * i + 1)
+                if config.rope_layout is RopeLayout.NORMAL
+                else (i, i + config.rope_dim // 2)
+            )
+            out[a] = vec[a] * math.cos(angle) - vec[b] * math.sin(angle)
+            out[b] = vec[a] * math.sin(angle) + vec[b] * math.cos(angle)
+        return out
+
+    rows = []
+    for pos, token in enumerate(tokens):
+        x = w["token_embd.weight"][token].copy()
+        for layer in range(config.n_layers):
+            p = f"blk.{layer}."
+            h = norm(x, w[p + "attn_norm.weight"])
+            q, k, v = (w[p + f"attn_{n}.weight"] @ h for n in "qkv")
+            if config.has_qkv_bias:
+                q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
+            keys, values = cache[layer]
+            keys.append(
+                np.concatenate([rotate(k[j * hd : (j + 1) * hd], pos) for j in range(config.n_kv_heads)])
+            )
+            values.append(v)
+            heads = []
+            for head in range(config.n_heads):
+                qh = rotate(q[head * hd : (head + 1) * hd], pos)
+                kv = slice((head // group) * hd, (head // group + 1) * hd)
+                scores = np.array([np.dot(qh, kk[kv]) / math.sqrt(hd) for kk in keys])
+                probs = np.exp(scores - scores.max())
+                probs /= probs.sum()
+                heads.append(sum(pr * vv[kv] for pr, vv in zip(probs, values, strict=True)))
+            x = x + w[p + "attn_output.weight"] @ np.concatenate(heads)
+            h = norm(x, w[p + "ffn_norm.weight"])
+            gate = w[p + "ffn_gate.weight"] @ h
+            x = x + w[p + "ffn_down.weight"] @ (gate / (1 + np.exp(-gate)) * (w[p + "ffn_up.weight"] @ h))
+        out = w["token_embd.weight"] if config.tied_embeddings else w["output.weight"]
+        rows.append(out @ norm(x, w["output_norm.weight"]))
+    return np.array(rows)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [TinySpec(), TinySpec(tied=False, arch="mistral"), TinySpec(arch="qwen2", n_heads=8, n_kv_heads=2)],
+    ids=["llama-tied", "mistral-untied", "qwen2-bias"],
+)
+def test_forward_matches_naive_loop(tiny_dir: Path, spec: TinySpec) -> None:
+    model = ModelFile.open(write_tiny_gguf(tiny_dir / f"naive_{spec.arch}_{spec.tied}.gguf", spec))
+    ref = ReferenceModel(model)
+    got = ref.logits(TOKENS)
+    want = naive_logits(model.config, ref.weights, TOKENS)
+    assert got.shape == (len(TOKENS), model.config.vocab_size)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ref.logits(TOKENS, last_only=True)[0], want[-1], rtol=1e-9, atol=1e-9)
+    assert got.std() > 0.1  # not a degenerate model
+
+
+def test_forward_is_causal(tiny_llama: Path) -> None:
+    ref = ReferenceModel(ModelFile.open(tiny_llama))
+    full = ref.logits(TOKENS)
+    for t in (0, 3, len(TOKENS) - 1):
+        np.testing.assert_allclose(
+            full[t], ref.logits(TOKENS[: t + 1], last_only=True)[0], rtol=1e-10, atol=1e-10
+        )
+    changed = ref.logits([*TOKENS[:-1], 11])
+    np.testing.assert_allclose(changed[:-1], full[:-1], rtol=1e-10, atol=1e-10)
+    assert not np.allclose(changed[-1], full[-1])
+
+
+def test_tied_output_uses_token_embeddings(tiny_llama: Path) -> None:
+    model = ModelFile.open(tiny_llama)
+    assert model.config.tied_embeddings and "output.weight" not in model.gguf.tensors
+    w = dequantize_weights(model)
+    tied = forward(model.config, w, TOKENS)
+    untied_config = dataclasses.replace(model.config, tied_embeddings=False)
+    same = forward(untied_config, {**w, "output.weight": w["token_embd.weight"]}, TOKENS)
+    np.testing.assert_array_equal(tied, same)
+    other = forward(untied_config, {**w, "output.weight": w["token_embd.weight"][::-1].copy()}, TOKENS)
+    assert not np.allclose(other, tied)
+
+
+def _unpermute_llama_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """Inverse of llama.cpp's convert permute: GGUF interleaved-pair rows -> HF half-split rows."""
+    rows, cols = weight.shape
+    return weight.reshape(n_heads, rows // n_heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def test_normal_rope_on_permuted_weights_equals_neox_on_hf_weights(tiny_llama: Path) -> None:
+    """The converter permutes llama Q/K rows so NORMAL RoPE in GGUF equals HF's rotate_half (NEOX)."""
+    model = ModelFile.open(tiny_llama)
+    c = model.config
+    w = dequantize_weights(model)
+    hf = dict(w)
+    for i in range(c.n_layers):
+        hf[f"blk.{i}.attn_q.weight"] = _unpermute_llama_rows(w[f"blk.{i}.attn_q.weight"], c.n_heads)
+        hf[f"blk.{i}.attn_k.weight"] = _unpermute_llama_rows(w[f"blk.{i}.attn_k.weight"], c.n_kv_heads)
+    neox = dataclasses.replace(c, rope_layout=RopeLayout.NEOX)
+    np.testing.assert_allclose(forward(neox, hf, TOKENS), forward(c, w, TOKENS), rtol=1e-9, atol=1e-9)
+    assert not np.allclose(forward(neox, w, TOKENS), forward(c, w, TOKENS), atol=1e-3)
+
+
+def test_rope_scaling_and_frequency_factors(tiny_llama: Path) -> None:
+    c = ModelFile.open(tiny_llama).config
+    positions = np.arange(8)
+    base = rope_angles(c, positions, None)
+    scaled = rope_angles(dataclasses.replace(c, rope_scaling="linear", rope_scale=2.0), positions * 2, None)
+    np.testing.assert_allclose(scaled, base)
+    factors = np.linspace(1.0, 8.0, c.rope_dim // 2)
+    np.testing.assert_allclose(rope_angles(c, positions, factors), base / factors)
+    assert base[1, 0] == 1.0 and base[1, -1] == pytest.approx(
+        c.rope_theta ** (-(c.rope_dim - 2) / c.rope_dim)
+    )
+
+
+@pytest.mark.parametrize("qtype", [QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1], ids=lambda t: t.name)
+def test_quantized_models_track_the_f32_model(tiny_dir: Path, qtype: QT) -> None:
+    """Same float weights quantized: logits stay highly correlated with the F32 file's."""
+    spec = TinySpec(tied=False, seed=11)
+    f32 = ReferenceModel(ModelFile.open(write_tiny_gguf(tiny_dir / "track_f32.gguf", spec)))
+    quant_spec = dataclasses.replace(spec, weight_type=qtype)
+    quant = ReferenceModel(ModelFile.open(write_tiny_gguf(tiny_dir / f"track_{qtype.name}.gguf", quant_spec)))
+    a, b = f32.logits(TOKENS).ravel(), quant.logits(TOKENS).ravel()
+    corr = float(np.corrcoef(a, b)[0, 1])
+    assert corr > {QT.F16: 0.99999, QT.BF16: 0.9999, QT.Q8_0: 0.9999}.get(qtype, 0.98), corr
+    assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("qtype", [QT.Q4_K, QT.Q6_K], ids=lambda t: t.name)
+def test_k_quant_models_run(tiny_dir: Path, qtype: QT) -> None:
+    model = ModelFile.open(write_tiny_gguf(tiny_dir / f"run_{qtype.name}.gguf", TinySpec(weight_type=qtype)))
+    logits = ReferenceModel(model).logits(TOKENS)
+    assert np.isfinite(logits).all() and logits.std() > 0.01
+
+
+def test_bad_tokens_are_rejected(tiny_llama: Path) -> None:
+    ref = ReferenceModel(ModelFile.open(tiny_llama))
+    with pytest.raises(ValueError, match="token ids must be in"):
+        ref.logits([1, 100000])
+    with pytest.raises(ValueError, match="non-empty"):
+        ref.logits([])
+
+
+@pytest.mark.slow
+def test_smollm2_answers_paris(smollm2_path: Path) -> None:
+    model = ModelFile.open(smollm2_path)
+    tok = Tokenizer.from_gguf(model.gguf)
+    prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    ids = tok.encode(prompt, parse_special=True)
+    ref = ReferenceModel(model)
+    out = ref.greedy(ids, max_new=10, stop_ids=tok.eog_ids)
+    assert tok.decode(out, skip_special=True).startswith("The capital of France is Paris.")
