@@ -1,10 +1,21 @@
-// avx512_vnni fast paths: not written yet; every case falls back to the next kernel set.
+// AVX512-VNNI fast paths: quantized products with vpdpbusd (u8 × s8, four products summed into s32).
+#include <algorithm>
+#include <cmath>
+
 #include "kernels/fast.h"
+#include "kernels/matmul/x86_quant.h"
 
 namespace cpullm {
 namespace avx512_vnni {
-bool matmul_rows(const Matrix&, const void*, int64_t, float*, int64_t, int64_t, int64_t) { return false; }
+namespace {
+struct Dot {
+  static __m256i dot(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+};
+}  // namespace
 
+bool matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
+  return x86::matmul_quant<Dot>(W, Xq, m, Y, ldy, r0, r1);
+}
 
 }  // namespace avx512_vnni
 }  // namespace cpullm
