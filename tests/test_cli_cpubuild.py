@@ -154,3 +154,33 @@ def test_probe_takes_under_100_ms():
         detect_host()
         times.append(time.perf_counter() - start)
     assert statistics.median(times) < 0.1, times
+
+
+def documented_detect_fields() -> set[str]:
+    """The field names of the README's `cpubuild detect --json` schema table."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## cpubuild detect", 1)[1].split("\n## ", 1)[0]
+    fields: set[str] = set()
+    for line in section.splitlines():
+        cells = line.split("|")
+        if len(cells) > 2 and cells[1].strip().startswith("`"):
+            for name in cells[1].split(","):
+                name = name.strip().strip("`")
+                fields.add(name if not name.startswith(".") else "recipes[]" + name)
+    return fields
+
+
+def document_fields(document: dict) -> set[str]:
+    fields = set(document)
+    fields |= {f"host.{key}" for key in document["host"]}
+    fields |= {f"features.{key}" for key in document["features"]}
+    fields |= {f"recipes[].{key}" for key in document["recipes"][0]}
+    return fields
+
+
+def test_readme_documents_every_detect_json_field():
+    _, out, _ = run("detect", "--json", "--machine", str(MACHINES / "graviton2.toml"))
+    documented = documented_detect_fields()
+    actual = document_fields(json.loads(out))
+    assert actual - {"host", "features"} == documented  # "host" and "features" are the groups
+    assert "recipes[].why_not" in documented and "host.psabi_level" in documented
