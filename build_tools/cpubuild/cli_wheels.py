@@ -154,7 +154,8 @@ def verify(
         if report.selftest:
             st = report.selftest
             state = "passed" if st.get("passed") else ("FAILED" if st.get("ran") else "not run")
-            typer.echo(f"kernel self-test: {state}: {str(st.get('report', '')).strip().splitlines()[-1:]}")
+            last = (str(st.get("report", "")).strip().splitlines() or [""])[-1]
+            typer.echo(f"kernel self-test: {state}: {last}")
         typer.echo(f"generation: {report.generation}")
         if report.error:
             typer.echo(f"error: {report.error}", err=True)

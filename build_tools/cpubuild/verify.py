@@ -127,6 +127,7 @@ def _verify_emulated(report: VerifyReport, wheel: Path, tmp: Path, sysroot: Path
         raise VerifyError(
             f"{wheel.name} is for {report.arch}; install qemu-user to verify it on {host_arch()}"
         )
+    sysroot = sysroot.resolve() if sysroot else None
     python = sysroot / "usr" / "bin" / "python3.11" if sysroot else None
     if python is None or not python.exists():
         raise VerifyError(

@@ -1,0 +1,160 @@
+"""`cpubuild wheel`: one variant per tuned wheel, the manifest, names, RECORD, no leaked paths, errors."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from conftest import BUILD_ROOT, REPO, build, x86_host
+
+from cpubuild import wheel
+from cpubuild.manifest import MANIFEST_PATH, VARIANTS_PATH
+
+pytestmark = [x86_host, pytest.mark.slow]
+
+
+def _check_record(archive: zipfile.ZipFile, dist_info: str) -> None:
+    lines = archive.read(f"{dist_info}/RECORD").decode().splitlines()
+    listed = {line.rsplit(",", 2)[0] for line in lines}
+    assert listed == set(archive.namelist())
+    for line in lines:
+        name, digest, size = line.rsplit(",", 2)
+        if name.endswith("RECORD"):
+            continue
+        data = archive.read(name)
+        want = "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        assert (digest, int(size)) == (want, len(data)), name
+
+
+def test_tuned_wheel_has_one_variant_a_manifest_and_a_local_label(avx512_wheel):
+    path = avx512_wheel.path
+    assert path.name.startswith("cpullm-0.1.0+avx512-py3-none-manylinux_")
+    assert path.name.endswith("_x86_64.whl")
+    assert avx512_wheel.platform_tag.startswith("manylinux_")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        libs = sorted(n for n in names if n.startswith("cpullm/_lib/libcpullm_"))
+        assert libs == ["cpullm/_lib/libcpullm_avx512.so", "cpullm/_lib/libcpullm_probe.so"]
+        info = json.loads(archive.read(MANIFEST_PATH))
+        table = json.loads(archive.read(VARIANTS_PATH))
+        metadata = archive.read("cpullm-0.1.0+avx512.dist-info/METADATA").decode()
+        _check_record(archive, "cpullm-0.1.0+avx512.dist-info")
+    assert info["recipe"] == "avx512" and info["arch"] == "x86_64" and not info["portable"]
+    assert {"avx512f", "avx512bw", "avx2"} <= set(info["required_features"])
+    assert info["flags"] == table["variants"][0]["flags"] and info["flags"]
+    assert info["compiler_id"] == "GNU" and info["compiler_version"][0].isdigit()
+    assert info["cmake_version"][0].isdigit()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert info["source_commit"] == head.stdout.strip()
+    assert info["source_date"].endswith("Z") and info["platform_tag"] == avx512_wheel.platform_tag
+    assert "Version: 0.1.0+avx512\n" in metadata and "Name: cpullm\n" in metadata
+
+
+def test_no_build_paths_leak_into_the_wheel(avx512_wheel):
+    assert avx512_wheel.leaked_paths == []
+    with zipfile.ZipFile(avx512_wheel.path) as archive:
+        blob = b"".join(archive.read(n) for n in archive.namelist())
+    for needle in (str(REPO), str(BUILD_ROOT), "/tmp/"):
+        assert needle.encode() not in blob
+
+
+def test_dist_style_names_a_distribution_that_still_installs_cpullm(wheelhouse, tmp_path):
+    result = build("avx512", tmp_path, style="dist")
+    assert result.path.name.startswith("cpullm_avx512-0.1.0-py3-none-manylinux_")
+    with zipfile.ZipFile(result.path) as archive:
+        metadata = archive.read("cpullm_avx512-0.1.0.dist-info/METADATA").decode()
+        assert "cpullm/__init__.py" in archive.namelist()
+        _check_record(archive, "cpullm_avx512-0.1.0.dist-info")
+    assert "Name: cpullm-avx512\n" in metadata and "Version: 0.1.0\n" in metadata
+    assert "Provides-Dist: cpullm (0.1.0)" in metadata
+
+
+def test_portable_wheel_carries_every_variant_and_no_label(portable_wheel):
+    assert portable_wheel.path.name.startswith("cpullm-0.1.0-py3-none-manylinux_")
+    with zipfile.ZipFile(portable_wheel.path) as archive:
+        table = json.loads(archive.read(VARIANTS_PATH))
+        info = json.loads(archive.read(MANIFEST_PATH))
+        present = {n for n in archive.namelist() if n.startswith("cpullm/_lib/libcpullm_")}
+    names = {v["name"] for v in table["variants"]}
+    assert {"generic", "avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx"} <= names
+    assert present == {f"cpullm/_lib/libcpullm_{n}.so" for n in names | {"probe"}}
+    assert info["portable"] and info["recipe"] == "all" and info["required_features"] == []
+
+
+def test_native_maps_this_host_to_its_best_recipe():
+    from cpubuild.host import detect_host
+    from cpubuild.recipes import load_recipes
+    from cpubuild.select import select
+
+    target = wheel.resolve_target("native", None)
+    assert target.isa == select(detect_host(), load_recipes()).best.name
+    assert target.isa in target.why
+
+
+def test_unknown_recipe_and_foreign_native_are_refused_with_sentences():
+    with pytest.raises(wheel.WheelBuildError, match=r"no x86_64 recipe named 'avx9000'; known: .*avx2"):
+        wheel.resolve_target("avx9000", "x86_64")
+    with pytest.raises(wheel.WheelBuildError, match="--isa native builds for this host, which is x86_64"):
+        wheel.resolve_target("native", "aarch64")
+
+
+def test_first_error_finds_the_compiler_error():
+    log = "\n".join([
+        "[1/3] Building CXX object x.o",
+        "FAILED: x.o",
+        "../csrc/a.cc:3:5: error: 'foo' was not declared in this scope",
+        "../csrc/a.cc:9:1: error: second",
+    ])  # fmt: skip
+    assert wheel.first_error(log) == "../csrc/a.cc:3:5: error: 'foo' was not declared in this scope"
+    cmake = "CMake Error at CMakeLists.txt:33 (message):\n  cpullm: reading recipes failed: no recipe\n"
+    assert wheel.first_error(cmake).startswith("CMake Error at CMakeLists.txt:33 (message): cpullm: reading")
+
+
+def test_flags_the_compiler_rejects_are_refused_before_building(tmp_path):
+    recipes = tmp_path / "recipes" / "x86_64"
+    recipes.mkdir(parents=True)
+    (recipes / "broken.toml").write_text(
+        'name = "broken"\narch = "x86_64"\ndescription = "a flag gcc rejects"\npriority = 0\nfeatures = []\n'
+        'kernels = ["ref"]\n[[flags.gcc]]\nmin_version = "1"\nflags = ["-mno-such-flag"]\n'
+        '[[flags.clang]]\nmin_version = "1"\nflags = ["-mno-such-flag"]\n'
+    )
+    target = wheel.WheelTarget("x86_64", "broken")
+    with pytest.raises(wheel.WheelBuildError) as caught:
+        wheel.build(target, source=REPO, out_dir=tmp_path / "out", recipes_dir=tmp_path / "recipes",
+                    build_root=tmp_path / "build")  # fmt: skip
+    assert "-mno-such-flag" in str(caught.value)
+
+
+def test_cli_wheel_json_and_noop_rebuild(avx512_wheel, tmp_path):
+    """The command line builds the same wheel; a second build reuses the stable build folder."""
+    cmd = [sys.executable, "-m", "cpubuild.cli", "wheel", "--isa", "avx512", "--out", str(tmp_path), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["isa"] == "avx512" and result["platform_tag"] == avx512_wheel.platform_tag
+    assert (tmp_path / avx512_wheel.path.name).is_file()
+
+
+def test_build_failure_reports_the_first_error_and_the_log(tmp_path, monkeypatch):
+    """Flags that break the real sources: the compiler's first error and the log's path come back."""
+    monkeypatch.setattr(wheel, "check_compiler", lambda *args: None)  # let the bad flags reach the build
+    recipes = tmp_path / "recipes" / "x86_64"
+    recipes.mkdir(parents=True)
+    flags = '["-Dnamespace=namespace_broken_by_the_test"]'
+    (recipes / "broken.toml").write_text(
+        'name = "broken"\narch = "x86_64"\ndescription = "breaks C++ sources"\npriority = 0\nfeatures = []\n'
+        f'kernels = ["ref"]\n[[flags.gcc]]\nmin_version = "1"\nflags = {flags}\n'
+        f'[[flags.clang]]\nmin_version = "1"\nflags = {flags}\n'
+    )
+    target = wheel.WheelTarget("x86_64", "broken")
+    with pytest.raises(wheel.WheelBuildError) as caught:
+        wheel.build(target, source=REPO, out_dir=tmp_path / "out", recipes_dir=tmp_path / "recipes",
+                    build_root=tmp_path / "build")  # fmt: skip
+    assert "error:" in str(caught.value)
+    assert caught.value.log == tmp_path / "build" / "logs" / "wheel-x86_64-broken.log"
+    assert "namespace_broken_by_the_test" in caught.value.log.read_text()
