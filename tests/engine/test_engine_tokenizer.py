@@ -185,3 +185,30 @@ def _smollm2_tokenizer(path: Path) -> Tokenizer:
     if path not in _CACHE:
         _CACHE[path] = _tok(path)
     return _CACHE[path]
+
+
+@pytest.mark.parametrize(
+    ("pre", "pieces"),
+    [
+        ("default", ["Hello", "Ġworld", "'s", "Ġ12345", "Ġ", "Ġx", "Ċ", "Ċ", "yes"]),
+        ("smollm", ["Hello", "Ġworld", "'s", "Ġ", "1", "2", "3", "4", "5", "Ġ", "Ġx", "Ċ", "Ċ", "yes"]),
+        ("llama-bpe", ["Hello", "Ġworld", "'s", "Ġ", "123", "45", "Ġ", "Ġx", "ĊĊ", "yes"]),
+        ("qwen2", ["Hello", "Ġworld", "'s", "Ġ", "1", "2", "3", "4", "5", "Ġ", "Ġx", "ĊĊ", "yes"]),
+    ],
+)
+def test_pre_tokenizer_splits(tiny_dir: Path, pre: str, pieces: list[str]) -> None:
+    """GPT-2 splits digit runs whole, SmolLM digit by digit, Llama 3 in threes; newline runs differ too."""
+    from cpullm.tokenizer import PRE_TOKENIZERS
+
+    text = "Hello world's 12345  x\n\nyes"
+    assert [p for p, _ in PRE_TOKENIZERS[pre]().pre_tokenize_str(text)] == pieces
+    tok = _tok(write_tiny_gguf(tiny_dir / f"pre_{pre}.gguf", TinySpec(pre=pre)))
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_unsupported_tokenizer_model_is_named(tiny_dir: Path) -> None:
+    path = write_tiny_gguf(tiny_dir / "bert.gguf", TinySpec(extra_metadata={"tokenizer.ggml.model": "bert"}))
+    with pytest.raises(
+        GGUFError, match=r"tokenizer model 'bert' is not supported \(supported: gpt2, llama\)"
+    ):
+        _tok(path)
