@@ -214,3 +214,33 @@ def test_text_stream_stop_string_and_max_tokens(tiny_llama: Path) -> None:
     limited = TextStream(tok, SamplingParams(max_tokens=2, stop=["the worx"]))
     # the held-back " the" (could start "the worx") is released when max_tokens ends the sequence
     assert [limited.push(i) for i in ids[:2]] == [("hello", None), (" the", "length")]
+
+
+def test_blockwise_inverse_cdf_matches_cumsum() -> None:
+    from cpullm.sampling import _inverse_cdf
+
+    rng = np.random.default_rng(10)
+    for n in (4, 255, 256, 257, 1000, 49152):
+        probs = rng.random(n).astype(np.float32)
+        probs[rng.random(n) < 0.3] = 0
+        cdf = np.cumsum(probs, dtype=np.float64)
+        for u in rng.random(200):
+            got = _inverse_cdf(probs, float(u))
+            want = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), n - 1)
+            assert probs[got] > 0
+            assert got == want or abs(cdf[got] - cdf[want]) < 1e-6 * cdf[-1]
+
+
+def test_partial_nucleus_equals_full_sort() -> None:
+    from cpullm.sampling import _nucleus_candidates
+
+    rng = np.random.default_rng(11)
+    for scale in (0.5, 3.0, 10.0):
+        logits = rng.standard_normal(49152) * scale
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        for top_p in (0.1, 0.5, 0.9, 0.999):
+            head = _nucleus_candidates(probs, top_p)
+            full = np.argsort(-probs, kind="stable")
+            keep = int(np.searchsorted(np.cumsum(probs[full]), top_p)) + 1
+            assert head[:keep].tolist() == full[:keep].tolist()
