@@ -30,7 +30,7 @@ Public API
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -120,14 +120,17 @@ class Tokenizer:
     def __init__(
         self,
         hf: HFTokenizer,
-        hf_plain: HFTokenizer,
+        build_plain: Callable[[], HFTokenizer],
         tokens: Sequence[str],
         token_types: Sequence[int],
         kind: str,
         metadata: dict[str, Any],
     ) -> None:
         self._hf = hf  # control tokens matched atomically
-        self._hf_plain = hf_plain  # control tokens' text tokenized as text
+        self._build_plain = build_plain
+        self._hf_plain: HFTokenizer | None = (
+            None  # control tokens' text tokenized as text; built on first use
+        )
         self.tokens = list(tokens)
         self.token_types = list(token_types)
         self.kind = kind
@@ -171,20 +174,25 @@ class Tokenizer:
             raise GGUFError(
                 f"{gguf.path}: tokenizer model {kind!r} is not supported (supported: gpt2, llama)."
             )
-        return cls(build(True), build(False), tokens, types, kind, md)
+        return cls(build(True), lambda: build(False), tokens, types, kind, md)
 
     @property
     def vocab_size(self) -> int:
         return len(self.tokens)
 
     def encode(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
-        hf = self._hf if parse_special else self._hf_plain
+        hf = self._hf if parse_special else self._plain()
         ids: list[int] = hf.encode(text, add_special_tokens=False).ids
         if add_special and self.add_bos and self.bos_id is not None:
             ids.insert(0, self.bos_id)
         if add_special and self.add_eos and self.eos_id is not None:
             ids.append(self.eos_id)
         return ids
+
+    def _plain(self) -> HFTokenizer:
+        if self._hf_plain is None:
+            self._hf_plain = self._build_plain()
+        return self._hf_plain
 
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         return self._hf.decode(list(ids), skip_special_tokens=skip_special)
