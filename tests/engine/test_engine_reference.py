@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
-from tiny_gguf import TinySpec, write_tiny_gguf
+from tiny_gguf import TinySpec, model_matrix, write_tiny_gguf
 
 from cpullm.config import ModelConfig, RopeLayout
 from cpullm.model_file import ModelFile
@@ -182,3 +182,26 @@ def test_smollm2_answers_paris(smollm2_path: Path) -> None:
     ref = ReferenceModel(model)
     out = ref.greedy(ids, max_new=10, stop_ids=tok.eog_ids)
     assert tok.decode(out, skip_special=True).startswith("The capital of France is Paris.")
+
+
+def test_rope_freqs_tensor_is_used(tiny_dir: Path) -> None:
+    factors = np.linspace(1.0, 4.0, 32).astype(np.float32)
+    spec = TinySpec(extra_tensors={"rope_freqs.weight": factors})
+    model = ModelFile.open(write_tiny_gguf(tiny_dir / "rope_freqs.gguf", spec))
+    assert model.config.has_rope_freqs
+    ref = ReferenceModel(model)
+    plain = {k: v for k, v in ref.weights.items() if k != "rope_freqs.weight"}
+    with_factors = ref.logits(TOKENS)
+    assert not np.allclose(with_factors, forward(model.config, plain, TOKENS), atol=1e-6)
+    angles = rope_angles(model.config, np.arange(4), ref.weights["rope_freqs.weight"])
+    np.testing.assert_allclose(angles, rope_angles(model.config, np.arange(4), None) / factors)
+
+
+@pytest.mark.parametrize(("name", "spec"), model_matrix(), ids=[name for name, _ in model_matrix()])
+def test_every_architecture_and_type_runs(tiny_dir: Path, name: str, spec: TinySpec) -> None:
+    model = ModelFile.open(write_tiny_gguf(tiny_dir / f"matrix_{name}.gguf", spec))
+    assert model.config.arch == spec.arch and model.config.tied_embeddings is spec.tied
+    assert model.tensor("blk.1.ffn_gate.weight").type == spec.weight_type
+    logits = ReferenceModel(model).logits(TOKENS[:4])
+    assert logits.shape == (4, model.config.vocab_size)
+    assert np.isfinite(logits).all() and logits.std() > 0.01

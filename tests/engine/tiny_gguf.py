@@ -10,6 +10,9 @@ The gguf package cannot quantize Q4_K or Q6_K (only dequantize), so for those th
 valid random blocks by hand (random scales and quants with a chosen super-block scale). Either way
 the file holds legal blocks; tests dequantize them with ``gguf.quants.dequantize``.
 
+``model_matrix()`` lists (id, spec) for every architecture variant (llama tied/untied, mistral, qwen2
+with biases) times every supported weight type, for suites that must cover them all.
+
 Tokenizers: ``"gpt2"`` writes a byte-level BPE vocabulary (3 control tokens, the 256 byte symbols,
 then the merges in ``GPT2_MERGES``); ``"llama"`` writes a SentencePiece-style vocabulary (<unk>, <s>,
 </s>, 256 <0xNN> byte tokens, then scored pieces with ▁ for spaces).
@@ -24,6 +27,15 @@ from pathlib import Path
 import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
+
+ALL_TENSOR_TYPES = (QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q4_K, QT.Q6_K)
+ARCH_VARIANTS = {  # name -> (arch, tied): every architecture and output layout
+    "llama-tied": ("llama", True),
+    "llama-untied": ("llama", False),
+    "mistral": ("mistral", False),
+    "qwen2-bias": ("qwen2", True),
+}
+
 
 CHATML_WITH_SYSTEM = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -67,6 +79,18 @@ class TinySpec:
     drop_tensors: Sequence[str] = ()
     tensor_types: dict[str, QT] = field(default_factory=dict)  # per-name overrides
     extra_metadata: dict[str, object] = field(default_factory=dict)
+    extra_tensors: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # written as F32, e.g. rope_freqs.weight
+
+
+def model_matrix() -> list[tuple[str, TinySpec]]:
+    """(test id, spec) for every architecture variant x every supported weight type."""
+    return [
+        (f"{name}-{qtype.name}", TinySpec(arch=arch, tied=tied, weight_type=qtype))
+        for name, (arch, tied) in ARCH_VARIANTS.items()
+        for qtype in ALL_TENSOR_TYPES
+    ]
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -222,7 +246,8 @@ def write_tiny_gguf(path: str | Path, spec: TinySpec | None = None) -> Path:
     vocab_size = _add_tokenizer(writer, spec)
     for key, value in spec.extra_metadata.items():
         _add_metadata(writer, key, value)
-    for name, values in _weights(spec, vocab_size, rng).items():
+    weights = {**_weights(spec, vocab_size, rng), **spec.extra_tensors}
+    for name, values in weights.items():
         if name in spec.drop_tensors:
             continue
         qtype = _tensor_type(spec, name, values)
