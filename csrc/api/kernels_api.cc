@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "api/last_error.h"
 #include "cpullm/cpullm.h"
 #include "kernels/kernels.h"
 
@@ -58,6 +59,9 @@ cpullm::KVCache make_kv(int32_t kv_type, int32_t block_size, int32_t n_kv_heads,
 }
 
 }  // namespace
+
+// Shared with the model ABI (api/last_error.h): one per-thread message behind cpullm_last_error().
+void cpullm::set_last_error(std::string message) { g_error = std::move(message); }
 
 extern "C" {
 

@@ -1,0 +1,151 @@
+// The model C ABI (cpullm/model.h) over csrc/model/: exceptions become -1/NULL plus cpullm_last_error().
+#include <exception>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "api/last_error.h"
+#include "cpullm/model.h"
+#include "model/model.h"
+
+struct cpullm_model {
+  std::unique_ptr<cpullm::Model> model;
+  std::unique_ptr<cpullm::Forward> forward;
+};
+
+struct cpullm_kv {
+  std::unique_ptr<cpullm::KVStore> store;
+};
+
+namespace {
+
+template <class F>
+auto guarded(F&& fn, decltype(fn()) on_error) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    cpullm::set_last_error("out of memory");
+  } catch (const std::exception& e) {
+    cpullm::set_last_error(e.what());
+  }
+  return on_error;
+}
+
+}  // namespace
+
+extern "C" {
+
+cpullm_model* cpullm_model_create(const cpullm_model_config* config, const cpullm_tensor* tensors,
+                                  int32_t n_tensors) {
+  return guarded(
+      [&]() -> cpullm_model* {
+        if (config == nullptr || (tensors == nullptr && n_tensors > 0) || n_tensors < 0) {
+          cpullm::set_last_error("cpullm_model_create: config and tensors must not be NULL");
+          return nullptr;
+        }
+        cpullm::ModelConfig c;
+        c.n_layers = config->n_layers;
+        c.d_model = config->d_model;
+        c.n_heads = config->n_heads;
+        c.n_kv_heads = config->n_kv_heads;
+        c.head_dim = config->head_dim;
+        c.d_ff = config->d_ff;
+        c.vocab_size = config->vocab_size;
+        c.rms_eps = config->rms_eps;
+        if (config->rope_mode != 0 && config->rope_mode != 2) {
+          cpullm::set_last_error("rope_mode must be 0 (interleaved) or 2 (neox)");
+          return nullptr;
+        }
+        c.rope_mode = static_cast<cpullm::RopeMode>(config->rope_mode);
+        c.rope_dims = config->rope_dims;
+        c.rope_theta = config->rope_theta;
+        c.rope_freq_scale = config->rope_freq_scale;
+        std::vector<cpullm::TensorRef> refs;
+        refs.reserve(static_cast<size_t>(n_tensors));
+        for (int32_t i = 0; i < n_tensors; ++i) {
+          const cpullm_tensor& t = tensors[i];
+          if (t.name == nullptr || t.data == nullptr) {
+            cpullm::set_last_error("cpullm_model_create: a tensor has no name or no data");
+            return nullptr;
+          }
+          if (!cpullm::dtype_supported(t.type)) {
+            cpullm::set_last_error(std::string("tensor '") + t.name + "' has unsupported ggml type " +
+                                   std::to_string(t.type));
+            return nullptr;
+          }
+          refs.push_back({t.name, static_cast<cpullm::DType>(t.type), t.rows, t.cols, t.data});
+        }
+        auto out = std::make_unique<cpullm_model>();
+        out->model = std::make_unique<cpullm::Model>(c, refs);
+        out->forward = std::make_unique<cpullm::Forward>(*out->model);
+        return out.release();
+      },
+      nullptr);
+}
+
+void cpullm_model_free(cpullm_model* model) { delete model; }
+
+int64_t cpullm_model_repacked_bytes(const cpullm_model* model) {
+  return model ? model->model->repacked_bytes() : -1;
+}
+
+cpullm_kv* cpullm_kv_create(const cpullm_model* model, int32_t n_blocks, int32_t block_size, int32_t kv_type) {
+  return guarded(
+      [&]() -> cpullm_kv* {
+        if (model == nullptr) {
+          cpullm::set_last_error("cpullm_kv_create: model is NULL");
+          return nullptr;
+        }
+        if (kv_type != 0 && kv_type != 1) {
+          cpullm::set_last_error("KV cache type must be 0 (F32) or 1 (F16)");
+          return nullptr;
+        }
+        auto out = std::make_unique<cpullm_kv>();
+        out->store = std::make_unique<cpullm::KVStore>(model->model->config(), n_blocks, block_size,
+                                                       static_cast<cpullm::DType>(kv_type));
+        return out.release();
+      },
+      nullptr);
+}
+
+void cpullm_kv_free(cpullm_kv* kv) { delete kv; }
+
+int64_t cpullm_kv_bytes(const cpullm_kv* kv) { return kv ? kv->store->bytes() : -1; }
+
+int cpullm_kv_copy_block(cpullm_kv* kv, int32_t src, int32_t dst) {
+  if (kv == nullptr) {
+    cpullm::set_last_error("cpullm_kv_copy_block: kv is NULL");
+    return -1;
+  }
+  const int32_t n = kv->store->n_blocks();
+  if (src < 0 || src >= n || dst < 0 || dst >= n) {
+    cpullm::set_last_error("cpullm_kv_copy_block: block id outside the cache");
+    return -1;
+  }
+  kv->store->copy_block(src, dst);
+  return 0;
+}
+
+int cpullm_model_step(cpullm_model* model, cpullm_kv* kv, const int32_t* tokens, const cpullm_seq* seqs,
+                      int32_t n_seqs, float* logits) {
+  return guarded(
+      [&]() -> int {
+        if (model == nullptr || kv == nullptr || tokens == nullptr || seqs == nullptr) {
+          cpullm::set_last_error("cpullm_model_step: model, kv, tokens and seqs must not be NULL");
+          return -1;
+        }
+        static_assert(sizeof(cpullm_seq) == sizeof(cpullm::SeqStep), "cpullm_seq mirrors SeqStep");
+        const auto* steps = reinterpret_cast<const cpullm::SeqStep*>(seqs);
+        int64_t n_logits = 0;
+        for (int32_t s = 0; s < n_seqs; ++s) n_logits += seqs[s].n_logits;
+        if (n_logits > 0 && logits == nullptr) {
+          cpullm::set_last_error("cpullm_model_step: logits wanted but the logits buffer is NULL");
+          return -1;
+        }
+        model->forward->step(*kv->store, tokens, steps, n_seqs, logits);
+        return 0;
+      },
+      -1);
+}
+
+}  // extern "C"

@@ -1,0 +1,69 @@
+/* cpullm model C ABI: load a Llama-family model over borrowed weights, keep a paged KV cache, and run
+ * one forward step for a whole batch of sequences per call. Plain C types only; errors return NULL or
+ * -1 and cpullm_last_error() (cpullm.h) says what was wrong. */
+#ifndef CPULLM_MODEL_H
+#define CPULLM_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpullm/cpullm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+  int32_t n_layers, d_model, n_heads, n_kv_heads, head_dim, d_ff, vocab_size;
+  float rms_eps;
+  int32_t rope_mode; /* 0 = interleaved pairs (llama, mistral), 2 = neox half-split (qwen2) */
+  int32_t rope_dims;
+  float rope_theta;
+  float rope_freq_scale; /* 1 / linear scaling factor */
+} cpullm_model_config;
+
+/* A tensor by GGUF name ("blk.0.attn_q.weight"), ggml type id, rows x cols (cols = GGUF ne[0]) and its
+ * bytes, which must stay valid (e.g. the mapped file) for the model's lifetime. */
+typedef struct {
+  const char* name;
+  int32_t type;
+  int64_t rows;
+  int64_t cols;
+  const void* data;
+} cpullm_tensor;
+
+typedef struct cpullm_model cpullm_model;
+typedef struct cpullm_kv cpullm_kv;
+
+CPULLM_API cpullm_model* cpullm_model_create(const cpullm_model_config* config, const cpullm_tensor* tensors,
+                                             int32_t n_tensors);
+CPULLM_API void cpullm_model_free(cpullm_model* model);
+/* Bytes the model allocated for repacked (fused) weights. */
+CPULLM_API int64_t cpullm_model_repacked_bytes(const cpullm_model* model);
+
+/* The KV cache: n_blocks blocks of block_size tokens, in every layer; kv_type 0 = F32, 1 = F16. */
+CPULLM_API cpullm_kv* cpullm_kv_create(const cpullm_model* model, int32_t n_blocks, int32_t block_size,
+                                       int32_t kv_type);
+CPULLM_API void cpullm_kv_free(cpullm_kv* kv);
+CPULLM_API int64_t cpullm_kv_bytes(const cpullm_kv* kv);
+/* Copy physical block src to dst in every layer (copy-on-write of a shared prefix). */
+CPULLM_API int cpullm_kv_copy_block(cpullm_kv* kv, int32_t src, int32_t dst);
+
+/* One sequence's share of a step (see csrc/model/model.h SeqStep). */
+typedef struct {
+  int32_t n_tokens;
+  int32_t pos0;
+  const int32_t* block_table;
+  int32_t n_blocks;
+  int32_t n_logits;
+} cpullm_seq;
+
+/* tokens: every sequence's new tokens, concatenated. logits: [sum of n_logits x vocab_size] floats. */
+CPULLM_API int cpullm_model_step(cpullm_model* model, cpullm_kv* kv, const int32_t* tokens, const cpullm_seq* seqs,
+                                 int32_t n_seqs, float* logits);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPULLM_MODEL_H */

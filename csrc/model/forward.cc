@@ -1,0 +1,171 @@
+// The forward pass: one call runs every layer for a whole batch of sequences (prefill chunks and decode
+// tokens mixed), reading the KV cache through each sequence's block table. Reads top to bottom like
+// llama2.c's run.c; T is the number of new tokens in the step, summed over the batch.
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "model/model.h"
+
+namespace cpullm {
+namespace {
+
+template <class V>
+void grow(V& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+}
+
+// Rows [0, rows) of a row-wise operation split over the pool (one part per thread, none when tiny).
+template <class F>
+void for_rows(ThreadPool* pool, int64_t rows, F&& fn) {
+  if (pool == nullptr || pool->size() == 1 || rows < 2) {
+    fn(0, rows);
+    return;
+  }
+  pool->parallel_for(rows, 1, fn);
+}
+
+void check_batch(const Model& model, const KVStore& kv, const int32_t* tokens, const SeqStep* seqs,
+                 int32_t n_seqs) {
+  const ModelConfig& c = model.config();
+  if (n_seqs <= 0) throw std::invalid_argument("a step needs at least one sequence");
+  int64_t t = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    const SeqStep& q = seqs[s];
+    const std::string who = "sequence " + std::to_string(s) + ": ";
+    if (q.n_tokens <= 0) throw std::invalid_argument(who + "needs at least one new token");
+    if (q.pos0 < 0) throw std::invalid_argument(who + "negative start position");
+    if (q.n_logits < 0 || q.n_logits > q.n_tokens) throw std::invalid_argument(who + "n_logits out of range");
+    const int64_t need_blocks = (static_cast<int64_t>(q.pos0) + q.n_tokens + kv.block_size() - 1) / kv.block_size();
+    if (q.block_table == nullptr || q.n_blocks < need_blocks) {
+      throw std::invalid_argument(who + "block table has " + std::to_string(q.n_blocks) + " blocks, positions up to " +
+                                  std::to_string(q.pos0 + q.n_tokens) + " need " + std::to_string(need_blocks));
+    }
+    for (int64_t b = 0; b < need_blocks; ++b) {
+      if (q.block_table[b] < 0 || q.block_table[b] >= kv.n_blocks()) {
+        throw std::invalid_argument(who + "block id " + std::to_string(q.block_table[b]) + " is outside the cache");
+      }
+    }
+    for (int32_t i = 0; i < q.n_tokens; ++i, ++t) {
+      if (tokens[t] < 0 || tokens[t] >= c.vocab_size) {
+        throw std::invalid_argument(who + "token id " + std::to_string(tokens[t]) + " is outside the vocabulary of " +
+                                    std::to_string(c.vocab_size));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void Forward::project(const Projection& p, const float* X, int64_t T, float* Y) {
+  ThreadPool* pool = global_pool();
+  const int64_t ldy = p.out_dim();
+  int64_t col = 0;
+  bool prepared = false;
+  for (const Matrix& W : p.parts) {
+    const void* Xq = X;
+    if (uses_act_blocks(W.type)) {
+      // All quantized types take the same ActBlocks, so the parts share one quantization of X.
+      if (!prepared) {
+        grow(xq_, act_row_bytes(W.type, W.cols) * T);
+        prepare_act(W.type, X, T, W.cols, xq_.data());
+        prepared = true;
+      }
+      Xq = xq_.data();
+    }
+    matmul_prepared(W, Xq, T, Y + col, ldy, pool);
+    col += W.rows;
+  }
+}
+
+void Forward::step(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits) {
+  check_batch(model_, kv, tokens, seqs, n_seqs);
+  const ModelConfig& c = model_.config();
+  ThreadPool* pool = global_pool();
+  const int64_t d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff, qkvd = qd + 2 * kvd;
+  int64_t T = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) T += seqs[s].n_tokens;
+
+  grow(x_, T * d), grow(xn_, T * d), grow(qkv_, T * qkvd), grow(q_, T * qd), grow(k_, T * kvd);
+  grow(v_, T * kvd), grow(att_, T * qd), grow(gu_, T * 2 * ff), grow(h_, T * ff), grow(proj_, T * d);
+  grow(pos_, T);
+  for (int32_t s = 0, t = 0; s < n_seqs; ++s) {
+    for (int32_t i = 0; i < seqs[s].n_tokens; ++i) pos_[t++] = seqs[s].pos0 + i;
+  }
+  float* x = x_.data();   // [T × d]
+  float* xn = xn_.data(); // [T × d]
+
+  for_rows(pool, T, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) dequant_row(model_.token_embd(), tokens[t], x + t * d);
+  });
+
+  const RopeParams rope_p{c.rope_mode, c.rope_dims, c.rope_theta, c.rope_freq_scale, model_.rope_freqs()};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    const Layer& L = model_.layers()[static_cast<size_t>(l)];
+
+    // ---- attention ----
+    for_rows(pool, T, [&](int64_t t0, int64_t t1) {
+      rmsnorm(x + t0 * d, L.attn_norm, xn + t0 * d, t1 - t0, d, c.rms_eps);
+    });
+    project(L.qkv, xn, T, qkv_.data());  // [T × (qd | kvd | kvd)]
+    for_rows(pool, T, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        float* row = qkv_.data() + t * qkvd;
+        if (L.bqkv) add(row, L.bqkv, row, qkvd);
+        std::copy(row, row + qd, q_.data() + t * qd);
+        std::copy(row + qd, row + qd + kvd, k_.data() + t * kvd);
+        std::copy(row + qd + kvd, row + qkvd, v_.data() + t * kvd);
+      }
+      rope(q_.data() + t0 * qd, t1 - t0, c.n_heads, c.head_dim, pos_.data() + t0, rope_p);
+      rope(k_.data() + t0 * kvd, t1 - t0, c.n_kv_heads, c.head_dim, pos_.data() + t0, rope_p);
+    });
+    for (int32_t s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, ++s) {
+      kv_write(kv.view(l, seqs[s].block_table), k_.data() + t * kvd, v_.data() + t * kvd, seqs[s].pos0,
+               seqs[s].n_tokens);
+    }
+    // Work items (token, head) over the whole batch; item i belongs to the sequence whose token range holds i.
+    pool->parallel_for(T * c.n_heads, 1, [&](int64_t i0, int64_t i1) {
+      int64_t first = 0;  // first item of sequence s
+      for (int32_t s = 0; s < n_seqs && i0 < i1; ++s) {
+        const int64_t items = static_cast<int64_t>(seqs[s].n_tokens) * c.n_heads;
+        const int64_t lo = std::max(i0, first), hi = std::min(i1, first + items);
+        if (lo < hi) {
+          const int64_t t = first / c.n_heads;
+          attention_items(q_.data() + t * qd, seqs[s].n_tokens, seqs[s].pos0, c.n_heads,
+                          kv.view(l, seqs[s].block_table), scale, att_.data() + t * qd, lo - first, hi - first);
+        }
+        first += items;
+      }
+    });
+    matmul(L.wo, att_.data(), T, proj_.data(), pool);  // [T × d]
+    add(x, proj_.data(), x, T * d);
+
+    // ---- feed-forward (SwiGLU) ----
+    for_rows(pool, T, [&](int64_t t0, int64_t t1) {
+      rmsnorm(x + t0 * d, L.ffn_norm, xn + t0 * d, t1 - t0, d, c.rms_eps);
+    });
+    project(L.gate_up, xn, T, gu_.data());  // [T × (ff | ff)]
+    for_rows(pool, T, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        silu_mul(gu_.data() + t * 2 * ff, gu_.data() + t * 2 * ff + ff, h_.data() + t * ff, ff);
+      }
+    });
+    matmul(L.wdown, h_.data(), T, proj_.data(), pool);  // [T × d]
+    add(x, proj_.data(), x, T * d);
+  }
+
+  // ---- logits of the requested rows: final norm, output projection ----
+  int64_t n_out = 0;
+  for (int32_t s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, ++s) {
+    const int64_t first = t + seqs[s].n_tokens - seqs[s].n_logits;
+    for (int64_t r = first; r < t + seqs[s].n_tokens; ++r, ++n_out) {
+      rmsnorm(x + r * d, model_.output_norm(), xn + n_out * d, 1, d, c.rms_eps);
+    }
+  }
+  if (n_out > 0) matmul(model_.output(), xn, n_out, logits, pool);  // [n_out × vocab]
+}
+
+}  // namespace cpullm

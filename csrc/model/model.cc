@@ -1,0 +1,157 @@
+// Model construction: find and check every tensor, fuse projections, allocate the paged KV cache.
+#include <cstring>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "model/model.h"
+
+namespace cpullm {
+namespace {
+
+using TensorMap = std::unordered_map<std::string, const TensorRef*>;
+
+std::string shape(int64_t rows, int64_t cols) {
+  return "[" + std::to_string(rows) + " x " + std::to_string(cols) + "]";
+}
+
+const TensorRef& need(const TensorMap& map, const std::string& name) {
+  const auto it = map.find(name);
+  if (it == map.end()) throw std::runtime_error("tensor '" + name + "' is missing");
+  return *it->second;
+}
+
+Matrix matrix(const TensorMap& map, const std::string& name, int64_t rows, int64_t cols) {
+  const TensorRef& t = need(map, name);
+  if (t.rows != rows || t.cols != cols) {
+    throw std::runtime_error("tensor '" + name + "' is " + shape(t.rows, t.cols) + ", expected " +
+                             shape(rows, cols));
+  }
+  if (cols % block_size(t.type) != 0) {
+    throw std::runtime_error("tensor '" + name + "': " + std::to_string(cols) + " columns is not a multiple of " +
+                             dtype_name(t.type) + "'s block size");
+  }
+  return Matrix{t.type, rows, cols, t.data};
+}
+
+}  // namespace
+
+int64_t Projection::out_dim() const {
+  int64_t n = 0;
+  for (const Matrix& m : parts) n += m.rows;
+  return n;
+}
+
+Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cfg_(cfg) {
+  if (cfg.n_layers <= 0 || cfg.d_model <= 0 || cfg.n_heads <= 0 || cfg.n_kv_heads <= 0 || cfg.head_dim <= 0 ||
+      cfg.d_ff <= 0 || cfg.vocab_size <= 0 || cfg.n_heads % cfg.n_kv_heads != 0) {
+    throw std::runtime_error("model config is inconsistent (layers, sizes and heads must be positive; heads a "
+                             "multiple of kv heads)");
+  }
+  if (cfg.rope_dims <= 0 || cfg.rope_dims > cfg.head_dim || cfg.rope_dims % 2 != 0) {
+    throw std::runtime_error("rope_dims must be even and at most head_dim");
+  }
+  TensorMap map;
+  for (const TensorRef& t : tensors) map[t.name] = &t;
+  const int64_t d = cfg.d_model, q = cfg.q_dim(), kv = cfg.kv_dim(), ff = cfg.d_ff;
+
+  // Small f32 vectors (norm weights, biases): used in place when f32, else converted once.
+  auto vec = [&](const std::string& name, int64_t n) -> const float* {
+    const TensorRef& t = need(map, name);
+    if (t.rows * t.cols != n) {
+      throw std::runtime_error("tensor '" + name + "' has " + std::to_string(t.rows * t.cols) + " values, expected " +
+                               std::to_string(n));
+    }
+    if (t.type == DType::F32) return static_cast<const float*>(t.data);
+    owned_.emplace_back(static_cast<size_t>(n) * sizeof(float));
+    auto* out = reinterpret_cast<float*>(owned_.back().data());
+    dequantize(t.type, t.data, n, out);
+    return out;
+  };
+  // Concatenate the rows of matrices of one type into a single matrix (one product instead of several).
+  auto fuse = [&](std::vector<Matrix> parts) -> Projection {
+    for (const Matrix& m : parts) {
+      if (m.type != parts[0].type) return Projection{std::move(parts)};
+    }
+    int64_t rows = 0, bytes = 0;
+    for (const Matrix& m : parts) {
+      rows += m.rows;
+      bytes += m.rows * row_bytes(m.type, m.cols);
+    }
+    owned_.emplace_back(static_cast<size_t>(bytes));
+    uint8_t* out = owned_.back().data();
+    for (const Matrix& m : parts) {
+      const int64_t n = m.rows * row_bytes(m.type, m.cols);
+      std::memcpy(out, m.data, static_cast<size_t>(n));
+      out += n;
+    }
+    return Projection{{Matrix{parts[0].type, rows, parts[0].cols, owned_.back().data()}}};
+  };
+
+  token_embd_ = matrix(map, "token_embd.weight", cfg.vocab_size, d);
+  output_ = map.count("output.weight") ? matrix(map, "output.weight", cfg.vocab_size, d) : token_embd_;
+  output_norm_ = vec("output_norm.weight", d);
+  if (map.count("rope_freqs.weight")) rope_freqs_ = vec("rope_freqs.weight", cfg.rope_dims / 2);
+  const bool bias = map.count("blk.0.attn_q.bias") > 0;
+
+  layers_.resize(static_cast<size_t>(cfg.n_layers));
+  for (int32_t i = 0; i < cfg.n_layers; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    Layer& L = layers_[static_cast<size_t>(i)];
+    L.attn_norm = vec(p + "attn_norm.weight", d);
+    L.qkv = fuse({matrix(map, p + "attn_q.weight", q, d), matrix(map, p + "attn_k.weight", kv, d),
+                  matrix(map, p + "attn_v.weight", kv, d)});
+    L.bqkv = nullptr;
+    if (bias) {
+      owned_.emplace_back(static_cast<size_t>(q + 2 * kv) * sizeof(float));
+      auto* b = reinterpret_cast<float*>(owned_.back().data());
+      std::memcpy(b, vec(p + "attn_q.bias", q), q * sizeof(float));
+      std::memcpy(b + q, vec(p + "attn_k.bias", kv), kv * sizeof(float));
+      std::memcpy(b + q + kv, vec(p + "attn_v.bias", kv), kv * sizeof(float));
+      L.bqkv = b;
+    }
+    L.wo = matrix(map, p + "attn_output.weight", d, q);
+    L.ffn_norm = vec(p + "ffn_norm.weight", d);
+    L.gate_up = fuse({matrix(map, p + "ffn_gate.weight", ff, d), matrix(map, p + "ffn_up.weight", ff, d)});
+    L.wdown = matrix(map, p + "ffn_down.weight", d, ff);
+  }
+}
+
+int64_t Model::repacked_bytes() const {
+  int64_t n = 0;
+  for (const auto& buf : owned_) n += static_cast<int64_t>(buf.size());
+  return n;
+}
+
+KVStore::KVStore(const ModelConfig& cfg, int32_t n_blocks, int32_t block_size, DType type)
+    : n_blocks_(n_blocks),
+      block_size_(block_size),
+      n_kv_heads_(cfg.n_kv_heads),
+      head_dim_(cfg.head_dim),
+      n_layers_(cfg.n_layers),
+      type_(type) {
+  if (n_blocks <= 0 || block_size <= 0) throw std::runtime_error("KV cache needs a positive block count and size");
+  if (type != DType::F32 && type != DType::F16) throw std::runtime_error("KV cache type must be F32 or F16");
+  const int64_t elem = type == DType::F16 ? 2 : 4;
+  block_stride_ = static_cast<int64_t>(block_size) * cfg.n_kv_heads * cfg.head_dim * elem;
+  layer_stride_ = block_stride_ * n_blocks;
+  k_.assign(static_cast<size_t>(layer_stride_ * cfg.n_layers), 0);
+  v_.assign(static_cast<size_t>(layer_stride_ * cfg.n_layers), 0);
+}
+
+KVCache KVStore::view(int32_t layer, const int32_t* block_table) const {
+  auto* k = const_cast<uint8_t*>(k_.data()) + layer * layer_stride_;
+  auto* v = const_cast<uint8_t*>(v_.data()) + layer * layer_stride_;
+  return KVCache{type_, block_size_, n_kv_heads_, head_dim_, k, v, block_table};
+}
+
+void KVStore::copy_block(int32_t src, int32_t dst) {
+  for (int32_t l = 0; l < n_layers_; ++l) {
+    const int64_t base = l * layer_stride_;
+    std::memcpy(k_.data() + base + dst * block_stride_, k_.data() + base + src * block_stride_,
+                static_cast<size_t>(block_stride_));
+    std::memcpy(v_.data() + base + dst * block_stride_, v_.data() + base + src * block_stride_,
+                static_cast<size_t>(block_stride_));
+  }
+}
+
+}  // namespace cpullm

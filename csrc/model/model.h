@@ -1,0 +1,148 @@
+// The transformer (Llama family: llama, mistral, qwen2) over the kernel library.
+//
+// A Model borrows the weights (GGUF-layout bytes, usually the memory-mapped file) and owns only what it
+// repacks at load: Q, K and V rows fused into one matrix, and gate and up fused into another, so a layer
+// is four matrix products. A KVStore owns the paged KV cache: per layer, a pool of fixed-size blocks of
+// `block_size` tokens that the sequences of a batch index through their own block tables.
+#ifndef CPULLM_MODEL_MODEL_H
+#define CPULLM_MODEL_MODEL_H
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace cpullm {
+
+struct ModelConfig {
+  int32_t n_layers = 0;
+  int32_t d_model = 0;
+  int32_t n_heads = 0;
+  int32_t n_kv_heads = 0;
+  int32_t head_dim = 0;
+  int32_t d_ff = 0;
+  int32_t vocab_size = 0;
+  float rms_eps = 1e-5f;
+  RopeMode rope_mode = RopeMode::Interleaved;
+  int32_t rope_dims = 0;
+  float rope_theta = 10000.0f;
+  float rope_freq_scale = 1.0f;
+
+  int32_t q_dim() const { return n_heads * head_dim; }
+  int32_t kv_dim() const { return n_kv_heads * head_dim; }
+};
+
+// A named tensor handed over by the caller: GGUF layout, `rows` × `cols` (cols = GGUF ne[0]).
+struct TensorRef {
+  std::string name;
+  DType type;
+  int64_t rows;
+  int64_t cols;
+  const void* data;
+};
+
+// Several weight matrices applied to the same input, their outputs side by side in one row:
+// one fused matrix when the parts share a type (the usual case), else each part on its own.
+struct Projection {
+  std::vector<Matrix> parts;  // each [rows_i, d_in]; output columns of part i start at Σ rows_<i
+  int64_t out_dim() const;
+};
+
+struct Layer {
+  const float* attn_norm;  // [d_model]
+  Projection qkv;          // -> [q_dim | kv_dim | kv_dim]
+  const float* bqkv;       // [q_dim + 2 kv_dim] or nullptr (qwen2 has Q/K/V biases)
+  Matrix wo;               // [d_model, q_dim]
+  const float* ffn_norm;   // [d_model]
+  Projection gate_up;      // -> [d_ff | d_ff]
+  Matrix wdown;            // [d_model, d_ff]
+};
+
+class Model {
+ public:
+  // Throws std::runtime_error naming the missing or malformed tensor.
+  Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors);
+
+  const ModelConfig& config() const { return cfg_; }
+  const std::vector<Layer>& layers() const { return layers_; }
+  const Matrix& token_embd() const { return token_embd_; }
+  const Matrix& output() const { return output_; }
+  const float* output_norm() const { return output_norm_; }
+  const float* rope_freqs() const { return rope_freqs_; }
+  // Bytes this model allocated for repacked weights.
+  int64_t repacked_bytes() const;
+
+ private:
+  ModelConfig cfg_;
+  std::vector<Layer> layers_;
+  Matrix token_embd_{};
+  Matrix output_{};
+  const float* output_norm_ = nullptr;
+  const float* rope_freqs_ = nullptr;
+  std::vector<std::vector<uint8_t>> owned_;  // fused weight matrices and f32 copies of biases
+};
+
+// The paged KV cache of every layer: n_blocks blocks of block_size tokens per layer, K and V.
+class KVStore {
+ public:
+  KVStore(const ModelConfig& cfg, int32_t n_blocks, int32_t block_size, DType type);
+  int32_t n_blocks() const { return n_blocks_; }
+  int32_t block_size() const { return block_size_; }
+  DType type() const { return type_; }
+  // The layer's view for one sequence, with that sequence's block table.
+  KVCache view(int32_t layer, const int32_t* block_table) const;
+  // Copy physical block src to dst in every layer (copy-on-write of a shared prefix block).
+  void copy_block(int32_t src, int32_t dst);
+  int64_t bytes() const { return static_cast<int64_t>(k_.size() + v_.size()); }
+
+ private:
+  int32_t n_blocks_, block_size_, n_kv_heads_, head_dim_, n_layers_;
+  DType type_;
+  int64_t layer_stride_;  // bytes of one layer's pool
+  int64_t block_stride_;  // bytes of one block
+  std::vector<uint8_t> k_, v_;
+};
+
+// One sequence's share of a step: n_tokens new tokens at positions pos0 .. pos0 + n_tokens - 1, whose
+// KV goes to the blocks in block_table (which must cover every position up to the last new one), and
+// the logits of its last n_logits tokens wanted (0 .. n_tokens).
+struct SeqStep {
+  int32_t n_tokens;
+  int32_t pos0;
+  const int32_t* block_table;
+  int32_t n_blocks;
+  int32_t n_logits;
+};
+
+// Runs the forward pass for a batch of sequences in one call: prefill chunks and decode tokens mixed.
+// tokens: the new tokens of every sequence, concatenated in order. logits: [Σ n_logits × vocab_size].
+class Forward {
+ public:
+  explicit Forward(const Model& model) : model_(model) {}
+  // Throws std::invalid_argument on a malformed batch (token id out of range, block table too short...).
+  void step(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits);
+
+ private:
+  const Model& model_;
+  // Scratch, grown on demand and reused across steps. T = total new tokens in the step.
+  std::vector<float> x_;     // [T × d_model]   residual stream
+  std::vector<float> xn_;    // [T × d_model]   normalized input of a sub-layer
+  std::vector<float> qkv_;   // [T × (q_dim + 2 kv_dim)]
+  std::vector<float> q_;     // [T × q_dim]
+  std::vector<float> k_;     // [T × kv_dim]
+  std::vector<float> v_;     // [T × kv_dim]
+  std::vector<float> att_;   // [T × q_dim]     attention output
+  std::vector<float> gu_;    // [T × 2 d_ff]    gate | up
+  std::vector<float> h_;     // [T × d_ff]      silu(gate) * up
+  std::vector<float> proj_;  // [T × d_model]   output of wo / wdown before the residual add
+  std::vector<int32_t> pos_; // [T]
+  std::vector<uint8_t> xq_;  // [T × act_row_bytes]  quantized activations shared by a projection's parts
+
+  void project(const Projection& p, const float* X, int64_t T, float* Y);
+};
+
+}  // namespace cpullm
+
+#endif  // CPULLM_MODEL_MODEL_H

@@ -1,0 +1,224 @@
+"""The native model over ctypes: weights from a GGUF file, a paged KV cache, one native call per step.
+
+Public API
+----------
+``NativeModel(model_file, lib=None)``
+    Hands the file's memory-mapped tensors to ``cpullm_model_create`` (no copy, except the projections the
+    native side fuses). Keeps ``model_file`` alive as long as the model: the native side borrows its bytes.
+``NativeModel.new_cache(n_blocks, block_size=16, dtype="f16") -> KVCache``
+    A paged KV cache of ``n_blocks`` blocks of ``block_size`` tokens in every layer.
+``NativeModel.step(cache, batch) -> float32[Σ n_logits, vocab]``
+    One forward step for a batch of :class:`SeqChunk` (prefill chunks and decode tokens mixed).
+``NativeModel.set_threads(n)``
+    Threads the kernels use; results do not depend on it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _native
+from .config import ModelConfig, RopeLayout
+from .model_file import ModelFile
+
+_ROPE_MODES = {RopeLayout.NORMAL: 0, RopeLayout.NEOX: 2}
+_KV_TYPES = {"f32": 0, "f16": 1}
+
+
+class NativeError(RuntimeError):
+    """The native engine refused a call; the message is its explanation."""
+
+
+class _Config(ctypes.Structure):
+    _fields_ = [
+        ("n_layers", ctypes.c_int32),
+        ("d_model", ctypes.c_int32),
+        ("n_heads", ctypes.c_int32),
+        ("n_kv_heads", ctypes.c_int32),
+        ("head_dim", ctypes.c_int32),
+        ("d_ff", ctypes.c_int32),
+        ("vocab_size", ctypes.c_int32),
+        ("rms_eps", ctypes.c_float),
+        ("rope_mode", ctypes.c_int32),
+        ("rope_dims", ctypes.c_int32),
+        ("rope_theta", ctypes.c_float),
+        ("rope_freq_scale", ctypes.c_float),
+    ]
+
+
+class _Tensor(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("type", ctypes.c_int32),
+        ("rows", ctypes.c_int64),
+        ("cols", ctypes.c_int64),
+        ("data", ctypes.c_void_p),
+    ]
+
+
+class _Seq(ctypes.Structure):
+    _fields_ = [
+        ("n_tokens", ctypes.c_int32),
+        ("pos0", ctypes.c_int32),
+        ("block_table", ctypes.POINTER(ctypes.c_int32)),
+        ("n_blocks", ctypes.c_int32),
+        ("n_logits", ctypes.c_int32),
+    ]
+
+
+@dataclass
+class SeqChunk:
+    """One sequence's share of a step: new ``tokens`` at positions ``pos0 ..``, KV in ``block_table``."""
+
+    tokens: Sequence[int]
+    pos0: int
+    block_table: Sequence[int]
+    n_logits: int = 1
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    if getattr(lib, "_cpullm_model_bound", False):
+        return lib
+    p = ctypes.c_void_p
+    lib.cpullm_last_error.restype = ctypes.c_char_p
+    lib.cpullm_model_create.argtypes = [ctypes.POINTER(_Config), ctypes.POINTER(_Tensor), ctypes.c_int32]
+    lib.cpullm_model_create.restype = p
+    lib.cpullm_model_free.argtypes = [p]
+    lib.cpullm_model_free.restype = None
+    lib.cpullm_model_repacked_bytes.argtypes = [p]
+    lib.cpullm_model_repacked_bytes.restype = ctypes.c_int64
+    lib.cpullm_kv_create.argtypes = [p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
+    lib.cpullm_kv_create.restype = p
+    lib.cpullm_kv_free.argtypes = [p]
+    lib.cpullm_kv_free.restype = None
+    lib.cpullm_kv_bytes.argtypes = [p]
+    lib.cpullm_kv_bytes.restype = ctypes.c_int64
+    lib.cpullm_kv_copy_block.argtypes = [p, ctypes.c_int32, ctypes.c_int32]
+    lib.cpullm_kv_copy_block.restype = ctypes.c_int
+    lib.cpullm_model_step.argtypes = [
+        p,
+        p,
+        ctypes.POINTER(ctypes.c_int32),
+        ctypes.POINTER(_Seq),
+        ctypes.c_int32,
+        p,
+    ]
+    lib.cpullm_model_step.restype = ctypes.c_int
+    lib.cpullm_set_num_threads.argtypes = [ctypes.c_int]
+    lib.cpullm_set_num_threads.restype = ctypes.c_int
+    lib._cpullm_model_bound = True
+    return lib
+
+
+def _error(lib: ctypes.CDLL) -> NativeError:
+    return NativeError((lib.cpullm_last_error() or b"unknown native error").decode())
+
+
+class KVCache:
+    """A native paged KV cache (freed with the object)."""
+
+    def __init__(self, model: NativeModel, n_blocks: int, block_size: int, dtype: str) -> None:
+        if dtype not in _KV_TYPES:
+            raise ValueError(f"KV cache dtype must be one of {', '.join(_KV_TYPES)}, not {dtype!r}")
+        self._lib = model.lib
+        self.n_blocks, self.block_size, self.dtype = n_blocks, block_size, dtype
+        self._model = model  # the cache is shaped by, and must not outlive, its model
+        self.handle = self._lib.cpullm_kv_create(model.handle, n_blocks, block_size, _KV_TYPES[dtype])
+        if not self.handle:
+            raise _error(self._lib)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._lib.cpullm_kv_bytes(self.handle))
+
+    def copy_block(self, src: int, dst: int) -> None:
+        if self._lib.cpullm_kv_copy_block(self.handle, src, dst) != 0:
+            raise _error(self._lib)
+
+    def __del__(self) -> None:
+        if getattr(self, "handle", None):
+            self._lib.cpullm_kv_free(self.handle)
+            self.handle = None
+
+
+class NativeModel:
+    def __init__(self, model_file: ModelFile, lib: ctypes.CDLL | None = None) -> None:
+        self.lib = _bind(lib if lib is not None else _native.native()[0])
+        self.file = model_file  # the native side borrows the mapped bytes: keep them alive
+        self.config: ModelConfig = model_file.config
+        c = self.config
+        cfg = _Config(
+            n_layers=c.n_layers,
+            d_model=c.d_model,
+            n_heads=c.n_heads,
+            n_kv_heads=c.n_kv_heads,
+            head_dim=c.head_dim,
+            d_ff=c.d_ff,
+            vocab_size=c.vocab_size,
+            rms_eps=c.rms_eps,
+            rope_mode=_ROPE_MODES[c.rope_layout],
+            rope_dims=c.rope_dim,
+            rope_theta=c.rope_theta,
+            rope_freq_scale=1.0 / c.rope_scale,
+        )
+        tensors = list(model_file.gguf.tensors.values())
+        refs = (_Tensor * len(tensors))()
+        for i, t in enumerate(tensors):
+            refs[i].name = t.name.encode()
+            refs[i].type = int(t.type)
+            refs[i].rows = t.rows
+            refs[i].cols = t.cols
+            refs[i].data = t.data.ctypes.data
+        self.handle = self.lib.cpullm_model_create(ctypes.byref(cfg), refs, len(tensors))
+        if not self.handle:
+            raise NativeError(f"{model_file.gguf.path}: {_error(self.lib)}")
+        self._logits = np.empty((0, c.vocab_size), dtype=np.float32)
+
+    @property
+    def repacked_bytes(self) -> int:
+        return int(self.lib.cpullm_model_repacked_bytes(self.handle))
+
+    def set_threads(self, n: int) -> None:
+        if self.lib.cpullm_set_num_threads(int(n)) != 0:
+            raise _error(self.lib)
+
+    def new_cache(self, n_blocks: int, block_size: int = 16, dtype: str = "f16") -> KVCache:
+        return KVCache(self, n_blocks, block_size, dtype)
+
+    def step(self, cache: KVCache, batch: Sequence[SeqChunk]) -> np.ndarray:
+        """Run one forward step; returns float32[Σ n_logits, vocab] (a view reused by the next step)."""
+        if not batch:
+            raise ValueError("a step needs at least one sequence")
+        tokens = np.ascontiguousarray(np.concatenate([np.asarray(s.tokens, dtype=np.int32) for s in batch]))
+        tables = [np.ascontiguousarray(s.block_table, dtype=np.int32) for s in batch]
+        seqs = (_Seq * len(batch))()
+        n_out = 0
+        for i, (s, table) in enumerate(zip(batch, tables, strict=True)):
+            seqs[i].n_tokens = len(s.tokens)
+            seqs[i].pos0 = s.pos0
+            seqs[i].block_table = table.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+            seqs[i].n_blocks = len(table)
+            seqs[i].n_logits = s.n_logits
+            n_out += s.n_logits
+        if self._logits.shape[0] < n_out:
+            self._logits = np.empty((n_out, self.config.vocab_size), dtype=np.float32)
+        rc = self.lib.cpullm_model_step(
+            self.handle,
+            cache.handle,
+            tokens.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+            seqs,
+            len(batch),
+            self._logits.ctypes.data,
+        )
+        if rc != 0:
+            raise _error(self.lib)
+        return self._logits[:n_out]
+
+    def __del__(self) -> None:
+        if getattr(self, "handle", None):
+            self.lib.cpullm_model_free(self.handle)
+            self.handle = None

@@ -1,0 +1,160 @@
+"""The native forward pass (csrc/model/) against the independent NumPy float64 reference."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as QT
+from tiny_gguf import TinySpec, write_tiny_gguf
+
+from cpullm import reference
+from cpullm.model_file import ModelFile
+from cpullm.native_model import NativeError, NativeModel, SeqChunk
+
+# Activations are quantized to 8 bits for quantized weights, so those agree less tightly than floats.
+TOLERANCE = {QT.F32: 1e-4, QT.F16: 1e-3, QT.BF16: 1e-2}
+QUANT_TOLERANCE = 5e-2
+TOKENS = [1, 5, 9, 33, 100, 7, 8, 200, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 250, 17]
+
+
+@pytest.fixture(scope="module")
+def lib(native_lib_dir: Path):
+    from cpullm import _native
+
+    os.environ.setdefault("CPULLM_LIB_DIR", str(native_lib_dir))
+    return _native.load_variant(_native.select(native_lib_dir))
+
+
+def _model(path: Path, lib) -> tuple[ModelFile, NativeModel]:
+    mf = ModelFile.open(path)
+    return mf, NativeModel(mf, lib)
+
+
+def _prefill(nm: NativeModel, tokens: list[int], n_logits: int | None = None) -> np.ndarray:
+    cache = nm.new_cache(8, 16, "f32")
+    return nm.step(cache, [SeqChunk(tokens, 0, list(range(8)), n_logits or len(tokens))]).copy()
+
+
+def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+CASES = [
+    TinySpec(),
+    TinySpec(tied=False),
+    TinySpec(arch="qwen2"),
+    TinySpec(arch="mistral"),
+    TinySpec(weight_type=QT.F16),
+    TinySpec(weight_type=QT.BF16),
+    TinySpec(weight_type=QT.Q8_0),
+    TinySpec(weight_type=QT.Q4_0),
+    TinySpec(weight_type=QT.Q4_1, embed_type=QT.Q8_0),
+    TinySpec(weight_type=QT.Q4_K, tied=False),
+    TinySpec(weight_type=QT.Q6_K, arch="qwen2"),
+    # Q/K/V of different types cannot be fused: the projection runs part by part.
+    TinySpec(
+        weight_type=QT.Q4_0, tensor_types={"blk.0.attn_v.weight": QT.Q8_0, "blk.1.ffn_up.weight": QT.F16}
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "spec", CASES, ids=lambda s: f"{s.arch}-{s.weight_type.name}-{'tied' if s.tied else 'untied'}"
+)
+def test_logits_match_reference(tmp_path, lib, spec):
+    path = write_tiny_gguf(tmp_path / "m.gguf", spec)
+    mf, nm = _model(path, lib)
+    got = _prefill(nm, TOKENS)
+    want = reference.ReferenceModel(mf).logits(TOKENS)
+    tol = TOLERANCE.get(spec.weight_type, QUANT_TOLERANCE)
+    assert got.shape == want.shape
+    assert _rel_err(got, want) < tol
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.999
+
+
+def test_decode_steps_match_prefill(tmp_path, lib):
+    path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(weight_type=QT.Q4_1))
+    _, nm = _model(path, lib)
+    full = _prefill(nm, TOKENS)
+    cache = nm.new_cache(8, 4, "f32")  # small blocks: positions cross several
+    table = [7, 2, 5, 0, 1, 3]  # any physical order
+    rows = [nm.step(cache, [SeqChunk(TOKENS[:5], 0, table, 5)]).copy()]
+    for i in range(5, len(TOKENS), 3):  # chunked prefill, then single tokens
+        chunk = TOKENS[i : i + 3]
+        rows.append(nm.step(cache, [SeqChunk(chunk, i, table, len(chunk))]).copy())
+    stepped = np.concatenate(rows)
+    assert _rel_err(stepped, full) < 1e-4
+
+
+def test_f16_cache_is_close_to_f32(tmp_path, lib):
+    path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec())
+    _, nm = _model(path, lib)
+    f32 = _prefill(nm, TOKENS)
+    f16 = nm.step(nm.new_cache(8, 16, "f16"), [SeqChunk(TOKENS, 0, list(range(8)), len(TOKENS))]).copy()
+    assert 0 < _rel_err(f16, f32) < 1e-2
+
+
+def test_same_result_at_any_thread_count(tmp_path, lib):
+    path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(weight_type=QT.Q4_1, d_model=512, d_ff=1024))
+    _, nm = _model(path, lib)
+    outs = []
+    for n in (1, 2, 3):
+        nm.set_threads(n)
+        outs.append(_prefill(nm, TOKENS))
+    nm.set_threads(1)
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+
+
+def test_batched_sequences_match_alone(tmp_path, lib):
+    path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(weight_type=QT.Q8_0))
+    _, nm = _model(path, lib)
+    a, b = TOKENS[:9], TOKENS[4:]
+    alone_a = _prefill(nm, a, 1)
+    alone_b = _prefill(nm, b, 1)
+    cache = nm.new_cache(8, 16, "f32")
+    both = nm.step(cache, [SeqChunk(a, 0, [0, 1], 1), SeqChunk(b, 0, [2, 3], 1)]).copy()
+    assert _rel_err(both[0:1], alone_a) < 1e-5 and _rel_err(both[1:2], alone_b) < 1e-5
+    assert int(np.argmax(both[0])) == int(np.argmax(alone_a[0]))
+    # Next step: one decode token for a, a prefill chunk for b, in the same call.
+    nxt = nm.step(cache, [SeqChunk([3], len(a), [0, 1], 1), SeqChunk([4, 5], len(b), [2, 3], 2)])
+    assert nxt.shape == (3, nm.config.vocab_size)
+
+
+def test_bad_batches_are_refused_with_a_reason(tmp_path, lib):
+    path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec())
+    _, nm = _model(path, lib)
+    cache = nm.new_cache(4, 4, "f32")
+    with pytest.raises(NativeError, match="token id 99999 is outside the vocabulary"):
+        nm.step(cache, [SeqChunk([1, 99999], 0, [0])])
+    with pytest.raises(NativeError, match="block table has 1 blocks, positions up to 6 need 2"):
+        nm.step(cache, [SeqChunk([1] * 6, 0, [0])])
+    with pytest.raises(NativeError, match="block id 9 is outside the cache"):
+        nm.step(cache, [SeqChunk([1], 0, [9])])
+    with pytest.raises(ValueError, match="KV cache dtype"):
+        nm.new_cache(4, 4, "q8")
+    # The model still works after refusals.
+    assert nm.step(cache, [SeqChunk([1, 2], 0, [0])]).shape == (1, nm.config.vocab_size)
+
+
+@pytest.mark.slow
+def test_smollm2_answers_paris_and_tracks_the_float_reference(smollm2_path, lib):
+    from cpullm.tokenizer import Tokenizer
+
+    mf, nm = _model(smollm2_path, lib)
+    tok = Tokenizer.from_gguf(mf.gguf)
+    prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    ids = tok.encode(prompt, add_special=False, parse_special=True)
+    cache = nm.new_cache(16, 16, "f16")
+    table = list(range(16))
+    logits = nm.step(cache, [SeqChunk(ids, 0, table)]).copy()
+    want = reference.ReferenceModel(mf).logits(ids, last_only=True)
+    assert np.corrcoef(logits[0], want[0])[0, 1] >= 0.999
+    out, pos = [], len(ids)
+    for _ in range(8):
+        out.append(int(np.argmax(logits[0])))
+        logits = nm.step(cache, [SeqChunk([out[-1]], pos, table)])
+        pos += 1
+    assert tok.decode(out).startswith("The capital of France is Paris.")
