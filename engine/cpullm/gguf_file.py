@@ -33,6 +33,7 @@ Tensor conventions (the same as ``GGUFReader``):
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -105,7 +106,7 @@ class GGUFTensor:
     @property
     def rows(self) -> int:
         """Number of rows of the row-major view (product of all but the innermost dimension)."""
-        return int(np.prod(self.ne[1:], dtype=np.int64)) if len(self.ne) > 1 else 1
+        return math.prod(self.ne[1:])
 
     @property
     def cols(self) -> int:
@@ -114,7 +115,7 @@ class GGUFTensor:
 
     @property
     def n_elements(self) -> int:
-        return int(np.prod(self.ne, dtype=np.int64))
+        return math.prod(self.ne)
 
     @property
     def n_bytes(self) -> int:
@@ -239,7 +240,7 @@ def _read_tensor_info(cur: _Cursor, index: int) -> _TensorInfo:
 
 def _tensor_view(buf: mmap.mmap, info: _TensorInfo, offset: int, path: Path) -> np.ndarray:
     block_size, type_size = GGML_QUANT_SIZES[info.type]
-    n_elements = int(np.prod(info.ne, dtype=np.int64))
+    n_elements = math.prod(info.ne)  # Python ints: a corrupt shape cannot overflow
     if info.ne[0] % block_size != 0:
         raise GGUFError(
             f"{path}: tensor {info.name!r} has {info.ne[0]} columns, not a multiple of the "

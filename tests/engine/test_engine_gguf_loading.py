@@ -212,3 +212,14 @@ def test_smollm2_opens_fast_and_config(smollm2_path: Path) -> None:
     assert c.tied_embeddings and not c.has_qkv_bias and c.rope_layout is RopeLayout.NORMAL
     assert (c.bos_id, c.eos_id) == (1, 2)
     _assert_matches_reference_reader(smollm2_path)
+
+
+def test_absurd_tensor_shape_is_a_clear_error(tiny_llama: Path, tiny_dir: Path) -> None:
+    data = bytearray(tiny_llama.read_bytes())
+    name = b"token_embd.weight"
+    at = data.index(name + (2).to_bytes(4, "little")) + len(name) + 4 + 8  # -> ne[1]
+    data[at : at + 8] = (1 << 62).to_bytes(8, "little")
+    bad = tiny_dir / "absurd_shape.gguf"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(GGUFError, match=r"truncated: tensor 'token_embd.weight' ends at byte"):
+        GGUFFile.open(bad)
