@@ -139,3 +139,12 @@ def test_smollm2_template(smollm2_path: Path) -> None:
         "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
     )
     assert (template.bos_token, template.eos_token) == ("<|im_start|>", "<|im_end|>")
+
+
+def test_generation_blocks_render_their_body() -> None:
+    source = (
+        "{% for m in messages %}{% if m['role'] == 'assistant' %}{% generation %}"
+        "A:{{ m['content'] }}{% endgeneration %}{% else %}U:{{ m['content'] }}{% endif %}|{% endfor %}"
+    )
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    assert ChatTemplate(source).render(messages) == "U:hi|A:yo|"
