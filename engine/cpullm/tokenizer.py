@@ -128,9 +128,8 @@ class Tokenizer:
     ) -> None:
         self._hf = hf  # control tokens matched atomically
         self._build_plain = build_plain
-        self._hf_plain: HFTokenizer | None = (
-            None  # control tokens' text tokenized as text; built on first use
-        )
+        # control tokens' text tokenized as text; built on first use
+        self._hf_plain: HFTokenizer | None = None
         self.tokens = list(tokens)
         self.token_types = list(token_types)
         self.kind = kind
@@ -151,7 +150,7 @@ class Tokenizer:
         tokens = md.get("tokenizer.ggml.tokens")
         if not isinstance(tokens, list) or not tokens:
             raise GGUFError(f"{gguf.path}: the file has no vocabulary ('tokenizer.ggml.tokens').")
-        types = _token_types(md, len(tokens))
+        types = _token_types(md, len(tokens), gguf)
         if kind == "gpt2":
             pre = str(md.get("tokenizer.ggml.pre", "default"))
             if pre not in PRE_TOKENIZERS:
@@ -162,6 +161,9 @@ class Tokenizer:
             merges = md.get("tokenizer.ggml.merges")
             if not isinstance(merges, list):
                 raise GGUFError(f"{gguf.path}: a gpt2 tokenizer needs 'tokenizer.ggml.merges'.")
+            bad = next((m for m in merges if " " not in m), None)
+            if bad is not None:
+                raise GGUFError(f"{gguf.path}: malformed BPE merge {bad!r} (expected 'left right').")
             build = lambda control: _build_bpe(tokens, types, merges, pre, control)  # noqa: E731
         elif kind == "llama":
             scores = md.get("tokenizer.ggml.scores")
@@ -296,9 +298,7 @@ def _vocab_dict(tokens: list[str]) -> dict[str, int]:
 
 
 def _split_merge(merge: str) -> tuple[str, str]:
-    left, sep, right = merge.partition(" ")
-    if not sep:
-        raise GGUFError(f"malformed BPE merge {merge!r} in 'tokenizer.ggml.merges' (expected 'left right').")
+    left, _, right = merge.partition(" ")  # from_gguf checked every merge has the space
     return left, right
 
 
@@ -319,12 +319,12 @@ def _add_special_tokens(hf: HFTokenizer, tokens: list[str], types: list[int], co
         hf.add_special_tokens(special)
 
 
-def _token_types(md: dict[str, Any], n: int) -> list[int]:
+def _token_types(md: dict[str, Any], n: int, gguf: GGUFFile) -> list[int]:
     raw = md.get("tokenizer.ggml.token_type")
     if raw is None:
         return [NORMAL] * n
     if len(raw) != n:
-        raise GGUFError(f"'tokenizer.ggml.token_type' has {len(raw)} entries for {n} tokens.")
+        raise GGUFError(f"{gguf.path}: 'tokenizer.ggml.token_type' has {len(raw)} entries for {n} tokens.")
     return [int(t) for t in raw]
 
 
