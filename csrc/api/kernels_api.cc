@@ -128,6 +128,32 @@ int cpullm_matmul(int impl, int32_t type, const void* w, int64_t rows, int64_t c
   return 0;
 }
 
+int64_t cpullm_packed_bytes(int32_t type, int64_t rows, int64_t cols) {
+  if (check_type(type, cols)) return -1;
+  if (rows <= 0) return fail("rows (%lld) must be positive", rows);
+  return cpullm::packed_bytes(cpullm::Matrix{static_cast<cpullm::DType>(type), rows, cols, nullptr});
+}
+
+int cpullm_repack(int32_t type, const void* w, int64_t rows, int64_t cols, void* packed) {
+  const int64_t bytes = cpullm_packed_bytes(type, rows, cols);
+  if (bytes < 0) return -1;
+  if (bytes == 0) return fail("this library has no packed layout for weight type %lld", type);
+  if (!w || !packed) return fail("w and packed must not be NULL");
+  cpullm::repack(cpullm::Matrix{static_cast<cpullm::DType>(type), rows, cols, w}, packed);
+  return 0;
+}
+
+int cpullm_matmul_packed(int32_t type, const void* w, const void* packed, int64_t rows, int64_t cols,
+                         const float* x, int64_t m, float* y) {
+  if (check_type(type, cols)) return -1;
+  if (rows <= 0 || m <= 0) return fail("rows (%lld) and m (%lld) must be positive", rows, m);
+  if (!w || !x || !y) return fail("w, x and y must not be NULL");
+  cpullm::Matrix W{static_cast<cpullm::DType>(type), rows, cols, w};
+  W.packed = packed;
+  cpullm::matmul(W, x, m, y, cpullm::global_pool());
+  return 0;
+}
+
 int cpullm_rmsnorm(int impl, const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps) {
   if (check_impl(impl)) return -1;
   if (rows <= 0 || n <= 0) return fail("rows (%lld) and n (%lld) must be positive", rows, n);

@@ -15,6 +15,9 @@ namespace cpullm {
 namespace avx2 {
 CPULLM_FAST_MATMUL_DECL
 CPULLM_FAST_QUANT_DECL
+// The x86 packed layout (matmul/x86_packed.h), read by every x86 kernel set.
+int64_t packed_bytes(const Matrix& W);
+void repack(const Matrix& W, void* dst);
 }
 #endif
 #if CPULLM_KSET_AVX512

@@ -82,7 +82,17 @@ struct Matrix {
   int64_t rows;  // output features
   int64_t cols;  // input features (reduction), a multiple of block_size(type)
   const void* data;
+  // Optional: the same weights repacked once at load by repack() into the layout this library's fast
+  // path prefers (nullptr = none). `data` must stay valid too (the reference and tail rows read it).
+  const void* packed = nullptr;
 };
+
+// Bytes repack() needs for W, or 0 when this library has no packed layout for W.type (then leave
+// W.packed null). Repacking never changes results beyond float rounding; it only speeds products up.
+int64_t packed_bytes(const Matrix& W);
+// Writes W (GGUF layout, W.data) in this library's packed layout to dst[packed_bytes(W)]; then set
+// W.packed = dst. The layout is private to the library that made it (never store it in files).
+void repack(const Matrix& W, void* dst);
 
 class ThreadPool;
 

@@ -70,6 +70,14 @@ _SIGNATURES: dict[str, tuple[type, list[type]]] = {
     "cpullm_quantize_act": (_c_int, [_c_int, _vp, _c_int64, _vp]),
     "cpullm_dequantize": (_c_int, [_c_int32, _vp, _c_int64, _vp]),
     "cpullm_matmul": (_c_int, [_c_int, _c_int32, _vp, _c_int64, _c_int64, _vp, _c_int64, _vp]),
+    "cpullm_packed_bytes": (_c_int64, [_c_int32, _c_int64, _c_int64]),
+    "cpullm_repack": (_c_int, [_c_int32, _vp, _c_int64, _c_int64, _vp]),
+    "cpullm_matmul_packed": (_c_int, [_c_int32, _vp, _vp, _c_int64, _c_int64, _vp, _c_int64, _vp]),
+    "cpullm_bench_matmul": (
+        _c_int,
+        [_c_int, _c_int32, _vp, _c_int64, _c_int64, _c_int64, _vp, _c_int64, _vp, _c_int64, _vp],
+    ),
+    "cpullm_bench_stream_read": (_c_int, [_vp, _c_int64, _c_int64, _vp, _vp]),
     "cpullm_rmsnorm": (_c_int, [_c_int, _vp, _vp, _vp, _c_int64, _c_int64, _c_float]),
     "cpullm_silu_mul": (_c_int, [_c_int, _vp, _vp, _vp, _c_int64]),
     "cpullm_add": (_c_int, [_c_int, _vp, _vp, _vp, _c_int64]),
@@ -161,12 +169,7 @@ class Kernels:
         self, dtype: DType, w: np.ndarray, rows: int, cols: int, x: npt.ArrayLike, impl: int = BEST
     ) -> F32Array:
         """Y[m, rows] = X[m, cols] · Wᵀ with W raw GGUF bytes [rows × row_bytes]. x may be 1-D (m = 1)."""
-        raw = np.ascontiguousarray(w).view(np.uint8).ravel()
-        if raw.size != rows * row_bytes(dtype, cols):
-            raise KernelError(
-                f"a {rows}×{cols} {DType(dtype).name} matrix is {rows * row_bytes(dtype, cols)} bytes, "
-                f"got {raw.size}"
-            )
+        raw = self._matrix_bytes(dtype, w, rows, cols)
         xs = _f32(x, "x")
         if xs.shape[-1] != cols:
             raise KernelError(f"x has {xs.shape[-1]} columns, the matrix has {cols}")
@@ -174,6 +177,79 @@ class Kernels:
         y = np.empty((m, rows), dtype=np.float32)
         self._check(self.lib.cpullm_matmul(impl, int(dtype), _ptr(raw), rows, cols, _ptr(xs), m, _ptr(y)))
         return y.reshape(rows) if xs.ndim == 1 else y
+
+    def repack(self, dtype: DType, w: np.ndarray, rows: int, cols: int) -> np.ndarray | None:
+        """This library's packed copy of a GGUF matrix, or None when it has no packed layout for dtype."""
+        n = int(self.lib.cpullm_packed_bytes(int(dtype), rows, cols))
+        self._check(n)
+        if n == 0:
+            return None
+        raw = self._matrix_bytes(dtype, w, rows, cols)
+        packed = np.empty(n, dtype=np.uint8)
+        self._check(self.lib.cpullm_repack(int(dtype), _ptr(raw), rows, cols, _ptr(packed)))
+        return packed
+
+    def matmul_packed(
+        self, dtype: DType, w: np.ndarray, packed: np.ndarray, rows: int, cols: int, x: npt.ArrayLike
+    ) -> F32Array:
+        """matmul (BEST) through the packed copy made by repack(); w must be the same GGUF matrix."""
+        raw = self._matrix_bytes(dtype, w, rows, cols)
+        xs = _f32(x, "x")
+        m = xs.size // cols
+        y = np.empty((m, rows), dtype=np.float32)
+        rc = self.lib.cpullm_matmul_packed(
+            int(dtype), _ptr(raw), _ptr(packed), rows, cols, _ptr(xs), m, _ptr(y)
+        )
+        self._check(rc)
+        return y.reshape(rows) if xs.ndim == 1 else y
+
+    def bench_matmul(
+        self,
+        dtype: DType,
+        w: np.ndarray,
+        rows: int,
+        cols: int,
+        copies: int,
+        m: int,
+        reps: int,
+        impl: int = BEST,
+    ) -> np.ndarray:
+        """Seconds of each of `reps` native calls; call k uses copy k % copies of the matrices laid end to
+        end in w. BEST uses this library's packed layout when it has one (repacked before timing)."""
+        raw = np.ascontiguousarray(w).view(np.uint8).ravel()
+        if raw.size != copies * rows * row_bytes(dtype, cols):
+            raise KernelError(f"w must hold {copies} copies of a {rows}×{cols} {DType(dtype).name} matrix")
+        x = np.random.default_rng(0).standard_normal((m, cols), dtype=np.float32)
+        y = np.empty((m, rows), dtype=np.float32)
+        secs = np.zeros(reps)
+        rc = self.lib.cpullm_bench_matmul(
+            impl, int(dtype), _ptr(raw), rows, cols, copies, _ptr(x), m, _ptr(y), reps, _ptr(secs)
+        )
+        if rc != 0:
+            raise KernelError("cpullm_bench_matmul refused its arguments")
+        return secs
+
+    def bench_stream_read(self, buf: np.ndarray, reps: int) -> np.ndarray:
+        """Seconds of each of `reps` native passes reading all of buf (over the library's threads)."""
+        raw = np.ascontiguousarray(buf).view(np.uint8).ravel()
+        secs = np.zeros(reps)
+        checksum = ctypes.c_uint64()
+        nbytes = raw.size // 64 * 64
+        if (
+            self.lib.cpullm_bench_stream_read(_ptr(raw), nbytes, reps, _ptr(secs), ctypes.byref(checksum))
+            != 0
+        ):
+            raise KernelError("cpullm_bench_stream_read needs at least 64 bytes")
+        return secs
+
+    def _matrix_bytes(self, dtype: DType, w: np.ndarray, rows: int, cols: int) -> np.ndarray:
+        raw = np.ascontiguousarray(w).view(np.uint8).ravel()
+        if raw.size != rows * row_bytes(dtype, cols):
+            raise KernelError(
+                f"a {rows}×{cols} {DType(dtype).name} matrix is {rows * row_bytes(dtype, cols)} bytes, "
+                f"got {raw.size}"
+            )
+        return raw
 
     def rmsnorm(self, x: npt.ArrayLike, w: npt.ArrayLike, eps: float, impl: int = BEST) -> F32Array:
         xs, ws = _f32(x, "x"), _f32(w, "w")

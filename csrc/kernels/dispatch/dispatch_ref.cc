@@ -57,6 +57,24 @@ void prepare_act(DType type, const float* X, int64_t m, int64_t cols, void* Xq) 
   }
 }
 
+int64_t packed_bytes(const Matrix& W) {
+#if CPULLM_KSET_AVX2
+  return avx2::packed_bytes(W);
+#else
+  (void)W;
+  return 0;
+#endif
+}
+
+void repack(const Matrix& W, void* dst) {
+#if CPULLM_KSET_AVX2
+  avx2::repack(W, dst);
+#else
+  (void)W;
+  (void)dst;
+#endif
+}
+
 void matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
   if (r0 >= r1 || m <= 0) return;
 #if CPULLM_KSET_AMX

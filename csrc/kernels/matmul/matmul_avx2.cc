@@ -1,8 +1,10 @@
-// AVX2 fast paths: quantized products with maddubs (u8 × s8 -> s16 pairs) + madd (-> s32).
+// AVX2 fast paths: quantized products with maddubs (u8 × s8 -> s16 pairs) + madd (-> s32), the x86
+// packed layout (also used by the AVX-512 sets), and activation quantization.
 #include <algorithm>
 #include <cmath>
 
 #include "kernels/fast.h"
+#include "kernels/matmul/x86_packed.h"
 #include "kernels/matmul/x86_quant.h"
 
 namespace cpullm {
@@ -12,10 +14,17 @@ struct Dot {
   static __m256i dot(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
   }
+  static constexpr int kSignedBias = 0;
+  static __m256i acc_u(__m256i acc, __m256i u, __m256i s) { return _mm256_add_epi32(acc, dot(u, s)); }
+  // maddubs needs unsigned weights: |w| × (s with w's sign); |w| <= 128 keeps the s16 pairs exact.
+  static __m256i acc_s(__m256i acc, __m256i w, __m256i s) {
+    return _mm256_add_epi32(acc, dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w)));
+  }
 };
 }  // namespace
 
 bool matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
+  if (x86::matmul_packed<Dot>(W, Xq, m, Y, ldy, r0, r1, x86::matmul_quant<Dot>)) return true;
   return x86::matmul_quant<Dot>(W, Xq, m, Y, ldy, r0, r1);
 }
 
@@ -23,6 +32,9 @@ bool quantize_act(const float* x, int64_t n, ActBlock* out) {
   x86::quantize_act_avx2(x, n, out);
   return true;
 }
+
+int64_t packed_bytes(const Matrix& W) { return x86::packed_bytes(W); }
+void repack(const Matrix& W, void* dst) { x86::repack(W, dst); }
 
 }  // namespace avx2
 }  // namespace cpullm

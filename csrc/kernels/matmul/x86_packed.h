@@ -1,0 +1,168 @@
+// Row-interleaved ("packed") layout for Q4_0 / Q4_1 / Q8_0 on x86, and its products.
+//
+// Rows are taken in groups of 8 (rows beyond the last full group stay in GGUF layout, read from W.data).
+// For each group and each 32-weight block column k, one record of exactly 8 GGUF blocks' bytes:
+//   f16 d[8]                         (row r's scale)
+//   f16 m[8]                         (Q4_1 only: row r's minimum)
+//   Q4:  4 chunks × 32 bytes: chunk g holds, for rows 0..7, GGUF qs[4g .. 4g+3] (4 bytes per row);
+//        low nibbles are elements 4g..4g+3, high nibbles elements 16+4g..16+4g+3.
+//   Q8_0: 8 chunks × 32 bytes: chunk g holds, for rows 0..7, elements 4g .. 4g+3 (int8).
+// One 32-byte chunk times 4 broadcast activation bytes is then one integer dot instruction for 8 rows,
+// and every 32-bit lane is one row: no horizontal sums, and scales load as one vector of 8.
+#ifndef CPULLM_KERNELS_X86_PACKED_H
+#define CPULLM_KERNELS_X86_PACKED_H
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/blocks.h"
+
+namespace cpullm {
+namespace x86 {
+
+constexpr int kPackRows = 8;
+
+inline bool packable(DType t) { return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q8_0; }
+
+inline int64_t packed_bytes(const Matrix& W) {
+  if (!packable(W.type)) return 0;
+  return W.rows / kPackRows * kPackRows * row_bytes(W.type, W.cols);
+}
+
+inline int64_t record_bytes(DType t) { return kPackRows * block_bytes(t); }
+
+inline void repack(const Matrix& W, void* dst) {
+  const int64_t rb = row_bytes(W.type, W.cols), nb = W.cols / kQK, bb = block_bytes(W.type);
+  const int header = W.type == DType::Q4_1 ? 4 : 2;  // bytes of d (and m) per GGUF block
+  const int qbytes = static_cast<int>(bb) - header;  // 16 (Q4) or 32 (Q8_0)
+  const auto* src = static_cast<const uint8_t*>(W.data);
+  auto* out = static_cast<uint8_t*>(dst);
+  for (int64_t g = 0; g < W.rows / kPackRows; ++g) {
+    for (int64_t k = 0; k < nb; ++k) {
+      for (int r = 0; r < kPackRows; ++r) {
+        const uint8_t* blk = src + (g * kPackRows + r) * rb + k * bb;
+        std::memcpy(out + 2 * r, blk, 2);                                       // d
+        if (header == 4) std::memcpy(out + 2 * kPackRows + 2 * r, blk + 2, 2);  // m
+        for (int c = 0; c < qbytes / 4; ++c) {
+          std::memcpy(out + header * kPackRows + 32 * c + 4 * r, blk + header + 4 * c, 4);
+        }
+      }
+      out += record_bytes(W.type);
+    }
+  }
+}
+
+inline __m256i bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// out[i][r] for MR activation rows and the 8 rows of one group; see the layout above.
+// Dot: acc_u(acc, u8 weights, s8 act), acc_s(acc, s8 weights, s8 act) and kSignedBias (the bias acc_s
+// adds per act value, removed exactly in integers with the block's Σq).
+template <class Dot, DType T, int MR>
+inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* const* a, float (*out)[8]) {
+  constexpr int64_t kRec = T == DType::Q4_0 ? 144 : T == DType::Q4_1 ? 160 : 272;
+  constexpr int kHeader = T == DType::Q4_1 ? 32 : 16;
+  __m256 acc[MR], accm[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = accm[i] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  for (int64_t k = 0; k < nblocks; ++k, rec += kRec) {
+    // Decode streams weights from DRAM: ask for the lines ~2 KiB ahead while this block computes.
+    _mm_prefetch(reinterpret_cast<const char*>(rec) + 2048, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(rec) + 2048 + 64, _MM_HINT_T0);
+    if constexpr (kRec > 128) _mm_prefetch(reinterpret_cast<const char*>(rec) + 2048 + 128, _MM_HINT_T0);
+    if constexpr (kRec > 192) _mm_prefetch(reinterpret_cast<const char*>(rec) + 2048 + 192, _MM_HINT_T0);
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec)));
+    const uint8_t* qs = rec + kHeader;
+    if constexpr (T == DType::Q8_0) {
+      for (int i = 0; i < MR; ++i) {
+        const ActBlock& x = a[i][k];
+        __m256i dot = _mm256_setzero_si256();
+        for (int g = 0; g < 8; ++g) {
+          const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * g));
+          dot = Dot::acc_s(dot, w, bcast4(x.q + 4 * g));
+        }
+        if (Dot::kSignedBias) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(Dot::kSignedBias * x.sum));
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[i]);
+      }
+    } else {
+      __m256i lo[4], hi[4];
+      for (int g = 0; g < 4; ++g) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * g));
+        lo[g] = _mm256_and_si256(v, low4);
+        hi[g] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+      }
+      __m256 mw = _mm256_setzero_ps();
+      if constexpr (T == DType::Q4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + 16)));
+      for (int i = 0; i < MR; ++i) {
+        const ActBlock& x = a[i][k];
+        __m256i dot = _mm256_setzero_si256();
+        for (int g = 0; g < 4; ++g) {
+          dot = Dot::acc_u(dot, lo[g], bcast4(x.q + 4 * g));
+          dot = Dot::acc_u(dot, hi[g], bcast4(x.q + 16 + 4 * g));
+        }
+        if constexpr (T == DType::Q4_0) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(8 * x.sum));
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[i]);
+        if constexpr (T == DType::Q4_1) {
+          accm[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x.d * static_cast<float>(x.sum)), accm[i]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) _mm256_storeu_ps(out[i], _mm256_add_ps(acc[i], accm[i]));
+}
+
+// Rows [r0, r1) of the packed groups (rows < W.rows / 8 * 8) for all m activation rows. Groups outer so a
+// group's weights stay in L1 while every activation tile passes over them.
+template <class Dot, DType T>
+void packed_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
+  const int64_t nblocks = W.cols / kQK;
+  const int64_t group_bytes = nblocks * record_bytes(T);
+  const auto* act = static_cast<const ActBlock*>(Xq);
+  const auto* packed = static_cast<const uint8_t*>(W.packed);
+  float out[4][8];
+  for (int64_t g = r0 / kPackRows; g * kPackRows < r1; ++g) {
+    const uint8_t* rec = packed + g * group_bytes;
+    const int64_t rbeg = std::max(r0, g * kPackRows), rend = std::min(r1, (g + 1) * kPackRows);
+    for (int64_t i = 0; i < m; i += 4) {
+      const int mr = static_cast<int>(std::min<int64_t>(4, m - i));
+      const ActBlock* a[4];
+      for (int t = 0; t < mr; ++t) a[t] = act + (i + t) * nblocks;
+      switch (mr) {
+        case 4: packed_group<Dot, T, 4>(rec, nblocks, a, out); break;
+        case 3: packed_group<Dot, T, 3>(rec, nblocks, a, out); break;
+        case 2: packed_group<Dot, T, 2>(rec, nblocks, a, out); break;
+        default: packed_group<Dot, T, 1>(rec, nblocks, a, out); break;
+      }
+      for (int t = 0; t < mr; ++t) {
+        for (int64_t r = rbeg; r < rend; ++r) Y[(i + t) * ldy + r] = out[t][r - g * kPackRows];
+      }
+    }
+  }
+}
+
+// The packed part of [r0, r1), then the GGUF-layout tail through `plain`. False when W is not packed.
+template <class Dot, class Plain>
+bool matmul_packed(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1,
+                   Plain plain) {
+  if (W.packed == nullptr || !packable(W.type)) return false;
+  const int64_t split = std::clamp(W.rows / kPackRows * kPackRows, r0, r1);
+  if (r0 < split) {
+    switch (W.type) {
+      case DType::Q4_0: packed_rows<Dot, DType::Q4_0>(W, Xq, m, Y, ldy, r0, split); break;
+      case DType::Q4_1: packed_rows<Dot, DType::Q4_1>(W, Xq, m, Y, ldy, r0, split); break;
+      default: packed_rows<Dot, DType::Q8_0>(W, Xq, m, Y, ldy, r0, split); break;
+    }
+  }
+  if (split < r1) plain(W, Xq, m, Y, ldy, split, r1);
+  return true;
+}
+
+}  // namespace x86
+}  // namespace cpullm
+
+#endif  // CPULLM_KERNELS_X86_PACKED_H
