@@ -170,12 +170,13 @@ class Sampler:
 
     def _draw(self, scores: np.ndarray) -> int:
         p = self.params
-        ids, vals = _top_k(scores, p.top_k)  # ids sorted by descending score when top_k or top_p is on
+        ids, vals = _top_k(scores, p.top_k)
+        is_sorted = 0 < p.top_k < scores.shape[0]  # _top_k sorts only when it actually cuts
         vals = vals.astype(np.float32) * np.float32(1.0 / p.temperature)
         probs = np.exp(vals - vals.max())  # float32 exp is several times faster; sums are float64
         probs /= probs.sum(dtype=np.float64)
         if p.top_p < 1.0:
-            if p.top_k <= 0:  # top-k already sorted its survivors; otherwise sort only the head
+            if not is_sorted:  # sort only the head of the distribution, not the whole vocabulary
                 order = _nucleus_candidates(probs, p.top_p)
                 ids, probs = ids[order], probs[order]
             # smallest prefix whose mass reaches top_p (the most likely token always stays)

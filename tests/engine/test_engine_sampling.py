@@ -244,3 +244,9 @@ def test_partial_nucleus_equals_full_sort() -> None:
             full = np.argsort(-probs, kind="stable")
             keep = int(np.searchsorted(np.cumsum(probs[full]), top_p)) + 1
             assert head[:keep].tolist() == full[:keep].tolist()
+
+
+def test_top_p_with_top_k_larger_than_vocab() -> None:
+    logits = np.log(PROBS[::-1]).astype(np.float32)  # best token last: unsorted input
+    draws = _draws(SamplingParams(top_k=100, top_p=0.79, seed=12), logits)
+    assert set(draws.tolist()) == {3, 2}
