@@ -79,9 +79,10 @@ class TinySpec:
     drop_tensors: Sequence[str] = ()
     tensor_types: dict[str, QT] = field(default_factory=dict)  # per-name overrides
     extra_metadata: dict[str, object] = field(default_factory=dict)
-    extra_tensors: dict[str, np.ndarray] = field(
-        default_factory=dict
-    )  # written as F32, e.g. rope_freqs.weight
+    # written as F32, e.g. rope_freqs.weight
+    extra_tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    # (tokens, types, scores) replacing the built-in SentencePiece-style vocabulary
+    spm_vocab: tuple[list[str], list[int], list[float]] | None = None
 
 
 def model_matrix() -> list[tuple[str, TinySpec]]:
@@ -211,7 +212,7 @@ def _add_tokenizer(writer: gguf.GGUFWriter, spec: TinySpec) -> int:
         writer.add_token_merges(merges)
         bos, eos = 1, 2  # <|im_start|>, <|im_end|> (as SmolLM2)
     elif spec.tokenizer == "llama":
-        tokens, types, scores = spm_vocab()
+        tokens, types, scores = spec.spm_vocab or spm_vocab()
         writer.add_tokenizer_model("llama")
         writer.add_token_scores(scores)
         writer.add_add_space_prefix(True)
