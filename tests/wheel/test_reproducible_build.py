@@ -1,0 +1,41 @@
+"""Two builds of one commit and recipe, in two different clones, give byte-identical wheels."""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+
+import pytest
+from conftest import REPO, x86_host
+
+from cpubuild import wheel
+
+pytestmark = [x86_host, pytest.mark.slow]
+
+
+def _clone(dest):
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(REPO), str(dest)], check=True, timeout=300)
+    return dest
+
+
+def test_same_commit_in_two_folders_gives_identical_bytes(tmp_path):
+    results = []
+    for name in ("first-clone", "second/deeper/clone"):
+        source = _clone(tmp_path / name)
+        target = wheel.WheelTarget("x86_64", "avx2")
+        results.append(
+            wheel.build(
+                target,
+                source=source,
+                out_dir=tmp_path / f"out-{len(results)}",
+                recipes_dir=source / "recipes",
+            )
+        )
+    a, b = results
+    assert a.path.name == b.path.name
+    assert a.leaked_paths == [] and b.leaked_paths == []
+    if a.path.read_bytes() != b.path.read_bytes():
+        with zipfile.ZipFile(a.path) as za, zipfile.ZipFile(b.path) as zb:
+            differ = [n for n in za.namelist() if za.read(n) != zb.read(n)]
+        pytest.fail(f"the wheels differ in: {differ}")
+    assert a.build_info["source_dirty"] is False
