@@ -98,3 +98,20 @@ def test_bad_arguments_raise_sentences(kernels):
         kernels._check(kernels.lib.cpullm_matmul(0, 7, b"x", 1, 32, b"x" * 128, 1, b"x" * 4))
     with pytest.raises(KernelError, match="thread count must be between 1 and 1024"):
         kernels.set_num_threads(0)
+
+
+@pytest.mark.parametrize("dtype", [DType.Q4_0, DType.Q4_1, DType.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    "shape", [(8, 1, 1), (21, 3, 1), (64, 18, 1), (40, 5, 6)], ids=lambda s: "x".join(map(str, s))
+)
+def test_packed_layout_matches_reference(kernels, dtype, shape):
+    rows, n, m = shape
+    w, x, cols = _case(dtype, rows, n, m, seed=rows + n + m)
+    packed = kernels.repack(dtype, w, rows, cols)
+    if packed is None:
+        pytest.skip(f"the {kernels.lib.cpullm_variant_name().decode()} variant has no packed layout")
+    want = kernels.matmul(dtype, w, rows, cols, x, impl=REF)
+    got = kernels.matmul_packed(dtype, w, packed, rows, cols, x)
+    wf = gguf_dequantize(dtype, w, rows, cols).astype(np.float64)
+    scale = np.abs(_act(kernels, dtype, x)) @ np.abs(wf).T
+    np.testing.assert_array_less(np.abs(got - want), TOL[dtype] * scale + 1e-30)
