@@ -134,13 +134,19 @@ def verify(
         Path | None,
         typer.Option("--sysroot", help="For another arch's wheel: a sysroot with its Python (qemu-user)."),
     ] = None,
+    allow_refusal: Annotated[
+        bool,
+        typer.Option(
+            "--allow-refusal", help="Pass a wheel this CPU cannot run if its import refuses it cleanly (CI)."
+        ),
+    ] = False,
 ) -> None:
     """Install WHEEL into a fresh environment, import it, run the kernel self-test, report the variant."""
     from cpubuild.verify import VerifyError
     from cpubuild.verify import verify as do_verify
 
     try:
-        report = do_verify(wheel_path, with_deps=not no_deps, sysroot=sysroot)
+        report = do_verify(wheel_path, with_deps=not no_deps, sysroot=sysroot, allow_refusal=allow_refusal)
     except VerifyError as exc:
         fail(str(exc))
     if json_output:
@@ -151,6 +157,8 @@ def verify(
         )
         if report.variant:
             typer.echo(f"variant loaded: {report.variant} ({report.reason})")
+        if report.refused:
+            typer.echo(f"refused at import, as it must be on this CPU: {report.error}")
         if report.selftest:
             st = report.selftest
             state = "passed" if st.get("passed") else ("FAILED" if st.get("ran") else "not run")

@@ -45,13 +45,14 @@ class VerifyReport:
     steps: list[str] = field(default_factory=list)
     seconds: float = 0.0
     info: dict[str, Any] | None = None
+    refused: bool = False  # this CPU cannot run the wheel, and the import said so cleanly
 
     def as_json(self) -> dict[str, Any]:
         return {
             "wheel": str(self.wheel), "arch": self.arch, "how": self.how, "ok": self.ok,
             "variant": self.variant, "reason": self.reason, "selftest": self.selftest,
             "generation": self.generation, "error": self.error, "steps": self.steps,
-            "seconds": round(self.seconds, 2), "info": self.info,
+            "seconds": round(self.seconds, 2), "info": self.info, "refused": self.refused,
         }  # fmt: skip
 
 
@@ -91,6 +92,16 @@ def _read_info(report: VerifyReport, done: subprocess.CompletedProcess[str]) -> 
     report.ok = done.returncode == 0 and report.variant is not None and report.error is None
 
 
+def _refused_cleanly(report: VerifyReport, python: list[str], env: dict[str, str], cwd: Path) -> bool:
+    """True when no variant of the wheel can run here and `import cpullm` says so with an ImportError."""
+    info = report.info or {}
+    candidates = info.get("candidates") or []
+    if info.get("variant") is not None or not candidates or any(c["runnable"] for c in candidates):
+        return False
+    done = _run(report, [*python, "-c", "import cpullm"], cwd=cwd, env=env)
+    return done.returncode == 1 and "VariantError" in done.stderr
+
+
 def short_generation(python: list[str], env: dict[str, str], cwd: Path) -> str | None:
     """HOOK (issue 5): run a short real generation with the installed engine and return its text.
 
@@ -102,7 +113,9 @@ def short_generation(python: list[str], env: dict[str, str], cwd: Path) -> str |
     return None
 
 
-def _verify_in_venv(report: VerifyReport, wheel: Path, tmp: Path, with_deps: bool) -> None:
+def _verify_in_venv(
+    report: VerifyReport, wheel: Path, tmp: Path, with_deps: bool, allow_refusal: bool
+) -> None:
     venv = tmp / "venv"
     done = _run(report, [sys.executable, "-m", "venv", "--without-pip", str(venv)])
     if done.returncode != 0:
@@ -117,6 +130,10 @@ def _verify_in_venv(report: VerifyReport, wheel: Path, tmp: Path, with_deps: boo
         raise VerifyError(f"pip could not install {wheel.name}: {lines[-1].strip()}")
     env = _clean_env()
     _read_info(report, _run(report, [str(python), *INFO_COMMAND], cwd=tmp, env=env))
+    if not report.ok and allow_refusal and _refused_cleanly(report, [str(python)], env, tmp):
+        report.ok, report.refused = True, True
+        report.generation = "not run: this CPU cannot run the wheel (refused at import, as it must be)"
+        return
     generated = short_generation([str(python)], env, tmp) if report.ok else None
     report.generation = generated if generated is not None else "not available in this engine version"
 
@@ -143,8 +160,14 @@ def _verify_emulated(report: VerifyReport, wheel: Path, tmp: Path, sysroot: Path
     report.generation = "not run under emulation"
 
 
-def verify(wheel: Path, *, with_deps: bool = True, sysroot: Path | None = None) -> VerifyReport:
-    """Install `wheel` somewhere fresh and run its import, variant choice and self-test."""
+def verify(
+    wheel: Path, *, with_deps: bool = True, sysroot: Path | None = None, allow_refusal: bool = False
+) -> VerifyReport:
+    """Install `wheel` somewhere fresh and run its import, variant choice and self-test.
+
+    `allow_refusal` (for CI runners older than the wheel's target): a wheel this CPU cannot run passes
+    when `import cpullm` refuses it with the ImportError that names the missing features.
+    """
     start = time.perf_counter()
     wheel = wheel.resolve()
     if not wheel.is_file():
@@ -156,7 +179,7 @@ def verify(wheel: Path, *, with_deps: bool = True, sysroot: Path | None = None) 
     report = VerifyReport(wheel, arch, "venv")
     with tempfile.TemporaryDirectory(prefix="cpubuild-verify-") as tmp:
         if arch == host_arch():
-            _verify_in_venv(report, wheel, Path(tmp), with_deps)
+            _verify_in_venv(report, wheel, Path(tmp), with_deps, allow_refusal)
         else:
             _verify_emulated(report, wheel, Path(tmp), sysroot)
     report.seconds = time.perf_counter() - start

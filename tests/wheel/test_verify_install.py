@@ -148,3 +148,20 @@ def test_install_command_picks_installs_and_explains(tmp_path, avx512_wheel, por
     info = subprocess.run([str(python), "-m", "cpullm", "info", "--json"], capture_output=True, text=True,
                           env=clean_env(), cwd=tmp_path)  # fmt: skip
     assert json.loads(info.stdout)["variant"] == host_best
+
+
+@x86_host
+@pytest.mark.slow
+def test_verify_of_a_wheel_this_cpu_cannot_run_fails_or_passes_as_a_clean_refusal(wheelhouse):
+    """The amx wheel on a host without AMX: a failure, or with --allow-refusal (CI) a clean ImportError."""
+    if "amx_tile" in detect_host().usable_features:
+        pytest.skip("this host can run AMX")
+    from conftest import build
+
+    amx = build("amx", wheelhouse)
+    plain = verify(amx.path, with_deps=False)
+    assert not plain.ok and not plain.refused
+    assert "amx needs amx_tile" in (plain.error or "")
+    lenient = verify(amx.path, with_deps=False, allow_refusal=True)
+    assert lenient.ok and lenient.refused and lenient.variant is None
+    assert any(step.endswith("-c import cpullm") for step in lenient.steps)
