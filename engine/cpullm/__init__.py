@@ -7,3 +7,18 @@ from cpullm import _eager
 # Load the native variant now, so a wheel built for CPU features this host lacks fails at import
 # with an ImportError naming what is missing, never later with SIGILL.
 _eager.load_at_import()
+
+__all__ = ["LLM", "Completion", "SamplingParams", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    # Lazy, so `import cpullm` needs only the standard library (the wheel verifier imports it bare).
+    if name in ("LLM", "Completion"):
+        from cpullm import llm
+
+        return getattr(llm, name)
+    if name == "SamplingParams":
+        from cpullm.sampling import SamplingParams
+
+        return SamplingParams
+    raise AttributeError(f"module 'cpullm' has no attribute {name!r}")

@@ -1,0 +1,271 @@
+"""The engine core: requests in, tokens out, one batched native step at a time (continuous batching).
+
+Public API
+----------
+``Engine(model_path=None, threads=None, kv_cache_gb=None, max_num_seqs=16, max_model_len=None, ...)``
+    Loads the model (default: the SmolLM2 GGUF, see :mod:`cpullm.default_model`), its tokenizer and chat
+    template, and a paged KV cache capped at ``kv_cache_gb``.
+``Engine.add_request(request_id, prompt_ids, params) -> None``
+    Queue a request; raises ``ValueError`` for an empty prompt or one that does not fit the context.
+``Engine.step() -> list[StepOutput]``
+    One scheduling round: running sequences decode one token each, waiting prompts are prefilled in
+    chunks within a token budget, and all of it is one native call. New requests join between steps;
+    when the KV cache is full new work waits (and, if a running sequence cannot grow, the newest one is
+    preempted and recomputed later) instead of failing.
+``Engine.abort(request_id)``
+    Cancel a request (e.g. a client that disconnected); its KV blocks are freed at once.
+``Engine.stats()``
+    Running/waiting counts, KV cache use, prefix-cache hits.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .kv_blocks import BlockManager, BlockTable, OutOfBlocks
+from .model_file import ModelFile
+from .native_model import NativeModel, SeqChunk
+from .sampling import FinishReason, Sampler, SamplingParams, TextStream
+from .tokenizer import Tokenizer
+
+DEFAULT_BLOCK_SIZE = 16
+DEFAULT_KV_CACHE_GB = 1.0
+DEFAULT_STEP_TOKENS = 512  # prompt tokens prefilled per step, shared by the batch
+
+
+@dataclass
+class StepOutput:
+    request_id: str
+    text: str  # new text since the last output of this request
+    token_ids: list[int]  # new tokens since the last output
+    finished: bool
+    finish_reason: FinishReason | str | None
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: list[dict] = field(default_factory=list)  # per new token: token, logprob, top
+    first_token: bool = False  # this output carries the request's first generated token
+
+
+@dataclass
+class _Sequence:
+    request_id: str
+    prompt: list[int]
+    params: SamplingParams
+    sampler: Sampler
+    stream: TextStream
+    arrival: float
+    table: BlockTable = field(default_factory=BlockTable)
+    output: list[int] = field(default_factory=list)
+    computed: int = 0  # tokens whose KV is in the cache
+    aborted: bool = False
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.prompt + self.output
+
+    @property
+    def n_prompt_left(self) -> int:
+        return len(self.tokens) - self.computed
+
+
+def usable_cores() -> int:
+    """CPU affinity bounded by the cgroup CPU quota (containers), at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+class Engine:
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        threads: int | None = None,
+        kv_cache_gb: float | None = None,
+        max_num_seqs: int = 16,
+        max_model_len: int | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        step_tokens: int = DEFAULT_STEP_TOKENS,
+        kv_dtype: str = "f16",
+    ) -> None:
+        if model_path is None:
+            from .default_model import default_model_path
+
+            model_path = default_model_path()
+        self.model_file = ModelFile.open(model_path)
+        self.config = self.model_file.config
+        self.tokenizer = Tokenizer.from_gguf(self.model_file.gguf)
+        self.model = NativeModel(self.model_file)
+        self.threads = threads or usable_cores()
+        self.model.set_threads(self.threads)
+        self.max_model_len = min(max_model_len or self.config.context_length, self.config.context_length)
+        if max_num_seqs < 1 or step_tokens < 1:
+            raise ValueError("max_num_seqs and step_tokens must be at least 1")
+        self.max_num_seqs, self.step_tokens = max_num_seqs, step_tokens
+        c = self.config
+        bytes_per_block = 2 * c.n_layers * block_size * c.kv_dim * (2 if kv_dtype == "f16" else 4)
+        gb = DEFAULT_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb
+        n_blocks = int(gb * (1 << 30) // bytes_per_block)
+        if n_blocks < -(-self.max_model_len // block_size):
+            raise ValueError(
+                f"a KV cache of {gb} GB holds {n_blocks * block_size} tokens, less than one sequence of "
+                f"max_model_len={self.max_model_len}; raise kv_cache_gb or lower max_model_len"
+            )
+        self.cache = self.model.new_cache(n_blocks, block_size, kv_dtype)
+        self.blocks = BlockManager(n_blocks, block_size)
+        self.waiting: deque[_Sequence] = deque()
+        self.running: list[_Sequence] = []
+        self._by_id: dict[str, _Sequence] = {}
+
+    # ---- requests ----
+    def add_request(self, request_id: str, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        prompt = [int(t) for t in prompt_ids]
+        if not prompt:
+            raise ValueError("the prompt is empty; send at least one token")
+        if request_id in self._by_id:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        bad = [t for t in prompt if not 0 <= t < self.config.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary of {self.config.vocab_size}")
+        if len(prompt) >= self.max_model_len:
+            raise ValueError(
+                f"the prompt has {len(prompt)} tokens, but this model's context is {self.max_model_len} "
+                "tokens; shorten the prompt"
+            )
+        seq = _Sequence(
+            request_id,
+            prompt,
+            params,
+            Sampler(params, self.config.vocab_size, prompt),
+            TextStream(self.tokenizer, params),
+            time.monotonic(),
+        )
+        self._by_id[request_id] = seq
+        self.waiting.append(seq)
+
+    def abort(self, request_id: str) -> bool:
+        """Cancel a request now; its blocks go back at once. False if it is unknown or already done."""
+        seq = self._by_id.pop(request_id, None)
+        if seq is None:
+            return False
+        seq.aborted = True
+        self.blocks.release(seq.table)
+        if seq in self.running:
+            self.running.remove(seq)
+        else:
+            self.waiting.remove(seq)
+        return True
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "running": len(self.running),
+            "waiting": len(self.waiting),
+            "kv_blocks_used": self.blocks.n_used,
+            "kv_blocks_total": self.blocks.n_blocks,
+            "kv_usage": self.blocks.n_used / self.blocks.n_blocks,
+            "prefix_cache_hit_tokens": self.blocks.prefix_hits,
+        }
+
+    # ---- scheduling ----
+    def _preempt_newest(self) -> None:
+        """Free the newest running sequence's blocks; it is recomputed from its tokens later."""
+        victim = max(self.running, key=lambda s: s.arrival)
+        self.running.remove(victim)
+        self.blocks.release(victim.table)
+        victim.computed = 0
+        self.waiting.appendleft(victim)
+
+    def _schedule(self) -> list[tuple[_Sequence, int]]:
+        """Pick (sequence, new tokens) for this step: every running decode first, then prefill chunks."""
+        for seq in sorted(self.running, key=lambda s: s.arrival):
+            while seq in self.running:
+                try:
+                    self.blocks.ensure(seq.table, seq.computed + 1)
+                    break
+                except OutOfBlocks:
+                    if len(self.running) == 1:
+                        raise RuntimeError(
+                            "the KV cache cannot hold a single sequence; raise kv_cache_gb"
+                        ) from None
+                    self._preempt_newest()
+        plan: list[tuple[_Sequence, int]] = [(seq, 1) for seq in self.running]
+        budget = self.step_tokens
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[0]
+            if seq.computed == 0 and not seq.table.blocks:
+                seq.computed = self.blocks.match_prefix(seq.table, seq.tokens)
+            n = min(seq.n_prompt_left, budget)
+            try:
+                self.blocks.ensure(seq.table, seq.computed + n)
+            except OutOfBlocks:
+                break  # the cache is full: this prompt waits for blocks to be freed
+            plan.append((seq, n))
+            budget -= n
+            if n == seq.n_prompt_left:  # whole prompt scheduled: decoding from the next step
+                self.waiting.popleft()
+                self.running.append(seq)
+            else:
+                break  # the budget ran out inside this prompt; continue it next step
+        return plan
+
+    def step(self) -> list[StepOutput]:
+        plan = self._schedule()
+        if not plan:
+            return []
+        batch = []
+        for seq, n in plan:
+            toks = seq.tokens[seq.computed : seq.computed + n]
+            wants = 1 if seq.computed + n == len(seq.tokens) else 0
+            batch.append(SeqChunk(toks, seq.computed, seq.table.blocks, wants))
+        logits = self.model.step(self.cache, batch)
+        outputs, row = [], 0
+        for (seq, n), chunk in zip(plan, batch, strict=True):
+            seq.computed += n
+            self.blocks.register_full(seq.table, seq.tokens[: seq.computed])
+            if chunk.n_logits:
+                outputs.append(self._emit(seq, logits[row]))
+                row += 1
+        return outputs
+
+    def _emit(self, seq: _Sequence, logits: np.ndarray) -> StepOutput:
+        result = seq.sampler.sample(logits)
+        seq.output.append(result.token_id)
+        text, reason = seq.stream.push(result.token_id)
+        if reason is None and len(seq.tokens) >= self.max_model_len:
+            reason = "length"
+        logprobs = []
+        if result.logprob is not None:
+            logprobs.append({"token": result.token_id, "logprob": result.logprob, "top": result.top_logprobs})
+        finished = reason is not None
+        if finished:
+            self._finish(seq)
+        return StepOutput(
+            seq.request_id,
+            text,
+            [result.token_id],
+            finished,
+            reason,
+            len(seq.prompt),
+            len(seq.output),
+            logprobs,
+            first_token=len(seq.output) == 1,
+        )
+
+    def _finish(self, seq: _Sequence) -> None:
+        self.running.remove(seq)
+        self.blocks.release(seq.table)
+        self._by_id.pop(seq.request_id, None)

@@ -1,0 +1,140 @@
+"""Continuous batching, the paged KV cache's bookkeeping, prefix caching and the LLM API, on tiny models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from gguf import GGMLQuantizationType as QT
+from tiny_gguf import TinySpec, write_tiny_gguf
+
+from cpullm.engine import Engine
+from cpullm.kv_blocks import BlockManager, BlockTable, OutOfBlocks
+from cpullm.sampling import SamplingParams
+
+GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(native_lib_dir: Path, tmp_path_factory) -> Path:
+    os.environ["CPULLM_LIB_DIR"] = str(native_lib_dir)
+    spec = TinySpec(weight_type=QT.Q8_0, context_length=128)
+    return write_tiny_gguf(tmp_path_factory.mktemp("sched") / "m.gguf", spec)
+
+
+def _engine(path: Path, **kw) -> Engine:
+    kw.setdefault("threads", 1)
+    return Engine(path, **kw)
+
+
+def _run(
+    engine: Engine, prompts: dict[str, list[int]], params: SamplingParams = GREEDY
+) -> dict[str, list[int]]:
+    for rid, p in prompts.items():
+        engine.add_request(rid, p, params)
+    out: dict[str, list[int]] = {rid: [] for rid in prompts}
+    while engine.has_work():
+        for o in engine.step():
+            out[o.request_id] += o.token_ids
+    return out
+
+
+PROMPTS = {
+    "a": [5, 6, 7, 8, 9, 10, 11],
+    "b": list(range(20, 60)),
+    "c": [3],
+    "d": list(range(100, 133)),
+}
+
+
+def test_greedy_output_is_the_same_alone_or_batched(tiny_model):
+    alone = {rid: _run(_engine(tiny_model), {rid: p})[rid] for rid, p in PROMPTS.items()}
+    batched = _run(_engine(tiny_model, step_tokens=16), PROMPTS)  # chunked prefill mixed with decodes
+    assert batched == alone
+    assert all(len(v) == GREEDY.max_tokens for v in alone.values())
+
+
+def test_same_output_at_one_and_two_threads(tiny_model):
+    assert _run(_engine(tiny_model, threads=1), PROMPTS) == _run(_engine(tiny_model, threads=2), PROMPTS)
+
+
+def test_full_cache_makes_work_wait_not_fail(tiny_model):
+    reference = _run(_engine(tiny_model), PROMPTS)
+    # Room for about two sequences: the rest wait in the queue, running ones may be preempted.
+    tiny_cache_gb = (
+        8 * (2 * 2 * 16 * 128 * 2) / (1 << 30)
+    )  # 8 blocks of 16 tokens (2 layers, kv_dim 128, f16)
+    engine = _engine(tiny_model, kv_cache_gb=tiny_cache_gb, max_model_len=64)
+    assert engine.blocks.n_blocks == 8
+    assert _run(engine, PROMPTS) == reference
+    assert engine.blocks.n_used == 0 or engine.blocks.n_free == engine.blocks.n_blocks
+
+
+def test_abort_frees_blocks_at_once(tiny_model):
+    engine = _engine(tiny_model)
+    engine.add_request("x", PROMPTS["b"], GREEDY)
+    engine.step()
+    assert engine.blocks.n_used > 0
+    assert engine.abort("x") is True
+    assert engine.blocks.n_used == 0 and not engine.has_work()
+    assert engine.abort("x") is False
+
+
+def test_shared_prefix_reuses_cached_blocks(tiny_model):
+    engine = _engine(tiny_model)
+    system = list(range(40, 88))  # three full blocks of 16
+    first = _run(engine, {"p1": [*system, 1, 2]})
+    hits_before = engine.blocks.prefix_hits
+    second = _run(engine, {"p2": [*system, 1, 2]})
+    assert engine.blocks.prefix_hits - hits_before == 48
+    assert first["p1"] == second["p2"]
+
+
+def test_requests_that_cannot_fit_are_refused_clearly(tiny_model):
+    engine = _engine(tiny_model)
+    with pytest.raises(ValueError, match="the prompt has 200 tokens, but this model's context is 128 tokens"):
+        engine.add_request("long", [1] * 200, GREEDY)
+    with pytest.raises(ValueError, match="empty"):
+        engine.add_request("empty", [], GREEDY)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        engine.add_request("bad", [10**6], GREEDY)
+    assert not engine.has_work()
+
+
+def test_generation_stops_at_the_context_length(tiny_model):
+    engine = _engine(tiny_model, max_model_len=40)
+    out = _run(
+        engine, {"a": list(range(1, 30))}, SamplingParams(temperature=0, max_tokens=100, ignore_eos=True)
+    )
+    assert len(out["a"]) == 40 - 29
+
+
+def test_block_manager_accounting():
+    bm = BlockManager(4, 2)
+    t1, t2 = BlockTable(), BlockTable()
+    bm.ensure(t1, 5)  # 3 blocks
+    assert bm.n_used == 3
+    with pytest.raises(OutOfBlocks):
+        bm.ensure(t2, 3)  # needs 2, one left: all or nothing
+    assert bm.n_used == 3 and t2.blocks == []
+    bm.register_full(t1, [1, 2, 3, 4, 5])
+    bm.release(t1)
+    assert bm.n_free == 4
+    t3 = BlockTable()
+    assert bm.match_prefix(t3, [1, 2, 3, 4, 9]) == 4  # two cached full blocks
+    assert bm.match_prefix(BlockTable(), [1, 2]) == 0  # the last token is always computed
+
+
+def test_llm_api_generate_chat_and_stream(tiny_model):
+    from cpullm import LLM
+
+    llm = LLM(tiny_model, threads=1)
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    outs = llm.generate(["hello world", "the"], params)
+    assert [o.completion_tokens for o in outs] == [6, 6]
+    assert outs[0].text == llm.generate("hello world", params)[0].text
+    chat = llm.chat([{"role": "user", "content": "hello"}], params)[0]
+    streamed = "".join(llm.stream_chat([{"role": "user", "content": "hello"}], params))
+    assert streamed == chat.text
+    assert not llm.engine.has_work() and llm.engine.blocks.n_used == 0
