@@ -20,7 +20,7 @@ def test_real_recipes_load_with_inherited_features():
     assert [r.name for r in recipes.for_arch("aarch64")] == ["armv8", "dotprod", "i8mm", "sve"]
     amx = recipes.get("amx")
     assert amx.ancestors == ("avx512_bf16", "avx512_vnni", "avx512", "avx2", "generic")
-    assert amx.features[:5] == ("avx", "avx2", "fma", "f16c", "bmi2")
+    assert amx.features[:9] == ("avx", "avx2", "fma", "f16c", "bmi2", "popcnt", "bmi1", "abm", "movbe")
     assert amx.features[-3:] == ("amx_tile", "amx_int8", "amx_bf16")
     assert recipes.get("sve").features == ("asimd", "asimddp", "asimdhp", "fphp", "i8mm", "bf16", "sve")
 
@@ -67,7 +67,7 @@ def edit(tree: Path, relative: str, old: str, new: str) -> Path:
 
 # (file, old text, new text, field named in the error, words in the message)
 BROKEN = [
-    ("x86_64/avx2.toml", '"bmi2"]', '"bmi2", "avx3"]', "features", "unknown feature 'avx3'"),
+    ("x86_64/avx2.toml", '"movbe"]', '"movbe", "avx3"]', "features", "unknown feature 'avx3'"),
     ("x86_64/avx2.toml", 'parent = "generic"', 'parent = "genric"', "parent", "unknown parent 'genric'"),
     ("x86_64/generic.toml", "priority = 0", 'priority = 0\nparent = "amx"', "parent", "cycle"),
     ("x86_64/avx2.toml", 'arch = "x86_64"', 'arch = "aarch64"', "arch", "'x86_64' folder"),

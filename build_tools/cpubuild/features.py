@@ -20,6 +20,11 @@ X86_FEATURES: Final[dict[str, str]] = {
     "fma": "FMA3 fused multiply-add",
     "f16c": "F16C half-precision conversions",
     "bmi2": "BMI2 bit manipulation",
+    # Scalar instructions -march=x86-64-v3 lets the compiler use anywhere; some hypervisors hide them.
+    "popcnt": "POPCNT population count",
+    "bmi1": "BMI1 bit manipulation",
+    "abm": "LZCNT leading-zero count (cpuinfo calls it abm)",
+    "movbe": "MOVBE byte-swapping loads and stores",
     "avx512f": "AVX-512 Foundation (needs OS-enabled ZMM/opmask state)",
     "avx512bw": "AVX-512 byte and word",
     "avx512vl": "AVX-512 vector length extensions",

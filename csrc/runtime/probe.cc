@@ -42,7 +42,8 @@ struct Regs {
 
 Regs cpuid(unsigned leaf, unsigned sub) {
   Regs r;
-  if (static_cast<unsigned>(__get_cpuid_max(0, nullptr)) < leaf) return r;
+  // Basic and extended (0x8000_0000+) leaves have separate maxima.
+  if (static_cast<unsigned>(__get_cpuid_max(leaf & 0x80000000u, nullptr)) < leaf) return r;
   __cpuid_count(leaf, sub, r.a, r.b, r.c, r.d);
   return r;
 }
@@ -81,6 +82,11 @@ ProbeResult probe() {
   r.add("fma", bit(l1.c, 12), ymm, no_ymm);
   r.add("f16c", bit(l1.c, 29), ymm, no_ymm);
   r.add("bmi2", bit(l7.b, 8), true, "");
+  const Regs ext = cpuid(0x80000001u, 0);
+  r.add("popcnt", bit(l1.c, 23), true, "");
+  r.add("bmi1", bit(l7.b, 3), true, "");
+  r.add("abm", bit(ext.c, 5), true, "");
+  r.add("movbe", bit(l1.c, 22), true, "");
   r.add("avx512f", bit(l7.b, 16), zmm, no_zmm);
   r.add("avx512bw", bit(l7.b, 30), zmm, no_zmm);
   r.add("avx512vl", bit(l7.b, 31), zmm, no_zmm);
