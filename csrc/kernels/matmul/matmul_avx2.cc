@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/fast.h"
+#include "kernels/matmul/x86_float.h"
 #include "kernels/matmul/x86_packed.h"
 #include "kernels/matmul/x86_quant.h"
 
@@ -25,7 +26,8 @@ struct Dot {
 
 bool matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
   if (x86::matmul_packed<Dot>(W, Xq, m, Y, ldy, r0, r1, x86::matmul_quant<Dot>)) return true;
-  return x86::matmul_quant<Dot>(W, Xq, m, Y, ldy, r0, r1);
+  if (x86::matmul_quant<Dot>(W, Xq, m, Y, ldy, r0, r1)) return true;
+  return x86::matmul_float<x86::V8>(W, Xq, m, Y, ldy, r0, r1);
 }
 
 bool quantize_act(const float* x, int64_t n, ActBlock* out) {

@@ -12,7 +12,7 @@
 #ifndef CPULLM_KERNELS_X86_PACKED_H
 #define CPULLM_KERNELS_X86_PACKED_H
 
-#include <immintrin.h>
+#include "kernels/matmul/x86_intrin.h"
 
 #include <algorithm>
 #include <cstring>

@@ -9,7 +9,7 @@
 #ifndef CPULLM_KERNELS_X86_QUANT_H
 #define CPULLM_KERNELS_X86_QUANT_H
 
-#include <immintrin.h>
+#include "kernels/matmul/x86_intrin.h"
 
 #include "kernels/blocks.h"
 
