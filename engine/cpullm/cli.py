@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from cpullm import __version__, _eager
+from cpullm import __version__, _eager, cli_serve
 
 
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,7 @@ Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable
 EXPLAINS_REFUSAL = {"info"}
 SUBCOMMANDS: list[Subcommand] = [
     ("info", "show the native variant loaded, why, and this CPU's usable features", _info_arguments, _info),
+    cli_serve.COMMAND,
 ]
 
 

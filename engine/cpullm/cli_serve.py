@@ -1,0 +1,86 @@
+"""``cpullm serve [MODEL]``: the OpenAI-compatible HTTP server (needs the ``server`` extra).
+
+Every flag has a ``CPULLM_*`` environment variable (``--max-num-seqs`` -> ``CPULLM_MAX_NUM_SEQS``,
+``MODEL`` -> ``CPULLM_MODEL``); the command line wins over the environment, which wins over the
+defaults. The server listens at once and loads the model in the background: ``/health`` answers
+503 until it is ready. A model that fails to load stops the server with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from cpullm.server.settings import ServerSettings, SettingsError
+
+_FLAGS = (
+    ("--host", str, "address to listen on (default 127.0.0.1; 0.0.0.0 in containers)"),
+    ("--port", int, "port to listen on (default 8000)"),
+    ("--api-key", str, "require 'Authorization: Bearer KEY' on the /v1 routes"),
+    ("--served-model-name", str, "model name clients send (default: the model file's name without .gguf)"),
+    ("--max-num-seqs", int, "most sequences decoded together in one step (default 16)"),
+    ("--kv-cache-gb", float, "memory cap of the paged KV cache in GiB (default 1.0)"),
+    ("--max-model-len", int, "context length limit in tokens (default: the model's)"),
+    ("--threads", int, "compute threads (default: the usable cores, cgroup quota included)"),
+    ("--log-level", str, "debug, info, warning or error (default info)"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="GGUF file, or a folder holding one (env CPULLM_MODEL; default: the SmolLM2 default model)",
+    )
+    for flag, kind, help_text in _FLAGS:
+        env = "CPULLM_" + flag.removeprefix("--").replace("-", "_").upper()
+        parser.add_argument(flag, type=kind, default=None, help=f"{help_text}; env {env}")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from cpullm.server.app import create_app
+    except ImportError as e:
+        print(
+            f"cpullm serve: the server needs its extra packages ({e.name} is missing); "
+            "install them with: pip install 'cpullm[server]'",
+            file=sys.stderr,
+        )
+        return 1
+    cli = {name: getattr(args, name, None) for name in ServerSettings.__dataclass_fields__}
+    try:
+        settings = ServerSettings.resolve(cli)
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
+        )
+        exit_code = 0
+        server: uvicorn.Server | None = None
+
+        def on_load_failure(error: BaseException) -> None:
+            nonlocal exit_code
+            exit_code = 1
+            print(f"cpullm serve: the model could not be loaded: {error}", file=sys.stderr)
+            if server is not None:
+                server.should_exit = True
+
+        app = create_app(settings, on_load_failure=on_load_failure)
+    except (SettingsError, ValueError) as e:
+        print(f"cpullm serve: {e}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return exit_code
+
+
+COMMAND = ("serve", "serve a model over an OpenAI-compatible HTTP API", add_arguments, run)

@@ -1,0 +1,380 @@
+"""The OpenAI routes: ``/models``, ``/completions``, ``/chat/completions`` (mounted under ``/v1`` and
+``/openai/v1``), plain JSON or Server-Sent Events.
+
+Tokenization and chat-template rendering run here, in a worker thread of the handler, never on the
+engine thread. A prompt that does not fit the context, or a ``max_tokens`` that would overflow it,
+is a 400 with the numbers. Streams end with ``data: [DONE]``; with ``stream_options.include_usage`` a
+last chunk carries the usage and no choices, as OpenAI sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from ..chat_template import ChatTemplate, ChatTemplateError
+from ..engine import Engine, StepOutput
+from ..sampling import SamplingParams
+from ..tokenizer import Tokenizer
+from .async_engine import AsyncEngine
+from .auth import require_api_key
+from .errors import APIError, bad_request
+from .generation import ChoiceResult, Generation
+from .schemas import COMPLETIONS_DEFAULT_MAX_TOKENS, ChatCompletionRequest, CompletionRequest
+
+DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
+
+
+@dataclass
+class ModelContext:
+    """What the handlers need once the model is loaded."""
+
+    tokenizer: Tokenizer
+    chat_template: ChatTemplate | None
+    chat_template_error: str | None
+    max_model_len: int
+    vocab_size: int
+
+    @classmethod
+    def from_engine(cls, engine: Engine) -> ModelContext:
+        template, error = None, None
+        try:
+            template = ChatTemplate.from_gguf(engine.model_file.gguf, engine.tokenizer)
+        except ChatTemplateError as e:
+            error = str(e)
+        return cls(engine.tokenizer, template, error, engine.max_model_len, engine.config.vocab_size)
+
+
+@dataclass
+class ServerState:
+    served_model_name: str
+    engine: AsyncEngine
+    context: ModelContext | None = None
+
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.server  # type: ignore[no-any-return]
+
+
+def _ready_context(state: ServerState, model: str | None) -> ModelContext:
+    if model is not None and model != state.served_model_name:
+        raise APIError(
+            404,
+            f"The model '{model}' does not exist; this server serves '{state.served_model_name}'.",
+            param="model",
+            code="model_not_found",
+        )
+    if state.engine.state == "failed":
+        raise APIError(503, f"The model failed to load: {state.engine.load_error}", code="model_load_failed")
+    if state.context is None:
+        raise APIError(
+            503, "The model is still loading; retry when /health answers 200.", code="model_loading"
+        )
+    return state.context
+
+
+def _model_card(state: ServerState) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "id": state.served_model_name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "cpullm",
+    }
+    if state.context is not None:
+        card["max_model_len"] = state.context.max_model_len
+    return card
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [_model_card(_state(request))]}
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    state = _state(request)
+    if model_id != state.served_model_name:
+        raise APIError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+    return _model_card(state)
+
+
+# ---- prompts and limits ----
+def _max_tokens(requested: int | None, prompt_len: int, max_model_len: int, default: int | None) -> int:
+    room = max_model_len - prompt_len
+    if room < 1:
+        raise bad_request(
+            f"This model's maximum context length is {max_model_len} tokens, but the prompt has "
+            f"{prompt_len} tokens; shorten the prompt.",
+            param="prompt",
+            code="context_length_exceeded",
+        )
+    if requested is None:
+        return min(default, room) if default is not None else room
+    if requested >= 1 and prompt_len + requested > max_model_len:
+        raise bad_request(
+            f"This model's maximum context length is {max_model_len} tokens; you asked for "
+            f"{prompt_len + requested} ({prompt_len} in the prompt, {requested} for the completion). "
+            "Lower max_tokens or shorten the prompt.",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+    return requested
+
+
+def _check_token_ids(ids: list[int], vocab_size: int) -> list[int]:
+    bad = [t for t in ids if not 0 <= t < vocab_size]
+    if bad:
+        raise bad_request(f"Token id {bad[0]} in the prompt is outside the vocabulary (0..{vocab_size - 1}).")
+    if not ids:
+        raise bad_request("The prompt is empty; send some text.", param="prompt")
+    return ids
+
+
+def _encode_completion_prompts(ctx: ModelContext, prompts: list[str | list[int]]) -> list[list[int]]:
+    out = []
+    for p in prompts:
+        if isinstance(p, str):
+            ids = ctx.tokenizer.encode(p, add_special=True, parse_special=True) if p else []
+            out.append(_check_token_ids(ids, ctx.vocab_size))
+        else:
+            out.append(_check_token_ids(list(p), ctx.vocab_size))
+    return out
+
+
+def _encode_chat(ctx: ModelContext, body: ChatCompletionRequest) -> list[int]:
+    if ctx.chat_template is None:
+        raise bad_request(
+            f"This model's chat template cannot be used ({ctx.chat_template_error}); "
+            "use /v1/completions instead."
+        )
+    messages = [m.as_template_message(i) for i, m in enumerate(body.messages)]
+    try:
+        ids = ctx.chat_template.encode(ctx.tokenizer, messages, body.add_generation_prompt)
+    except ChatTemplateError as e:
+        raise bad_request(str(e), param="messages") from e
+    return _check_token_ids(ids, ctx.vocab_size)
+
+
+# ---- logprobs in OpenAI's two formats ----
+def _token_text(tok: Tokenizer, token_id: int) -> str:
+    return tok.token_bytes(token_id).decode("utf-8", errors="replace")
+
+
+def _completion_logprobs(tok: Tokenizer, entries: list[dict], text_offset: int) -> dict[str, Any]:
+    tokens, lps, tops, offsets = [], [], [], []
+    for e in entries:
+        text = _token_text(tok, e["token"])
+        tokens.append(text)
+        lps.append(e["logprob"])
+        tops.append({_token_text(tok, t): lp for t, lp in e["top"]})
+        offsets.append(text_offset)
+        text_offset += len(text)
+    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def _chat_logprobs(tok: Tokenizer, entries: list[dict]) -> dict[str, Any]:
+    def item(token_id: int, logprob: float) -> dict[str, Any]:
+        raw = tok.token_bytes(token_id)
+        return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
+
+    return {
+        "content": [
+            {**item(e["token"], e["logprob"]), "top_logprobs": [item(t, lp) for t, lp in e["top"]]}
+            for e in entries
+        ]
+    }
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+# ---- running a generation ----
+async def _start(state: ServerState, prompts: list[list[int]], params: list[SamplingParams]) -> Generation:
+    gen = Generation(state.engine, prompts, params)
+    await gen.start()
+    return gen
+
+
+async def _collect_unless_disconnected(gen: Generation, request: Request) -> list[ChoiceResult]:
+    """Wait for the whole answer; if the client goes away first, abort (frees its KV blocks)."""
+    task = asyncio.ensure_future(gen.collect())
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise APIError(499, "The client closed the connection.")
+    finally:
+        if not task.done():
+            task.cancel()
+        gen.close()
+
+
+class SSEResponse(StreamingResponse):
+    """A stream whose generator is always closed (so it aborts its requests) when the client leaves."""
+
+    def __init__(self, content: AsyncIterator[str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self._content = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose: Callable[[], Any] | None = getattr(self._content, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+def _stream_error(e: Exception) -> str:
+    return _sse(APIError(500, f"Generation failed: {e}", type="server_error").body())
+
+
+# ---- /completions ----
+@router.post("/completions", response_model=None)
+async def completions(body: CompletionRequest, request: Request) -> JSONResponse | SSEResponse:
+    state = _state(request)
+    ctx = _ready_context(state, body.model)
+    body.check_supported()
+    prompts = await asyncio.to_thread(_encode_completion_prompts, ctx, body.prompts())
+    params = [
+        body.sampling_params(
+            _max_tokens(body.max_tokens, len(p), ctx.max_model_len, COMPLETIONS_DEFAULT_MAX_TOKENS),
+            body.logprobs,
+        )
+        for p in prompts
+    ]
+    gen = await _start(state, prompts, params)
+    response_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    head = {
+        "id": response_id,
+        "object": "text_completion",
+        "created": created,
+        "model": state.served_model_name,
+    }
+    want_logprobs = body.logprobs is not None
+    if body.stream:
+        return SSEResponse(_completion_stream(gen, ctx, head, want_logprobs, body.include_usage))
+    results = await _collect_unless_disconnected(gen, request)
+    choices = [
+        {
+            "index": i,
+            "text": r.text,
+            "logprobs": _completion_logprobs(ctx.tokenizer, r.logprobs, 0) if want_logprobs else None,
+            "finish_reason": r.finish_reason,
+        }
+        for i, r in enumerate(results)
+    ]
+    usage = _usage(sum(len(p) for p in prompts), sum(len(r.token_ids) for r in results))
+    return JSONResponse({**head, "choices": choices, "usage": usage})
+
+
+async def _completion_stream(
+    gen: Generation, ctx: ModelContext, head: dict[str, Any], want_logprobs: bool, include_usage: bool
+) -> AsyncIterator[str]:
+    offsets = [0] * len(gen.prompts)
+    completion_tokens = 0
+    try:
+        async for index, out in gen.outputs():
+            completion_tokens += len(out.token_ids)
+            logprobs = None
+            if want_logprobs:
+                logprobs = _completion_logprobs(ctx.tokenizer, out.logprobs, offsets[index])
+            offsets[index] += len(out.text)
+            if out.text or out.finished or logprobs:
+                choice = {"index": index, "text": out.text, "logprobs": logprobs,
+                          "finish_reason": str(out.finish_reason) if out.finished else None}  # fmt: skip
+                yield _sse({**head, "choices": [choice]})
+        if include_usage:
+            yield _sse(
+                {**head, "choices": [], "usage": _usage(sum(map(len, gen.prompts)), completion_tokens)}
+            )
+        yield "data: [DONE]\n\n"
+    except Exception as e:
+        yield _stream_error(e)
+    finally:
+        gen.close()
+
+
+# ---- /chat/completions ----
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | SSEResponse:
+    state = _state(request)
+    ctx = _ready_context(state, body.model)
+    body.check_supported()
+    prompt = await asyncio.to_thread(_encode_chat, ctx, body)
+    max_tokens = _max_tokens(body.requested_max_tokens(), len(prompt), ctx.max_model_len, None)
+    params = body.sampling_params(max_tokens, body.requested_logprobs())
+    gen = await _start(state, [prompt], [params])
+    response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    want_logprobs = body.logprobs
+    if body.stream:
+        head = {"id": response_id, "object": "chat.completion.chunk", "created": created,
+                "model": state.served_model_name}  # fmt: skip
+        return SSEResponse(_chat_stream(gen, ctx, head, want_logprobs, body.include_usage))
+    (result,) = await _collect_unless_disconnected(gen, request)
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": result.text},
+        "logprobs": _chat_logprobs(ctx.tokenizer, result.logprobs) if want_logprobs else None,
+        "finish_reason": result.finish_reason,
+    }
+    return JSONResponse(
+        {
+            "id": response_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": state.served_model_name,
+            "choices": [choice],
+            "usage": _usage(len(prompt), len(result.token_ids)),
+        }
+    )
+
+
+async def _chat_stream(
+    gen: Generation, ctx: ModelContext, head: dict[str, Any], want_logprobs: bool, include_usage: bool
+) -> AsyncIterator[str]:
+    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return _sse({**head, "choices": [choice]})
+
+    completion_tokens = 0
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        out: StepOutput
+        async for _, out in gen.outputs():
+            completion_tokens += len(out.token_ids)
+            logprobs = _chat_logprobs(ctx.tokenizer, out.logprobs) if want_logprobs else None
+            if out.text or logprobs:
+                yield chunk({"content": out.text}, logprobs=logprobs)
+            if out.finished:
+                yield chunk({}, finish=str(out.finish_reason))
+        if include_usage:
+            yield _sse({**head, "choices": [], "usage": _usage(len(gen.prompts[0]), completion_tokens)})
+        yield "data: [DONE]\n\n"
+    except Exception as e:
+        yield _stream_error(e)
+    finally:
+        gen.close()

@@ -1,0 +1,160 @@
+"""OpenAI request bodies (pydantic) and their translation into engine :class:`SamplingParams`.
+
+Unknown fields are ignored, as OpenAI-compatible servers do; fields we cannot honour (``n > 1``,
+``echo``, ``suffix``, ``logit_bias``, images) are refused with a 400 that names them. Besides OpenAI's
+fields, the engine's extra sampling knobs (``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos``,
+``stop_token_ids``, ``skip_special_tokens``) can be sent, e.g. with the openai client's ``extra_body``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..sampling import SamplingParams
+from .errors import bad_request
+
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's legacy completions default
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Sampling(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    # engine extras
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    ignore_eos: bool = False
+    stop_token_ids: list[int] | None = None
+    skip_special_tokens: bool = True
+
+    def check_supported(self) -> None:
+        if self.n != 1:
+            raise bad_request("Only n=1 is supported; send several requests instead.", param="n")
+        if self.logit_bias:
+            raise bad_request("logit_bias is not supported by this server.", param="logit_bias")
+        if self.stream_options is not None and not self.stream:
+            raise bad_request("stream_options is only allowed with stream=true.", param="stream_options")
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+    def sampling_params(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
+        """Engine parameters; ``ValueError`` from their validation becomes a 400 naming the field."""
+        options: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "seed": self.seed,
+            "stop": tuple(self.stop) if isinstance(self.stop, list) else (self.stop or ()),
+            "stop_token_ids": tuple(self.stop_token_ids or ()),
+            "ignore_eos": self.ignore_eos,
+            "skip_special_tokens": self.skip_special_tokens,
+            "logprobs": logprobs,
+        }
+        try:
+            return SamplingParams(**{k: v for k, v in options.items() if v is not None})
+        except ValueError as e:
+            field = str(e).split(" ", 1)[0]
+            raise bad_request(str(e), param=field if field in options else None) from e
+
+
+Prompt = str | list[str] | list[int] | list[list[int]]
+
+
+class CompletionRequest(_Sampling):
+    prompt: Prompt
+    logprobs: int | None = None
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        if self.echo:
+            raise bad_request("echo is not supported by this server.", param="echo")
+        if self.suffix:
+            raise bad_request("suffix (insertion) is not supported by this server.", param="suffix")
+        if self.best_of not in (None, 1):
+            raise bad_request("Only best_of=1 is supported.", param="best_of")
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompt(s) as a list: texts or token-id lists (one choice each)."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if not p:
+            raise bad_request("The prompt is empty; send some text.", param="prompt")
+        if all(isinstance(x, int) for x in p):
+            return [list(p)]  # type: ignore[arg-type]
+        return list(p)  # type: ignore[arg-type]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    def as_template_message(self, index: int) -> dict[str, Any]:
+        content = self.content
+        if isinstance(content, list):
+            texts = []
+            for part in content:
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise bad_request(
+                        f"messages[{index}] has a '{part.get('type')}' content part; only text is supported.",
+                        param=f"messages.{index}.content",
+                    )
+                texts.append(part["text"])
+            content = "".join(texts)
+        message = self.model_dump(exclude_none=True)
+        message["content"] = content if content is not None else ""
+        return message
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    add_generation_prompt: bool = True
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        if self.tools:
+            raise bad_request("tools (function calling) are not supported by this server.", param="tools")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise bad_request("top_logprobs needs logprobs=true.", param="top_logprobs")
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def requested_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
