@@ -1,0 +1,166 @@
+// Quantized and float matrix products for aarch64 (NEON / dotprod), one template for every kernel set:
+// a set supplies only its integer dot product of one 32-value block (Dot::dot -> 4 s32 lanes).
+//
+// Tile: NR weight rows × MR activation rows. Per 32-weight (sub-)block and per (row, act row) pair:
+//   acc (4 f32 lanes) += f32(int dot lanes) · d_act · d_w;   min += m_w · d_act·Σq_act
+// then y = hsum(acc) + min, whatever the tile shape or row range (thread-count independent).
+// Included by matmul_<set>.cc only; compiled with that set's flags.
+#ifndef CPULLM_KERNELS_ARM_QUANT_H
+#define CPULLM_KERNELS_ARM_QUANT_H
+
+#include <arm_neon.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/blocks.h"
+
+namespace cpullm {
+namespace arm {
+
+inline float f16_scalar(uint16_t h) {
+  __fp16 v;
+  std::memcpy(&v, &h, 2);
+  return static_cast<float>(v);
+}
+
+// A 32-weight sub-block: elements 0..15 in q0, 16..31 in q1 (int8; Q4 values are 0..15), w = d·q + m.
+struct Sub {
+  int8x16_t q0, q1;
+  float d, m;
+};
+
+struct Q4_0T {
+  using Block = BlockQ4_0;
+  static constexpr int kSubs = 1;
+  static constexpr bool kHasMin = true;  // w = d·q - 8d
+  static Sub sub(const Block& b, int) {
+    const uint8x16_t v = vld1q_u8(b.qs);
+    const float d = f16_scalar(b.d);
+    return {vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), d, -8.0f * d};
+  }
+};
+
+struct Q4_1T {
+  using Block = BlockQ4_1;
+  static constexpr int kSubs = 1;
+  static constexpr bool kHasMin = true;
+  static Sub sub(const Block& b, int) {
+    const uint8x16_t v = vld1q_u8(b.qs);
+    return {vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vreinterpretq_s8_u8(vshrq_n_u8(v, 4)),
+            f16_scalar(b.d), f16_scalar(b.m)};
+  }
+};
+
+struct Q8_0T {
+  using Block = BlockQ8_0;
+  static constexpr int kSubs = 1;
+  static constexpr bool kHasMin = false;
+  static Sub sub(const Block& b, int) { return {vld1q_s8(b.qs), vld1q_s8(b.qs + 16), f16_scalar(b.d), 0.0f}; }
+};
+
+struct Q4_KT {
+  using Block = BlockQ4_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kHasMin = true;
+  static Sub sub(const Block& b, int j) {
+    uint8_t sc, m;
+    q4k_scale_min(j, b.scales, &sc, &m);
+    const uint8_t* q = b.qs + 32 * (j / 2);
+    uint8x16_t v0 = vld1q_u8(q), v1 = vld1q_u8(q + 16);
+    if (j % 2) {
+      v0 = vshrq_n_u8(v0, 4);
+      v1 = vshrq_n_u8(v1, 4);
+    } else {
+      v0 = vandq_u8(v0, vdupq_n_u8(0x0F));
+      v1 = vandq_u8(v1, vdupq_n_u8(0x0F));
+    }
+    return {vreinterpretq_s8_u8(v0), vreinterpretq_s8_u8(v1), f16_scalar(b.d) * sc, -(f16_scalar(b.dmin) * m)};
+  }
+};
+
+template <class T, class Dot, int NR, int MR>
+inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, int64_t nblocks, float* Y,
+                 int64_t ldy, int64_t r) {
+  float32x4_t acc[NR][MR];
+  float mins[NR][MR];
+  for (int ri = 0; ri < NR; ++ri) {
+    for (int i = 0; i < MR; ++i) {
+      acc[ri][i] = vdupq_n_f32(0.0f);
+      mins[ri][i] = 0.0f;
+    }
+  }
+  for (int64_t k = 0; k < nblocks; ++k) {
+    for (int j = 0; j < T::kSubs; ++j) {
+      const int64_t ab = k * T::kSubs + j;
+      int8x16_t a0[MR], a1[MR];
+      for (int i = 0; i < MR; ++i) {
+        a0[i] = vld1q_s8(a[i][ab].q);
+        a1[i] = vld1q_s8(a[i][ab].q + 16);
+      }
+      for (int ri = 0; ri < NR; ++ri) {
+        const Sub s = T::sub(reinterpret_cast<const typename T::Block*>(w + ri * wstride)[k], j);
+        for (int i = 0; i < MR; ++i) {
+          const float32x4_t p = vmulq_n_f32(vcvtq_f32_s32(Dot::dot(s.q0, s.q1, a0[i], a1[i])), a[i][ab].d);
+          acc[ri][i] = vfmaq_n_f32(acc[ri][i], p, s.d);
+          if (T::kHasMin) mins[ri][i] = std::fma(s.m, a[i][ab].d * static_cast<float>(a[i][ab].sum), mins[ri][i]);
+        }
+      }
+    }
+  }
+  for (int ri = 0; ri < NR; ++ri) {
+    for (int i = 0; i < MR; ++i) Y[i * ldy + r + ri] = vaddvq_f32(acc[ri][i]) + mins[ri][i];
+  }
+}
+
+template <class T, class Dot>
+void quant_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
+  constexpr int NR = 4;
+  const int64_t wstride = row_bytes(W.type, W.cols);
+  const int64_t nblocks = W.cols / (T::kSubs * kQK);
+  const int64_t ablocks = W.cols / kQK;
+  const auto* base = static_cast<const uint8_t*>(W.data);
+  const auto* act = static_cast<const ActBlock*>(Xq);
+  for (int64_t i = 0; i < m; i += 4) {
+    const ActBlock* a[4];
+    const int mr = static_cast<int>(std::min<int64_t>(4, m - i));
+    for (int t = 0; t < mr; ++t) a[t] = act + (i + t) * ablocks;
+    float* y = Y + i * ldy;
+    int64_t r = r0;
+    for (; r + NR <= r1; r += NR) {
+      const uint8_t* w = base + r * wstride;
+      switch (mr) {
+        case 4: tile<T, Dot, NR, 4>(w, wstride, a, nblocks, y, ldy, r); break;
+        case 3: tile<T, Dot, NR, 3>(w, wstride, a, nblocks, y, ldy, r); break;
+        case 2: tile<T, Dot, NR, 2>(w, wstride, a, nblocks, y, ldy, r); break;
+        default: tile<T, Dot, NR, 1>(w, wstride, a, nblocks, y, ldy, r); break;
+      }
+    }
+    for (; r < r1; ++r) {
+      const uint8_t* w = base + r * wstride;
+      switch (mr) {
+        case 4: tile<T, Dot, 1, 4>(w, wstride, a, nblocks, y, ldy, r); break;
+        case 3: tile<T, Dot, 1, 3>(w, wstride, a, nblocks, y, ldy, r); break;
+        case 2: tile<T, Dot, 1, 2>(w, wstride, a, nblocks, y, ldy, r); break;
+        default: tile<T, Dot, 1, 1>(w, wstride, a, nblocks, y, ldy, r); break;
+      }
+    }
+  }
+}
+
+template <class Dot>
+bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
+  switch (W.type) {
+    case DType::Q4_0: quant_rows<Q4_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q4_1: quant_rows<Q4_1T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q8_0: quant_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q4_K: quant_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    default: return false;
+  }
+}
+
+}  // namespace arm
+}  // namespace cpullm
+
+#endif  // CPULLM_KERNELS_ARM_QUANT_H
