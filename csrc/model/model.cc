@@ -114,6 +114,22 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
     L.gate_up = fuse({matrix(map, p + "ffn_gate.weight", ff, d), matrix(map, p + "ffn_up.weight", ff, d)});
     L.wdown = matrix(map, p + "ffn_down.weight", d, ff);
   }
+
+  // Repack every product's weights once into the layout this variant's fast path prefers.
+  auto pack = [&](Matrix& W) {
+    const int64_t bytes = packed_bytes(W);
+    if (bytes <= 0) return;
+    owned_.emplace_back(static_cast<size_t>(bytes));
+    repack(W, owned_.back().data());
+    W.packed = owned_.back().data();
+  };
+  for (Layer& L : layers_) {
+    for (Matrix& W : L.qkv.parts) pack(W);
+    for (Matrix& W : L.gate_up.parts) pack(W);
+    pack(L.wo);
+    pack(L.wdown);
+  }
+  pack(output_);
 }
 
 int64_t Model::repacked_bytes() const {

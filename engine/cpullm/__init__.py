@@ -2,6 +2,12 @@
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# The engine's NumPy work is per-token vectors; OpenBLAS worker threads would only spin against the
+# native kernel threads for the same cores.
+_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from cpullm import _eager
 
 # Load the native variant now, so a wheel built for CPU features this host lacks fails at import
