@@ -171,16 +171,18 @@ void test_matmul(Report& r, std::mt19937& rng) {
   for (DType t : types) {
     const int64_t bs = cpullm::block_size(t);
     const int64_t unit = bs == 1 ? 1 : bs;
-    // (rows, cols in blocks, m): one row, odd rows, rows around tile sizes, several activation rows.
+    // (rows, cols in blocks, m): one row, odd rows, rows around tile sizes, several activation rows, and
+    // m >= 16 with ragged edges (the AMX tile path).
     const int64_t shapes[][3] = {{1, 1, 1}, {1, 3, 1}, {5, 7, 1}, {17, 2, 1}, {33, 5, 1}, {3, 1, 2},
-                                 {19, 3, 5}, {16, 4, 4}, {40, 9, 7}, {7, 2, 13}};
+                                 {19, 3, 5}, {16, 4, 4}, {40, 9, 7}, {7, 2, 13}, {35, 3, 19}};
     double worst = 0.0;
     for (const auto& s : shapes) {
       int64_t cols = s[1] * unit;
       if (bs == 1) cols = s[1] * 37 + 3;  // float types: odd lengths, not multiples of any vector width
       test_matmul_shape(r, t, s[0], cols, s[2], rng, &worst);
     }
-    r.line(std::string("matmul ") + cpullm::dtype_name(t) + fmt(": 10 shapes, worst error/tolerance %.3g", worst));
+    r.line(std::string("matmul ") + cpullm::dtype_name(t) +
+           fmt(": %g shapes, worst error/tolerance %.3g", double(sizeof shapes / sizeof shapes[0]), worst));
   }
 }
 

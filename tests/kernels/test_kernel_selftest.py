@@ -11,4 +11,4 @@ def test_selftest_passes(kernels, variant):
     assert ", 0 failed" in report
     # Every quantized and float format was checked.
     for name in ("Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K", "F32", "F16", "BF16"):
-        assert f"matmul {name}: 10 shapes" in report
+        assert f"matmul {name}: 11 shapes" in report
