@@ -14,11 +14,8 @@ for _p in (str(HERE), str(HERE.parent / "engine")):
         sys.path.insert(0, _p)
 
 from gguf import GGMLQuantizationType as QT  # noqa: E402
-from server_process import ServerProcess, running_server  # noqa: E402
+from server_process import TINY_CONTEXT, ServerProcess, running_server  # noqa: E402
 from tiny_gguf import TinySpec, write_tiny_gguf  # noqa: E402
-
-# A long context so a stream can be cancelled long before it would end on its own.
-TINY_CONTEXT = 2048
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 90.0
+# The tiny test model's context: long, so a stream can be cancelled long before it would end on its own.
+TINY_CONTEXT = 2048
 
 
 def free_port() -> int:

@@ -71,6 +71,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, s
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
     msg = str(first.get("msg", "is invalid"))
+    if first.get("type") == "missing" and param is None:
+        return "The request body is missing; send a JSON object.", None, "invalid_json"
     if first.get("type") == "missing":
         text = f"The field '{param}' is required."
     elif param:
@@ -89,8 +91,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param, code = _validation_message(exc)
+        content_type = request.headers.get("content-type", "")
+        if param is None and "json" not in content_type:
+            message = (
+                f"The request body must be JSON, sent with 'Content-Type: application/json' "
+                f"(got {content_type or 'no content type'!r})."
+            )
         return APIError(400, message, param=param, code=code).response()
 
     @app.exception_handler(StarletteHTTPException)

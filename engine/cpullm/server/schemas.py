@@ -79,8 +79,9 @@ class _Sampling(BaseModel):
         try:
             return SamplingParams(**{k: v for k, v in options.items() if v is not None})
         except ValueError as e:
-            field = str(e).split(" ", 1)[0]
-            raise bad_request(str(e), param=field if field in options else None) from e
+            message = str(e)
+            named = [name for name in options if name in message]  # the field the message is about
+            raise bad_request(message, param=max(named, key=len) if named else None) from e
 
 
 Prompt = str | list[str] | list[int] | list[list[int]]
