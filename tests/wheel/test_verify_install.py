@@ -147,6 +147,7 @@ def test_install_command_picks_installs_and_explains(tmp_path, avx512_wheel, por
     assert Path(answer["chosen"]).name == expected.path.name
     info = subprocess.run([str(python), "-m", "cpullm", "info", "--json"], capture_output=True, text=True,
                           env=clean_env(), cwd=tmp_path)  # fmt: skip
+    assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["variant"] == host_best
 
 
