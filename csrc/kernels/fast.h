@@ -9,12 +9,16 @@
   bool matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, \
                    int64_t r1);
 #define CPULLM_FAST_QUANT_DECL bool quantize_act(const float* x, int64_t n, ActBlock* out);
+#define CPULLM_FAST_ATTENTION_DECL                                                                        \
+  bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv, \
+                       float scale, float* out, int64_t i0, int64_t i1);
 
 namespace cpullm {
 #if CPULLM_KSET_AVX2
 namespace avx2 {
 CPULLM_FAST_MATMUL_DECL
 CPULLM_FAST_QUANT_DECL
+CPULLM_FAST_ATTENTION_DECL
 // The x86 packed layout (matmul/x86_packed.h), read by every x86 kernel set.
 int64_t packed_bytes(const Matrix& W);
 void repack(const Matrix& W, void* dst);
@@ -24,6 +28,7 @@ void repack(const Matrix& W, void* dst);
 namespace avx512 {
 CPULLM_FAST_MATMUL_DECL
 CPULLM_FAST_QUANT_DECL
+CPULLM_FAST_ATTENTION_DECL
 }
 #endif
 #if CPULLM_KSET_AVX512_VNNI
@@ -47,6 +52,7 @@ bool usable();
 namespace neon {
 CPULLM_FAST_MATMUL_DECL
 CPULLM_FAST_QUANT_DECL
+CPULLM_FAST_ATTENTION_DECL
 }
 #endif
 #if CPULLM_KSET_DOTPROD

@@ -146,10 +146,11 @@ void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const i
 // ---- attention over a paged KV cache -----------------------------------------------------------------
 
 // The KV cache of one sequence, stored as fixed-size blocks of `block_size` tokens taken from a pool.
-// Physical block b of the pool holds, for K (and likewise V), block_size × n_kv_heads × head_dim values
-// of `type` (F32 or F16): element (token slot s, kv head h, dim i) at ((b * block_size + s) * n_kv_heads
-// + h) * head_dim + i. Token position p of the sequence lives in physical block block_table[p /
-// block_size], slot p % block_size.
+// Physical block b of each pool holds block_size × n_kv_heads × head_dim values of `type` (F32 or F16),
+// one tile per KV head: tile (b, h) starts at (b * n_kv_heads + h) * head_dim * block_size. A K tile is
+// transposed, [head_dim][block_size] (K of slot s, dim i at i * block_size + s), so consecutive keys are
+// contiguous per dimension; a V tile is [block_size][head_dim]. Token position p of the sequence lives in
+// physical block block_table[p / block_size], slot p % block_size (kernels/attention/kv_layout.h).
 struct KVCache {
   DType type;              // F32 or F16
   int32_t block_size;      // tokens per block

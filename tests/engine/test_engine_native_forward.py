@@ -75,18 +75,21 @@ def test_logits_match_reference(tmp_path, lib, spec):
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.999
 
 
-def test_decode_steps_match_prefill(tmp_path, lib):
+@pytest.mark.parametrize(("block_size", "tol"), [(16, 1e-4), (4, 2e-3)])
+def test_decode_steps_match_prefill(tmp_path, lib, block_size, tol):
+    # Block size 16 takes the SIMD attention, 4 the reference (f64 sums): the same path as the one-shot
+    # prefill must agree to float rounding, the other to what 8-bit activations make of rounding.
     path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(weight_type=QT.Q4_1))
     _, nm = _model(path, lib)
     full = _prefill(nm, TOKENS)
-    cache = nm.new_cache(8, 4, "f32")  # small blocks: positions cross several
-    table = [7, 2, 5, 0, 1, 3]  # any physical order
+    cache = nm.new_cache(8, block_size, "f32")
+    table = [7, 2, 5, 0, 1, 3]  # any physical order; positions cross blocks
     rows = [nm.step(cache, [SeqChunk(TOKENS[:5], 0, table, 5)]).copy()]
     for i in range(5, len(TOKENS), 3):  # chunked prefill, then single tokens
         chunk = TOKENS[i : i + 3]
         rows.append(nm.step(cache, [SeqChunk(chunk, i, table, len(chunk))]).copy())
     stepped = np.concatenate(rows)
-    assert _rel_err(stepped, full) < 1e-4
+    assert _rel_err(stepped, full) < tol
 
 
 def test_f16_cache_is_close_to_f32(tmp_path, lib):

@@ -3,22 +3,24 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/attention/kv_layout.h"
 #include "kernels/blocks.h"
 #include "kernels/kernels.h"
 
 namespace cpullm {
 namespace {
 
-// Address of (position p, kv head h) in one of the pools: head_dim values of kv.type.
-inline size_t kv_offset(const KVCache& kv, int64_t p, int32_t h) {
-  const int64_t block = kv.block_table[p / kv.block_size];
-  const int64_t slot = block * kv.block_size + p % kv.block_size;
-  return static_cast<size_t>((slot * kv.n_kv_heads + h) * kv.head_dim);
+inline float load(const KVCache& kv, const void* pool, size_t index) {
+  if (kv.type == DType::F16) return f16_to_f32(static_cast<const uint16_t*>(pool)[index]);
+  return static_cast<const float*>(pool)[index];
 }
 
-inline float kv_at(const KVCache& kv, const void* pool, size_t off, int32_t i) {
-  if (kv.type == DType::F16) return f16_to_f32(static_cast<const uint16_t*>(pool)[off + i]);
-  return static_cast<const float*>(pool)[off + i];
+inline void store(const KVCache& kv, void* pool, size_t index, float value) {
+  if (kv.type == DType::F16) {
+    static_cast<uint16_t*>(pool)[index] = f32_to_f16(value);
+  } else {
+    static_cast<float*>(pool)[index] = value;
+  }
 }
 
 }  // namespace
@@ -26,19 +28,12 @@ inline float kv_at(const KVCache& kv, const void* pool, size_t off, int32_t i) {
 void kv_write(const KVCache& kv, const float* k, const float* v, int64_t pos0, int64_t n_tokens) {
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int32_t h = 0; h < kv.n_kv_heads; ++h) {
-      const size_t off = kv_offset(kv, pos0 + t, h);
       const float* ks = k + (t * kv.n_kv_heads + h) * static_cast<int64_t>(kv.head_dim);
       const float* vs = v + (t * kv.n_kv_heads + h) * static_cast<int64_t>(kv.head_dim);
-      if (kv.type == DType::F16) {
-        auto* kd = static_cast<uint16_t*>(kv.k_pool) + off;
-        auto* vd = static_cast<uint16_t*>(kv.v_pool) + off;
-        for (int32_t i = 0; i < kv.head_dim; ++i) {
-          kd[i] = f32_to_f16(ks[i]);
-          vd[i] = f32_to_f16(vs[i]);
-        }
-      } else {
-        std::memcpy(static_cast<float*>(kv.k_pool) + off, ks, kv.head_dim * sizeof(float));
-        std::memcpy(static_cast<float*>(kv.v_pool) + off, vs, kv.head_dim * sizeof(float));
+      const size_t vrow = kvlayout::v_row(kv, pos0 + t, h);
+      for (int32_t i = 0; i < kv.head_dim; ++i) {
+        store(kv, kv.k_pool, kvlayout::k_index(kv, pos0 + t, h, i), ks[i]);
+        store(kv, kv.v_pool, vrow + i, vs[i]);
       }
     }
   }
@@ -61,16 +56,17 @@ void attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads,
     const int64_t len = pos0 + t + 1;  // causal: positions 0 .. pos0 + t
     p.resize(static_cast<size_t>(len));
     for (int64_t j = 0; j < len; ++j) {
-      const size_t off = kv_offset(kv, j, kvh);
       double s = 0.0;
-      for (int32_t i = 0; i < hd; ++i) s += static_cast<double>(qv[i]) * kv_at(kv, kv.k_pool, off, i);
+      for (int32_t i = 0; i < hd; ++i) {
+        s += static_cast<double>(qv[i]) * load(kv, kv.k_pool, kvlayout::k_index(kv, j, kvh, i));
+      }
       p[j] = static_cast<float>(s) * scale;
     }
     softmax(p.data(), len);
     std::fill(o.begin(), o.end(), 0.0);
     for (int64_t j = 0; j < len; ++j) {
-      const size_t off = kv_offset(kv, j, kvh);
-      for (int32_t i = 0; i < hd; ++i) o[i] += static_cast<double>(p[j]) * kv_at(kv, kv.v_pool, off, i);
+      const size_t row = kvlayout::v_row(kv, j, kvh);
+      for (int32_t i = 0; i < hd; ++i) o[i] += static_cast<double>(p[j]) * load(kv, kv.v_pool, row + i);
     }
     for (int32_t i = 0; i < hd; ++i) out[item * hd + i] = static_cast<float>(o[i]);
   }

@@ -149,6 +149,15 @@ void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const i
 
 void attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv,
                      float scale, float* out, int64_t i0, int64_t i1) {
+#if CPULLM_KSET_AVX512
+  if (avx512::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1)) return;
+#endif
+#if CPULLM_KSET_AVX2
+  if (avx2::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1)) return;
+#endif
+#if CPULLM_KSET_NEON
+  if (neon::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1)) return;
+#endif
   ref::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1);
 }
 

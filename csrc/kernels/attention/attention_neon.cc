@@ -1,0 +1,13 @@
+// The attention fast path for the neon kernel set: attention_simd.h compiled with this set's flags.
+#include "kernels/fast.h"
+// Last: it turns off GCC's -Wpsabi note for the rest of this file (see the header).
+#include "kernels/attention/attention_simd.h"
+
+namespace cpullm::neon {
+
+bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv, float scale,
+                     float* out, int64_t i0, int64_t i1) {
+  return simd_attention::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1);
+}
+
+}  // namespace cpullm::neon

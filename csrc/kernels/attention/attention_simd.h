@@ -1,0 +1,188 @@
+// Flash-style attention over the paged KV cache, written once with GCC/Clang vector extensions and
+// compiled per kernel set (attention_<set>.cc), so the vector width and instructions come from that
+// file's flags: 16-float vectors are one zmm with AVX-512, two ymm with AVX2, four q registers on NEON.
+//
+// Work is grouped by (tile of up to 16 query tokens, KV head): every query head of the group and every
+// token of the tile reads the same 16-key tiles, so each K/V tile is converted to f32 once and reused.
+// Per query it keeps a running max m, a running sum l and an output accumulator (online softmax):
+//   s = q·K_tile * scale;  m' = max(m, max s);  p = exp(s - m');  l = l·e^(m-m') + Σp;
+//   acc = acc·e^(m-m') + Σ_j p_j V_j;  out = acc / l.
+// Everything here has internal linkage: each kernel set's copy stays in its own file.
+#ifndef CPULLM_KERNELS_ATTENTION_SIMD_H
+#define CPULLM_KERNELS_ATTENTION_SIMD_H
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "kernels/attention/kv_layout.h"
+#include "kernels/kernels.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+// 16-float vectors are passed between these internal-linkage functions only, never across a library
+// boundary, so GCC's note that their calling convention differs without AVX-512 does not apply. (GCC
+// reports it at the end of the including file, so it stays off there: include this header last.)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+namespace cpullm {
+namespace {
+namespace simd_attention {
+
+constexpr int kLanes = 16;     // keys per tile = lanes of one score vector
+constexpr int kMaxTokens = 16; // query tokens per work group
+constexpr int kMaxGroup = 16;  // query heads per KV head we keep state for
+constexpr int kMaxHeadDim = 256;
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef _Float16 h16 __attribute__((vector_size(32)));
+
+inline v16 splat(float x) { return v16{} + x; }
+
+inline v16 load_f32(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline v16 load_f16(const uint16_t* p) {
+  h16 h;
+  std::memcpy(&h, p, sizeof h);
+  return __builtin_convertvector(h, v16);
+}
+
+inline v16 load(const KVCache& kv, const void* pool, size_t index) {
+  return kv.type == DType::F16 ? load_f16(static_cast<const uint16_t*>(pool) + index)
+                               : load_f32(static_cast<const float*>(pool) + index);
+}
+
+// e^x for x <= 0 (scores minus their max), to about 2 ulp: x = n ln2 + r, e^r by a degree-6 polynomial.
+inline v16 exp_nonpositive(v16 x) {
+  x = x < -87.0f ? splat(-87.0f) : x;
+  const v16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const v16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  v16 p = splat(1.0f / 720.0f);
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const v16i bits = (__builtin_convertvector(n, v16i) + 127) << 23;
+  v16 scale;  // 2^n, built in the exponent field
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+inline float hmax(v16 v) {
+  float m = v[0];
+  for (int i = 1; i < kLanes; ++i) m = v[i] > m ? v[i] : m;
+  return m;
+}
+
+inline float hsum(v16 v) {
+  float s = 0.0f;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+
+struct QueryState {
+  int64_t item;  // t * n_heads + h
+  int64_t pos;   // the query's position: it sees keys 0 .. pos
+  float m, l;
+  alignas(64) float q[kMaxHeadDim];    // scaled query
+  alignas(64) float acc[kMaxHeadDim];  // Σ p V, rescaled as m grows
+};
+
+// One KV head's queries `st[0..n)` over keys 0 .. max_pos, tile by tile.
+inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int64_t max_pos) {
+  const int32_t hd = kv.head_dim;
+  const int nv = hd / kLanes;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  alignas(64) float vt[kLanes * kMaxHeadDim];  // the V tile in f32, [key][dim]
+  for (int64_t k0 = 0; k0 <= max_pos; k0 += kLanes) {
+    const int64_t block = kv.block_table[k0 / kv.block_size];
+    const size_t tile = kvlayout::tile(kv, block, kvh);
+    const int64_t slot0 = k0 % kv.block_size;
+    const int nk = static_cast<int>(max_pos - k0 + 1 < kLanes ? max_pos - k0 + 1 : kLanes);
+    for (int j = 0; j < nk; ++j) {
+      const size_t row = tile + static_cast<size_t>(slot0 + j) * hd;
+      for (int c = 0; c < nv; ++c) {
+        const v16 v = load(kv, kv.v_pool, row + static_cast<size_t>(c) * kLanes);
+        std::memcpy(vt + j * hd + c * kLanes, &v, sizeof v);
+      }
+    }
+    for (int i = 0; i < n; ++i) {
+      QueryState& s = st[i];
+      if (k0 > s.pos) continue;  // every key of this tile is in the query's future
+      // Scores of the 16 keys: Σ_d q[d] · K[d][keys], K rows contiguous over the tile's slots.
+      v16 sc = v16{};
+      for (int32_t d = 0; d < hd; ++d) {
+        sc += s.q[d] * load(kv, kv.k_pool, tile + static_cast<size_t>(d) * kv.block_size + slot0);
+      }
+      const int valid = static_cast<int>(s.pos - k0 + 1 < nk ? s.pos - k0 + 1 : nk);
+      v16i lane;
+      for (int j = 0; j < kLanes; ++j) lane[j] = j;
+      sc = lane < valid ? sc : splat(neg_inf);
+      const float m_new = std::fmax(s.m, hmax(sc));
+      const float corr = std::exp(s.m - m_new);  // 0 on the first tile (s.m = -inf)
+      v16 p = exp_nonpositive(sc - m_new);
+      p = lane < valid ? p : v16{};
+      s.l = s.l * corr + hsum(p);
+      s.m = m_new;
+      for (int c = 0; c < nv; ++c) {
+        v16 a = load_f32(s.acc + c * kLanes) * corr;
+        for (int j = 0; j < valid; ++j) a += p[j] * load_f32(vt + j * hd + c * kLanes);
+        std::memcpy(s.acc + c * kLanes, &a, sizeof a);
+      }
+    }
+  }
+}
+
+// The items [i0, i1) (item = t * n_heads + h) of attention(); false when the shapes are not ones this
+// path handles (head_dim not a multiple of 16 or too large, blocks not a multiple of 16 tokens).
+inline bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv,
+                            float scale, float* out, int64_t i0, int64_t i1) {
+  (void)n_q;
+  const int32_t hd = kv.head_dim, group = n_heads / kv.n_kv_heads;
+  if (hd % kLanes != 0 || hd > kMaxHeadDim || kv.block_size % kLanes != 0 || group > kMaxGroup) return false;
+  if (kv.type != DType::F16 && kv.type != DType::F32) return false;
+  static thread_local QueryState st[kMaxTokens * kMaxGroup];
+  const int64_t t_first = i0 / n_heads, t_last = (i1 - 1) / n_heads;
+  for (int64_t t0 = t_first; t0 <= t_last; t0 += kMaxTokens) {
+    const int64_t t1 = t0 + kMaxTokens - 1 < t_last ? t0 + kMaxTokens - 1 : t_last;
+    for (int32_t kvh = 0; kvh < kv.n_kv_heads; ++kvh) {
+      int n = 0;
+      for (int64_t t = t0; t <= t1; ++t) {
+        for (int32_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+          const int64_t item = t * n_heads + h;
+          if (item < i0 || item >= i1) continue;
+          QueryState& s = st[n++];
+          s.item = item;
+          s.pos = pos0 + t;
+          s.m = -std::numeric_limits<float>::infinity();
+          s.l = 0.0f;
+          for (int32_t d = 0; d < hd; ++d) {
+            s.q[d] = q[item * hd + d] * scale;
+            s.acc[d] = 0.0f;
+          }
+        }
+      }
+      if (n == 0) continue;
+      run_group(kv, kvh, st, n, pos0 + t1);
+      for (int i = 0; i < n; ++i) {
+        const float inv = 1.0f / st[i].l;
+        for (int32_t d = 0; d < hd; ++d) out[st[i].item * hd + d] = st[i].acc[d] * inv;
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace simd_attention
+}  // namespace
+}  // namespace cpullm
+
+#endif  // CPULLM_KERNELS_ATTENTION_SIMD_H
