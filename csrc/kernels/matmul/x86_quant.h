@@ -1,4 +1,5 @@
-// Quantized matrix products for x86 (AVX2 / AVX-512 / AVX512-VNNI), one template for every kernel set:
+// Quantized matrix products for x86 (AVX2 / AVX-512 / AVX512-VNNI), one template for every kernel set
+// (Q4_0, Q4_1, Q8_0 in GGUF layout — see x86_packed.h for the faster packed layout — and Q4_K, Q6_K):
 // a kernel set supplies only its 32-byte integer dot product (Dot::dot(u8 weights, s8 activations)).
 //
 // Tile: NR weight rows × MR activation rows. Per 32-weight (sub-)block and per (row, act row) pair:
@@ -18,13 +19,11 @@ namespace x86 {
 
 inline float f16_scalar(uint16_t h) { return _cvtsh_ss(h); }
 
-// A 32-weight sub-block ready for the dot product: weights as bytes, scale d and additive min m
-// (w = d·q + m); `is_signed` weights are int8 (Q8_0) and need the sign trick (maddubs/vpdpbusd want u8).
-struct Sub {
-  __m256i q;
-  float d;
-  float m;
-};
+// Weight formats as sequences of 32-weight sub-blocks: T::scales fills the float scale d and additive
+// min m (w = d·q + m) of every sub-block of a block, T::quants gives sub-block j's weights as 32 bytes.
+// kSigned: int8 weights (Q8_0), which need the sign trick (maddubs/vpdpbusd take u8 × s8).
+// kHalves (Q6_K): each 16-weight half has its own int scale (T::iscales, per 32-bit lane) and the stored
+// values are q + 32, so the integer dot becomes iscale · (Σ q·a - 32·Σ a) per lane, exactly.
 
 inline __m256i unpack_nibbles(const uint8_t* qs) {  // 16 bytes -> 32 u8: low nibbles then high nibbles
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
@@ -35,43 +34,81 @@ inline __m256i unpack_nibbles(const uint8_t* qs) {  // 16 bytes -> 32 u8: low ni
 struct Q4_0T {
   using Block = BlockQ4_0;
   static constexpr int kSubs = 1;
-  static constexpr bool kSigned = false;
-  static constexpr bool kHasMin = true;  // w = d·q - 8d
-  static Sub sub(const Block& b, int) {
-    const float d = f16_scalar(b.d);
-    return {unpack_nibbles(b.qs), d, -8.0f * d};
+  static constexpr bool kSigned = false, kHasMin = true, kHalves = false;  // w = d·q - 8d
+  static void scales(const Block& b, float* d, float* m) {
+    d[0] = f16_scalar(b.d);
+    m[0] = -8.0f * d[0];
   }
+  static __m256i quants(const Block& b, int) { return unpack_nibbles(b.qs); }
 };
 
 struct Q4_1T {
   using Block = BlockQ4_1;
   static constexpr int kSubs = 1;
-  static constexpr bool kSigned = false;
-  static constexpr bool kHasMin = true;
-  static Sub sub(const Block& b, int) { return {unpack_nibbles(b.qs), f16_scalar(b.d), f16_scalar(b.m)}; }
+  static constexpr bool kSigned = false, kHasMin = true, kHalves = false;
+  static void scales(const Block& b, float* d, float* m) {
+    d[0] = f16_scalar(b.d);
+    m[0] = f16_scalar(b.m);
+  }
+  static __m256i quants(const Block& b, int) { return unpack_nibbles(b.qs); }
 };
 
 struct Q8_0T {
   using Block = BlockQ8_0;
   static constexpr int kSubs = 1;
-  static constexpr bool kSigned = true;
-  static constexpr bool kHasMin = false;
-  static Sub sub(const Block& b, int) {
-    return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)), f16_scalar(b.d), 0.0f};
+  static constexpr bool kSigned = true, kHasMin = false, kHalves = false;
+  static void scales(const Block& b, float* d, float* m) {
+    d[0] = f16_scalar(b.d);
+    m[0] = 0.0f;
   }
+  static __m256i quants(const Block& b, int) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
 };
 
 struct Q4_KT {
   using Block = BlockQ4_K;
   static constexpr int kSubs = 8;
-  static constexpr bool kSigned = false;
-  static constexpr bool kHasMin = true;
-  static Sub sub(const Block& b, int j) {
-    uint8_t sc, m;
-    q4k_scale_min(j, b.scales, &sc, &m);
+  static constexpr bool kSigned = false, kHasMin = true, kHalves = false;
+  static void scales(const Block& b, float* d, float* m) {
+    const float bd = f16_scalar(b.d), bm = f16_scalar(b.dmin);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, mn;
+      q4k_scale_min(j, b.scales, &sc, &mn);
+      d[j] = bd * sc;
+      m[j] = -(bm * mn);
+    }
+  }
+  static __m256i quants(const Block& b, int j) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (j / 2)));
     const __m256i q = (j % 2) ? _mm256_srli_epi16(v, 4) : v;
-    return {_mm256_and_si256(q, _mm256_set1_epi8(0x0F)), f16_scalar(b.d) * sc, -(f16_scalar(b.dmin) * m)};
+    return _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+  }
+};
+
+struct Q6_KT {
+  using Block = BlockQ6_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kSigned = false, kHasMin = false, kHalves = true;
+  static void scales(const Block& b, float* d, float* m) {
+    const float bd = f16_scalar(b.d);
+    for (int j = 0; j < 8; ++j) {
+      d[j] = bd;
+      m[j] = 0.0f;
+    }
+  }
+  // Stored 6-bit values (q + 32, 0..63) of elements 32j .. 32j+31.
+  static __m256i quants(const Block& b, int j) {
+    const int h = j / 4, c = j % 4;
+    const __m256i ql = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * h + 32 * (c % 2)));
+    const __m256i lo = _mm256_and_si256(c < 2 ? ql : _mm256_srli_epi16(ql, 4), _mm256_set1_epi8(0x0F));
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh + 32 * h));
+    const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c)),
+                                        _mm256_set1_epi8(3));
+    return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));  // hi <= 3, so the shift stays inside each byte
+  }
+  // Lanes 0..3 (elements 0..15) take the first half's scale, lanes 4..7 the second's.
+  static __m256i iscales(const Block& b, int j) {
+    return _mm256_setr_epi32(b.scales[2 * j], b.scales[2 * j], b.scales[2 * j], b.scales[2 * j], b.scales[2 * j + 1],
+                             b.scales[2 * j + 1], b.scales[2 * j + 1], b.scales[2 * j + 1]);
   }
 };
 
@@ -93,24 +130,34 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
     }
   }
   for (int64_t k = 0; k < nblocks; ++k) {
+    float d[NR][T::kSubs], m[NR][T::kSubs];
+    for (int ri = 0; ri < NR; ++ri) {
+      T::scales(reinterpret_cast<const typename T::Block*>(w + ri * wstride)[k], d[ri], m[ri]);
+      // Rows are short streams the hardware prefetcher cannot ramp up on: fetch the next tile's block.
+      const char* next = reinterpret_cast<const char*>(w + (NR + ri) * wstride) + k * sizeof(typename T::Block);
+      for (size_t off = 0; off < sizeof(typename T::Block); off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+    }
     for (int j = 0; j < T::kSubs; ++j) {
       const int64_t ab = k * T::kSubs + j;
-      __m256i aq[MR];
+      __m256i aq[MR], a32[MR];
       __m256 ad[MR];
       for (int i = 0; i < MR; ++i) {
         aq[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i][ab].q));
         ad[i] = _mm256_set1_ps(a[i][ab].d);
+        if (T::kHalves) a32[i] = Dot::dot(_mm256_set1_epi8(32), aq[i]);  // 32·Σa per lane
       }
       for (int ri = 0; ri < NR; ++ri) {
         const auto& blk = reinterpret_cast<const typename T::Block*>(w + ri * wstride)[k];
-        const Sub s = T::sub(blk, j);
-        const __m256 dw = _mm256_set1_ps(s.d);
-        const __m256i u = T::kSigned ? _mm256_sign_epi8(s.q, s.q) : s.q;
+        const __m256i q = T::quants(blk, j);
+        const __m256 dw = _mm256_set1_ps(d[ri][j]);
+        const __m256i u = T::kSigned ? _mm256_sign_epi8(q, q) : q;
         for (int i = 0; i < MR; ++i) {
-          const __m256i x = T::kSigned ? _mm256_sign_epi8(aq[i], s.q) : aq[i];
-          const __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(Dot::dot(u, x)), ad[i]);
+          const __m256i x = T::kSigned ? _mm256_sign_epi8(aq[i], q) : aq[i];
+          __m256i dot = Dot::dot(u, x);
+          if constexpr (T::kHalves) dot = _mm256_mullo_epi32(_mm256_sub_epi32(dot, a32[i]), T::iscales(blk, j));
+          const __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), ad[i]);
           acc[ri][i] = _mm256_fmadd_ps(p, dw, acc[ri][i]);
-          if (T::kHasMin) mins[ri][i] = std::fma(s.m, a[i][ab].d * static_cast<float>(a[i][ab].sum), mins[ri][i]);
+          if (T::kHasMin) mins[ri][i] = std::fma(m[ri][j], a[i][ab].d * static_cast<float>(a[i][ab].sum), mins[ri][i]);
         }
       }
     }
@@ -165,6 +212,7 @@ bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t 
     case DType::Q4_1: matmul_rows<Q4_1T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q8_0: matmul_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_K: matmul_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q6_K: matmul_rows<Q6_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     default: return false;
   }
 }
