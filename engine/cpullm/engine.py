@@ -212,7 +212,11 @@ class Engine:
             try:
                 self.blocks.ensure(seq.table, seq.computed + n)
             except OutOfBlocks:
-                break  # the cache is full: this prompt waits for blocks to be freed
+                # The cache is full: this prompt waits, and holds no blocks while it waits (not even
+                # the shared prefix blocks match_prefix just took), so running sequences can grow.
+                self.blocks.release(seq.table)
+                seq.computed = 0
+                break
             plan.append((seq, n))
             budget -= n
             if n == seq.n_prompt_left:  # whole prompt scheduled: decoding from the next step
