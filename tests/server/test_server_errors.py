@@ -107,6 +107,8 @@ def test_the_server_survives_bad_input(server, http):
 
 
 def test_body_without_json_content_type_says_so(http):
-    response = http.post("/v1/completions", content=b'{"prompt": "x"}', headers={"content-type": "text/plain"})
+    response = http.post(
+        "/v1/completions", content=b'{"prompt": "x"}', headers={"content-type": "text/plain"}
+    )
     error = _error(response, 400)
     assert "Content-Type: application/json" in error["message"]

@@ -45,7 +45,7 @@ class ServerSettings:
             env_name = ENV_PREFIX + f.name.upper()
             raw = environ.get(env_name)
             if raw is not None and raw != "":
-                values[f.name] = _PARSERS.get(f.name, str)(env_name, raw)
+                values[f.name] = _PARSERS.get(f.name, _text)(env_name, raw)
         settings = cls(**values)
         settings.check()
         return settings
@@ -63,6 +63,10 @@ class ServerSettings:
             raise SettingsError(f"threads must be at least 1, got {self.threads}.")
         if self.api_key == "":
             raise SettingsError("api_key is empty; give a non-empty key or leave it unset to disable auth.")
+
+
+def _text(_: str, raw: str) -> str:
+    return raw
 
 
 def _int(name: str, raw: str) -> int:
