@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import venv
 from pathlib import Path
 
 import pytest
+from wheel_support import build
 
 from cpubuild import wheel
-
-REPO = Path(__file__).resolve().parents[2]
-BUILD_ROOT = REPO / "build" / "test-wheels"
-QEMU_X86 = shutil.which("qemu-x86_64")
-QEMU_ARM = shutil.which("qemu-aarch64")
-
-x86_host = pytest.mark.skipif(platform.machine() != "x86_64", reason="x86_64 host tests")
-
-
-def build(isa: str, out: Path, arch: str = "x86_64", style: str = "local") -> wheel.WheelResult:
-    target = wheel.resolve_target(isa, arch)
-    return wheel.build(target, source=REPO, out_dir=out, name_style=style, build_root=BUILD_ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -40,18 +23,3 @@ def avx512_wheel(wheelhouse: Path) -> wheel.WheelResult:
 @pytest.fixture(scope="session")
 def portable_wheel(wheelhouse: Path) -> wheel.WheelResult:
     return build("all", wheelhouse)
-
-
-def make_venv(path: Path, wheel_path: Path) -> Path:
-    """A fresh venv with `wheel_path` installed (no dependencies: import and info need only the stdlib)."""
-    venv.create(path, with_pip=False, symlinks=True)
-    python = path / "bin" / "python"
-    pip = [sys.executable, "-m", "pip", "--python", str(python)]
-    command = [*pip, "install", "-q", "--no-deps", str(wheel_path)]
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    return python
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    drop = {"PYTHONPATH", "CPULLM_LIB_DIR", "CPULLM_ISA", "VIRTUAL_ENV"}
-    return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}

@@ -9,7 +9,7 @@ import sys
 import zipfile
 
 import pytest
-from conftest import BUILD_ROOT, QEMU_ARM, REPO, build, clean_env
+from wheel_support import BUILD_ROOT, QEMU_ARM, REPO, build, clean_env
 
 pytestmark = [
     pytest.mark.slow,

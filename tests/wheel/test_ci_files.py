@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from wheel_support import REPO
 
 from cpubuild import matrix
 from cpubuild.recipes import load_recipes

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, clean_env, x86_host
+from wheel_support import REPO, clean_env, x86_host
 
 pytestmark = x86_host
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import QEMU_X86, clean_env, make_venv, x86_host
+from wheel_support import QEMU_X86, clean_env, make_venv, x86_host
 
 pytestmark = [
     x86_host,

@@ -6,7 +6,7 @@ import subprocess
 import zipfile
 
 import pytest
-from conftest import REPO, x86_host
+from wheel_support import REPO, x86_host
 
 from cpubuild import wheel
 

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, clean_env, x86_host
+from wheel_support import REPO, clean_env, x86_host
 
 from cpubuild import install
 from cpubuild.host import detect_host
@@ -157,7 +157,7 @@ def test_verify_of_a_wheel_this_cpu_cannot_run_fails_or_passes_as_a_clean_refusa
     """The amx wheel on a host without AMX: a failure, or with --allow-refusal (CI) a clean ImportError."""
     if "amx_tile" in detect_host().usable_features:
         pytest.skip("this host can run AMX")
-    from conftest import build
+    from wheel_support import build
 
     amx = build("amx", wheelhouse)
     plain = verify(amx.path, with_deps=False)
@@ -166,3 +166,26 @@ def test_verify_of_a_wheel_this_cpu_cannot_run_fails_or_passes_as_a_clean_refusa
     lenient = verify(amx.path, with_deps=False, allow_refusal=True)
     assert lenient.ok and lenient.refused and lenient.variant is None
     assert any(step.endswith("-c import cpullm") for step in lenient.steps)
+
+
+@x86_host
+@pytest.mark.slow
+def test_install_replaces_another_cpullm_flavour(tmp_path, avx512_wheel):
+    """A dist-style wheel and a local-style one share the cpullm package: install swaps, never mixes."""
+    from wheel_support import build, make_venv
+
+    dist_style = build("avx512", tmp_path / "dist", style="dist")
+    python = make_venv(tmp_path / "env", dist_style.path)
+    assert install.installed_flavours(str(python)) == ["cpullm-avx512"]
+    house = tmp_path / "house"
+    house.mkdir()
+    (house / avx512_wheel.path.name).write_bytes(avx512_wheel.path.read_bytes())
+    command = [*CPUBUILD, "install", "--wheelhouse", str(house), "--python", str(python), "--no-deps"]
+    done = subprocess.run(command, capture_output=True, text=True, env=clean_env(), cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "uninstall -y cpullm-avx512" in done.stdout
+    assert install.installed_flavours(str(python)) == ["cpullm"]
+    info = subprocess.run([str(python), "-m", "cpullm", "info", "--json"], capture_output=True, text=True,
+                          env=clean_env(), cwd=tmp_path)  # fmt: skip
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["build"]["name_style"] == "local"

@@ -10,7 +10,7 @@ import sys
 import zipfile
 
 import pytest
-from conftest import BUILD_ROOT, REPO, build, x86_host
+from wheel_support import BUILD_ROOT, REPO, build, x86_host
 
 from cpubuild import wheel
 from cpubuild.manifest import MANIFEST_PATH, VARIANTS_PATH
@@ -161,3 +161,34 @@ def test_build_failure_reports_the_first_error_and_the_log(tmp_path, monkeypatch
     assert "error:" in str(caught.value)
     assert caught.value.log == tmp_path / "build" / "logs" / "wheel-x86_64-broken.log"
     assert "namespace_broken_by_the_test" in caught.value.log.read_text()
+
+
+def test_finalize_turns_a_raw_backend_wheel_into_the_named_wheel(avx512_wheel, tmp_path):
+    """The CI path: cibuildwheel runs the backend, then `cpubuild finalize` is its repair command."""
+    from wheel_support import clean_env
+
+    from cpubuild.reproducible import source_date_epoch
+
+    build_dir = BUILD_ROOT / "wheel-x86_64-avx512"
+    settings = wheel.config_settings(wheel.WheelTarget("x86_64", "avx512"), REPO, build_dir, None, None)
+    defines = [f"-C{key}={value}" for key, value in settings.items()]
+    backend = [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-build-isolation", "--no-deps",
+               "-w", str(tmp_path / "raw"), *defines]  # fmt: skip
+    env = clean_env(SOURCE_DATE_EPOCH=str(source_date_epoch(REPO)))
+    done = subprocess.run(backend, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (raw,) = (tmp_path / "raw").glob("*.whl")
+    assert raw.name.startswith("cpullm-0.1.0-py3-none-linux_x86_64")
+    finalize = [sys.executable, "-m", "cpubuild.cli", "finalize", str(raw), "--out", str(tmp_path / "out"),
+                "--source", str(REPO), "--build-dir", str(build_dir)]  # fmt: skip
+    done = subprocess.run(finalize, capture_output=True, text=True, env={**env, "CPUBUILD_ISA": "avx512"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    (final,) = (tmp_path / "out").glob("*.whl")
+    assert final.name == avx512_wheel.path.name
+    with zipfile.ZipFile(final) as a, zipfile.ZipFile(avx512_wheel.path) as b:
+        assert a.namelist() == b.namelist()
+        ours, theirs = json.loads(a.read(MANIFEST_PATH)), json.loads(b.read(MANIFEST_PATH))
+    skip = {"source_commit", "source_dirty", "source_date"}  # others may commit while the tests run
+    assert {k: v for k, v in ours.items() if k not in skip} == {
+        k: v for k, v in theirs.items() if k not in skip
+    }
