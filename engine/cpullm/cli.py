@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from cpullm import __version__, _eager, cli_serve
+from cpullm import __version__, _eager, cli_bench, cli_chat, cli_generate, cli_serve
 
 
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,9 @@ Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable
 EXPLAINS_REFUSAL = {"info"}
 SUBCOMMANDS: list[Subcommand] = [
     ("info", "show the native variant loaded, why, and this CPU's usable features", _info_arguments, _info),
+    cli_generate.COMMAND,
+    cli_chat.COMMAND,
+    cli_bench.COMMAND,
     cli_serve.COMMAND,
 ]
 

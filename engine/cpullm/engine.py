@@ -32,7 +32,10 @@ from .kv_blocks import BlockManager, BlockTable, OutOfBlocks
 from .model_file import ModelFile
 from .native_model import NativeModel, SeqChunk
 from .sampling import FinishReason, Sampler, SamplingParams, TextStream
+from .threads import default_threads, usable_cores
 from .tokenizer import Tokenizer
+
+__all__ = ["Engine", "StepOutput", "usable_cores"]
 
 DEFAULT_BLOCK_SIZE = 16
 DEFAULT_KV_CACHE_GB = 1.0
@@ -74,18 +77,6 @@ class _Sequence:
         return len(self.tokens) - self.computed
 
 
-def usable_cores() -> int:
-    """CPU affinity bounded by the cgroup CPU quota (containers), at least 1."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, int(int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores)
-
-
 class Engine:
     def __init__(
         self,
@@ -107,7 +98,7 @@ class Engine:
         self.config = self.model_file.config
         self.tokenizer = Tokenizer.from_gguf(self.model_file.gguf)
         self.model = NativeModel(self.model_file)
-        self.threads = threads or usable_cores()
+        self.threads = threads or default_threads()
         self.model.set_threads(self.threads)
         self.max_model_len = min(max_model_len or self.config.context_length, self.config.context_length)
         if max_num_seqs < 1 or step_tokens < 1:
