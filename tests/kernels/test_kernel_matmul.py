@@ -10,7 +10,17 @@ from cpullm.kernels import ACT_BLOCK, BEST, REF, DType, KernelError
 from kernels.helpers import ALL_TYPES, TOL, act_values, block_multiple, gguf_dequantize, random_weights
 
 # (rows, cols in blocks or for float types an odd count, activation rows m)
-SHAPES = [(1, 1, 1), (7, 3, 1), (33, 5, 1), (64, 18, 1), (5, 2, 3), (19, 7, 4), (48, 6, 13), (3, 1, 9), (35, 3, 19)]
+SHAPES = [
+    (1, 1, 1),
+    (7, 3, 1),
+    (33, 5, 1),
+    (64, 18, 1),
+    (5, 2, 3),
+    (19, 7, 4),
+    (48, 6, 13),
+    (3, 1, 9),
+    (35, 3, 19),
+]
 
 
 def _cols(dtype: DType, n: int) -> int:

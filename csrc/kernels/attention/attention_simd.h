@@ -17,6 +17,9 @@
 #include <limits>
 
 #include "kernels/attention/kv_layout.h"
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 #include "kernels/kernels.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -37,7 +40,9 @@ constexpr int kMaxHeadDim = 256;
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
+#if !defined(__aarch64__)
 typedef _Float16 h16 __attribute__((vector_size(32)));
+#endif
 
 inline v16 splat(float x) { return v16{} + x; }
 
@@ -48,9 +53,19 @@ inline v16 load_f32(const float* p) {
 }
 
 inline v16 load_f16(const uint16_t* p) {
+#if defined(__aarch64__)
+  // GCC 12 has no _Float16 in C++ on aarch64: convert four halves at a time with fcvtl.
+  v16 v;
+  for (int i = 0; i < 4; ++i) {
+    const float32x4_t f = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p + 4 * i)));
+    std::memcpy(reinterpret_cast<char*>(&v) + 16 * i, &f, 16);
+  }
+  return v;
+#else
   h16 h;
   std::memcpy(&h, p, sizeof h);
   return __builtin_convertvector(h, v16);
+#endif
 }
 
 inline v16 load(const KVCache& kv, const void* pool, size_t index) {
