@@ -24,7 +24,7 @@ def tiny_server_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_gguf(tmp_path_factory.mktemp("server_model") / "tiny-chat.gguf", spec)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(native_lib_dir: Path, tiny_server_model: Path, tmp_path_factory) -> Iterator[ServerProcess]:
     """A server with default settings (no API key) on the tiny model, two threads."""
     log = tmp_path_factory.mktemp("server_log") / "server.log"
