@@ -48,6 +48,7 @@ def test_aarch64_variant_selftest_under_qemu(aarch64_build, variant, cpu, fast_p
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"variant {variant}, fast paths {fast_path} vs ref" in result.stdout
+    assert "attention: F32 and F16 caches" in result.stdout
     assert ", 0 failed" in result.stdout
 
 
