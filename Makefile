@@ -37,8 +37,24 @@ lint: venv
 	$(VENV)/bin/ruff check build_tools engine tests benchmarks
 	$(VENV)/bin/ruff format --check build_tools engine tests benchmarks
 
-bench: venv
-	@echo "benchmarks: see benchmarks/README.md"
+# llama.cpp for `make bench`, in its own environment (never a test dependency). pip builds it from
+# source, tuned for this host: several minutes the first time, cached by pip afterwards.
+BENCH_VENV := .bench-venv
+LLAMA_CPP_PYTHON ?= llama-cpp-python==0.3.36
+# Options for the engine benchmark, e.g. BENCH_ARGS="--threads 2 --reps 9".
+BENCH_ARGS ?=
+
+$(BENCH_VENV)/.installed:
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	@echo "installing $(LLAMA_CPP_PYTHON) into $(BENCH_VENV) (built from source: minutes the first time)"
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check "$(LLAMA_CPP_PYTHON)"
+	@touch $@
+
+# cpullm vs llama.cpp on the default model, interleaved (benchmarks/README.md); table on stdout.
+bench: venv $(BENCH_VENV)/.installed
+	@mkdir -p build/bench
+	$(PY) benchmarks/engine_vs_llamacpp.py --llama-python $(BENCH_VENV)/bin/python \
+		--json build/bench/engine_vs_llamacpp.json $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist wheelhouse .cpubuild

@@ -1,0 +1,328 @@
+"""cpullm against llama.cpp (llama-cpp-python) on the same GGUF, same threads, interleaved in one run.
+
+    .venv/bin/python benchmarks/engine_vs_llamacpp.py [--model M.gguf] [--threads 1,2] [--reps 7]
+
+Each engine runs in its own worker subprocess (so each one's peak RSS is its own): cpullm with this
+Python and the source tree's engine (native libraries from ``--lib-dir``, default: built now into
+build/test-<arch>), llama.cpp with ``--llama-python`` (default ``.bench-venv/bin/python``, made by
+``make bench``). For each thread count both workers load the model, run one warm-up of each test, then
+alternate per repetition (cpullm first on even repetitions, llama.cpp first on odd ones):
+
+- ppN: N prompt tokens in one call into an empty KV cache (llama.cpp: ``llm.reset(); llm.eval(tokens)``;
+  cpullm: one ``NativeModel.step``), logits of the last position only;
+- tgN: N single-token calls after an untimed 8-token prompt (``llm.eval([tok])`` / one-token steps).
+
+Both engines see the same pseudo-random token ids. llama.cpp runs with flash attention, n_ctx 1024,
+n_batch 512. The report (Markdown on stdout, optionally JSON) gives medians, min..max, the ratio
+cpullm/llama.cpp against the issue's targets, and each engine's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DECODE_PROMPT_TOKENS = 8
+N_CTX = 1024
+ENGINES = ("cpullm", "llama.cpp")
+# issue 5's targets: minimum ratio cpullm/llama.cpp per (threads, test kind)
+TARGETS = {(2, "pp"): 1.5, (2, "tg"): 1.5, (1, "pp"): 1.2, (1, "tg"): 1.2}
+
+
+# ---------------------------------------------------------------- workers (run in subprocesses)
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _reply(**fields: Any) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+class _CpullmWorker:
+    def __init__(self, model: str, threads: int, tokens: list[int]) -> None:
+        sys.path.insert(0, str(REPO / "engine"))
+        from cpullm import _native
+        from cpullm.bench import ModelBench
+        from cpullm.model_file import ModelFile
+        from cpullm.native_model import NativeModel
+
+        self.model = NativeModel(ModelFile.open(model))
+        self.model.set_threads(threads)
+        self.bench = ModelBench(self.model, N_CTX)
+        self.bench.tokens = tokens
+        self.about = {"variant": _native.native()[1].variant.name}
+
+    def pp(self, n: int) -> float:
+        return self.bench.prefill(n)
+
+    def tg(self, n: int) -> float:
+        return self.bench.decode(n)
+
+
+class _LlamaWorker:
+    def __init__(self, model: str, threads: int, tokens: list[int]) -> None:
+        import llama_cpp
+
+        self.llm = llama_cpp.Llama(
+            model_path=model,
+            n_threads=threads,
+            n_threads_batch=threads,
+            flash_attn=True,
+            n_ctx=N_CTX,
+            n_batch=512,
+            verbose=False,
+        )
+        self.tokens = tokens
+        system = llama_cpp.llama_print_system_info().decode().strip(" |")
+        self.about = {"llama_cpp_python": llama_cpp.__version__, "llama_cpp_system": system}
+
+    def pp(self, n: int) -> float:
+        self.llm.reset()
+        start = time.perf_counter()
+        self.llm.eval(self.tokens[:n])
+        return time.perf_counter() - start
+
+    def tg(self, n: int) -> float:
+        p = DECODE_PROMPT_TOKENS
+        self.llm.reset()
+        self.llm.eval(self.tokens[:p])
+        start = time.perf_counter()
+        for tok in self.tokens[p : p + n]:
+            self.llm.eval([tok])
+        return time.perf_counter() - start
+
+
+def worker_main(engine: str, model: str, threads: int) -> int:
+    """Serve `pp N` / `tg N` / `done` lines on stdin with one JSON line each on stdout."""
+    tokens = json.loads(sys.stdin.readline())["tokens"]
+    rss_before = _peak_rss()
+    start = time.perf_counter()
+    worker = (_CpullmWorker if engine == "cpullm" else _LlamaWorker)(model, threads, tokens)
+    _reply(ready=True, load_s=time.perf_counter() - start, rss_before_load=rss_before, **worker.about)
+    for line in sys.stdin:
+        test, _, n = line.strip().partition(" ")
+        if test == "done":
+            break
+        _reply(seconds=getattr(worker, test)(int(n)))
+    _reply(peak_rss_bytes=_peak_rss())
+    return 0
+
+
+# ---------------------------------------------------------------- the orchestrator
+class Worker:
+    """One engine at one thread count, in its own process."""
+
+    def __init__(
+        self, engine: str, python: str, model: Path, threads: int, tokens: list[int], env: dict
+    ) -> None:
+        cmd = [python, __file__, "--worker", engine, "--model", str(model), "--threads", str(threads)]
+        self.engine = engine
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self._send(json.dumps({"tokens": tokens}))
+        self.ready = self._receive()
+
+    def _send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def _receive(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise RuntimeError(
+                f"the {self.engine} worker stopped (exit {self.proc.returncode}):\n{self.proc.stderr.read()}"
+            )
+        return json.loads(line)
+
+    def run(self, test: str, n: int) -> float:
+        self._send(f"{test} {n}")
+        return float(self._receive()["seconds"])
+
+    def finish(self) -> int:
+        self._send("done")
+        peak = int(self._receive()["peak_rss_bytes"])
+        self.proc.wait(timeout=60)
+        return peak
+
+
+def _tokens(n: int, vocab_size: int) -> list[int]:
+    import numpy as np
+
+    return [int(t) for t in np.random.default_rng(0).integers(0, vocab_size, size=n)]
+
+
+def _machine() -> str:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    return f"{model}, {len(os.sched_getaffinity(0))} usable CPUs, {platform.system()} {platform.release()}"
+
+
+def _commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "csrc", "engine", "CMakeLists.txt")
+    return git("rev-parse", "--short=12", "HEAD") + (" + uncommitted changes in csrc/engine" if dirty else "")
+
+
+def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO / "engine"))
+    from cpullm.model_file import ModelFile
+
+    vocab = ModelFile.open(model).config.vocab_size
+    tokens = _tokens(N_CTX, vocab)
+    tests = [("pp", args.n_prompt), ("tg", args.n_gen)]
+    pythons = {"cpullm": sys.executable, "llama.cpp": args.llama_python}
+    samples: dict[tuple[str, int, str], list[float]] = {}
+    about: dict[str, dict[str, Any]] = {}
+    peak: dict[tuple[str, int], int] = {}
+    for threads in args.threads:
+        workers = {e: Worker(e, pythons[e], model, threads, tokens, env) for e in ENGINES}
+        for engine, w in workers.items():
+            about.setdefault(engine, {}).update(w.ready)
+            for test, n in tests:
+                w.run(test, n)  # warm-up, discarded
+        for rep in range(args.reps):
+            order = ENGINES if rep % 2 == 0 else ENGINES[::-1]
+            for engine in order:
+                for test, n in tests:
+                    seconds = workers[engine].run(test, n)
+                    samples.setdefault((engine, threads, test), []).append(n / seconds)
+            print(f"threads {threads}: repetition {rep + 1}/{args.reps} done", file=sys.stderr)
+        for engine, w in workers.items():
+            peak[(engine, threads)] = w.finish()
+    rows = []
+    for threads in args.threads:
+        for test, n in tests:
+            med = {e: statistics.median(samples[(e, threads, test)]) for e in ENGINES}
+            rows.append(
+                {
+                    "threads": threads,
+                    "test": f"{test}{n}",
+                    "tokens_per_second": {
+                        e: {"median": med[e], "min": min(s), "max": max(s), "samples": s}
+                        for e in ENGINES
+                        for s in [samples[(e, threads, test)]]
+                    },
+                    "ratio": med["cpullm"] / med["llama.cpp"],
+                    "target": TARGETS.get((threads, test)),
+                }
+            )
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": _machine(),
+        "commit": _commit(),
+        "model": str(model),
+        "model_bytes": model.stat().st_size,
+        "repetitions": args.reps,
+        "cpullm_variant": about["cpullm"].get("variant"),
+        "llama_cpp_python": about["llama.cpp"].get("llama_cpp_python"),
+        "llama_cpp_system": about["llama.cpp"].get("llama_cpp_system"),
+        "load_s": {e: about[e]["load_s"] for e in ENGINES},
+        "rows": rows,
+        "peak_rss_bytes": {e: max(peak[(e, t)] for t in args.threads) for e in ENGINES},
+        "rss_before_load_bytes": {e: about[e]["rss_before_load"] for e in ENGINES},
+    }
+
+
+def markdown(r: dict[str, Any]) -> str:
+    mib = 1 << 20
+    lines = [
+        f"{r['date']}; {r['machine']}; commit {r['commit']}",
+        f"model {Path(r['model']).name} ({r['model_bytes'] / 1e6:.1f} MB); "
+        f"cpullm variant {r['cpullm_variant']}; "
+        f"llama-cpp-python {r['llama_cpp_python']} (flash attention); median of {r['repetitions']} "
+        "interleaved repetitions after a warm-up, tokens/s (min .. max)",
+        f"llama.cpp build: {r['llama_cpp_system']}",
+        "",
+        "| threads | test | cpullm | llama.cpp | cpullm / llama.cpp | target |",
+        "| ------: | :--- | -----: | --------: | -----------------: | :----- |",
+    ]
+    for row in r["rows"]:
+        c, g = row["tokens_per_second"]["cpullm"], row["tokens_per_second"]["llama.cpp"]
+        target = row["target"]
+        verdict = "" if target is None else f"≥ {target}× {'met' if row['ratio'] >= target else 'missed'}"
+        lines.append(
+            f"| {row['threads']} | {row['test']} | {c['median']:.1f} ({c['min']:.0f} .. {c['max']:.0f}) "
+            f"| {g['median']:.1f} ({g['min']:.0f} .. {g['max']:.0f}) | {row['ratio']:.2f}× | {verdict} |"
+        )
+    rss, base = r["peak_rss_bytes"], r["rss_before_load_bytes"]
+    met = "met" if rss["cpullm"] <= rss["llama.cpp"] else "missed"
+    lines += [
+        "",
+        f"peak RSS: cpullm {rss['cpullm'] / mib:.1f} MiB, llama.cpp {rss['llama.cpp'] / mib:.1f} MiB "
+        f"(target cpullm ≤ llama.cpp: {met}); before loading the model (Python + imports): "
+        f"cpullm {base['cpullm'] / mib:.1f} MiB, llama.cpp {base['llama.cpp'] / mib:.1f} MiB. "
+        f"Load: cpullm {r['load_s']['cpullm']:.2f} s, llama.cpp {r['load_s']['llama.cpp']:.2f} s.",
+    ]
+    return "\n".join(lines)
+
+
+def _thread_list(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("thread counts are positive integers, e.g. 1,2")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: SmolLM2-135M Q4_1)")
+    parser.add_argument("--threads", type=_thread_list, default=[1, 2], help="thread counts (default 1,2)")
+    parser.add_argument("--reps", type=int, default=7, help="repetitions per engine (default 7, at least 5)")
+    parser.add_argument("-p", "--n-prompt", type=int, default=512)
+    parser.add_argument("-n", "--n-gen", type=int, default=128)
+    parser.add_argument("--llama-python", default=str(REPO / ".bench-venv" / "bin" / "python"))
+    parser.add_argument("--lib-dir", type=Path, default=None, help="cpullm native libraries (default: build)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker_main(args.worker, str(args.model), args.threads[0])
+    if args.reps < 5:
+        parser.error("--reps must be at least 5 (the medians need them)")
+    if not 0 < args.n_prompt <= N_CTX or not 0 < args.n_gen <= N_CTX - DECODE_PROMPT_TOKENS:
+        parser.error(f"-p and -n must be between 1 and the context of {N_CTX} tokens")
+    if not Path(args.llama_python).is_file():
+        parser.error(f"{args.llama_python} not found: run `make bench`, or pass --llama-python")
+    env = dict(os.environ)
+    if args.lib_dir is None:
+        sys.path.insert(0, str(REPO / "tests"))
+        from support.native_build import build_native
+
+        args.lib_dir = build_native()
+    env["CPULLM_LIB_DIR"] = str(args.lib_dir)
+    os.environ["CPULLM_LIB_DIR"] = env["CPULLM_LIB_DIR"]
+    if args.model is None:
+        sys.path.insert(0, str(REPO / "engine"))
+        from cpullm.default_model import default_model_path
+
+        args.model = default_model_path()
+    report = measure(args, args.model, env)
+    print(markdown(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
