@@ -14,7 +14,18 @@ echo "built: $wheel ($summary)"
 echo
 .venv/bin/cpubuild verify "$wheel"
 
-# --- issue 5: run the wheel on the default model and print the answer (append here) ---
+# --- issue 5: run the wheel on the default model and print the answer ---
+# In a venv kept at build/wheel-venv (verify's own venv is temporary): the wheel replaces any earlier
+# build of the same version, its dependencies come through pip's cache, the model is fetched once.
+run_venv=build/wheel-venv
+test -x "$run_venv/bin/python" || .venv/bin/python -m venv "$run_venv"
+"$run_venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"
+"$run_venv/bin/python" -m pip install -q --disable-pip-version-check "$wheel"
+question="What is the capital of France?"
+echo
+echo "running the wheel on the default model: cpullm generate --chat -p \"$question\" -n 32 --temperature 0"
+cpullm="$PWD/$run_venv/bin/cpullm"
+(cd /tmp && "$cpullm" generate --chat -p "$question" -n 32 --temperature 0)
 
 echo
 echo "make wheel: your wheel is $wheel"
