@@ -1,0 +1,231 @@
+"""Load benchmark of `cpullm serve`: 1, 4 and 16 concurrent streaming clients against the real default
+model (SmolLM2-135M-Instruct Q4_1), aggregate generated tokens/s and time to first token (p50, p99).
+
+    CPULLM_LIB_DIR=build/test-x86_64 .venv/bin/python benchmarks/load_server.py [--clients 1,4,16]
+        [--requests 4] [--max-tokens 128] [--threads N] [--url http://HOST:PORT] [--json out.json]
+
+Without ``--url`` it starts the server itself (loopback, a free port, ``--max-num-seqs 16``) on the
+default model and stops it at the end. Every client streams chat completions one after another
+(``--requests`` each; distinct prompts; ``ignore_eos`` so each request generates exactly
+``--max-tokens`` tokens); the clients of one round start together. Per round:
+
+- aggregate tokens/s: all generated tokens / the round's wall time;
+- TTFT p50/p99: request sent -> first content chunk, over all requests of the round;
+- per-stream decode tokens/s: (tokens - 1) / (last token - first token), median over requests.
+
+The target: 16 clients together reach at least 4x the single client's decode rate. The clients run
+on the same machine as the server (they parse SSE in one asyncio process), so on a small machine
+they take some of its CPU: the numbers are a floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+TOPICS = (
+    "the water cycle", "how bridges carry weight", "why the sky is blue", "the history of paper",
+    "how vaccines train the immune system", "the rules of chess", "how a bicycle stays upright",
+    "what a compiler does", "the life of a star", "how bees make honey", "the causes of tides",
+    "how solar panels work", "what DNA stores", "how airplanes fly", "the invention of printing",
+    "how volcanoes form", "why leaves change colour", "how the internet routes packets",
+)  # fmt: skip
+
+
+@dataclass
+class RequestResult:
+    ttft_s: float
+    tokens: int
+    decode_s: float  # first content chunk -> last content chunk
+
+
+@dataclass
+class RoundResult:
+    clients: int
+    requests: int
+    tokens: int
+    wall_s: float
+    tokens_per_s: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    stream_decode_tps_median: float
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 100])."""
+    xs = sorted(values)
+    if len(xs) == 1:
+        return xs[0]
+    pos = (len(xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+async def one_request(http: httpx.AsyncClient, model: str, prompt: str, max_tokens: int) -> RequestResult:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0.7,
+        "seed": hash(prompt) % 1000,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    sent = time.perf_counter()
+    first = last = None
+    tokens = 0
+    async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread()).decode()}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+                continue
+            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                last = time.perf_counter()
+                first = first or last
+    if first is None or last is None:
+        raise RuntimeError("the stream carried no content")
+    return RequestResult(first - sent, tokens, last - first)
+
+
+async def run_round(url: str, model: str, clients: int, requests: int, max_tokens: int) -> RoundResult:
+    limits = httpx.Limits(max_connections=clients + 2)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+
+        async def client(c: int) -> list[RequestResult]:
+            out = []
+            for r in range(requests):
+                topic = TOPICS[(c * requests + r) % len(TOPICS)]
+                prompt = f"Client {c}, request {r}: explain {topic} to a curious twelve-year-old."
+                out.append(await one_request(http, model, prompt, max_tokens))
+            return out
+
+        start = time.perf_counter()
+        per_client = await asyncio.gather(*(client(c) for c in range(clients)))
+        wall = time.perf_counter() - start
+    results = [r for rs in per_client for r in rs]
+    tokens = sum(r.tokens for r in results)
+    ttfts = [r.ttft_s * 1000 for r in results]
+    decode = [(r.tokens - 1) / r.decode_s for r in results if r.decode_s > 0 and r.tokens > 1]
+    return RoundResult(
+        clients=clients,
+        requests=len(results),
+        tokens=tokens,
+        wall_s=wall,
+        tokens_per_s=tokens / wall,
+        ttft_p50_ms=percentile(ttfts, 50),
+        ttft_p99_ms=percentile(ttfts, 99),
+        stream_decode_tps_median=statistics.median(decode),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def started_server(threads: int | None, max_num_seqs: int) -> Iterator[tuple[str, str]]:
+    """Start `cpullm serve` on the default model; yield (base URL, served model name)."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "cpullm", "serve", "--port", str(port), "--max-num-seqs", str(max_num_seqs)]
+    cmd += ["--log-level", "warning"] + (["--threads", str(threads)] if threads else [])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "engine") + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen(cmd, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the server exited with status {proc.returncode}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the server was not ready within 300 s")
+            time.sleep(0.2)
+        yield url, httpx.get(url + "/v1/models", timeout=10).json()["data"][0]["id"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def markdown(rounds: list[RoundResult]) -> str:
+    single = rounds[0].stream_decode_tps_median if rounds and rounds[0].clients == 1 else None
+    lines = [
+        "| clients | requests | tokens | wall s | aggregate tok/s | × single-client decode | TTFT p50 ms "
+        "| TTFT p99 ms | per-stream decode tok/s (median) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rounds:
+        ratio = f"{r.tokens_per_s / single:.2f}" if single else "n/a"
+        lines.append(
+            f"| {r.clients} | {r.requests} | {r.tokens} | {r.wall_s:.1f} | {r.tokens_per_s:.1f} | {ratio} "
+            f"| {r.ttft_p50_ms:.0f} | {r.ttft_p99_ms:.0f} | {r.stream_decode_tps_median:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", help="an already running server (default: start one on the default model)")
+    parser.add_argument("--clients", default="1,4,16", help="comma-separated concurrency levels")
+    parser.add_argument("--requests", type=int, default=4, help="requests per client per round")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None, help="server compute threads")
+    parser.add_argument("--max-num-seqs", type=int, default=16)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.clients.split(",")]
+
+    def run(url: str, model: str) -> list[RoundResult]:
+        asyncio.run(run_round(url, model, 1, 1, 16))  # warm-up: first-use costs out of the numbers
+        rounds = []
+        for clients in levels:
+            rounds.append(asyncio.run(run_round(url, model, clients, args.requests, args.max_tokens)))
+            print(f"{clients:>3} clients: {rounds[-1].tokens_per_s:.1f} tok/s", file=sys.stderr)
+        return rounds
+
+    if args.url:
+        model = httpx.get(args.url + "/v1/models", timeout=10).json()["data"][0]["id"]
+        rounds = run(args.url, model)
+    else:
+        with started_server(args.threads, args.max_num_seqs) as (url, model):
+            rounds = run(url, model)
+    print(markdown(rounds))
+    if args.json:
+        meta = {"model": model, "max_tokens": args.max_tokens, "requests_per_client": args.requests,
+                "threads": args.threads, "cpu": platform.processor() or platform.machine()}  # fmt: skip
+        args.json.write_text(json.dumps({"meta": meta, "rounds": [asdict(r) for r in rounds]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
