@@ -10,6 +10,12 @@
 #include "cpullm/cpullm.h"
 #include "kernels/kernels.h"
 
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 for aarch64 crashes (internal compiler error in vect_transform_reduction) vectorizing this
+// file's checking loops; their speed does not matter, the kernels they check are compiled elsewhere.
+#pragma GCC optimize("no-tree-vectorize")
+#endif
+
 namespace {
 
 using cpullm::DType;
@@ -188,11 +194,6 @@ void test_matmul(Report& r, std::mt19937& rng) {
 
 // Attention (the dispatching entry point, threaded) vs the reference on a paged cache with scattered
 // blocks, GQA, F32 and F16 storage: |fast - ref| <= 1e-4 · max(1, |ref|) (outputs are O(1) averages).
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 for aarch64 crashes (internal compiler error in vect_transform_reduction) vectorizing this test's
-// loops; the test's speed does not matter.
-__attribute__((noinline, optimize("no-tree-vectorize")))
-#endif
 void test_attention(Report& r, std::mt19937& rng) {
   // (n_heads, n_kv_heads, head_dim, block_size, n_ctx, n_q)
   const int shapes[][6] = {{9, 3, 64, 16, 37, 1}, {4, 4, 32, 8, 20, 20}, {6, 2, 48, 32, 70, 5}, {2, 1, 64, 4, 1, 1}};
@@ -236,6 +237,38 @@ void test_attention(Report& r, std::mt19937& rng) {
   r.line(fmt("attention: F32 and F16 caches, 4 shapes each, worst error/tolerance %.3g", worst));
 }
 
+// Row ops through the dispatching entry points vs the references: 4e-6 relative (exp approximation).
+void test_ops(Report& r, std::mt19937& rng) {
+  auto close = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double worst = 0.0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      worst = std::fmax(worst, std::fabs(double(a[i]) - b[i]) / (4e-6 * std::fabs(double(b[i])) + 1e-7));
+    }
+    return worst;  // <= 1 passes
+  };
+  double worst = 0.0;
+  for (int64_t n : {1, 7, 576, 1541}) {
+    auto g = random_floats(n, rng), u = random_floats(n, rng), w = random_floats(n, rng);
+    for (auto& v : g) v *= 8.0f;
+    std::vector<float> a(static_cast<size_t>(n)), b(a.size());
+    cpullm::silu_mul(g.data(), u.data(), a.data(), n);
+    cpullm::ref::silu_mul(g.data(), u.data(), b.data(), n);
+    const double e1 = close(a, b);
+    a = g;
+    b = g;
+    cpullm::softmax(a.data(), n);
+    cpullm::ref::softmax(b.data(), n);
+    const double e2 = close(a, b);
+    cpullm::rmsnorm(u.data(), w.data(), a.data(), 1, n, 1e-5f);
+    cpullm::ref::rmsnorm(u.data(), w.data(), b.data(), 1, n, 1e-5f);
+    const double e3 = close(a, b);
+    r.check(e1 <= 1 && e2 <= 1 && e3 <= 1,
+            fmt("row ops n=%g: silu_mul, softmax, rmsnorm error/tolerance %g, %g, %g", double(n), e1, e2, e3));
+    worst = std::fmax(worst, std::fmax(e1, std::fmax(e2, e3)));
+  }
+  r.line(fmt("row ops: silu_mul, softmax, rmsnorm, 4 lengths, worst error/tolerance %.3g", worst));
+}
+
 }  // namespace
 
 extern "C" int cpullm_selftest(char* report, size_t n) {
@@ -246,6 +279,7 @@ extern "C" int cpullm_selftest(char* report, size_t n) {
   test_quantize(r, rng);
   test_matmul(r, rng);
   test_attention(r, rng);
+  test_ops(r, rng);
   r.line(fmt("%g checks, %g failed", r.checks, r.failures));
   if (report && n > 0) {
     std::strncpy(report, r.text.c_str(), n - 1);

@@ -12,12 +12,17 @@
 #define CPULLM_FAST_ATTENTION_DECL                                                                        \
   bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv, \
                        float scale, float* out, int64_t i0, int64_t i1);
+#define CPULLM_FAST_OPS_DECL                                                         \
+  void silu_mul(const float* g, const float* u, float* y, int64_t n);              \
+  void softmax(float* x, int64_t n);                                               \
+  void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps);
 
 namespace cpullm {
 #if CPULLM_KSET_AVX2
 namespace avx2 {
 CPULLM_FAST_MATMUL_DECL
 CPULLM_FAST_QUANT_DECL
+CPULLM_FAST_OPS_DECL
 CPULLM_FAST_ATTENTION_DECL
 // The x86 packed layout (matmul/x86_packed.h), read by every x86 kernel set.
 int64_t packed_bytes(const Matrix& W);
@@ -52,6 +57,7 @@ bool usable();
 namespace neon {
 CPULLM_FAST_MATMUL_DECL
 CPULLM_FAST_QUANT_DECL
+CPULLM_FAST_OPS_DECL
 CPULLM_FAST_ATTENTION_DECL
 }
 #endif

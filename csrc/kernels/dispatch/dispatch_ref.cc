@@ -135,12 +135,36 @@ void dequant_row(const Matrix& W, int64_t r, float* y) {
 
 void dequantize(DType type, const void* data, int64_t n, float* y) { ref::dequantize(type, data, n, y); }
 
+// The row ops' vector copies (ops/ops_vec.h); AVX-512 gains nothing over AVX2 for these 8-float vectors.
+#if CPULLM_KSET_AVX2
+namespace ops_set = avx2;
+#elif CPULLM_KSET_NEON
+namespace ops_set = neon;
+#endif
+
 void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps) {
+#if CPULLM_KSET_AVX2 || CPULLM_KSET_NEON
+  ops_set::rmsnorm(x, w, y, rows, n, eps);
+#else
   ref::rmsnorm(x, w, y, rows, n, eps);
+#endif
 }
-void silu_mul(const float* g, const float* u, float* y, int64_t n) { ref::silu_mul(g, u, y, n); }
+void silu_mul(const float* g, const float* u, float* y, int64_t n) {
+#if CPULLM_KSET_AVX2 || CPULLM_KSET_NEON
+  ops_set::silu_mul(g, u, y, n);
+#else
+  ref::silu_mul(g, u, y, n);
+#endif
+}
+// Compiled with the variant's flags, the reference loop is already vectorized.
 void add(const float* a, const float* b, float* y, int64_t n) { ref::add(a, b, y, n); }
-void softmax(float* x, int64_t n) { ref::softmax(x, n); }
+void softmax(float* x, int64_t n) {
+#if CPULLM_KSET_AVX2 || CPULLM_KSET_NEON
+  ops_set::softmax(x, n);
+#else
+  ref::softmax(x, n);
+#endif
+}
 int64_t argmax(const float* x, int64_t n) { return ref::argmax(x, n); }
 void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const int32_t* pos,
           const RopeParams& p) {
