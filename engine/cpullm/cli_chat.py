@@ -83,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
             messages.pop()
             print(f"cpullm: {error}. Type /reset to start a new conversation.", file=sys.stderr)
             continue
+        except KeyboardInterrupt:  # before the answer started: forget the message
+            messages.pop()
+            print("\n(answer stopped)", file=sys.stderr)
+            continue
         _write("\n")
         messages.append({"role": "assistant", "content": answer.text})
         if answer.finish_reason == "interrupted":

@@ -139,7 +139,7 @@ def fail(message: object) -> int:
 
 
 def user_errors_exit_1(run: Command) -> Command:
-    """Turn the engine's refusals into one error line and exit status 1."""
+    """Turn the engine's refusals into one error line and exit status 1 (Ctrl-C: 130, no traceback)."""
 
     @functools.wraps(run)
     def guarded(args: argparse.Namespace) -> int:
@@ -147,6 +147,9 @@ def user_errors_exit_1(run: Command) -> Command:
             return run(args)
         except USER_ERRORS as error:
             return fail(error)
+        except KeyboardInterrupt:  # e.g. while the model loads: stop quietly, as shells expect
+            print(file=sys.stderr)
+            return 130
 
     return guarded
 
