@@ -158,10 +158,12 @@ def install_commands(best: Candidate, python: str, with_deps: bool) -> list[list
     commands = []
     if others:
         commands.append([*pip, "uninstall", "-y", *others])
-    install = [*pip, "install", "--disable-pip-version-check", "--force-reinstall"]
-    if not with_deps:
-        install.append("--no-deps")
-    commands.append([*install, str(best.path)])
+    # Replace the cpullm files even at an equal version (a rebuilt wheel), without reinstalling the
+    # dependencies; then let pip add whatever dependencies are missing.
+    install = [*pip, "install", "--disable-pip-version-check"]
+    commands.append([*install, "--force-reinstall", "--no-deps", str(best.path)])
+    if with_deps:
+        commands.append([*install, str(best.path)])
     return commands
 
 

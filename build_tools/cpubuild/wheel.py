@@ -216,7 +216,7 @@ def _run_backend(
     return out / name
 
 
-def _rename_dist_info(tree: Path, new: naming.WheelName, isa: str) -> None:
+def _rename_dist_info(tree: Path, new: naming.WheelName) -> None:
     """Give the unpacked wheel its final name and version (dist-info folder and METADATA)."""
     old = next(tree.glob("*.dist-info"))
     target = tree / new.dist_info
@@ -278,7 +278,7 @@ def finalize(
         version = raw_name.version.split("+")[0]
         dist, full_version = naming.identity(version, target.isa, name_style)
         new = naming.WheelName(naming.escape(dist), full_version, raw_name.python, raw_name.abi, tag)
-        _rename_dist_info(tree, new, target.isa)
+        _rename_dist_info(tree, new)
         needles = sorted({str(source.resolve()), str(build_dir.resolve()), str(Path.home())})
         leaks = reproducible.leaked_paths(tree, needles)
         out = reproducible.write_wheel(tree, new.dist_info, out_dir / new.filename, epoch)

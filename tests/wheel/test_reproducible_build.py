@@ -13,15 +13,17 @@ from cpubuild import wheel
 pytestmark = [x86_host, pytest.mark.slow]
 
 
-def _clone(dest):
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(REPO), str(dest)], check=True, timeout=300)
+def _clone(origin, dest):
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(origin), str(dest)], check=True, timeout=300)
     return dest
 
 
 def test_same_commit_in_two_folders_gives_identical_bytes(tmp_path):
+    # The second clone is made from the first, so both hold one commit even if main moves meanwhile.
+    first = _clone(REPO, tmp_path / "first-clone")
+    second = _clone(first, tmp_path / "second" / "deeper" / "clone")
     results = []
-    for name in ("first-clone", "second/deeper/clone"):
-        source = _clone(tmp_path / name)
+    for source in (first, second):
         target = wheel.WheelTarget("x86_64", "avx2")
         results.append(
             wheel.build(
