@@ -70,3 +70,18 @@ def test_forcing_a_variant_works_and_is_refused_when_the_cpu_cannot_run_it(porta
         "CPULLM_ISA=avx512_vnni: this CPU cannot run the avx512_vnni variant; missing: avx512f"
         in refused.stderr
     )
+
+
+def test_cpullm_command_explains_the_refusal_on_haswell(avx512_venv):
+    """The console script starts even where the variant is refused, so `cpullm info` can say why."""
+    script = avx512_venv.parent / "cpullm"
+    result = _run(avx512_venv, "Haswell", str(script), "info")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert (
+        "error:     this cpullm wheel cannot run on this CPU (x86_64): avx512 needs avx512f" in result.stdout
+    )
+    host_line = next(line for line in result.stdout.splitlines() if line.startswith("host:"))
+    assert "avx2" in host_line.split() or "avx2," in host_line.split()
+    assert "avx512f" not in host_line
+    other = _run(avx512_venv, "Haswell", str(script), "generate", "--help")
+    assert other.returncode in (0, 1)  # help, or the refusal; never 132 (SIGILL)
