@@ -305,7 +305,9 @@ def build(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     on_step("checking the compiler accepts the recipe's flags")
     check_compiler(target, compiler_for(target.arch, compiler), recipes_dir)
-    settings = config_settings(target, source, build_dir, compiler, recipes_dir)
+    # The compiler CMake uses is the one just checked (--compiler or $CPUBUILD_CXX; else CMake's default c++).
+    chosen = compiler or os.environ.get("CPUBUILD_CXX") or None
+    settings = config_settings(target, source, build_dir, chosen, recipes_dir)
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(reproducible.source_date_epoch(source)))
     if target.arch != host_arch():
         env["_PYTHON_HOST_PLATFORM"] = f"linux-{target.arch}"  # the wheel's platform tag
