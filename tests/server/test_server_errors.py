@@ -112,3 +112,20 @@ def test_body_without_json_content_type_says_so(http):
     )
     error = _error(response, 400)
     assert "Content-Type: application/json" in error["message"]
+
+
+def test_explicit_nulls_from_clients_mean_the_defaults(http):
+    body = {"prompt": "hello", "max_tokens": 2, "n": None, "stream": None, "echo": None, "ignore_eos": None,
+            "temperature": None, "stop": None, "logprobs": None}  # fmt: skip
+    response = http.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "logprobs": None, "n": None}
+    assert http.post("/v1/chat/completions", json=chat).status_code == 200
+
+
+def test_json_mode_is_refused_not_ignored(http):
+    body = {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}
+    error = _error(http.post("/v1/chat/completions", json=body), 400)
+    assert error["param"] == "response_format"
+    plain = {**body, "response_format": {"type": "text"}, "max_tokens": 2}
+    assert http.post("/v1/chat/completions", json=plain).status_code == 200

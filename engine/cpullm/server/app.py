@@ -107,8 +107,9 @@ def _add_health_routes(app: FastAPI, state: ServerState) -> None:
         return JSONResponse(not_ready(), status_code=503)
 
     @app.get("/v2/health/live")
-    async def live() -> dict[str, bool]:
-        return {"live": True}
+    async def live() -> JSONResponse:
+        alive = state.engine.alive
+        return JSONResponse({"live": alive}, status_code=200 if alive else 503)
 
     @app.get("/v2/health/ready")
     async def ready() -> JSONResponse:

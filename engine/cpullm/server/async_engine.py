@@ -86,7 +86,12 @@ class AsyncEngine:
 
     @property
     def ready(self) -> bool:
-        return self.state == "ready"
+        return self.state == "ready" and self.alive
+
+    @property
+    def alive(self) -> bool:
+        """False once the engine thread has ended (failed load, or stopped): the process is no use."""
+        return self._thread is None or self._thread.is_alive()
 
     # ---- requests (event loop side) ----
     def submit(
@@ -135,10 +140,14 @@ class AsyncEngine:
                 if self._stop:
                     break
                 commands, self._commands = self._commands, _Commands()
-            self._apply(commands)
-            if self.engine.has_work():
-                self._step()
-            self._publish_stats()
+            try:
+                self._apply(commands)
+                if self.engine.has_work():
+                    self._step()
+                self._publish_stats()
+            except Exception as e:  # a bug must not kill the thread silently: fail what is running
+                log.exception("the engine loop failed")
+                self._fail_all(e)
         self.state = "stopped"
 
     def _has_commands(self) -> bool:
@@ -151,7 +160,7 @@ class AsyncEngine:
         for request in commands.adds:
             try:
                 engine.add_request(request.request_id, request.prompt_ids, request.params)
-            except ValueError as e:
+            except Exception as e:  # ValueError: bad input (a 400); anything else: a bug (a 500)
                 results.append((request.accepted, e))
                 continue
             self._requests[request.request_id] = request

@@ -161,7 +161,7 @@ def _encode_chat(ctx: ModelContext, body: ChatCompletionRequest) -> list[int]:
         )
     messages = [m.as_template_message(i) for i, m in enumerate(body.messages)]
     try:
-        ids = ctx.chat_template.encode(ctx.tokenizer, messages, body.add_generation_prompt)
+        ids = ctx.chat_template.encode(ctx.tokenizer, messages, body.add_generation_prompt is not False)
     except ChatTemplateError as e:
         raise bad_request(str(e), param="messages") from e
     return _check_token_ids(ids, ctx.vocab_size)
@@ -329,7 +329,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     params = body.sampling_params(max_tokens, body.requested_logprobs())
     gen = await _start(state, [prompt], [params])
     response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    want_logprobs = body.logprobs
+    want_logprobs = bool(body.logprobs)
     if body.stream:
         head = {"id": response_id, "object": "chat.completion.chunk", "created": created,
                 "model": state.served_model_name}  # fmt: skip

@@ -29,8 +29,8 @@ class _Sampling(BaseModel):
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    n: int = 1
-    stream: bool = False
+    n: int | None = 1
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     presence_penalty: float | None = None
@@ -42,17 +42,23 @@ class _Sampling(BaseModel):
     top_k: int | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
-    ignore_eos: bool = False
+    ignore_eos: bool | None = False
     stop_token_ids: list[int] | None = None
-    skip_special_tokens: bool = True
+    skip_special_tokens: bool | None = True
+    response_format: dict[str, Any] | None = None
 
     def check_supported(self) -> None:
-        if self.n != 1:
+        if self.n not in (None, 1):
             raise bad_request("Only n=1 is supported; send several requests instead.", param="n")
         if self.logit_bias:
             raise bad_request("logit_bias is not supported by this server.", param="logit_bias")
         if self.stream_options is not None and not self.stream:
             raise bad_request("stream_options is only allowed with stream=true.", param="stream_options")
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            raise bad_request(
+                "response_format other than text (JSON mode, JSON schema) is not supported by this server.",
+                param="response_format",
+            )
 
     @property
     def include_usage(self) -> bool:
@@ -90,7 +96,7 @@ Prompt = str | list[str] | list[int] | list[list[int]]
 class CompletionRequest(_Sampling):
     prompt: Prompt
     logprobs: int | None = None
-    echo: bool = False
+    echo: bool | None = False
     suffix: str | None = None
     best_of: int | None = None
 
@@ -142,10 +148,10 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
-    logprobs: bool = False
+    logprobs: bool | None = False
     top_logprobs: int | None = None
     tools: list[dict[str, Any]] | None = None
-    add_generation_prompt: bool = True
+    add_generation_prompt: bool | None = True
 
     def check_supported(self) -> None:
         super().check_supported()
