@@ -1,5 +1,8 @@
 // The model C ABI (cpullm/model.h) over csrc/model/: exceptions become -1/NULL plus cpullm_last_error().
+#include <algorithm>
+#include <cstring>
 #include <exception>
+#include <string>
 #include <memory>
 #include <new>
 #include <vector>
@@ -60,6 +63,7 @@ cpullm_model* cpullm_model_create(const cpullm_model_config* config, const cpull
         c.rope_dims = config->rope_dims;
         c.rope_theta = config->rope_theta;
         c.rope_freq_scale = config->rope_freq_scale;
+        c.release_packed_sources = config->release_packed_sources != 0;
         std::vector<cpullm::TensorRef> refs;
         refs.reserve(static_cast<size_t>(n_tensors));
         for (int32_t i = 0; i < n_tensors; ++i) {
@@ -87,6 +91,19 @@ void cpullm_model_free(cpullm_model* model) { delete model; }
 
 int64_t cpullm_model_repacked_bytes(const cpullm_model* model) {
   return model ? model->model->repacked_bytes() : -1;
+}
+
+size_t cpullm_model_packed_names(const cpullm_model* model, char* buf, size_t n) {
+  std::string names;
+  if (model != nullptr) {
+    for (const std::string& name : model->model->packed_names()) names += (names.empty() ? "" : ",") + name;
+  }
+  if (buf != nullptr && n > 0) {
+    const size_t k = std::min(names.size(), n - 1);
+    std::memcpy(buf, names.data(), k);
+    buf[k] = '\0';
+  }
+  return names.size();
 }
 
 cpullm_kv* cpullm_kv_create(const cpullm_model* model, int32_t n_blocks, int32_t block_size, int32_t kv_type) {

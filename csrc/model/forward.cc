@@ -11,6 +11,9 @@
 namespace cpullm {
 namespace {
 
+// Weight rows per work unit: a multiple of the kernels' row tiles, so thread boundaries fall on tiles.
+constexpr int64_t kRowGrain = 16;
+
 template <class V>
 void grow(V& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
@@ -59,23 +62,33 @@ void check_batch(const Model& model, const KVStore& kv, const int32_t* tokens, c
 }  // namespace
 
 void Forward::project(const Projection& p, const float* X, int64_t T, float* Y) {
-  ThreadPool* pool = global_pool();
-  const int64_t ldy = p.out_dim();
-  int64_t col = 0;
-  bool prepared = false;
+  // Quantize X once for all parts (every quantized type takes the same ActBlocks); float parts read X.
+  const void* Xq = X;
   for (const Matrix& W : p.parts) {
-    const void* Xq = X;
     if (uses_act_blocks(W.type)) {
-      // All quantized types take the same ActBlocks, so the parts share one quantization of X.
-      if (!prepared) {
-        grow(xq_, act_row_bytes(W.type, W.cols) * T);
-        prepare_act(W.type, X, T, W.cols, xq_.data());
-        prepared = true;
-      }
+      grow(xq_, act_row_bytes(W.type, W.cols) * T);
+      prepare_act(W.type, X, T, W.cols, xq_.data());
       Xq = xq_.data();
+      break;
     }
-    matmul_prepared(W, Xq, T, Y + col, ldy, pool);
-    col += W.rows;
+  }
+  // One threaded loop over the rows of all parts together: one barrier for Q, K and V.
+  const int64_t ldy = p.out_dim();
+  auto rows = [&](int64_t r0, int64_t r1) {
+    int64_t first = 0;
+    for (const Matrix& W : p.parts) {
+      const int64_t lo = std::max(r0, first), hi = std::min(r1, first + W.rows);
+      if (lo < hi) {
+        matmul_rows(W, uses_act_blocks(W.type) ? Xq : X, T, Y + first, ldy, lo - first, hi - first);
+      }
+      first += W.rows;
+    }
+  };
+  ThreadPool* pool = global_pool();
+  if (pool == nullptr || pool->size() == 1) {
+    rows(0, ldy);
+  } else {
+    pool->parallel_for(ldy, kRowGrain, rows);
   }
 }
 

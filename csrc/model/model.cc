@@ -1,6 +1,11 @@
-// Model construction: find and check every tensor, fuse projections, allocate the paged KV cache.
+// Model construction: find and check every tensor, repack weights for the fast path, allocate the KV cache.
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <stdexcept>
+
+#include <sys/mman.h>
+#include <unistd.h>
 #include <unordered_map>
 
 #include "model/model.h"
@@ -31,6 +36,15 @@ Matrix matrix(const TensorMap& map, const std::string& name, int64_t rows, int64
                              dtype_name(t.type) + "'s block size");
   }
   return Matrix{t.type, rows, cols, t.data};
+}
+
+// Drop the whole pages inside [data, data + bytes) from this process's memory (file-backed: they are read
+// back from the file if touched again). Keeps the model's resident size near the packed weights alone.
+void release_pages(const void* data, int64_t bytes) {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(data) + static_cast<uintptr_t>(bytes)) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 }  // namespace
@@ -67,28 +81,25 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
     dequantize(t.type, t.data, n, out);
     return out;
   };
-  // Concatenate the rows of matrices of one type into a single matrix (one product instead of several).
-  auto fuse = [&](std::vector<Matrix> parts) -> Projection {
-    for (const Matrix& m : parts) {
-      if (m.type != parts[0].type) return Projection{std::move(parts)};
-    }
-    int64_t rows = 0, bytes = 0;
-    for (const Matrix& m : parts) {
-      rows += m.rows;
-      bytes += m.rows * row_bytes(m.type, m.cols);
-    }
+  // Repack a product's weights once into the layout this variant's fast path prefers, if it has one.
+  auto packed = [&](Matrix W, const std::string& name) -> Matrix {
+    const int64_t bytes = packed_bytes(W);
+    if (bytes <= 0) return W;
     owned_.emplace_back(static_cast<size_t>(bytes));
-    uint8_t* out = owned_.back().data();
-    for (const Matrix& m : parts) {
-      const int64_t n = m.rows * row_bytes(m.type, m.cols);
-      std::memcpy(out, m.data, static_cast<size_t>(n));
-      out += n;
-    }
-    return Projection{{Matrix{parts[0].type, rows, parts[0].cols, owned_.back().data()}}};
+    repack(W, owned_.back().data());
+    W.packed = owned_.back().data();
+    packed_names_.push_back(name);
+    if (cfg.release_packed_sources) release_pages(W.data, W.rows * row_bytes(W.type, W.cols));
+    return W;
+  };
+  auto weight = [&](const std::string& name, int64_t rows, int64_t cols) {
+    return packed(matrix(map, name, rows, cols), name);
   };
 
   token_embd_ = matrix(map, "token_embd.weight", cfg.vocab_size, d);
-  output_ = map.count("output.weight") ? matrix(map, "output.weight", cfg.vocab_size, d) : token_embd_;
+  // Tied embeddings: the output product reads a packed copy, the embedding lookup the original rows.
+  output_ = map.count("output.weight") ? weight("output.weight", cfg.vocab_size, d)
+                                       : packed(token_embd_, "token_embd.weight");
   output_norm_ = vec("output_norm.weight", d);
   if (map.count("rope_freqs.weight")) rope_freqs_ = vec("rope_freqs.weight", cfg.rope_dims / 2);
   const bool bias = map.count("blk.0.attn_q.bias") > 0;
@@ -98,8 +109,8 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
     const std::string p = "blk." + std::to_string(i) + ".";
     Layer& L = layers_[static_cast<size_t>(i)];
     L.attn_norm = vec(p + "attn_norm.weight", d);
-    L.qkv = fuse({matrix(map, p + "attn_q.weight", q, d), matrix(map, p + "attn_k.weight", kv, d),
-                  matrix(map, p + "attn_v.weight", kv, d)});
+    L.qkv = Projection{{weight(p + "attn_q.weight", q, d), weight(p + "attn_k.weight", kv, d),
+                        weight(p + "attn_v.weight", kv, d)}};
     L.bqkv = nullptr;
     if (bias) {
       owned_.emplace_back(static_cast<size_t>(q + 2 * kv) * sizeof(float));
@@ -109,27 +120,12 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
       std::memcpy(b + q + kv, vec(p + "attn_v.bias", kv), kv * sizeof(float));
       L.bqkv = b;
     }
-    L.wo = matrix(map, p + "attn_output.weight", d, q);
+    L.wo = weight(p + "attn_output.weight", d, q);
     L.ffn_norm = vec(p + "ffn_norm.weight", d);
-    L.gate_up = fuse({matrix(map, p + "ffn_gate.weight", ff, d), matrix(map, p + "ffn_up.weight", ff, d)});
-    L.wdown = matrix(map, p + "ffn_down.weight", d, ff);
+    L.gate_up = Projection{{weight(p + "ffn_gate.weight", ff, d), weight(p + "ffn_up.weight", ff, d)}};
+    L.wdown = weight(p + "ffn_down.weight", d, ff);
   }
 
-  // Repack every product's weights once into the layout this variant's fast path prefers.
-  auto pack = [&](Matrix& W) {
-    const int64_t bytes = packed_bytes(W);
-    if (bytes <= 0) return;
-    owned_.emplace_back(static_cast<size_t>(bytes));
-    repack(W, owned_.back().data());
-    W.packed = owned_.back().data();
-  };
-  for (Layer& L : layers_) {
-    for (Matrix& W : L.qkv.parts) pack(W);
-    for (Matrix& W : L.gate_up.parts) pack(W);
-    pack(L.wo);
-    pack(L.wdown);
-  }
-  pack(output_);
 }
 
 int64_t Model::repacked_bytes() const {
@@ -150,22 +146,26 @@ KVStore::KVStore(const ModelConfig& cfg, int32_t n_blocks, int32_t block_size, D
   const int64_t elem = type == DType::F16 ? 2 : 4;
   block_stride_ = static_cast<int64_t>(block_size) * cfg.n_kv_heads * cfg.head_dim * elem;
   layer_stride_ = block_stride_ * n_blocks;
-  k_.assign(static_cast<size_t>(layer_stride_ * cfg.n_layers), 0);
-  v_.assign(static_cast<size_t>(layer_stride_ * cfg.n_layers), 0);
+  // calloc, not a zero-filled vector: large zeroed blocks come from the OS untouched, so a big cache
+  // cap costs memory only as sequences fill it.
+  bytes_ = layer_stride_ * cfg.n_layers;
+  k_.reset(static_cast<uint8_t*>(std::calloc(static_cast<size_t>(bytes_), 1)));
+  v_.reset(static_cast<uint8_t*>(std::calloc(static_cast<size_t>(bytes_), 1)));
+  if (!k_ || !v_) throw std::bad_alloc();
 }
 
 KVCache KVStore::view(int32_t layer, const int32_t* block_table) const {
-  auto* k = const_cast<uint8_t*>(k_.data()) + layer * layer_stride_;
-  auto* v = const_cast<uint8_t*>(v_.data()) + layer * layer_stride_;
+  uint8_t* k = k_.get() + layer * layer_stride_;
+  uint8_t* v = v_.get() + layer * layer_stride_;
   return KVCache{type_, block_size_, n_kv_heads_, head_dim_, k, v, block_table};
 }
 
 void KVStore::copy_block(int32_t src, int32_t dst) {
   for (int32_t l = 0; l < n_layers_; ++l) {
     const int64_t base = l * layer_stride_;
-    std::memcpy(k_.data() + base + dst * block_stride_, k_.data() + base + src * block_stride_,
+    std::memcpy(k_.get() + base + dst * block_stride_, k_.get() + base + src * block_stride_,
                 static_cast<size_t>(block_stride_));
-    std::memcpy(v_.data() + base + dst * block_stride_, v_.data() + base + src * block_stride_,
+    std::memcpy(v_.get() + base + dst * block_stride_, v_.get() + base + src * block_stride_,
                 static_cast<size_t>(block_stride_));
   }
 }

@@ -1,13 +1,14 @@
 // The transformer (Llama family: llama, mistral, qwen2) over the kernel library.
 //
 // A Model borrows the weights (GGUF-layout bytes, usually the memory-mapped file) and owns only what it
-// repacks at load: Q, K and V rows fused into one matrix, and gate and up fused into another, so a layer
-// is four matrix products. A KVStore owns the paged KV cache: per layer, a pool of fixed-size blocks of
+// repacks at load: each product's weights in the layout the variant's fast path prefers. Q/K/V (and
+// gate/up) read the same input, so each group runs as one threaded product over all their rows. A KVStore owns the paged KV cache: per layer, a pool of fixed-size blocks of
 // `block_size` tokens that the sequences of a batch index through their own block tables.
 #ifndef CPULLM_MODEL_MODEL_H
 #define CPULLM_MODEL_MODEL_H
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,7 @@ struct ModelConfig {
   int32_t rope_dims = 0;
   float rope_theta = 10000.0f;
   float rope_freq_scale = 1.0f;
+  bool release_packed_sources = false;  // weights are a file mapping: drop a tensor's pages once packed
 
   int32_t q_dim() const { return n_heads * head_dim; }
   int32_t kv_dim() const { return n_kv_heads * head_dim; }
@@ -43,8 +45,7 @@ struct TensorRef {
   const void* data;
 };
 
-// Several weight matrices applied to the same input, their outputs side by side in one row:
-// one fused matrix when the parts share a type (the usual case), else each part on its own.
+// Several weight matrices applied to the same input, their outputs side by side in one row.
 struct Projection {
   std::vector<Matrix> parts;  // each [rows_i, d_in]; output columns of part i start at Σ rows_<i
   int64_t out_dim() const;
@@ -73,6 +74,9 @@ class Model {
   const float* rope_freqs() const { return rope_freqs_; }
   // Bytes this model allocated for repacked weights.
   int64_t repacked_bytes() const;
+  // Tensors whose products read only the packed copy: the caller may release their original pages
+  // (a mapped file's pages can be dropped and would be read back if ever touched).
+  const std::vector<std::string>& packed_names() const { return packed_names_; }
 
  private:
   ModelConfig cfg_;
@@ -81,7 +85,8 @@ class Model {
   Matrix output_{};
   const float* output_norm_ = nullptr;
   const float* rope_freqs_ = nullptr;
-  std::vector<std::vector<uint8_t>> owned_;  // fused weight matrices and f32 copies of biases
+  std::vector<std::vector<uint8_t>> owned_;  // packed weights, f32 copies of small vectors
+  std::vector<std::string> packed_names_;
 };
 
 // The paged KV cache of every layer: n_blocks blocks of block_size tokens per layer, K and V.
@@ -95,14 +100,18 @@ class KVStore {
   KVCache view(int32_t layer, const int32_t* block_table) const;
   // Copy physical block src to dst in every layer (copy-on-write of a shared prefix block).
   void copy_block(int32_t src, int32_t dst);
-  int64_t bytes() const { return static_cast<int64_t>(k_.size() + v_.size()); }
+  int64_t bytes() const { return 2 * bytes_; }
 
  private:
   int32_t n_blocks_, block_size_, n_kv_heads_, head_dim_, n_layers_;
   DType type_;
   int64_t layer_stride_;  // bytes of one layer's pool
   int64_t block_stride_;  // bytes of one block
-  std::vector<uint8_t> k_, v_;
+  int64_t bytes_;         // bytes of each pool (all layers)
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t[], Free> k_, v_;
 };
 
 // One sequence's share of a step: n_tokens new tokens at positions pos0 .. pos0 + n_tokens - 1, whose

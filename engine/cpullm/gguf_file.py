@@ -272,8 +272,10 @@ class GGUFFile:
         tensors: dict[str, GGUFTensor],
         alignment: int,
         data_offset: int,
+        mapping: mmap.mmap | None = None,
     ) -> None:
         self.path = path
+        self.mapping = mapping  # the file's memory map (None for in-memory data)
         self.version = version
         self.metadata = metadata
         self.tensors = tensors
@@ -304,7 +306,7 @@ class GGUFFile:
             offset = data_offset + info.rel_offset
             data = _tensor_view(buf, info, offset, path)
             tensors[info.name] = GGUFTensor(info.name, info.type, info.ne, offset, data)
-        return cls(path, version, metadata, tensors, alignment, data_offset)
+        return cls(path, version, metadata, tensors, alignment, data_offset, buf)
 
     @property
     def architecture(self) -> str:

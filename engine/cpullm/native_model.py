@@ -47,6 +47,7 @@ class _Config(ctypes.Structure):
         ("rope_dims", ctypes.c_int32),
         ("rope_theta", ctypes.c_float),
         ("rope_freq_scale", ctypes.c_float),
+        ("release_packed_sources", ctypes.c_int32),
     ]
 
 
@@ -91,6 +92,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.cpullm_model_free.restype = None
     lib.cpullm_model_repacked_bytes.argtypes = [p]
     lib.cpullm_model_repacked_bytes.restype = ctypes.c_int64
+    lib.cpullm_model_packed_names.argtypes = [p, ctypes.c_char_p, ctypes.c_size_t]
+    lib.cpullm_model_packed_names.restype = ctypes.c_size_t
     lib.cpullm_kv_create.argtypes = [p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
     lib.cpullm_kv_create.restype = p
     lib.cpullm_kv_free.argtypes = [p]
@@ -164,6 +167,9 @@ class NativeModel:
             rope_dims=c.rope_dim,
             rope_theta=c.rope_theta,
             rope_freq_scale=1.0 / c.rope_scale,
+            # The tensors are views of the file's read-only mapping: once repacked, the native side may
+            # drop their pages so the weights are not resident twice.
+            release_packed_sources=int(model_file.gguf.mapping is not None),
         )
         tensors = list(model_file.gguf.tensors.values())
         refs = (_Tensor * len(tensors))()
@@ -177,6 +183,13 @@ class NativeModel:
         if not self.handle:
             raise NativeError(f"{model_file.gguf.path}: {_error(self.lib)}")
         self._logits = np.empty((0, c.vocab_size), dtype=np.float32)
+
+    def packed_names(self) -> list[str]:
+        """Tensors whose products read only the native packed copy."""
+        need = self.lib.cpullm_model_packed_names(self.handle, None, 0)
+        buf = ctypes.create_string_buffer(need + 1)
+        self.lib.cpullm_model_packed_names(self.handle, buf, need + 1)
+        return [n for n in buf.value.decode().split(",") if n]
 
     @property
     def repacked_bytes(self) -> int:

@@ -161,3 +161,17 @@ def test_smollm2_answers_paris_and_tracks_the_float_reference(smollm2_path, lib)
         logits = nm.step(cache, [SeqChunk([out[-1]], pos, table)])
         pos += 1
     assert tok.decode(out).startswith("The capital of France is Paris.")
+
+
+def test_products_run_from_packed_weights_and_results_do_not_change(tmp_path, lib, native_lib_dir):
+    from cpullm import _native
+
+    path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(weight_type=QT.Q4_1, embed_type=QT.Q8_0))
+    mf, nm = _model(path, lib)
+    if nm.repacked_bytes == 0:
+        pytest.skip(f"the {lib.cpullm_variant_name().decode()} variant has no packed layout")
+    names = set(nm.packed_names())
+    assert {"blk.0.attn_q.weight", "blk.1.ffn_down.weight", "token_embd.weight"} <= names
+    assert "blk.0.attn_norm.weight" not in names
+    generic = NativeModel(mf, _native.load_variant(_native.select(native_lib_dir, forced="generic")))
+    assert _rel_err(_prefill(nm, TOKENS), _prefill(generic, TOKENS)) < 1e-4

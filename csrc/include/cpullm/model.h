@@ -20,6 +20,10 @@ typedef struct {
   int32_t rope_dims;
   float rope_theta;
   float rope_freq_scale; /* 1 / linear scaling factor */
+  /* 1 when the tensors' bytes are a read-only file mapping: after repacking a tensor, its pages are
+   * dropped from memory (madvise DONTNEED; a stray read pages them back in from the file), so the
+   * weights are not held twice. Must be 0 for any other memory, which DONTNEED would zero. */
+  int32_t release_packed_sources;
 } cpullm_model_config;
 
 /* A tensor by GGUF name ("blk.0.attn_q.weight"), ggml type id, rows x cols (cols = GGUF ne[0]) and its
@@ -38,8 +42,11 @@ typedef struct cpullm_kv cpullm_kv;
 CPULLM_API cpullm_model* cpullm_model_create(const cpullm_model_config* config, const cpullm_tensor* tensors,
                                              int32_t n_tensors);
 CPULLM_API void cpullm_model_free(cpullm_model* model);
-/* Bytes the model allocated for repacked (fused) weights. */
+/* Bytes the model allocated for repacked weights. */
 CPULLM_API int64_t cpullm_model_repacked_bytes(const cpullm_model* model);
+/* Names of the tensors whose products read a packed copy, comma separated. Buffer convention of
+ * cpullm_probe_usable: writes at most n bytes including the NUL, returns the full length. */
+CPULLM_API size_t cpullm_model_packed_names(const cpullm_model* model, char* buf, size_t n);
 
 /* The KV cache: n_blocks blocks of block_size tokens, in every layer; kv_type 0 = F32, 1 = F16. */
 CPULLM_API cpullm_kv* cpullm_kv_create(const cpullm_model* model, int32_t n_blocks, int32_t block_size,
