@@ -229,16 +229,19 @@ async def _collect_unless_disconnected(gen: Generation, request: Request) -> lis
 
 
 class SSEResponse(StreamingResponse):
-    """A stream whose generator is always closed (so it aborts its requests) when the client leaves."""
+    """A stream that aborts its requests however it ends: finished, failed, or the client left
+    (even before the first byte, when the generator never started and its own cleanup cannot run)."""
 
-    def __init__(self, content: AsyncIterator[str]) -> None:
+    def __init__(self, content: AsyncIterator[str], gen: Generation) -> None:
         super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         self._content = content
+        self._gen = gen
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
+            self._gen.close()
             aclose: Callable[[], Any] | None = getattr(self._content, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -276,7 +279,7 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
     }
     want_logprobs = body.logprobs is not None
     if body.stream:
-        return SSEResponse(_completion_stream(gen, ctx, head, want_logprobs, body.include_usage))
+        return SSEResponse(_completion_stream(gen, ctx, head, want_logprobs, body.include_usage), gen)
     results = await _collect_unless_disconnected(gen, request)
     choices = [
         {
@@ -333,7 +336,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     if body.stream:
         head = {"id": response_id, "object": "chat.completion.chunk", "created": created,
                 "model": state.served_model_name}  # fmt: skip
-        return SSEResponse(_chat_stream(gen, ctx, head, want_logprobs, body.include_usage))
+        return SSEResponse(_chat_stream(gen, ctx, head, want_logprobs, body.include_usage), gen)
     (result,) = await _collect_unless_disconnected(gen, request)
     choice = {
         "index": 0,
