@@ -40,7 +40,7 @@ class VerifyReport:
     variant: str | None = None
     reason: str | None = None
     selftest: dict[str, Any] | None = None
-    generation: str | None = None
+    generation: str = "not run"
     error: str | None = None
     steps: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -113,8 +113,25 @@ def short_generation(python: list[str], env: dict[str, str], cwd: Path) -> str |
     return None
 
 
+def _qemu(arch: str, wheel: Path) -> str:
+    qemu = shutil.which(f"qemu-{arch}")
+    if qemu is None:
+        raise VerifyError(f"verifying {wheel.name} needs qemu-{arch}; install qemu-user")
+    return qemu
+
+
+def _finish(
+    report: VerifyReport, python: list[str], env: dict[str, str], tmp: Path, allow_refusal: bool
+) -> None:
+    """Run `cpullm info --selftest` with `python` (a command: maybe qemu + interpreter) and judge it."""
+    _read_info(report, _run(report, [*python, *INFO_COMMAND], cwd=tmp, env=env))
+    if not report.ok and allow_refusal and _refused_cleanly(report, python, env, tmp):
+        report.ok, report.refused = True, True
+        report.generation = "not run: this CPU cannot run the wheel (refused at import, as it must be)"
+
+
 def _verify_in_venv(
-    report: VerifyReport, wheel: Path, tmp: Path, with_deps: bool, allow_refusal: bool
+    report: VerifyReport, wheel: Path, tmp: Path, with_deps: bool, allow_refusal: bool, cpu: str | None
 ) -> None:
     venv = tmp / "venv"
     done = _run(report, [sys.executable, "-m", "venv", "--without-pip", str(venv)])
@@ -129,21 +146,21 @@ def _verify_in_venv(
         lines = [line for line in done.stderr.splitlines() if line.strip()] or ["(no output)"]
         raise VerifyError(f"pip could not install {wheel.name}: {lines[-1].strip()}")
     env = _clean_env()
-    _read_info(report, _run(report, [str(python), *INFO_COMMAND], cwd=tmp, env=env))
-    if not report.ok and allow_refusal and _refused_cleanly(report, [str(python)], env, tmp):
-        report.ok, report.refused = True, True
-        report.generation = "not run: this CPU cannot run the wheel (refused at import, as it must be)"
+    command = [str(python)]
+    if cpu:
+        command = [_qemu(report.arch, wheel), "-cpu", cpu, str(python)]
+        report.how = f"venv, under qemu-{report.arch} -cpu {cpu}"
+    _finish(report, command, env, tmp, allow_refusal)
+    if report.refused or not report.ok:
         return
-    generated = short_generation([str(python)], env, tmp) if report.ok else None
+    generated = short_generation(command, env, tmp)
     report.generation = generated if generated is not None else "not available in this engine version"
 
 
-def _verify_emulated(report: VerifyReport, wheel: Path, tmp: Path, sysroot: Path | None) -> None:
-    qemu = shutil.which(f"qemu-{report.arch}")
-    if qemu is None:
-        raise VerifyError(
-            f"{wheel.name} is for {report.arch}; install qemu-user to verify it on {host_arch()}"
-        )
+def _verify_emulated(
+    report: VerifyReport, wheel: Path, tmp: Path, sysroot: Path | None, allow_refusal: bool, cpu: str | None
+) -> None:
+    qemu = _qemu(report.arch, wheel)
     sysroot = sysroot.resolve() if sysroot else None
     python = sysroot / "usr" / "bin" / "python3.11" if sysroot else None
     if python is None or not python.exists():
@@ -154,19 +171,26 @@ def _verify_emulated(report: VerifyReport, wheel: Path, tmp: Path, sysroot: Path
     site = tmp / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
-    report.how = f"qemu-{report.arch} with {python}"
-    command = [qemu, "-L", str(sysroot), str(python), *INFO_COMMAND]
-    _read_info(report, _run(report, command, cwd=tmp, env=_clean_env(PYTHONPATH=str(site))))
+    cpu_args = ["-cpu", cpu] if cpu else []
+    report.how = f"qemu-{report.arch}" + (f" -cpu {cpu}" if cpu else "") + f" with {python}"
+    command = [qemu, *cpu_args, "-L", str(sysroot), str(python)]
     report.generation = "not run under emulation"
+    _finish(report, command, _clean_env(PYTHONPATH=str(site)), tmp, allow_refusal)
 
 
 def verify(
-    wheel: Path, *, with_deps: bool = True, sysroot: Path | None = None, allow_refusal: bool = False
+    wheel: Path,
+    *,
+    with_deps: bool = True,
+    sysroot: Path | None = None,
+    allow_refusal: bool = False,
+    cpu: str | None = None,
 ) -> VerifyReport:
     """Install `wheel` somewhere fresh and run its import, variant choice and self-test.
 
     `allow_refusal` (for CI runners older than the wheel's target): a wheel this CPU cannot run passes
     when `import cpullm` refuses it with the ImportError that names the missing features.
+    `cpu`: run under `qemu-<arch> -cpu CPU` (e.g. Haswell, cortex-a76), as if on that processor.
     """
     start = time.perf_counter()
     wheel = wheel.resolve()
@@ -179,8 +203,8 @@ def verify(
     report = VerifyReport(wheel, arch, "venv")
     with tempfile.TemporaryDirectory(prefix="cpubuild-verify-") as tmp:
         if arch == host_arch():
-            _verify_in_venv(report, wheel, Path(tmp), with_deps, allow_refusal)
+            _verify_in_venv(report, wheel, Path(tmp), with_deps, allow_refusal, cpu)
         else:
-            _verify_emulated(report, wheel, Path(tmp), sysroot)
+            _verify_emulated(report, wheel, Path(tmp), sysroot, allow_refusal, cpu)
     report.seconds = time.perf_counter() - start
     return report

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 from wheel_support import BUILD_ROOT, QEMU_ARM, REPO, build, clean_env
@@ -73,3 +74,31 @@ def test_x86_verify_refuses_without_a_sysroot(dotprod_wheel):
     done = subprocess.run(command, capture_output=True, text=True, env=clean_env(), cwd=REPO, timeout=120)
     assert done.returncode == 1
     assert "pass --sysroot" in done.stderr and "scripts/arm64-python.sh" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def arm_portable_wheel(tmp_path_factory):
+    return build("all", tmp_path_factory.mktemp("arm-portable"), arch="aarch64")
+
+
+@pytest.mark.parametrize(
+    ("cpu", "expected"), [("cortex-a53", "armv8"), ("cortex-a76", "dotprod"), ("max", "sve")]
+)
+def test_portable_aarch64_wheel_picks_the_variant_of_each_emulated_cpu(
+    arm_portable_wheel, sysroot, cpu, expected
+):
+    from cpubuild.verify import verify
+
+    report = verify(arm_portable_wheel.path, sysroot=Path(sysroot), cpu=cpu)
+    assert report.ok, report.error
+    assert report.variant == expected and report.how.startswith(f"qemu-aarch64 -cpu {cpu}")
+    assert report.selftest["passed"] is True or report.selftest["report"] == "no self-test in this build"
+
+
+def test_tuned_aarch64_wheel_is_refused_cleanly_on_an_older_core(dotprod_wheel, sysroot):
+    from cpubuild.verify import verify
+
+    strict = verify(dotprod_wheel.path, sysroot=Path(sysroot), cpu="cortex-a53")
+    assert not strict.ok and "dotprod needs asimddp" in (strict.error or "")
+    lenient = verify(dotprod_wheel.path, sysroot=Path(sysroot), cpu="cortex-a53", allow_refusal=True)
+    assert lenient.ok and lenient.refused

@@ -189,3 +189,13 @@ def test_install_replaces_another_cpullm_flavour(tmp_path, avx512_wheel):
                           env=clean_env(), cwd=tmp_path)  # fmt: skip
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["build"]["name_style"] == "local"
+
+
+@x86_host
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_verify_as_if_on_haswell(avx512_wheel, portable_wheel):
+    refused = verify(avx512_wheel.path, with_deps=False, cpu="Haswell", allow_refusal=True)
+    assert refused.ok and refused.refused and "avx512 needs avx512f" in (refused.error or "")
+    portable = verify(portable_wheel.path, with_deps=False, cpu="Haswell")
+    assert portable.ok and portable.variant == "avx2" and "qemu-x86_64 -cpu Haswell" in portable.how
