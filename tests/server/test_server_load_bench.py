@@ -1,0 +1,40 @@
+"""The load benchmark's own code, run briefly against the tiny test server (so it cannot rot)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def load_server():
+    spec = importlib.util.spec_from_file_location("load_server", REPO / "benchmarks" / "load_server.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["load_server"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_percentile_interpolates(load_server):
+    assert load_server.percentile([5.0], 99) == 5.0
+    assert load_server.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert load_server.percentile([0.0, 10.0], 99) == pytest.approx(9.9)
+
+
+def test_a_round_counts_every_token(load_server, server):
+    result = asyncio.run(
+        load_server.run_round(server.base_url, "tiny-chat", clients=3, requests=2, max_tokens=6)
+    )
+    assert result.clients == 3 and result.requests == 6
+    assert result.tokens == 6 * 6  # ignore_eos: every request generates max_tokens
+    assert result.tokens_per_s == pytest.approx(result.tokens / result.wall_s)
+    assert 0 < result.ttft_p50_ms <= result.ttft_p99_ms
+    table = load_server.markdown([result])
+    assert table.count("\n") == 2 and "| 3 | 6 | 36 |" in table
