@@ -188,6 +188,7 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
     sys.path.insert(0, str(REPO / "engine"))
     from cpullm.model_file import ModelFile
 
+    load_before = os.getloadavg()[0]  # the machine is shared: the report says how busy it was
     vocab = ModelFile.open(model).config.vocab_size
     tokens = _tokens(N_CTX, vocab)
     tests = [("pp", args.n_prompt), ("tg", args.n_gen)]
@@ -207,7 +208,7 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
                 for test, n in tests:
                     seconds = workers[engine].run(test, n)
                     samples.setdefault((engine, threads, test), []).append(n / seconds)
-            print(f"threads {threads}: repetition {rep + 1}/{args.reps} done", file=sys.stderr)
+            print(f"threads {threads}: {rep + 1}/{args.reps} done", file=sys.stderr)
         for engine, w in workers.items():
             peak[(engine, threads)] = w.finish()
     rows = []
@@ -230,7 +231,9 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": _machine(),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # 1-min, before/after
         "commit": _commit(),
+        "cpullm_lib_dir": env["CPULLM_LIB_DIR"],
         "model": str(model),
         "model_bytes": model.stat().st_size,
         "repetitions": args.reps,
@@ -247,9 +250,10 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
 def markdown(r: dict[str, Any]) -> str:
     mib = 1 << 20
     lines = [
-        f"{r['date']}; {r['machine']}; commit {r['commit']}",
+        f"{r['date']}; {r['machine']}; commit {r['commit']}; "
+        f"1-min load average {r['load_average'][0]} before, {r['load_average'][1]} after",
         f"model {Path(r['model']).name} ({r['model_bytes'] / 1e6:.1f} MB); "
-        f"cpullm variant {r['cpullm_variant']}; "
+        f"cpullm variant {r['cpullm_variant']} from {r['cpullm_lib_dir']}; "
         f"llama-cpp-python {r['llama_cpp_python']} (flash attention); median of {r['repetitions']} "
         "interleaved repetitions after a warm-up, tokens/s (min .. max)",
         f"llama.cpp build: {r['llama_cpp_system']}",
