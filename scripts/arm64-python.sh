@@ -42,9 +42,13 @@ if ! (cd "$debs" && apt-get download -qq "${specs[@]}" >&2); then
   $SUDO apt-get update -qq >&2
   (cd "$debs" && apt-get download -qq "${specs[@]}" >&2)
 fi
+# Unpack beside the target and move it into place, so a concurrent run never sees half a sysroot.
+staging="$sysroot.partial.$$"
+rm -rf "$staging"
+mkdir -p "$staging"
+for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$staging"; done
+test -x "$staging/usr/bin/python3.11" || { echo "arm64-python: python3.11 missing after unpacking" >&2; exit 1; }
+echo "${packages[*]}" > "$staging/.complete"
 rm -rf "$sysroot"
-mkdir -p "$sysroot"
-for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$sysroot"; done
-test -x "$sysroot/usr/bin/python3.11" || { echo "arm64-python: python3.11 missing after unpacking" >&2; exit 1; }
-echo "${packages[*]}" > "$stamp"
+mv "$staging" "$sysroot"
 echo "$sysroot"
