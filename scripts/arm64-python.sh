@@ -34,7 +34,7 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
 fi
 debs="$(mktemp -d)"
 trap 'rm -rf "$debs"' EXIT
-chmod 755 "$debs"  # apt downloads as the _apt user
+chown _apt "$debs" 2>/dev/null || chmod 777 "$debs"  # apt downloads as the _apt user
 specs=()
 for p in "${packages[@]}"; do specs+=("$p:arm64"); done
 if ! (cd "$debs" && apt-get download -qq "${specs[@]}" >&2); then
