@@ -131,14 +131,14 @@ def render(report: dict[str, Any]) -> str:
         f"model: {report['model']} ({report['architecture']}, {report['n_params'] / 1e6:.1f} M params, "
         f"{mib:.1f} MiB); variant {report['variant']}; cpullm {report['cpullm_version']}",
         "",
-        "| threads | test   |        t/s |   ± stddev |   min .. max     |",
-        "| ------: | :----- | ---------: | ---------: | :--------------- |",
+        "| threads | test   |        t/s |   ± stddev |        min .. max        |",
+        "| ------: | :----- | ---------: | ---------: | :----------------------: |",
     ]
     for r in report["results"]:
         s = r["tokens_per_second"]
         lines.append(
             f"| {r['threads']:>7} | {r['test']:<6} | {s['median']:>10.2f} | {s['stddev']:>10.2f} "
-            f"| {s['min']:.1f} .. {s['max']:.1f} |"
+            f"| {s['min']:>10.1f} .. {s['max']:<10.1f} |"
         )
     lines.append("")
     lines.append(
