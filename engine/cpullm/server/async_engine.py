@@ -144,7 +144,8 @@ class AsyncEngine:
                 self._apply(commands)
                 if self.engine.has_work():
                     self._step()
-                self._publish_stats()
+                else:
+                    self._publish_stats()
             except Exception as e:  # a bug must not kill the thread silently: fail what is running
                 log.exception("the engine loop failed")
                 self._fail_all(e)
@@ -175,6 +176,8 @@ class AsyncEngine:
             self._call_in_loop(_resolve, results)
 
     def _step(self) -> None:
+        """One engine step; the metrics are published before the outputs go out, so a client that
+        has its answer reads metrics that already count it."""
         engine = self.engine
         assert engine is not None
         try:
@@ -182,6 +185,7 @@ class AsyncEngine:
         except Exception as e:  # a native failure: fail the running requests, keep serving others
             log.exception("engine step failed")
             self._fail_all(e)
+            self._publish_stats()
             return
         deliveries = []
         for out in outputs:
@@ -193,6 +197,7 @@ class AsyncEngine:
                 del self._requests[out.request_id]
                 self.metrics.finished(str(out.finish_reason))
             deliveries.append((request.queue, (request.index, out)))
+        self._publish_stats(after_step=True)
         if deliveries:
             self._call_in_loop(_deliver, deliveries)
 
@@ -206,9 +211,12 @@ class AsyncEngine:
         self._requests.clear()
         self._call_in_loop(_deliver, failed)
 
-    def _publish_stats(self) -> None:
+    def _publish_stats(self, after_step: bool = False) -> None:
         assert self.engine is not None
-        self.metrics.publish(self.engine.stats())
+        stats = self.engine.stats()
+        self.metrics.publish(stats)
+        if after_step:
+            self.metrics.observe_step(stats)
 
     def _call_in_loop(self, fn: Callable[..., None], arg: Any) -> None:
         assert self._loop is not None

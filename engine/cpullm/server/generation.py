@@ -52,13 +52,16 @@ class Generation:
             )
         ]
         try:
-            await asyncio.gather(*accepted)
-        except ValueError as e:
-            self.close()
-            raise bad_request(str(e), param="prompt", code="invalid_prompt") from e
-        except BaseException:
+            outcomes = await asyncio.gather(*accepted, return_exceptions=True)
+        except BaseException:  # cancelled: the client left while waiting
             self.close()
             raise
+        errors = [e for e in outcomes if isinstance(e, BaseException)]
+        if errors:
+            self.close()
+            if isinstance(errors[0], ValueError):
+                raise bad_request(str(errors[0]), param="prompt", code="invalid_prompt") from errors[0]
+            raise errors[0]
 
     async def outputs(self) -> AsyncIterator[tuple[int, StepOutput]]:
         while self._open:

@@ -10,6 +10,8 @@ Names follow vLLM's where they mean the same, with the ``cpullm_`` prefix:
 - ``cpullm_prefix_cache_hit_tokens``: prompt tokens served from cached blocks so far
 - ``cpullm_time_to_first_token_seconds``, ``cpullm_inter_token_latency_seconds`` (histograms),
   ``cpullm_e2e_request_latency_seconds``
+- ``cpullm_step_batch_size``, ``cpullm_step_queue_depth`` (histograms, one sample per engine step):
+  sequences running, and requests left waiting, after each step (is the batch full, is a queue building)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 _TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1)
 _E2E_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300)
+_COUNT_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
 disable_created_metrics()  # the *_created series only double the scrape size
 
 
@@ -74,6 +77,23 @@ class Metrics:
             buckets=_E2E_BUCKETS,
             registry=r,
         )
+
+        self.step_batch = Histogram(
+            "cpullm_step_batch_size",
+            "Sequences running after each engine step",
+            buckets=_COUNT_BUCKETS,
+            registry=r,
+        )
+        self.step_queue = Histogram(
+            "cpullm_step_queue_depth",
+            "Requests waiting after each engine step",
+            buckets=_COUNT_BUCKETS,
+            registry=r,
+        )
+
+    def observe_step(self, stats: Mapping[str, float]) -> None:
+        self.step_batch.observe(stats["running"])
+        self.step_queue.observe(stats["waiting"])
 
     def finished(self, reason: str) -> None:
         self.request_finished.labels(finish_reason=reason).inc()
