@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "CPULLM_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 class SettingsError(ValueError):
@@ -61,6 +62,8 @@ class ServerSettings:
             raise SettingsError(f"max_model_len must be at least 2 tokens, got {self.max_model_len}.")
         if self.threads is not None and self.threads < 1:
             raise SettingsError(f"threads must be at least 1, got {self.threads}.")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}; got {self.log_level!r}.")
         if self.api_key == "":
             raise SettingsError("api_key is empty; give a non-empty key or leave it unset to disable auth.")
 
