@@ -144,6 +144,12 @@ def verify(
         str | None,
         typer.Option("--cpu", help="Run under qemu-user -cpu CPU (e.g. Haswell, cortex-a76) as if on it."),
     ] = None,
+    no_generate: Annotated[
+        bool, typer.Option("--no-generate", help="Skip the short generation with the default model.")
+    ] = False,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="GGUF model for the short generation [default: cpullm's].")
+    ] = None,
 ) -> None:
     """Install WHEEL into a fresh environment, import it, run the kernel self-test, report the variant."""
     from cpubuild.verify import VerifyError
@@ -151,8 +157,9 @@ def verify(
 
     try:
         report = do_verify(
-            wheel_path, with_deps=not no_deps, sysroot=sysroot, allow_refusal=allow_refusal, cpu=cpu
-        )
+            wheel_path, with_deps=not no_deps, sysroot=sysroot, allow_refusal=allow_refusal, cpu=cpu,
+            generate=not no_generate, model=model,
+        )  # fmt: skip
     except VerifyError as exc:
         fail(str(exc))
     if json_output:

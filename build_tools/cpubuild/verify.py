@@ -24,6 +24,8 @@ from cpubuild import manifest
 from cpubuild.wheel import host_arch
 
 INFO_COMMAND: Final = ("-m", "cpullm", "info", "--json", "--selftest")
+GENERATION_PROMPT: Final = "The capital of France is"
+GENERATION_TOKENS: Final = 8
 _TIMEOUT_S: Final = 600
 
 
@@ -102,15 +104,28 @@ def _refused_cleanly(report: VerifyReport, python: list[str], env: dict[str, str
     return done.returncode == 1 and "VariantError" in done.stderr
 
 
-def short_generation(python: list[str], env: dict[str, str], cwd: Path) -> str | None:
-    """HOOK (issue 5): run a short real generation with the installed engine and return its text.
+def short_generation(
+    report: VerifyReport, python: list[str], env: dict[str, str], cwd: Path, model: Path | None
+) -> tuple[bool, str]:
+    """A short greedy completion with the installed engine: (it worked, what to report).
 
-    Returns None while the engine has no generation entry point to call; verify then reports the
-    generation as "not available". When `cpullm` gains one (e.g. `python -m cpullm generate --smoke`
-    on a tiny built-in model), call it here with `python`, `env` and `cwd` and return what it printed.
+    `model` None means the engine's default model (fetched once from PyPI and cached by cpullm).
+    An engine without a `generate` command reports that instead of failing.
     """
-    del python, env, cwd
-    return None
+    command = [*python, "-m", "cpullm", "generate", *([str(model)] if model else [])]
+    command += ["-p", GENERATION_PROMPT, "-n", str(GENERATION_TOKENS), "--temperature", "0", "--json"]
+    done = _run(report, command, cwd=cwd, env=env)
+    if done.returncode != 0 and "invalid choice: 'generate'" in done.stderr:
+        return True, "not available in this engine version"
+    try:
+        answer = json.loads(done.stdout)
+        text = answer["text"]
+    except (ValueError, KeyError, TypeError):
+        lines = [line for line in done.stderr.splitlines() if line.strip()] or ["(no output)"]
+        return False, f"`cpullm generate` failed (exit {done.returncode}): {lines[-1].strip()}"
+    speed = answer.get("decode_tokens_per_s")
+    detail = f"{answer.get('completion_tokens')} tokens" + (f", {speed:.1f} tokens/s" if speed else "")
+    return True, f"{GENERATION_PROMPT!r} -> {text!r} ({detail}, variant {answer.get('variant')})"
 
 
 def _qemu(arch: str, wheel: Path) -> str:
@@ -131,7 +146,15 @@ def _finish(
 
 
 def _verify_in_venv(
-    report: VerifyReport, wheel: Path, tmp: Path, with_deps: bool, allow_refusal: bool, cpu: str | None
+    report: VerifyReport,
+    wheel: Path,
+    tmp: Path,
+    *,
+    with_deps: bool,
+    allow_refusal: bool,
+    cpu: str | None,
+    generate: bool,
+    model: Path | None,
 ) -> None:
     venv = tmp / "venv"
     done = _run(report, [sys.executable, "-m", "venv", "--without-pip", str(venv)])
@@ -153,8 +176,16 @@ def _verify_in_venv(
     _finish(report, command, env, tmp, allow_refusal)
     if report.refused or not report.ok:
         return
-    generated = short_generation(command, env, tmp)
-    report.generation = generated if generated is not None else "not available in this engine version"
+    if not generate:
+        report.generation = "not run (--no-generate)"
+    elif not with_deps:
+        report.generation = "not run (--no-deps: the engine's dependencies are not installed)"
+    elif cpu:
+        report.generation = "not run under emulation (too slow)"
+    else:
+        worked, report.generation = short_generation(report, command, env, tmp, model)
+        if not worked:
+            report.ok, report.error = False, report.generation
 
 
 def _verify_emulated(
@@ -185,12 +216,16 @@ def verify(
     sysroot: Path | None = None,
     allow_refusal: bool = False,
     cpu: str | None = None,
+    generate: bool = True,
+    model: Path | None = None,
 ) -> VerifyReport:
     """Install `wheel` somewhere fresh and run its import, variant choice and self-test.
 
     `allow_refusal` (for CI runners older than the wheel's target): a wheel this CPU cannot run passes
     when `import cpullm` refuses it with the ImportError that names the missing features.
     `cpu`: run under `qemu-<arch> -cpu CPU` (e.g. Haswell, cortex-a76), as if on that processor.
+    `generate`: also complete a short prompt with `model` (default: the engine's default model), when
+    the dependencies are installed and nothing is emulated.
     """
     start = time.perf_counter()
     wheel = wheel.resolve()
@@ -203,7 +238,10 @@ def verify(
     report = VerifyReport(wheel, arch, "venv")
     with tempfile.TemporaryDirectory(prefix="cpubuild-verify-") as tmp:
         if arch == host_arch():
-            _verify_in_venv(report, wheel, Path(tmp), with_deps, allow_refusal, cpu)
+            _verify_in_venv(
+                report, wheel, Path(tmp), with_deps=with_deps, allow_refusal=allow_refusal, cpu=cpu,
+                generate=generate, model=model.resolve() if model else None,
+            )  # fmt: skip
         else:
             _verify_emulated(report, wheel, Path(tmp), sysroot, allow_refusal, cpu)
     report.seconds = time.perf_counter() - start
