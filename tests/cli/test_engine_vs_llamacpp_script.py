@@ -1,0 +1,73 @@
+"""benchmarks/engine_vs_llamacpp.py end to end: real cpullm workers, a stand-in for llama-cpp-python.
+
+The stand-in (a fake ``llama_cpp`` module) takes a fixed time per token, so the report's llama.cpp
+numbers are known; the test checks the plumbing: workers, warm-up, interleaving, medians, ratios, RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "engine_vs_llamacpp.py"
+
+FAKE_LLAMA_CPP = """
+import os, time
+__version__ = "0.0-fake"
+LOG = os.environ["FAKE_LLAMA_LOG"]
+
+def llama_print_system_info():
+    return b"CPU : FAKE = 1 | "
+
+class Llama:
+    def __init__(self, model_path, n_threads, n_threads_batch, flash_attn, n_ctx, n_batch, verbose):
+        assert flash_attn and n_ctx == 1024 and n_batch == 512 and n_threads == n_threads_batch
+        self.n_threads = n_threads
+
+    def reset(self):
+        pass
+
+    def eval(self, tokens):
+        with open(LOG, "a") as log:
+            log.write(f"{self.n_threads} {len(tokens)}\\n")
+        time.sleep(0.001 * len(tokens))  # 1000 tokens/s
+"""
+
+
+def test_report_from_interleaved_workers(tiny_model, native_lib_dir, tmp_path):
+    fake = tmp_path / "fake" / "llama_cpp"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(FAKE_LLAMA_CPP)
+    log = tmp_path / "llama_calls.log"
+    env = dict(os.environ, PYTHONPATH=str(fake.parent), FAKE_LLAMA_LOG=str(log))
+    out_json = tmp_path / "report.json"
+    args = ["--model", str(tiny_model), "--lib-dir", str(native_lib_dir), "--llama-python", sys.executable]
+    args += ["-p", "32", "-n", "8", "--reps", "5", "--threads", "1,2", "--json", str(out_json)]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out_json.read_text())
+    assert [(r["threads"], r["test"]) for r in report["rows"]] == [
+        (1, "pp32"), (1, "tg8"), (2, "pp32"), (2, "tg8"),
+    ]  # fmt: skip
+    for row in report["rows"]:
+        cpullm, llama = row["tokens_per_second"]["cpullm"], row["tokens_per_second"]["llama.cpp"]
+        assert len(cpullm["samples"]) == len(llama["samples"]) == 5
+        assert 50 < llama["median"] <= 1000  # the stand-in sleeps 1 ms per token: never faster
+        assert row["ratio"] == cpullm["median"] / llama["median"]
+    assert report["rows"][0]["target"] == 1.2 and report["rows"][3]["target"] == 1.5
+    # per thread count: one warm-up + 5 repetitions, each a pp (32 tokens) and a tg (8 prompt + 8 x 1)
+    calls = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+    for threads in (1, 2):
+        sizes = [n for t, n in calls if t == threads]
+        assert sizes.count(32) == 6 and sizes.count(8) == 6 and sizes.count(1) == 6 * 8
+    assert report["llama_cpp_python"] == "0.0-fake" and report["llama_cpp_system"] == "CPU : FAKE = 1"
+    assert report["peak_rss_bytes"]["cpullm"] > report["rss_before_load_bytes"]["cpullm"] > 0
+    assert report["peak_rss_bytes"]["llama.cpp"] > 0
+    assert report["cpullm_variant"]
+    assert "| 2 | tg8 |" in result.stdout and "peak RSS: cpullm" in result.stdout
