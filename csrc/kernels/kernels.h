@@ -186,9 +186,10 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const;
-  // Calls fn(ctx, begin, end, thread_index) on disjoint ranges covering [0, n), split into at most
-  // size() contiguous parts whose boundaries are multiples of `grain` (except the end). Returns when
-  // all are done. Not reentrant: call it from one thread at a time.
+  // Calls fn(ctx, begin, end, thread_index) on disjoint ranges covering [0, n), contiguous chunks whose
+  // boundaries are multiples of `grain` (except the end), claimed dynamically by the threads (a thread
+  // may run several; thread_index < size() says which thread runs this one). Returns when all are
+  // done. Not reentrant: call it from one thread at a time.
   using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end, int thread_index);
   void parallel_for(int64_t n, int64_t grain, RangeFn fn, void* ctx);
 

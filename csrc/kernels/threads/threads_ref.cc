@@ -29,22 +29,35 @@ constexpr int kYields = 2000;   // then yield this many times before sleeping
 struct ThreadPool::Impl {
   int n_threads = 1;
   std::vector<std::thread> workers;
-  std::atomic<uint64_t> generation{0};
-  std::atomic<int> remaining{0};
+  std::atomic<uint64_t> generation{0};  // bumped once per job; workers wait for it to change
+  // (generation << 32) | next unclaimed chunk: threads claim chunks with a compare-exchange, which also
+  // proves the chunk belongs to the job they read (a stale claim fails on the generation).
+  std::atomic<uint64_t> ticket{0};
+  std::atomic<int64_t> chunks{0};  // chunks of the current job
+  std::atomic<int64_t> done{0};    // chunks of the current job finished
   std::atomic<bool> stop{false};
   std::mutex mu;
   std::condition_variable cv;
-  // The current job (written before generation is bumped, read after it is seen).
+  // The current job (written before its generation is published, read after a chunk of it is claimed).
   RangeFn fn = nullptr;
   void* ctx = nullptr;
   int64_t n = 0, grain = 1, units = 0;
-  int parts = 0;
+  uint32_t last_generation = 0;  // the caller's side only
 
-  void run_part(int part) const {
-    if (part >= parts) return;
-    const int64_t u0 = units * part / parts, u1 = units * (part + 1) / parts;
-    const int64_t begin = u0 * grain, end = std::min(n, u1 * grain);
-    if (begin < end) fn(ctx, begin, end, part);
+  // Claim and run chunks of job `gen` until none are left (or a newer job replaced it).
+  void run_chunks(uint32_t gen, int thread) {
+    for (;;) {
+      uint64_t t = ticket.load(std::memory_order_acquire);
+      if (static_cast<uint32_t>(t >> 32) != gen) return;
+      const int64_t c = static_cast<int64_t>(t & 0xFFFFFFFFu);
+      if (c >= chunks.load(std::memory_order_relaxed)) return;
+      if (!ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
+      const int64_t nc = chunks.load(std::memory_order_relaxed);
+      const int64_t u0 = units * c / nc, u1 = units * (c + 1) / nc;
+      const int64_t begin = u0 * grain, end = std::min(n, u1 * grain);
+      if (begin < end) fn(ctx, begin, end, thread);
+      done.fetch_add(1, std::memory_order_release);
+    }
   }
 
   void worker(int index) {
@@ -65,8 +78,7 @@ struct ThreadPool::Impl {
       }
       if (stop.load(std::memory_order_acquire)) return;
       seen = generation.load(std::memory_order_acquire);
-      run_part(index);
-      remaining.fetch_sub(1, std::memory_order_acq_rel);
+      run_chunks(static_cast<uint32_t>(seen), index);
     }
   }
 };
@@ -88,6 +100,9 @@ ThreadPool::~ThreadPool() {
 
 int ThreadPool::size() const { return impl_->n_threads; }
 
+// Chunks are claimed dynamically (a few per thread), so a thread the OS descheduled delays the job by
+// at most the chunk it holds: the others take the rest. Which thread runs a chunk never changes its
+// result, and chunk boundaries are multiples of `grain`.
 void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
@@ -97,21 +112,24 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
     fn(ctx, 0, n, 0);
     return;
   }
+  const int64_t chunks = std::min<int64_t>(units, 4 * static_cast<int64_t>(s.n_threads));
   s.fn = fn;
   s.ctx = ctx;
   s.n = n;
   s.grain = grain;
   s.units = units;
-  s.parts = static_cast<int>(std::min<int64_t>(units, s.n_threads));
-  s.remaining.store(s.n_threads - 1, std::memory_order_relaxed);
+  s.chunks.store(chunks, std::memory_order_relaxed);
+  s.done.store(0, std::memory_order_relaxed);
+  const uint32_t gen = ++s.last_generation;
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    s.generation.fetch_add(1, std::memory_order_acq_rel);
+    s.ticket.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
+    s.generation.store(gen, std::memory_order_release);
   }
   s.cv.notify_all();
-  s.run_part(0);
+  s.run_chunks(gen, 0);
   int spins = 0;
-  while (s.remaining.load(std::memory_order_acquire) != 0) {
+  while (s.done.load(std::memory_order_acquire) != chunks) {
     if (++spins < kSpins) CPULLM_CPU_RELAX();
     else std::this_thread::yield();
   }
