@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make wheel`: probe this host, build its tuned wheel (`--isa native` = this host's best recipe),
-# verify it in a fresh virtual environment, and print where the wheel is.
+# verify it in a fresh virtual environment (import, kernel self-test, a short generation with the
+# default model), and print where the wheel is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=wheelhouse
