@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -145,6 +146,9 @@ def user_errors_exit_1(run: Command) -> Command:
     def guarded(args: argparse.Namespace) -> int:
         try:
             return run(args)
+        except BrokenPipeError:  # stdout closed early (e.g. `| head`): stop quietly, as shell tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            return 141
         except USER_ERRORS as error:
             return fail(error)
         except KeyboardInterrupt:  # e.g. while the model loads: stop quietly, as shells expect

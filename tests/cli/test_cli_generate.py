@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +14,7 @@ from cpullm import cli
 from cpullm.llm import LLM
 from cpullm.sampling import SamplingParams
 
+REPO = Path(__file__).resolve().parents[2]
 GREEDY = ["--temperature", "0", "-n", "7", "--ignore-eos", "--threads", "1"]
 PARAMS = SamplingParams(temperature=0, max_tokens=7, ignore_eos=True)
 
@@ -116,3 +121,22 @@ def test_bad_sampling_value_is_one_error_line(tiny_model, capsys):
 def test_system_without_chat_is_refused(tiny_model, capsys):
     assert cli.main(["generate", str(tiny_model), "-p", "hi", "--system", "x"]) == 1
     assert "--system needs --chat" in capsys.readouterr().err
+
+
+def test_closed_stdout_stops_quietly(tiny_model, native_lib_dir):
+    """`cpullm generate ... | head -c 1`: the reader went away; no error message, no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write the command makes now fails with EPIPE
+    env = dict(os.environ, CPULLM_LIB_DIR=str(native_lib_dir), PYTHONPATH=str(REPO / "engine"))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cpullm", "generate", str(tiny_model), "-p", "hi", *GREEDY],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert done.stderr == b""
