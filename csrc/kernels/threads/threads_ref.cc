@@ -2,6 +2,7 @@
 // condition variable so an idle server burns no CPU), run their part, and count down.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -71,7 +72,9 @@ struct ThreadPool::Impl {
           std::this_thread::yield();
         } else {
           std::unique_lock<std::mutex> lock(mu);
-          cv.wait(lock, [&] {
+          // wait_for, not wait: gcc 12's condition_variable::wait(unique_lock&) is versioned GLIBCXX_3.4.30,
+          // which alone would raise the wheel's manylinux tag from 2_34 to 2_35. The loop re-checks.
+          cv.wait_for(lock, std::chrono::seconds(1), [&] {
             return generation.load(std::memory_order_acquire) != seen || stop.load(std::memory_order_acquire);
           });
         }
