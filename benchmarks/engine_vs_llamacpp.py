@@ -189,6 +189,7 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
     from cpullm.model_file import ModelFile
 
     load_before = os.getloadavg()[0]  # the machine is shared: the report says how busy it was
+    commit = _commit()  # now: the tree may move on while this runs
     vocab = ModelFile.open(model).config.vocab_size
     tokens = _tokens(N_CTX, vocab)
     tests = [("pp", args.n_prompt), ("tg", args.n_gen)]
@@ -232,7 +233,7 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": _machine(),
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # 1-min, before/after
-        "commit": _commit(),
+        "commit": commit,
         "cpullm_lib_dir": env["CPULLM_LIB_DIR"],
         "model": str(model),
         "model_bytes": model.stat().st_size,
