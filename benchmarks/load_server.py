@@ -2,7 +2,8 @@
 model (SmolLM2-135M-Instruct Q4_1), aggregate generated tokens/s and time to first token (p50, p99).
 
     CPULLM_LIB_DIR=build/test-x86_64 .venv/bin/python benchmarks/load_server.py [--clients 1,4,16]
-        [--requests 4] [--max-tokens 128] [--threads N] [--url http://HOST:PORT] [--json out.json]
+        [--requests 4] [--max-tokens 128] [--repeats 3] [--threads N] [--url http://HOST:PORT]
+        [--json out.json]
 
 Without ``--url`` it starts the server itself (loopback, a free port, ``--max-num-seqs 16``) on the
 default model and stops it at the end. Every client streams chat completions one after another
@@ -13,6 +14,8 @@ default model and stops it at the end. Every client streams chat completions one
 - TTFT p50/p99: request sent -> first content chunk, over all requests of the round;
 - per-stream decode tokens/s: (tokens - 1) / (last token - first token), median over requests.
 
+The levels run interleaved (1, 4, 16, 1, 4, 16, ...) ``--repeats`` times and every figure is the
+median over the repeats, so the machine's other load spreads over all levels alike.
 The target: 16 clients together reach at least 4x the single client's decode rate. The clients run
 on the same machine as the server (they parse SSE in one asyncio process), so on a small machine
 they take some of its CPU: the numbers are a floor.
@@ -141,6 +144,13 @@ async def run_round(url: str, model: str, clients: int, requests: int, max_token
     )
 
 
+def median_round(rounds: list[RoundResult]) -> RoundResult:
+    """Each figure's median over repeated rounds of one concurrency level."""
+    first = rounds[0]
+    med = {k: statistics.median(getattr(r, k) for r in rounds) for k in asdict(first) if k != "clients"}
+    return RoundResult(clients=first.clients, **med)  # type: ignore[arg-type]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -186,8 +196,8 @@ def markdown(rounds: list[RoundResult]) -> str:
     for r in rounds:
         ratio = f"{r.tokens_per_s / single:.2f}" if single else "n/a"
         lines.append(
-            f"| {r.clients} | {r.requests} | {r.tokens} | {r.wall_s:.1f} | {r.tokens_per_s:.1f} | {ratio} "
-            f"| {r.ttft_p50_ms:.0f} | {r.ttft_p99_ms:.0f} | {r.stream_decode_tps_median:.1f} |"
+            f"| {r.clients} | {r.requests:g} | {r.tokens:g} | {r.wall_s:.1f} | {r.tokens_per_s:.1f} "
+            f"| {ratio} | {r.ttft_p50_ms:.0f} | {r.ttft_p99_ms:.0f} | {r.stream_decode_tps_median:.1f} |"
         )
     return "\n".join(lines)
 
@@ -202,17 +212,21 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="server compute threads")
     parser.add_argument("--max-num-seqs", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds per level, interleaved; medians kept")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
 
     def run(url: str, model: str) -> list[RoundResult]:
         asyncio.run(run_round(url, model, 1, 1, 16))  # warm-up: first-use costs out of the numbers
-        rounds = []
-        for clients in levels:
-            rounds.append(asyncio.run(run_round(url, model, clients, args.requests, args.max_tokens)))
-            print(f"{clients:>3} clients: {rounds[-1].tokens_per_s:.1f} tok/s", file=sys.stderr)
-        return rounds
+        runs: dict[int, list[RoundResult]] = {c: [] for c in levels}
+        for _ in range(args.repeats):
+            for clients in levels:
+                runs[clients].append(
+                    asyncio.run(run_round(url, model, clients, args.requests, args.max_tokens))
+                )
+                print(f"{clients:>3} clients: {runs[clients][-1].tokens_per_s:.1f} tok/s", file=sys.stderr)
+        return [median_round(runs[c]) for c in levels]
 
     if args.url:
         model = httpx.get(args.url + "/v1/models", timeout=10).json()["data"][0]["id"]
@@ -223,7 +237,8 @@ def main() -> int:
     print(markdown(rounds))
     if args.json:
         meta = {"model": model, "max_tokens": args.max_tokens, "requests_per_client": args.requests,
-                "threads": args.threads, "cpu": platform.processor() or platform.machine()}  # fmt: skip
+                "repeats": args.repeats, "threads": args.threads, "load_average": os.getloadavg(),
+                "cpu": platform.processor() or platform.machine()}  # fmt: skip
         args.json.write_text(json.dumps({"meta": meta, "rounds": [asdict(r) for r in rounds]}, indent=2))
     return 0
 

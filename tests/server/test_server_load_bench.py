@@ -38,3 +38,14 @@ def test_a_round_counts_every_token(load_server, server):
     assert 0 < result.ttft_p50_ms <= result.ttft_p99_ms
     table = load_server.markdown([result])
     assert table.count("\n") == 2 and "| 3 | 6 | 36 |" in table
+
+
+def test_repeated_rounds_are_summarised_by_their_medians(load_server):
+    make = load_server.RoundResult
+    rounds = [
+        make(4, 8, 80, wall, 80 / wall, ttft, ttft * 2, 10.0)
+        for wall, ttft in ((2.0, 30.0), (4.0, 10.0), (1.0, 20.0))
+    ]
+    med = load_server.median_round(rounds)
+    assert (med.clients, med.requests, med.tokens, med.wall_s) == (4, 8, 80, 2.0)
+    assert med.tokens_per_s == 40.0 and med.ttft_p50_ms == 20.0 and med.ttft_p99_ms == 40.0
