@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,8 @@ def test_report_from_interleaved_workers(tiny_model, native_lib_dir, tmp_path):
         assert len(cpullm["samples"]) == len(llama["samples"]) == 5
         assert 50 < llama["median"] <= 1000  # the stand-in sleeps 1 ms per token: never faster
         assert row["ratio"] == cpullm["median"] / llama["median"]
+        pairs = [a / b for a, b in zip(cpullm["samples"], llama["samples"], strict=True)]
+        assert row["paired_ratio"] == statistics.median(pairs)
     assert report["rows"][0]["target"] == 1.2 and report["rows"][3]["target"] == 1.5
     # per thread count: one warm-up + 5 repetitions, each a pp (32 tokens) and a tg (8 prompt + 8 x 1)
     calls = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
