@@ -10,9 +10,10 @@
 #ifndef CPULLM_KERNELS_X86_QUANT_H
 #define CPULLM_KERNELS_X86_QUANT_H
 
-#include "kernels/matmul/x86_intrin.h"
+#include <cstring>
 
 #include "kernels/blocks.h"
+#include "kernels/matmul/x86_intrin.h"
 
 namespace cpullm {
 namespace x86 {
@@ -68,14 +69,21 @@ struct Q4_KT {
   using Block = BlockQ4_K;
   static constexpr int kSubs = 8;
   static constexpr bool kSigned = false, kHasMin = true, kHalves = false;
+  // The 8 six-bit (scale, min) pairs unpacked all at once (ggml's mask trick, same values as
+  // q4k_scale_min), then d·sc and -(dmin·m) for the 8 sub-blocks as two vectors.
   static void scales(const Block& b, float* d, float* m) {
-    const float bd = f16_scalar(b.d), bm = f16_scalar(b.dmin);
-    for (int j = 0; j < 8; ++j) {
-      uint8_t sc, mn;
-      q4k_scale_min(j, b.scales, &sc, &mn);
-      d[j] = bd * sc;
-      m[j] = -(bm * mn);
-    }
+    uint32_t u[4];
+    std::memcpy(u, b.scales, 12);
+    const uint32_t lo6 = 0x3f3f3f3f, lo4 = 0x0f0f0f0f, lo2 = 0x03030303;
+    u[3] = ((u[2] >> 4) & lo4) | (((u[1] >> 6) & lo2) << 4);  // mins 4..7
+    const uint32_t mins03 = u[1] & lo6;
+    u[1] = (u[2] & lo4) | (((u[0] >> 6) & lo2) << 4);  // scales 4..7
+    u[2] = mins03;
+    u[0] &= lo6;  // scales 0..3
+    const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u))));
+    const __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 2))));
+    _mm256_storeu_ps(d, _mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.d)), sc));
+    _mm256_storeu_ps(m, _mm256_xor_ps(_mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.dmin)), mn), _mm256_set1_ps(-0.0f)));
   }
   static __m256i quants(const Block& b, int j) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (j / 2)));
@@ -121,21 +129,32 @@ inline float hsum(__m256 v) {
 template <class T, class Dot, int NR, int MR>
 inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, int64_t nblocks, float* Y,
                  int64_t ldy, int64_t r) {
-  __m256 acc[NR][MR];
+  // K-quants (8 sub-blocks with mins) accumulate their min terms as 8-lane vectors (one lane per
+  // sub-block position), the other formats as scalars.
+  constexpr bool kVecMin = T::kHasMin && T::kSubs == 8;
+  __m256 acc[NR][MR], vmins[NR][MR];
   float mins[NR][MR];
   for (int ri = 0; ri < NR; ++ri) {
     for (int i = 0; i < MR; ++i) {
-      acc[ri][i] = _mm256_setzero_ps();
+      acc[ri][i] = vmins[ri][i] = _mm256_setzero_ps();
       mins[ri][i] = 0.0f;
     }
   }
   for (int64_t k = 0; k < nblocks; ++k) {
-    float d[NR][T::kSubs], m[NR][T::kSubs];
+    alignas(32) float d[NR][T::kSubs], m[NR][T::kSubs];
     for (int ri = 0; ri < NR; ++ri) {
       T::scales(reinterpret_cast<const typename T::Block*>(w + ri * wstride)[k], d[ri], m[ri]);
       // Rows are short streams the hardware prefetcher cannot ramp up on: fetch the next tile's block.
       const char* next = reinterpret_cast<const char*>(w + (NR + ri) * wstride) + k * sizeof(typename T::Block);
       for (size_t off = 0; off < sizeof(typename T::Block); off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+    }
+    if constexpr (kVecMin) {
+      for (int i = 0; i < MR; ++i) {
+        alignas(32) float sa[8];  // d_act · Σq_act of the 8 activation blocks under this super-block
+        for (int j = 0; j < 8; ++j) sa[j] = a[i][k * 8 + j].d * static_cast<float>(a[i][k * 8 + j].sum);
+        const __m256 sav = _mm256_load_ps(sa);
+        for (int ri = 0; ri < NR; ++ri) vmins[ri][i] = _mm256_fmadd_ps(_mm256_load_ps(m[ri]), sav, vmins[ri][i]);
+      }
     }
     for (int j = 0; j < T::kSubs; ++j) {
       const int64_t ab = k * T::kSubs + j;
@@ -157,13 +176,18 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
           if constexpr (T::kHalves) dot = _mm256_mullo_epi32(_mm256_sub_epi32(dot, a32[i]), T::iscales(blk, j));
           const __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), ad[i]);
           acc[ri][i] = _mm256_fmadd_ps(p, dw, acc[ri][i]);
-          if (T::kHasMin) mins[ri][i] = std::fma(m[ri][j], a[i][ab].d * static_cast<float>(a[i][ab].sum), mins[ri][i]);
+          if constexpr (T::kHasMin && !kVecMin) {
+            mins[ri][i] = std::fma(m[ri][j], a[i][ab].d * static_cast<float>(a[i][ab].sum), mins[ri][i]);
+          }
         }
       }
     }
   }
   for (int ri = 0; ri < NR; ++ri) {
-    for (int i = 0; i < MR; ++i) Y[i * ldy + r + ri] = hsum(acc[ri][i]) + mins[ri][i];
+    for (int i = 0; i < MR; ++i) {
+      const float mn = kVecMin ? hsum(vmins[ri][i]) : mins[ri][i];
+      Y[i * ldy + r + ri] = hsum(acc[ri][i]) + mn;
+    }
   }
 }
 
