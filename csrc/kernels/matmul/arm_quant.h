@@ -1,5 +1,6 @@
 // Quantized and float matrix products for aarch64 (NEON / dotprod), one template for every kernel set:
-// a set supplies only its integer dot product of one 32-value block (Dot::dot -> 4 s32 lanes).
+// a set supplies only its integer dot products: Dot::dot of one 32-value block and Dot::half of 16
+// values (-> 4 s32 lanes each).
 //
 // Tile: NR weight rows × MR activation rows. Per 32-weight (sub-)block and per (row, act row) pair:
 //   acc (4 f32 lanes) += f32(int dot lanes) · d_act · d_w;   min += m_w · d_act·Σq_act
@@ -34,7 +35,8 @@ struct Sub {
 struct Q4_0T {
   using Block = BlockQ4_0;
   static constexpr int kSubs = 1;
-  static constexpr bool kHasMin = true;  // w = d·q - 8d
+  static constexpr bool kHasMin = true;
+  static constexpr bool kHalves = false;  // w = d·q - 8d
   static Sub sub(const Block& b, int) {
     const uint8x16_t v = vld1q_u8(b.qs);
     const float d = f16_scalar(b.d);
@@ -46,6 +48,7 @@ struct Q4_1T {
   using Block = BlockQ4_1;
   static constexpr int kSubs = 1;
   static constexpr bool kHasMin = true;
+  static constexpr bool kHalves = false;
   static Sub sub(const Block& b, int) {
     const uint8x16_t v = vld1q_u8(b.qs);
     return {vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vreinterpretq_s8_u8(vshrq_n_u8(v, 4)),
@@ -57,6 +60,7 @@ struct Q8_0T {
   using Block = BlockQ8_0;
   static constexpr int kSubs = 1;
   static constexpr bool kHasMin = false;
+  static constexpr bool kHalves = false;
   static Sub sub(const Block& b, int) { return {vld1q_s8(b.qs), vld1q_s8(b.qs + 16), f16_scalar(b.d), 0.0f}; }
 };
 
@@ -64,6 +68,7 @@ struct Q4_KT {
   using Block = BlockQ4_K;
   static constexpr int kSubs = 8;
   static constexpr bool kHasMin = true;
+  static constexpr bool kHalves = false;
   static Sub sub(const Block& b, int j) {
     uint8_t sc, m;
     q4k_scale_min(j, b.scales, &sc, &m);
@@ -77,6 +82,33 @@ struct Q4_KT {
       v1 = vandq_u8(v1, vdupq_n_u8(0x0F));
     }
     return {vreinterpretq_s8_u8(v0), vreinterpretq_s8_u8(v1), f16_scalar(b.d) * sc, -(f16_scalar(b.dmin) * m)};
+  }
+};
+
+// Q6_K: stored values q + 32 (0..63) and one int8 scale per 16 weights; the integer dot of sub-block j
+// is sc[2j]·Σ_{0..15}(q-32)a + sc[2j+1]·Σ_{16..31}(q-32)a, exact (Dot::half gives each 16-value half).
+struct Q6_KT {
+  using Block = BlockQ6_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kHasMin = false;
+  static constexpr bool kHalves = true;
+  static Sub sub(const Block& b, int j) {
+    const int h = j / 4, c = j % 4;
+    const uint8_t* ql = b.ql + 64 * h + 32 * (c % 2);
+    const uint8_t* qh = b.qh + 32 * h;
+    uint8x16_t lo0 = vld1q_u8(ql), lo1 = vld1q_u8(ql + 16);
+    if (c < 2) {
+      lo0 = vandq_u8(lo0, vdupq_n_u8(0x0F));
+      lo1 = vandq_u8(lo1, vdupq_n_u8(0x0F));
+    } else {
+      lo0 = vshrq_n_u8(lo0, 4);
+      lo1 = vshrq_n_u8(lo1, 4);
+    }
+    const int8x16_t shift = vdupq_n_s8(static_cast<int8_t>(-2 * c));  // negative: shift right
+    const uint8x16_t hi0 = vandq_u8(vshlq_u8(vld1q_u8(qh), shift), vdupq_n_u8(3));
+    const uint8x16_t hi1 = vandq_u8(vshlq_u8(vld1q_u8(qh + 16), shift), vdupq_n_u8(3));
+    return {vreinterpretq_s8_u8(vorrq_u8(lo0, vshlq_n_u8(hi0, 4))), vreinterpretq_s8_u8(vorrq_u8(lo1, vshlq_n_u8(hi1, 4))),
+            f16_scalar(b.d), 0.0f};
   }
 };
 
@@ -100,9 +132,19 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
         a1[i] = vld1q_s8(a[i][ab].q + 16);
       }
       for (int ri = 0; ri < NR; ++ri) {
-        const Sub s = T::sub(reinterpret_cast<const typename T::Block*>(w + ri * wstride)[k], j);
+        const auto& blk = reinterpret_cast<const typename T::Block*>(w + ri * wstride)[k];
+        const Sub s = T::sub(blk, j);
         for (int i = 0; i < MR; ++i) {
-          const float32x4_t p = vmulq_n_f32(vcvtq_f32_s32(Dot::dot(s.q0, s.q1, a0[i], a1[i])), a[i][ab].d);
+          int32x4_t dot;
+          if constexpr (T::kHalves) {
+            const int8x16_t k32 = vdupq_n_s8(32);
+            const int32x4_t h0 = vsubq_s32(Dot::half(s.q0, a0[i]), Dot::half(k32, a0[i]));
+            const int32x4_t h1 = vsubq_s32(Dot::half(s.q1, a1[i]), Dot::half(k32, a1[i]));
+            dot = vmlaq_n_s32(vmulq_n_s32(h0, blk.scales[2 * j]), h1, blk.scales[2 * j + 1]);
+          } else {
+            dot = Dot::dot(s.q0, s.q1, a0[i], a1[i]);
+          }
+          const float32x4_t p = vmulq_n_f32(vcvtq_f32_s32(dot), a[i][ab].d);
           acc[ri][i] = vfmaq_n_f32(acc[ri][i], p, s.d);
           if (T::kHasMin) mins[ri][i] = std::fma(s.m, a[i][ab].d * static_cast<float>(a[i][ab].sum), mins[ri][i]);
         }
@@ -156,6 +198,7 @@ bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t 
     case DType::Q4_1: quant_rows<Q4_1T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q8_0: quant_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_K: quant_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q6_K: quant_rows<Q6_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     default: return false;
   }
 }

@@ -21,6 +21,9 @@ struct Dot {
     p1 = vmlal_s8(p1, vget_high_s8(w1), vget_high_s8(a1));
     return vpadalq_s16(vpaddlq_s16(p0), p1);
   }
+  static int32x4_t half(int8x16_t w, int8x16_t a) {
+    return vpaddlq_s16(vmlal_s8(vmull_s8(vget_low_s8(w), vget_low_s8(a)), vget_high_s8(w), vget_high_s8(a)));
+  }
 };
 
 template <DType T>
