@@ -1,4 +1,4 @@
-// Row-interleaved ("packed") layout for Q4_0 / Q4_1 / Q8_0 on x86, and its products.
+// Row-interleaved ("packed") layout for Q4_0 / Q4_1 / Q8_0 / Q4_K on x86, and its products.
 //
 // Rows are taken in groups of 8 (rows beyond the last full group stay in GGUF layout, read from W.data).
 // For each group and each 32-weight block column k, one record of exactly 8 GGUF blocks' bytes:
@@ -7,6 +7,9 @@
 //   Q4:  4 chunks × 32 bytes: chunk g holds, for rows 0..7, GGUF qs[4g .. 4g+3] (4 bytes per row);
 //        low nibbles are elements 4g..4g+3, high nibbles elements 16+4g..16+4g+3.
 //   Q8_0: 8 chunks × 32 bytes: chunk g holds, for rows 0..7, elements 4g .. 4g+3 (int8).
+// Q4_K: one record per 256-weight super-block column (1184 bytes for 8 rows, 32 more than GGUF):
+//   f16 d[8], f16 dmin[8], u8 scale[8 sub-blocks][8 rows], u8 min[8][8] (the 6-bit values, unpacked),
+//   then per sub-block j: 4 chunks × 32 bytes as for Q4 above (low nibble element 4g+b, high 16+4g+b).
 // One 32-byte chunk times 4 broadcast activation bytes is then one integer dot instruction for 8 rows,
 // and every 32-bit lane is one row: no horizontal sums, and scales load as one vector of 8.
 #ifndef CPULLM_KERNELS_X86_PACKED_H
@@ -25,16 +28,54 @@ namespace x86 {
 constexpr int kPackRows = 8;
 constexpr int64_t kPrefetch = 8192;
 
-inline bool packable(DType t) { return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q8_0; }
+inline bool packable(DType t) {
+  return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q8_0 || t == DType::Q4_K;
+}
+
+constexpr int64_t kQ4KRecord = 16 + 16 + 64 + 64 + 8 * 128;
+
+// Bytes of one record (8 rows × one block column, or one super-block column for Q4_K).
+constexpr int64_t record_bytes(DType t) {
+  return t == DType::Q4_K   ? kQ4KRecord
+         : t == DType::Q4_0 ? kPackRows * int64_t{sizeof(BlockQ4_0)}
+         : t == DType::Q4_1 ? kPackRows * int64_t{sizeof(BlockQ4_1)}
+                            : kPackRows * int64_t{sizeof(BlockQ8_0)};
+}
+inline int64_t records_per_row(DType t, int64_t cols) { return cols / (t == DType::Q4_K ? kQKK : kQK); }
 
 inline int64_t packed_bytes(const Matrix& W) {
   if (!packable(W.type)) return 0;
-  return W.rows / kPackRows * kPackRows * row_bytes(W.type, W.cols);
+  return W.rows / kPackRows * records_per_row(W.type, W.cols) * record_bytes(W.type);
 }
 
-inline int64_t record_bytes(DType t) { return kPackRows * block_bytes(t); }
+inline void repack_q4k(const Matrix& W, uint8_t* out) {
+  const int64_t rb = row_bytes(W.type, W.cols), ns = W.cols / kQKK;
+  const auto* src = static_cast<const uint8_t*>(W.data);
+  for (int64_t g = 0; g < W.rows / kPackRows; ++g) {
+    for (int64_t k = 0; k < ns; ++k, out += kQ4KRecord) {
+      for (int r = 0; r < kPackRows; ++r) {
+        const auto& b = reinterpret_cast<const BlockQ4_K*>(src + (g * kPackRows + r) * rb)[k];
+        std::memcpy(out + 2 * r, &b.d, 2);
+        std::memcpy(out + 16 + 2 * r, &b.dmin, 2);
+        for (int j = 0; j < 8; ++j) {
+          q4k_scale_min(j, b.scales, out + 32 + 8 * j + r, out + 96 + 8 * j + r);
+          const uint8_t* q = b.qs + 32 * (j / 2);
+          const int shift = 4 * (j % 2);
+          for (int i = 0; i < 16; ++i) {
+            const int lo = (q[i] >> shift) & 0xF, hi = (q[i + 16] >> shift) & 0xF;
+            out[160 + 128 * j + 32 * (i / 4) + 4 * r + i % 4] = static_cast<uint8_t>(lo | (hi << 4));
+          }
+        }
+      }
+    }
+  }
+}
 
 inline void repack(const Matrix& W, void* dst) {
+  if (W.type == DType::Q4_K) {
+    repack_q4k(W, static_cast<uint8_t*>(dst));
+    return;
+  }
   const int64_t rb = row_bytes(W.type, W.cols), nb = W.cols / kQK, bb = block_bytes(W.type);
   const int header = W.type == DType::Q4_1 ? 4 : 2;  // bytes of d (and m) per GGUF block
   const int qbytes = static_cast<int>(bb) - header;  // 16 (Q4) or 32 (Q8_0)
@@ -66,7 +107,7 @@ inline __m256i bcast4(const int8_t* p) {
 // adds per act value, removed exactly in integers with the block's Σq).
 template <class Dot, DType T, int MR>
 inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* const* a, float (*out)[8]) {
-  constexpr int64_t kRec = T == DType::Q4_0 ? 144 : T == DType::Q4_1 ? 160 : 272;
+  constexpr int64_t kRec = record_bytes(T);
   constexpr int kHeader = T == DType::Q4_1 ? 32 : 16;
   __m256 acc[MR], accm[MR];
   for (int i = 0; i < MR; ++i) acc[i] = accm[i] = _mm256_setzero_ps();
@@ -78,7 +119,33 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
     for (int64_t off = 0; off < kRec; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec)));
     const uint8_t* qs = rec + kHeader;
-    if constexpr (T == DType::Q8_0) {
+    if constexpr (T == DType::Q4_K) {
+      const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + 16)));
+      for (int j = 0; j < 8; ++j) {
+        const auto u8f = [](const uint8_t* p) {
+          return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+        };
+        const __m256 sc = _mm256_mul_ps(dw, u8f(rec + 32 + 8 * j));  // d · scale_j per row
+        const __m256 mn = _mm256_mul_ps(dm, u8f(rec + 96 + 8 * j));  // dmin · min_j per row
+        const uint8_t* q = rec + 160 + 128 * j;
+        __m256i lo[4], hi[4];
+        for (int g = 0; g < 4; ++g) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * g));
+          lo[g] = _mm256_and_si256(v, low4);
+          hi[g] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        }
+        for (int i = 0; i < MR; ++i) {
+          const ActBlock& x = a[i][8 * k + j];
+          __m256i dot = _mm256_setzero_si256();
+          for (int g = 0; g < 4; ++g) {
+            dot = Dot::acc_u(dot, lo[g], bcast4(x.q + 4 * g));
+            dot = Dot::acc_u(dot, hi[g], bcast4(x.q + 16 + 4 * g));
+          }
+          acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(sc, _mm256_set1_ps(x.d)), acc[i]);
+          accm[i] = _mm256_fnmadd_ps(mn, _mm256_set1_ps(x.d * static_cast<float>(x.sum)), accm[i]);
+        }
+      }
+    } else if constexpr (T == DType::Q8_0) {
       for (int i = 0; i < MR; ++i) {
         const ActBlock& x = a[i][k];
         __m256i dot = _mm256_setzero_si256();
@@ -120,8 +187,8 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
 // group's weights stay in L1 while every activation tile passes over them.
 template <class Dot, DType T>
 void packed_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
-  const int64_t nblocks = W.cols / kQK;
-  const int64_t group_bytes = nblocks * record_bytes(T);
+  const int64_t nrec = records_per_row(T, W.cols), ablocks = W.cols / kQK;
+  const int64_t group_bytes = nrec * record_bytes(T);
   const auto* act = static_cast<const ActBlock*>(Xq);
   const auto* packed = static_cast<const uint8_t*>(W.packed);
   float out[4][8];
@@ -131,12 +198,12 @@ void packed_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
     for (int64_t i = 0; i < m; i += 4) {
       const int mr = static_cast<int>(std::min<int64_t>(4, m - i));
       const ActBlock* a[4];
-      for (int t = 0; t < mr; ++t) a[t] = act + (i + t) * nblocks;
+      for (int t = 0; t < mr; ++t) a[t] = act + (i + t) * ablocks;
       switch (mr) {
-        case 4: packed_group<Dot, T, 4>(rec, nblocks, a, out); break;
-        case 3: packed_group<Dot, T, 3>(rec, nblocks, a, out); break;
-        case 2: packed_group<Dot, T, 2>(rec, nblocks, a, out); break;
-        default: packed_group<Dot, T, 1>(rec, nblocks, a, out); break;
+        case 4: packed_group<Dot, T, 4>(rec, nrec, a, out); break;
+        case 3: packed_group<Dot, T, 3>(rec, nrec, a, out); break;
+        case 2: packed_group<Dot, T, 2>(rec, nrec, a, out); break;
+        default: packed_group<Dot, T, 1>(rec, nrec, a, out); break;
       }
       for (int t = 0; t < mr; ++t) {
         for (int64_t r = rbeg; r < rend; ++r) Y[(i + t) * ldy + r] = out[t][r - g * kPackRows];
@@ -155,6 +222,7 @@ bool matmul_packed(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t
     switch (W.type) {
       case DType::Q4_0: packed_rows<Dot, DType::Q4_0>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q4_1: packed_rows<Dot, DType::Q4_1>(W, Xq, m, Y, ldy, r0, split); break;
+      case DType::Q4_K: packed_rows<Dot, DType::Q4_K>(W, Xq, m, Y, ldy, r0, split); break;
       default: packed_rows<Dot, DType::Q8_0>(W, Xq, m, Y, ldy, r0, split); break;
     }
   }
