@@ -125,3 +125,17 @@ def test_packed_layout_matches_reference(kernels, dtype, shape):
     wf = gguf_dequantize(dtype, w, rows, cols).astype(np.float64)
     scale = np.abs(_act(kernels, dtype, x)) @ np.abs(wf).T
     np.testing.assert_array_less(np.abs(got - want), TOL[dtype] * scale + 1e-30)
+
+
+@pytest.mark.parametrize("variant", ["avx2", "generic"])
+def test_benchmark_entry_points_time_real_work(kernels):
+    rng = np.random.default_rng(9)
+    rows, cols, copies = 64, 128, 3
+    w = np.concatenate([random_weights(DType.Q4_1, rows, cols, rng).ravel() for _ in range(copies)])
+    for impl in (BEST, REF):
+        secs = kernels.bench_matmul(DType.Q4_1, w, rows, cols, copies, 2, 4, impl)
+        assert secs.shape == (4,) and (secs > 0).all()
+    reads = kernels.bench_stream_read(np.ones(1 << 16), 2)
+    assert reads.shape == (2,) and (reads > 0).all()
+    with pytest.raises(KernelError, match="copies"):
+        kernels.bench_matmul(DType.Q4_1, w[:-1], rows, cols, copies, 1, 1, BEST)
