@@ -14,6 +14,9 @@ default model and stops it at the end. Every client streams chat completions one
 - TTFT p50/p99: request sent -> first content chunk, over all requests of the round;
 - per-stream decode tokens/s: (tokens - 1) / (last token - first token), median over requests.
 
+``--engine-baseline`` also times the bare engine in this process (no HTTP, no server): the same
+batch sizes decoding together, tokens/s per batch size: the ceiling the server can reach.
+
 The levels run interleaved (1, 4, 16, 1, 4, 16, ...) ``--repeats`` times and every figure is the
 median over the repeats, so the machine's other load spreads over all levels alike.
 The target: 16 clients together reach at least 4x the single client's decode rate. The clients run
@@ -144,6 +147,31 @@ async def run_round(url: str, model: str, clients: int, requests: int, max_token
     )
 
 
+def engine_baseline(
+    levels: list[int], threads: int | None, max_tokens: int, repeats: int
+) -> dict[int, float]:
+    """Decode tokens/s of the bare engine with ``n`` sequences decoding together, per level (median)."""
+    sys.path.insert(0, str(REPO / "engine"))
+    from cpullm.engine import Engine
+    from cpullm.sampling import SamplingParams
+
+    engine = Engine(None, threads=threads, max_num_seqs=max(levels))
+    params = SamplingParams(temperature=0.7, max_tokens=max_tokens, ignore_eos=True, seed=1)
+    rates: dict[int, list[float]] = {n: [] for n in levels}
+    for rep in range(repeats):
+        for n in levels:
+            for i in range(n):
+                prompt = engine.tokenizer.encode(f"Request {rep}-{n}-{i}: explain {TOPICS[i % len(TOPICS)]}.")
+                engine.add_request(f"{rep}-{n}-{i}", prompt, params)
+            while len(engine.running) < n:  # prefill everything first: time decoding only
+                engine.step()
+            start, tokens = time.perf_counter(), 0
+            while engine.has_work():
+                tokens += sum(len(o.token_ids) for o in engine.step())
+            rates[n].append(tokens / (time.perf_counter() - start))
+    return {n: statistics.median(r) for n, r in rates.items()}
+
+
 def median_round(rounds: list[RoundResult]) -> RoundResult:
     """Each figure's median over repeated rounds of one concurrency level."""
     first = rounds[0]
@@ -213,6 +241,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="server compute threads")
     parser.add_argument("--max-num-seqs", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1, help="rounds per level, interleaved; medians kept")
+    parser.add_argument("--engine-baseline", action="store_true", help="also time the bare engine (no HTTP)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
@@ -235,11 +264,20 @@ def main() -> int:
         with started_server(args.threads, args.max_num_seqs) as (url, model):
             rounds = run(url, model)
     print(markdown(rounds))
+    baseline = {}
+    if args.engine_baseline:
+        baseline = engine_baseline(levels, args.threads, args.max_tokens, args.repeats)
+        print(
+            "\n| sequences decoding together (bare engine) | tok/s | × one sequence |\n| ---: | ---: | ---: |"
+        )
+        for n, rate in baseline.items():
+            print(f"| {n} | {rate:.1f} | {rate / baseline[levels[0]]:.2f} |")
     if args.json:
         meta = {"model": model, "max_tokens": args.max_tokens, "requests_per_client": args.requests,
                 "repeats": args.repeats, "threads": args.threads, "load_average": os.getloadavg(),
                 "cpu": platform.processor() or platform.machine()}  # fmt: skip
-        args.json.write_text(json.dumps({"meta": meta, "rounds": [asdict(r) for r in rounds]}, indent=2))
+        doc = {"meta": meta, "rounds": [asdict(r) for r in rounds], "engine_baseline_tps": baseline}
+        args.json.write_text(json.dumps(doc, indent=2))
     return 0
 
 
