@@ -129,3 +129,9 @@ def test_json_mode_is_refused_not_ignored(http):
     assert error["param"] == "response_format"
     plain = {**body, "response_format": {"type": "text"}, "max_tokens": 2}
     assert http.post("/v1/chat/completions", json=plain).status_code == 200
+
+
+def test_unknown_model_routes_are_404(http):
+    assert _error(http.get("/v1/models/other"), 404)["code"] == "model_not_found"
+    assert _error(http.get("/v2/models/other"), 404)["code"] == "model_not_found"
+    assert http.get(f"/v2/models/{MODEL}").json()["name"] == MODEL
