@@ -64,6 +64,9 @@ CPULLM_FAST_ATTENTION_DECL
 #if CPULLM_KSET_DOTPROD
 namespace dotprod {
 CPULLM_FAST_MATMUL_DECL
+// The aarch64 packed layout (matmul/arm_packed.h).
+int64_t packed_bytes(const Matrix& W);
+void repack(const Matrix& W, void* dst);
 }
 #endif
 #if CPULLM_KSET_I8MM

@@ -60,6 +60,8 @@ void prepare_act(DType type, const float* X, int64_t m, int64_t cols, void* Xq) 
 int64_t packed_bytes(const Matrix& W) {
 #if CPULLM_KSET_AVX2
   return avx2::packed_bytes(W);
+#elif CPULLM_KSET_DOTPROD
+  return dotprod::packed_bytes(W);
 #else
   (void)W;
   return 0;
@@ -69,6 +71,8 @@ int64_t packed_bytes(const Matrix& W) {
 void repack(const Matrix& W, void* dst) {
 #if CPULLM_KSET_AVX2
   avx2::repack(W, dst);
+#elif CPULLM_KSET_DOTPROD
+  dotprod::repack(W, dst);
 #else
   (void)W;
   (void)dst;

@@ -1,7 +1,9 @@
-// Armv8.2 dot-product fast paths: int8 block dots with sdot (four s8 products summed into s32).
+// Armv8.2 dot-product fast paths: int8 block dots with sdot (four s8 products summed into s32), and the
+// aarch64 packed layout (matmul/arm_packed.h) for decode.
 #include <arm_neon.h>
 
 #include "kernels/fast.h"
+#include "kernels/matmul/arm_packed.h"
 #include "kernels/matmul/arm_quant.h"
 
 namespace cpullm {
@@ -16,8 +18,12 @@ struct Dot {
 }  // namespace
 
 bool matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
+  if (arm::matmul_packed(W, Xq, m, Y, ldy, r0, r1, arm::matmul_quant<Dot>)) return true;
   return arm::matmul_quant<Dot>(W, Xq, m, Y, ldy, r0, r1);
 }
+
+int64_t packed_bytes(const Matrix& W) { return arm::packed_bytes(W); }
+void repack(const Matrix& W, void* dst) { arm::repack(W, dst); }
 
 }  // namespace dotprod
 }  // namespace cpullm
