@@ -245,6 +245,7 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # 1-min, before/after
         "commit": commit,
         "cpullm_lib_dir": env["CPULLM_LIB_DIR"],
+        "cpullm_built_here": args.built_here,  # False: --lib-dir given, built apart from `commit`
         "model": str(model),
         "model_bytes": model.stat().st_size,
         "repetitions": args.reps,
@@ -264,7 +265,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['date']}; {r['machine']}; commit {r['commit']}; "
         f"1-min load average {r['load_average'][0]} before, {r['load_average'][1]} after",
         f"model {Path(r['model']).name} ({r['model_bytes'] / 1e6:.1f} MB); "
-        f"cpullm variant {r['cpullm_variant']} from {r['cpullm_lib_dir']}; "
+        f"cpullm variant {r['cpullm_variant']} from {r['cpullm_lib_dir']}"
+        f"{' (built from this tree now)' if r['cpullm_built_here'] else ' (given, built separately)'}; "
         f"llama-cpp-python {r['llama_cpp_python']} (flash attention); median of {r['repetitions']} "
         "interleaved repetitions after a warm-up, tokens/s (min .. max); ratio of the medians, and "
         "the median of the per-repetition ratios (paired)",
@@ -322,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.llama_python).is_file():
         parser.error(f"{args.llama_python} not found: run `make bench`, or pass --llama-python")
     env = dict(os.environ)
+    args.built_here = args.lib_dir is None
     if args.lib_dir is None:
         sys.path.insert(0, str(REPO / "tests"))
         from support.native_build import build_native
