@@ -94,6 +94,36 @@ void Forward::project(const Projection& p, const float* X, int64_t T, float* Y) 
 
 void Forward::step(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits) {
   check_batch(model_, kv, tokens, seqs, n_seqs);
+  int64_t total = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) total += seqs[s].n_tokens;
+  if (total <= kMaxPassTokens) {
+    pass(kv, tokens, seqs, n_seqs, logits);
+    return;
+  }
+  // A long step (a big prefill) runs as consecutive passes of at most kMaxPassTokens tokens, cut
+  // anywhere in the concatenated token order: each pass writes its KV before the next reads it, and
+  // logits come out in the same order as from one pass. Keeps the activation scratch small.
+  const int64_t vocab = model_.config().vocab_size;
+  std::vector<SeqStep> part;
+  int64_t emitted = 0;
+  for (int64_t g0 = 0; g0 < total; g0 += kMaxPassTokens) {
+    const int64_t g1 = std::min(total, g0 + kMaxPassTokens);
+    part.clear();
+    int64_t first = 0;  // global index of sequence s's first token
+    for (int32_t s = 0; s < n_seqs; first += seqs[s].n_tokens, ++s) {
+      const int64_t a = std::max<int64_t>(g0 - first, 0), b = std::min<int64_t>(g1 - first, seqs[s].n_tokens);
+      if (a >= b) continue;
+      const int64_t wanted_from = seqs[s].n_tokens - seqs[s].n_logits;  // local index of the first logits row
+      const auto n_logits = static_cast<int32_t>(std::max<int64_t>(0, b - std::max(a, wanted_from)));
+      part.push_back({static_cast<int32_t>(b - a), static_cast<int32_t>(seqs[s].pos0 + a), seqs[s].block_table,
+                      seqs[s].n_blocks, n_logits});
+    }
+    pass(kv, tokens + g0, part.data(), static_cast<int32_t>(part.size()), logits + emitted * vocab);
+    for (const SeqStep& p : part) emitted += p.n_logits;
+  }
+}
+
+void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits) {
   const ModelConfig& c = model_.config();
   ThreadPool* pool = global_pool();
   const int64_t d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff, qkvd = qd + 2 * kvd;

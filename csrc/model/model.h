@@ -125,6 +125,10 @@ struct SeqStep {
   int32_t n_logits;
 };
 
+// Tokens one forward pass processes at most; a longer step runs as several passes. Bounds the activation
+// scratch (about 25 KiB per token for SmolLM2) while keeping products wide enough to reuse weights.
+constexpr int64_t kMaxPassTokens = 128;
+
 // Runs the forward pass for a batch of sequences in one call: prefill chunks and decode tokens mixed.
 // tokens: the new tokens of every sequence, concatenated in order. logits: [Σ n_logits × vocab_size].
 class Forward {
@@ -150,6 +154,8 @@ class Forward {
   std::vector<uint8_t> xq_;  // [T × act_row_bytes]  quantized activations shared by a projection's parts
 
   void project(const Projection& p, const float* X, int64_t T, float* Y);
+  // One forward pass over a batch already checked by step(), at most kMaxPassTokens tokens.
+  void pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits);
 };
 
 }  // namespace cpullm

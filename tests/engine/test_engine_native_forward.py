@@ -175,3 +175,24 @@ def test_products_run_from_packed_weights_and_results_do_not_change(tmp_path, li
     assert "blk.0.attn_norm.weight" not in names
     generic = NativeModel(mf, _native.load_variant(_native.select(native_lib_dir, forced="generic")))
     assert _rel_err(_prefill(nm, TOKENS), _prefill(generic, TOKENS)) < 1e-4
+
+
+def test_long_steps_run_as_passes_with_logits_in_order(tmp_path, lib):
+    from cpullm.native_model import NativeModel as NM
+
+    # 150 + 100 tokens: more than one native pass (128 tokens), cut inside the first sequence and again
+    # inside the second; every position of the first sequence and the last 3 of the second want logits.
+    path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(context_length=256))
+    mf = ModelFile.open(path)
+    nm = NM(mf, lib)
+    rng = np.random.default_rng(3)
+    a = [int(t) for t in rng.integers(0, nm.config.vocab_size, 150)]
+    b = [int(t) for t in rng.integers(0, nm.config.vocab_size, 100)]
+    cache = nm.new_cache(20, 16, "f32")
+    out = nm.step(
+        cache, [SeqChunk(a, 0, list(range(10)), 150), SeqChunk(b, 0, list(range(10, 17)), 3)]
+    ).copy()
+    assert out.shape == (153, nm.config.vocab_size)
+    ref = reference.ReferenceModel(mf)
+    assert _rel_err(out[:150], ref.logits(a)) < 1e-4
+    assert _rel_err(out[150:], ref.logits(b)[-3:]) < 1e-4
