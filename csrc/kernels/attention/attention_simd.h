@@ -143,6 +143,7 @@ inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int
   const int nv = hd / kLanes;
   const float neg_inf = -std::numeric_limits<float>::infinity();
   alignas(64) float vt[kLanes * kMaxHeadDim];  // the V tile in f32, [key][dim]
+  alignas(64) float kt[kMaxHeadDim * kLanes];  // F16 caches: the K tile in f32, [dim][key]
   for (int64_t k0 = 0; k0 <= max_pos; k0 += kLanes) {
     const int64_t block = kv.block_table[k0 / kv.block_size];
     const size_t tile = kvlayout::tile(kv, block, kvh);
@@ -155,18 +156,29 @@ inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int
         std::memcpy(vt + j * hd + c * kLanes, &v, sizeof v);
       }
     }
+    // K as f32 once per tile for all the group's queries (an F32 cache is read in place).
+    const float* kbase = nullptr;
+    size_t kstride = static_cast<size_t>(kv.block_size);
+    if constexpr (kF16) {
+      for (int32_t d = 0; d < hd; ++d) {
+        const v16 kd = load_f16(static_cast<const uint16_t*>(kv.k_pool) + tile + static_cast<size_t>(d) * kstride + slot0);
+        std::memcpy(kt + d * kLanes, &kd, sizeof kd);
+      }
+      kbase = kt;
+      kstride = kLanes;
+    } else {
+      kbase = static_cast<const float*>(kv.k_pool) + tile + slot0;
+    }
     for (int i = 0; i < n; ++i) {
       QueryState& s = st[i];
       if (k0 > s.pos) continue;  // every key of this tile is in the query's future
       // Scores of the 16 keys: Σ_d q[d] · K[d][keys], K rows contiguous over the tile's slots.
       v16 s0 = v16{}, s1 = v16{}, s2 = v16{}, s3 = v16{};
-      const size_t kcol = tile + slot0;
-      const size_t stride = static_cast<size_t>(kv.block_size);
       for (int32_t d = 0; d < hd; d += 4) {  // hd is a multiple of 16
-        s0 += s.q[d] * load_as<kF16>(kv.k_pool, kcol + d * stride);
-        s1 += s.q[d + 1] * load_as<kF16>(kv.k_pool, kcol + (d + 1) * stride);
-        s2 += s.q[d + 2] * load_as<kF16>(kv.k_pool, kcol + (d + 2) * stride);
-        s3 += s.q[d + 3] * load_as<kF16>(kv.k_pool, kcol + (d + 3) * stride);
+        s0 += s.q[d] * load_f32(kbase + d * kstride);
+        s1 += s.q[d + 1] * load_f32(kbase + (d + 1) * kstride);
+        s2 += s.q[d + 2] * load_f32(kbase + (d + 2) * kstride);
+        s3 += s.q[d + 3] * load_f32(kbase + (d + 3) * kstride);
       }
       v16 sc = (s0 + s1) + (s2 + s3);
       const int valid = static_cast<int>(s.pos - k0 + 1 < nk ? s.pos - k0 + 1 : nk);
