@@ -115,8 +115,7 @@ struct Q6_KT {
   }
   // Lanes 0..3 (elements 0..15) take the first half's scale, lanes 4..7 the second's.
   static __m256i iscales(const Block& b, int j) {
-    return _mm256_setr_epi32(b.scales[2 * j], b.scales[2 * j], b.scales[2 * j], b.scales[2 * j], b.scales[2 * j + 1],
-                             b.scales[2 * j + 1], b.scales[2 * j + 1], b.scales[2 * j + 1]);
+    return _mm256_set_m128i(_mm_set1_epi32(b.scales[2 * j + 1]), _mm_set1_epi32(b.scales[2 * j]));
   }
 };
 
@@ -170,10 +169,12 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
         const __m256i q = T::quants(blk, j);
         const __m256 dw = _mm256_set1_ps(d[ri][j]);
         const __m256i u = T::kSigned ? _mm256_sign_epi8(q, q) : q;
+        __m256i isc = _mm256_setzero_si256();
+        if constexpr (T::kHalves) isc = T::iscales(blk, j);
         for (int i = 0; i < MR; ++i) {
           const __m256i x = T::kSigned ? _mm256_sign_epi8(aq[i], q) : aq[i];
           __m256i dot = Dot::dot(u, x);
-          if constexpr (T::kHalves) dot = _mm256_mullo_epi32(_mm256_sub_epi32(dot, a32[i]), T::iscales(blk, j));
+          if constexpr (T::kHalves) dot = _mm256_mullo_epi32(_mm256_sub_epi32(dot, a32[i]), isc);
           const __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), ad[i]);
           acc[ri][i] = _mm256_fmadd_ps(p, dw, acc[ri][i]);
           if constexpr (T::kHasMin && !kVecMin) {
