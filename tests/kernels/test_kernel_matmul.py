@@ -110,7 +110,10 @@ def test_bad_arguments_raise_sentences(kernels):
         kernels.set_num_threads(0)
 
 
-@pytest.mark.parametrize("dtype", [DType.Q4_0, DType.Q4_1, DType.Q8_0, DType.Q4_K], ids=lambda t: t.name)
+PACKED_TYPES = [DType.Q4_0, DType.Q4_1, DType.Q8_0, DType.Q4_K, DType.Q6_K]
+
+
+@pytest.mark.parametrize("dtype", PACKED_TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize(
     "shape", [(8, 1, 1), (21, 3, 1), (64, 18, 1), (40, 5, 6)], ids=lambda s: "x".join(map(str, s))
 )

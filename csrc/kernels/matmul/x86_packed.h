@@ -1,4 +1,4 @@
-// Row-interleaved ("packed") layout for Q4_0 / Q4_1 / Q8_0 / Q4_K on x86, and its products.
+// Row-interleaved ("packed") layout for Q4_0 / Q4_1 / Q8_0 / Q4_K / Q6_K on x86, and its products.
 //
 // Rows are taken in groups of 8 (rows beyond the last full group stay in GGUF layout, read from W.data).
 // For each group and each 32-weight block column k, one record of exactly 8 GGUF blocks' bytes:
@@ -10,6 +10,10 @@
 // Q4_K: one record per 256-weight super-block column (1184 bytes for 8 rows, 32 more than GGUF):
 //   f16 d[8], f16 dmin[8], u8 scale[8 sub-blocks][8 rows], u8 min[8][8] (the 6-bit values, unpacked),
 //   then per sub-block j: 4 chunks × 32 bytes as for Q4 above (low nibble element 4g+b, high 16+4g+b).
+// Q6_K: one record per super-block column (1680 bytes for 8 rows, the same as GGUF): f16 d[8], i8
+//   scale[16 halves][8 rows], then per sub-block j 192 bytes: 4 chunks × 32 bytes of low 4 bits (low
+//   nibble element 4g+b, high nibble 16+4g+b, as for Q4) and 2 chunks × 32 bytes of high 2 bits: chunk
+//   c, row r, byte b holds elements 8c+b, 16+8c+b, 8c+4+b, 16+8c+4+b in bits 0-1, 2-3, 4-5, 6-7.
 // One 32-byte chunk times 4 broadcast activation bytes is then one integer dot instruction for 8 rows,
 // and every 32-bit lane is one row: no horizontal sums, and scales load as one vector of 8.
 #ifndef CPULLM_KERNELS_X86_PACKED_H
@@ -29,19 +33,23 @@ constexpr int kPackRows = 8;
 constexpr int64_t kPrefetch = 8192;
 
 inline bool packable(DType t) {
-  return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q8_0 || t == DType::Q4_K;
+  return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q8_0 || t == DType::Q4_K || t == DType::Q6_K;
 }
 
 constexpr int64_t kQ4KRecord = 16 + 16 + 64 + 64 + 8 * 128;
+constexpr int64_t kQ6KRecord = 16 + 128 + 8 * 192;
 
 // Bytes of one record (8 rows × one block column, or one super-block column for Q4_K).
 constexpr int64_t record_bytes(DType t) {
   return t == DType::Q4_K   ? kQ4KRecord
+         : t == DType::Q6_K ? kQ6KRecord
          : t == DType::Q4_0 ? kPackRows * int64_t{sizeof(BlockQ4_0)}
          : t == DType::Q4_1 ? kPackRows * int64_t{sizeof(BlockQ4_1)}
                             : kPackRows * int64_t{sizeof(BlockQ8_0)};
 }
-inline int64_t records_per_row(DType t, int64_t cols) { return cols / (t == DType::Q4_K ? kQKK : kQK); }
+inline int64_t records_per_row(DType t, int64_t cols) {
+  return cols / (t == DType::Q4_K || t == DType::Q6_K ? kQKK : kQK);
+}
 
 inline int64_t packed_bytes(const Matrix& W) {
   if (!packable(W.type)) return 0;
@@ -71,9 +79,41 @@ inline void repack_q4k(const Matrix& W, uint8_t* out) {
   }
 }
 
+inline void repack_q6k(const Matrix& W, uint8_t* out) {
+  const int64_t rb = row_bytes(W.type, W.cols), ns = W.cols / kQKK;
+  const auto* src = static_cast<const uint8_t*>(W.data);
+  for (int64_t g = 0; g < W.rows / kPackRows; ++g) {
+    for (int64_t k = 0; k < ns; ++k, out += kQ6KRecord) {
+      for (int r = 0; r < kPackRows; ++r) {
+        const auto& b = reinterpret_cast<const BlockQ6_K*>(src + (g * kPackRows + r) * rb)[k];
+        std::memcpy(out + 2 * r, &b.d, 2);
+        for (int h = 0; h < 16; ++h) out[16 + 8 * h + r] = static_cast<uint8_t>(b.scales[h]);
+        for (int j = 0; j < 8; ++j) {
+          uint8_t* q = out + 144 + 192 * j;
+          auto v = [&](int e) { return q6k_value(b, 32 * j + e) + 32; };  // stored value 0..63
+          for (int e = 0; e < 16; ++e) {
+            q[32 * (e / 4) + 4 * r + e % 4] = static_cast<uint8_t>((v(e) & 0xF) | ((v(e + 16) & 0xF) << 4));
+          }
+          for (int c = 0; c < 2; ++c) {
+            for (int bb = 0; bb < 4; ++bb) {
+              const int e0 = 8 * c + bb, e1 = 8 * c + 4 + bb;
+              q[128 + 32 * c + 4 * r + bb] = static_cast<uint8_t>((v(e0) >> 4) | ((v(16 + e0) >> 4) << 2) |
+                                                                 ((v(e1) >> 4) << 4) | ((v(16 + e1) >> 4) << 6));
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 inline void repack(const Matrix& W, void* dst) {
   if (W.type == DType::Q4_K) {
     repack_q4k(W, static_cast<uint8_t*>(dst));
+    return;
+  }
+  if (W.type == DType::Q6_K) {
+    repack_q6k(W, static_cast<uint8_t*>(dst));
     return;
   }
   const int64_t rb = row_bytes(W.type, W.cols), nb = W.cols / kQK, bb = block_bytes(W.type);
@@ -119,7 +159,41 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
     for (int64_t off = 0; off < kRec; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec)));
     const uint8_t* qs = rec + kHeader;
-    if constexpr (T == DType::Q4_K) {
+    if constexpr (T == DType::Q6_K) {
+      const __m256i three = _mm256_set1_epi8(3);
+      for (int j = 0; j < 8; ++j) {
+        const uint8_t* q = rec + 144 + 192 * j;
+        const __m256i qh[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 128)),
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 160))};
+        __m256i lo[4], hi[4];  // stored 6-bit values: lo[g] elements 4g+b, hi[g] elements 16+4g+b
+        for (int g = 0; g < 4; ++g) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * g));
+          const __m256i h = g % 2 ? _mm256_srli_epi16(qh[g / 2], 4) : qh[g / 2];
+          lo[g] = _mm256_or_si256(_mm256_and_si256(v, low4), _mm256_slli_epi16(_mm256_and_si256(h, three), 4));
+          hi[g] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4),
+                                  _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), three), 4));
+        }
+        const auto i8x8 = [](const uint8_t* p) {
+          return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        };
+        const __m256i sc0 = i8x8(rec + 16 + 8 * (2 * j)), sc1 = i8x8(rec + 16 + 8 * (2 * j + 1));
+        for (int i = 0; i < MR; ++i) {
+          const ActBlock& x = a[i][8 * k + j];
+          int32_t half0 = 0;  // Σ q_act over elements 0..15 (the second half is sum - half0)
+          for (int e = 0; e < 16; ++e) half0 += x.q[e];
+          __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+          for (int g = 0; g < 4; ++g) {
+            d0 = Dot::acc_u(d0, lo[g], bcast4(x.q + 4 * g));
+            d1 = Dot::acc_u(d1, hi[g], bcast4(x.q + 16 + 4 * g));
+          }
+          // Σ (q - 32)·a per half, times the half's scale: the integer the reference computes, exactly.
+          d0 = _mm256_mullo_epi32(_mm256_sub_epi32(d0, _mm256_set1_epi32(32 * half0)), sc0);
+          d1 = _mm256_mullo_epi32(_mm256_sub_epi32(d1, _mm256_set1_epi32(32 * (x.sum - half0))), sc1);
+          const __m256i dot = _mm256_add_epi32(d0, d1);
+          acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[i]);
+        }
+      }
+    } else if constexpr (T == DType::Q4_K) {
       const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + 16)));
       for (int j = 0; j < 8; ++j) {
         const auto u8f = [](const uint8_t* p) {
@@ -223,6 +297,7 @@ bool matmul_packed(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t
       case DType::Q4_0: packed_rows<Dot, DType::Q4_0>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q4_1: packed_rows<Dot, DType::Q4_1>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q4_K: packed_rows<Dot, DType::Q4_K>(W, Xq, m, Y, ldy, r0, split); break;
+      case DType::Q6_K: packed_rows<Dot, DType::Q6_K>(W, Xq, m, Y, ldy, r0, split); break;
       default: packed_rows<Dot, DType::Q8_0>(W, Xq, m, Y, ldy, r0, split); break;
     }
   }
