@@ -140,6 +140,7 @@ def main() -> None:
     for dtype, (rows, cols) in [
         (DType.Q4_0, (1536, 576)),
         (DType.Q4_K, (576, 1536)),
+        (DType.Q6_K, (576, 1536)),
         (DType.F16, (1536, 576)),
     ]:
         measure("matvec cold", dtype, rows, cols, 1, cold=True)
