@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels/blocks.h"
 
@@ -146,7 +147,8 @@ inline __m256i bcast4(const int8_t* p) {
 // Dot: acc_u(acc, u8 weights, s8 act), acc_s(acc, s8 weights, s8 act) and kSignedBias (the bias acc_s
 // adds per act value, removed exactly in integers with the block's Σq).
 template <class Dot, DType T, int MR>
-inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* const* a, float (*out)[8]) {
+inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* const* a, const int32_t* const* half0,
+                         float (*out)[8]) {
   constexpr int64_t kRec = record_bytes(T);
   constexpr int kHeader = T == DType::Q4_1 ? 32 : 16;
   __m256 acc[MR], accm[MR];
@@ -179,16 +181,15 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
         const __m256i sc0 = i8x8(rec + 16 + 8 * (2 * j)), sc1 = i8x8(rec + 16 + 8 * (2 * j + 1));
         for (int i = 0; i < MR; ++i) {
           const ActBlock& x = a[i][8 * k + j];
-          int32_t half0 = 0;  // Σ q_act over elements 0..15 (the second half is sum - half0)
-          for (int e = 0; e < 16; ++e) half0 += x.q[e];
+          const int32_t h0 = half0[i][8 * k + j];  // Σ q_act over elements 0..15; the rest is sum - h0
           __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
           for (int g = 0; g < 4; ++g) {
             d0 = Dot::acc_u(d0, lo[g], bcast4(x.q + 4 * g));
             d1 = Dot::acc_u(d1, hi[g], bcast4(x.q + 16 + 4 * g));
           }
           // Σ (q - 32)·a per half, times the half's scale: the integer the reference computes, exactly.
-          d0 = _mm256_mullo_epi32(_mm256_sub_epi32(d0, _mm256_set1_epi32(32 * half0)), sc0);
-          d1 = _mm256_mullo_epi32(_mm256_sub_epi32(d1, _mm256_set1_epi32(32 * (x.sum - half0))), sc1);
+          d0 = _mm256_mullo_epi32(_mm256_sub_epi32(d0, _mm256_set1_epi32(32 * h0)), sc0);
+          d1 = _mm256_mullo_epi32(_mm256_sub_epi32(d1, _mm256_set1_epi32(32 * (x.sum - h0))), sc1);
           const __m256i dot = _mm256_add_epi32(d0, d1);
           acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[i]);
         }
@@ -265,6 +266,16 @@ void packed_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
   const int64_t group_bytes = nrec * record_bytes(T);
   const auto* act = static_cast<const ActBlock*>(Xq);
   const auto* packed = static_cast<const uint8_t*>(W.packed);
+  // Q6_K needs each activation block's first-half sum; computed once per call, not per row group.
+  thread_local std::vector<int32_t> half0;
+  if constexpr (T == DType::Q6_K) {
+    half0.resize(static_cast<size_t>(m * ablocks));
+    for (int64_t b = 0; b < m * ablocks; ++b) {
+      int32_t h = 0;
+      for (int e = 0; e < 16; ++e) h += act[b].q[e];
+      half0[static_cast<size_t>(b)] = h;
+    }
+  }
   float out[4][8];
   for (int64_t g = r0 / kPackRows; g * kPackRows < r1; ++g) {
     const uint8_t* rec = packed + g * group_bytes;
@@ -272,12 +283,16 @@ void packed_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
     for (int64_t i = 0; i < m; i += 4) {
       const int mr = static_cast<int>(std::min<int64_t>(4, m - i));
       const ActBlock* a[4];
-      for (int t = 0; t < mr; ++t) a[t] = act + (i + t) * ablocks;
+      const int32_t* h0[4] = {};
+      for (int t = 0; t < mr; ++t) {
+        a[t] = act + (i + t) * ablocks;
+        if (T == DType::Q6_K) h0[t] = half0.data() + (i + t) * ablocks;
+      }
       switch (mr) {
-        case 4: packed_group<Dot, T, 4>(rec, nrec, a, out); break;
-        case 3: packed_group<Dot, T, 3>(rec, nrec, a, out); break;
-        case 2: packed_group<Dot, T, 2>(rec, nrec, a, out); break;
-        default: packed_group<Dot, T, 1>(rec, nrec, a, out); break;
+        case 4: packed_group<Dot, T, 4>(rec, nrec, a, h0, out); break;
+        case 3: packed_group<Dot, T, 3>(rec, nrec, a, h0, out); break;
+        case 2: packed_group<Dot, T, 2>(rec, nrec, a, h0, out); break;
+        default: packed_group<Dot, T, 1>(rec, nrec, a, h0, out); break;
       }
       for (int t = 0; t < mr; ++t) {
         for (int64_t r = rbeg; r < rend; ++r) Y[(i + t) * ldy + r] = out[t][r - g * kPackRows];
