@@ -22,11 +22,14 @@ run_venv=build/wheel-venv
 test -x "$run_venv/bin/python" || .venv/bin/python -m venv "$run_venv"
 "$run_venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"
 "$run_venv/bin/python" -m pip install -q --disable-pip-version-check "$wheel"
-question="What is the capital of France?"
+# The issue's prompt, one user turn in SmolLM2's ChatML with no system turn. (`--chat` would use the
+# model's template, which adds a default system prompt; this small model then answers less well.)
+prompt=$'<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n'
 echo
-echo "running the wheel on the default model: cpullm generate --chat -p \"$question\" -n 32 --temperature 0"
+echo "running the wheel on the default model (greedy, 32 tokens at most):"
+printf '%s' "$prompt"
 cpullm="$PWD/$run_venv/bin/cpullm"
-(cd /tmp && "$cpullm" generate --chat -p "$question" -n 32 --temperature 0)
+(cd /tmp && "$cpullm" generate -p "$prompt" -n 32 --temperature 0)
 
 echo
 echo "make wheel: your wheel is $wheel"
