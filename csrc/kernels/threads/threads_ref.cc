@@ -51,7 +51,7 @@ struct ThreadPool::Impl {
       uint64_t t = ticket.load(std::memory_order_acquire);
       if (static_cast<uint32_t>(t >> 32) != gen) return;
       const int64_t c = static_cast<int64_t>(t & 0xFFFFFFFFu);
-      if (c >= chunks.load(std::memory_order_relaxed)) return;
+      if (c >= chunks.load(std::memory_order_acquire)) return;
       if (!ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
       const int64_t nc = chunks.load(std::memory_order_relaxed);
       const int64_t u0 = units * c / nc, u1 = units * (c + 1) / nc;
@@ -116,12 +116,18 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
     return;
   }
   const int64_t chunks = std::min<int64_t>(units, 4 * static_cast<int64_t>(s.n_threads));
+  // Close the previous job before rewriting the job's fields: a worker still looping in run_chunks for
+  // it could otherwise pass the chunk check against the new (larger) `chunks` and claim one more chunk
+  // with the old ticket, running half-written fields and adding to `done` after it was reset, so the
+  // wait below never ended (a server hung this way with 2 threads). With the ticket exhausted, such a
+  // stale compare-exchange fails; the release here pairs with the acquire load of `chunks` above.
+  s.ticket.store((static_cast<uint64_t>(s.last_generation) << 32) | 0xFFFFFFFFu, std::memory_order_release);
   s.fn = fn;
   s.ctx = ctx;
   s.n = n;
   s.grain = grain;
   s.units = units;
-  s.chunks.store(chunks, std::memory_order_relaxed);
+  s.chunks.store(chunks, std::memory_order_release);
   s.done.store(0, std::memory_order_relaxed);
   const uint32_t gen = ++s.last_generation;
   {
