@@ -86,7 +86,8 @@ def main() -> None:
     lib_dir = build_native("x86_64")
     sel = _native.select(lib_dir)
     runnable = sorted((n for n, s in sel.candidates.items() if s > 0), key=lambda n: sel.candidates[n])
-    variants = [v for v in args.variants.split(",") if v] or runnable
+    # Least capable first, whatever order --variants gave: the last is the best, `generic` the baseline.
+    variants = sorted([v for v in args.variants.split(",") if v] or runnable, key=lambda v: sel.candidates[v])
     kern = {v: Kernels(_native.load_variant(_native.select(lib_dir, forced=v))) for v in variants}
     rounds = 1 if args.quick else 3
     rng = np.random.default_rng(0)
