@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "kernels/blocks.h"
+#include "kernels/matmul/row_tiles.h"
 #include "kernels/matmul/x86_intrin.h"
 
 namespace cpullm {
@@ -196,40 +197,11 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
 // from registers); decode (m = 1): 4×1 tiles.
 template <class T, class Dot>
 void matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
-  constexpr int NR = 4;
-  const int64_t wstride = row_bytes(W.type, W.cols);
-  const int64_t nblocks = W.cols / (T::kSubs * kQK);
-  const int64_t ablocks = W.cols / kQK;
-  const auto* base = static_cast<const uint8_t*>(W.data);
-  const auto* act = static_cast<const ActBlock*>(Xq);
-  for (int64_t i = 0; i < m; i += 4) {
-    const ActBlock* a[4];
-    const int mr = static_cast<int>(std::min<int64_t>(4, m - i));
-    for (int t = 0; t < mr; ++t) a[t] = act + (i + t) * ablocks;
-    float* y = Y + i * ldy;
-    int64_t r = r0;
-    for (; r + NR <= r1; r += NR) {
-      const uint8_t* w = base + r * wstride;
-      switch (mr) {
-        case 4: tile<T, Dot, NR, 4>(w, wstride, a, nblocks, y, ldy, r); break;
-        case 3: tile<T, Dot, NR, 3>(w, wstride, a, nblocks, y, ldy, r); break;
-        case 2: tile<T, Dot, NR, 2>(w, wstride, a, nblocks, y, ldy, r); break;
-        default: tile<T, Dot, NR, 1>(w, wstride, a, nblocks, y, ldy, r); break;
-      }
-    }
-    for (; r < r1; ++r) {
-      const uint8_t* w = base + r * wstride;
-      switch (mr) {
-        case 4: tile<T, Dot, 1, 4>(w, wstride, a, nblocks, y, ldy, r); break;
-        case 3: tile<T, Dot, 1, 3>(w, wstride, a, nblocks, y, ldy, r); break;
-        case 2: tile<T, Dot, 1, 2>(w, wstride, a, nblocks, y, ldy, r); break;
-        default: tile<T, Dot, 1, 1>(w, wstride, a, nblocks, y, ldy, r); break;
-      }
-    }
-  }
+  row_tiles::quant_rows<T>(W, Xq, m, Y, ldy, r0, r1, [](auto nr, auto mr, auto... args) {
+    tile<T, Dot, decltype(nr)::value, decltype(mr)::value>(args...);
+  });
 }
 
-// The quantized types this template handles; false for others (the caller falls back).
 template <class Dot>
 bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
   switch (W.type) {
