@@ -2,6 +2,7 @@
 bandwidth measured in the same run.
 
     .venv/bin/python benchmarks/kernels.py [--threads 1,2] [--variants avx512_vnni,generic] [--quick]
+    .venv/bin/python benchmarks/kernels.py --types Q8_0,Q4_K --cold-only --rounds 5   # the done-when cells
 
 Decode (matvec, m = 1) is timed twice: "hot" (one matrix, as cached as it gets) and "cold" (copies of the
 matrix laid end to end, >= 256 MiB in all, cycled so every call streams its weights from DRAM). Prefill
@@ -79,6 +80,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default="1,2", help="thread counts, comma separated")
     ap.add_argument("--variants", default="", help="variants to run (default: every one this host can run)")
+    ap.add_argument("--types", default="", help="weight types to run, e.g. Q8_0,Q4_K (default: all)")
+    ap.add_argument("--cold-only", action="store_true", help="only the cold decode cells (done-when)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell (median kept)")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke test)")
     ap.add_argument("--markdown", type=Path, help="also write the tables as markdown to this file")
     args = ap.parse_args()
@@ -89,7 +93,11 @@ def main() -> None:
     # Least capable first, whatever order --variants gave: the last is the best, `generic` the baseline.
     variants = sorted([v for v in args.variants.split(",") if v] or runnable, key=lambda v: sel.candidates[v])
     kern = {v: Kernels(_native.load_variant(_native.select(lib_dir, forced=v))) for v in variants}
-    rounds = 1 if args.quick else 3
+    rounds = 1 if args.quick else args.rounds
+    types = {t.upper() for t in args.types.split(",") if t}
+    unknown = types - set(DType.__members__)
+    if unknown:
+        ap.error(f"unknown weight type(s): {', '.join(sorted(unknown))}")
     rng = np.random.default_rng(0)
     rows_out: list[Row] = []
     lines: list[str] = []
@@ -105,6 +113,8 @@ def main() -> None:
          f"(fast path {kern[best].best_kernel_set})")  # fmt: skip
 
     def measure(kernel: str, dtype: DType, rows: int, cols: int, m: int, cold: bool) -> None:
+        if (types and dtype.name not in types) or (args.cold_only and not cold):
+            return
         nbytes = rows * row_bytes(dtype, cols)
         copies = max(1, COLD_BYTES // nbytes) if cold else 1
         w = _weights(dtype, rows, cols, copies, rng)
