@@ -27,15 +27,24 @@ constexpr int kSpins = 20000;   // ~ tens of microseconds of pause before yieldi
 constexpr int kYields = 2000;   // then yield this many times before sleeping
 }  // namespace
 
+// Each job's chunks are dealt out as contiguous home ranges, one per thread. A thread runs its own
+// range front to back (so a matrix-vector product streams its rows as one run, which the prefetchers
+// follow), then takes chunks from the front of the others' ranges: a thread the OS descheduled holds up
+// the job by at most the one chunk it is running.
+struct alignas(64) Slot {
+  // (generation << 32) | next unclaimed chunk of this home range. Claims are compare-exchanges, which
+  // also prove the chunk belongs to the job the claimer read (a stale claim fails on the generation).
+  std::atomic<uint64_t> next{0};
+  std::atomic<int64_t> end{0};  // one past the range's last chunk (written before `next` is published)
+};
+
 struct ThreadPool::Impl {
   int n_threads = 1;
   std::vector<std::thread> workers;
+  std::unique_ptr<Slot[]> slots;       // one home range per thread
   std::atomic<uint64_t> generation{0};  // bumped once per job; workers wait for it to change
-  // (generation << 32) | next unclaimed chunk: threads claim chunks with a compare-exchange, which also
-  // proves the chunk belongs to the job they read (a stale claim fails on the generation).
-  std::atomic<uint64_t> ticket{0};
-  std::atomic<int64_t> chunks{0};  // chunks of the current job
-  std::atomic<int64_t> done{0};    // chunks of the current job finished
+  std::atomic<int64_t> chunks{0};       // chunks of the current job
+  std::atomic<int64_t> done{0};         // chunks of the current job finished
   std::atomic<bool> stop{false};
   std::mutex mu;
   std::condition_variable cv;
@@ -45,19 +54,28 @@ struct ThreadPool::Impl {
   int64_t n = 0, grain = 1, units = 0;
   uint32_t last_generation = 0;  // the caller's side only
 
-  // Claim and run chunks of job `gen` until none are left (or a newer job replaced it).
-  void run_chunks(uint32_t gen, int thread) {
+  // Claims the next chunk of job `gen` from `slot`'s range; -1 when none is left there.
+  int64_t claim(Slot& slot, uint32_t gen) {
+    uint64_t v = slot.next.load(std::memory_order_acquire);
     for (;;) {
-      uint64_t t = ticket.load(std::memory_order_acquire);
-      if (static_cast<uint32_t>(t >> 32) != gen) return;
-      const int64_t c = static_cast<int64_t>(t & 0xFFFFFFFFu);
-      if (c >= chunks.load(std::memory_order_acquire)) return;
-      if (!ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
-      const int64_t nc = chunks.load(std::memory_order_relaxed);
-      const int64_t u0 = units * c / nc, u1 = units * (c + 1) / nc;
-      const int64_t begin = u0 * grain, end = std::min(n, u1 * grain);
-      if (begin < end) fn(ctx, begin, end, thread);
-      done.fetch_add(1, std::memory_order_release);
+      if (static_cast<uint32_t>(v >> 32) != gen) return -1;
+      const auto c = static_cast<int64_t>(v & 0xFFFFFFFFu);
+      if (c >= slot.end.load(std::memory_order_relaxed)) return -1;
+      if (slot.next.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) return c;
+    }
+  }
+
+  // Run chunks of job `gen`: this thread's home range first, then the others', until none are left.
+  void run_chunks(uint32_t gen, int thread) {
+    for (int k = 0; k < n_threads; ++k) {
+      Slot& slot = slots[(thread + k) % n_threads];
+      for (int64_t c; (c = claim(slot, gen)) >= 0;) {
+        const int64_t nc = chunks.load(std::memory_order_relaxed);
+        const int64_t u0 = units * c / nc, u1 = units * (c + 1) / nc;
+        const int64_t begin = u0 * grain, end = std::min(n, u1 * grain);
+        if (begin < end) fn(ctx, begin, end, thread);
+        done.fetch_add(1, std::memory_order_release);
+      }
     }
   }
 
@@ -88,6 +106,7 @@ struct ThreadPool::Impl {
 
 ThreadPool::ThreadPool(int n_threads) : impl_(new Impl) {
   impl_->n_threads = std::max(1, n_threads);
+  impl_->slots = std::make_unique<Slot[]>(static_cast<size_t>(impl_->n_threads));
   for (int i = 1; i < impl_->n_threads; ++i) impl_->workers.emplace_back([this, i] { impl_->worker(i); });
 }
 
@@ -103,9 +122,8 @@ ThreadPool::~ThreadPool() {
 
 int ThreadPool::size() const { return impl_->n_threads; }
 
-// Chunks are claimed dynamically (a few per thread), so a thread the OS descheduled delays the job by
-// at most the chunk it holds: the others take the rest. Which thread runs a chunk never changes its
-// result, and chunk boundaries are multiples of `grain`.
+// A few chunks per thread (see Slot): which thread runs a chunk never changes its result, and chunk
+// boundaries are multiples of `grain`.
 void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
@@ -115,24 +133,30 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
     fn(ctx, 0, n, 0);
     return;
   }
-  const int64_t chunks = std::min<int64_t>(units, 4 * static_cast<int64_t>(s.n_threads));
+  const int nt = s.n_threads;
+  const int64_t chunks = std::min<int64_t>(units, 4 * static_cast<int64_t>(nt));
   // Close the previous job before rewriting the job's fields: a worker still looping in run_chunks for
-  // it could otherwise pass the chunk check against the new (larger) `chunks` and claim one more chunk
-  // with the old ticket, running half-written fields and adding to `done` after it was reset, so the
-  // wait below never ended (a server hung this way with 2 threads). With the ticket exhausted, such a
-  // stale compare-exchange fails; the release here pairs with the acquire load of `chunks` above.
-  s.ticket.store((static_cast<uint64_t>(s.last_generation) << 32) | 0xFFFFFFFFu, std::memory_order_release);
+  // it must not claim a chunk against half-written fields (a server once hung that way). With every
+  // range exhausted under the old generation, such a stale compare-exchange fails.
+  for (int t = 0; t < nt; ++t) {
+    s.slots[t].next.store((static_cast<uint64_t>(s.last_generation) << 32) | 0xFFFFFFFFu, std::memory_order_release);
+  }
   s.fn = fn;
   s.ctx = ctx;
   s.n = n;
   s.grain = grain;
   s.units = units;
-  s.chunks.store(chunks, std::memory_order_release);
+  s.chunks.store(chunks, std::memory_order_relaxed);
   s.done.store(0, std::memory_order_relaxed);
   const uint32_t gen = ++s.last_generation;
+  for (int t = 0; t < nt; ++t) s.slots[t].end.store(chunks * (t + 1) / nt, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    s.ticket.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
+    // Release: a claim that reads this generation also sees the job's fields written above.
+    for (int t = 0; t < nt; ++t) {
+      s.slots[t].next.store((static_cast<uint64_t>(gen) << 32) | static_cast<uint64_t>(chunks * t / nt),
+                            std::memory_order_release);
+    }
     s.generation.store(gen, std::memory_order_release);
   }
   s.cv.notify_all();
