@@ -2,8 +2,9 @@
 // compiled per kernel set (attention_<set>.cc), so the vector width and instructions come from that
 // file's flags: 16-float vectors are one zmm with AVX-512, two ymm with AVX2, four q registers on NEON.
 //
-// Work is grouped by (tile of up to 16 query tokens, KV head): every query head of the group and every
-// token of the tile reads the same 16-key tiles, so each K/V tile is converted to f32 once and reused.
+// Work is grouped by (tile of up to 16 query tokens, KV head): the query heads and tokens of a group
+// read the same 16-key tiles, in batches of up to 4 queries that each load of a K or V row serves (a
+// decode token's query heads for one KV head are one batch when the group is at most 4).
 // Per query it keeps a running max m, a running sum l and an output accumulator (online softmax):
 //   s = q·K_tile * scale;  m' = max(m, max s);  p = exp(s - m');  l = l·e^(m-m') + Σp;
 //   acc = acc·e^(m-m') + Σ_j p_j V_j;  out = acc / l.
@@ -134,71 +135,115 @@ inline v16 load_as(const void* pool, size_t index) {
   return load_f32(static_cast<const float*>(pool) + index);
 }
 
-// One KV head's queries `st[0..n)` over keys 0 .. max_pos, tile by tile. kF16: the cache stores F16.
-// The dot products keep 4 independent accumulators (scores) or one per 16 dimensions (values): a
-// single chain of FMAs waits on each one's latency and ran at a quarter of the machine's rate.
+// Ask for the K and V rows of the 16 keys from k0 on. A head's tiles lie a few KiB apart in the pools
+// (blocks interleave the KV heads), so each starts a new page that the hardware prefetchers do not
+// enter: without this, decode at a 4096-token context waited on memory for most of its attention time.
+// GCC 12 drops __builtin_prefetch from this loop once inlined; an asm statement it must keep.
+inline void prefetch_line(const char* p) {
+#if defined(__x86_64__)
+  __asm__ volatile("prefetcht0 %0" : : "m"(*p));
+#elif defined(__aarch64__)
+  __asm__ volatile("prfm pldl1keep, %0" : : "Q"(*p));
+#else
+  __builtin_prefetch(p);
+#endif
+}
+
 template <bool kF16>
-inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int64_t max_pos) {
+inline void prefetch_tile(const KVCache& kv, int32_t kvh, int64_t k0) {
+  const size_t elem = kF16 ? 2 : 4;
+  const size_t tile = kvlayout::tile(kv, kv.block_table[k0 / kv.block_size], kvh);
+  const size_t slot0 = static_cast<size_t>(k0 % kv.block_size);
+  const auto* kp = static_cast<const char*>(kv.k_pool);
+  const auto* vp = static_cast<const char*>(kv.v_pool);
+  // K: head_dim rows of kLanes keys, block_size apart; V: kLanes rows of head_dim, contiguous.
+  for (int32_t d = 0; d < kv.head_dim; ++d) {
+    const size_t at = (tile + static_cast<size_t>(d) * kv.block_size + slot0) * elem;
+    if (d == 0 || (at & 63) < kLanes * elem) prefetch_line(kp + at);
+  }
+  const size_t v0 = (tile + slot0 * kv.head_dim) * elem, vbytes = kLanes * kv.head_dim * elem;
+  for (size_t off = 0; off < vbytes; off += 64) prefetch_line(vp + v0 + off);
+}
+
+// Up to kBatch queries `st[0..N)` of one KV head over keys 0 .. max_pos, tile by tile. kF16: the cache
+// stores F16. Each K row (16 keys of one dimension) and each V row is loaded once, converted in
+// registers, and used by every query of the batch. Every query does the same operations in the same
+// order whatever N is and whichever other queries share its batch, so how items are split between
+// threads never changes a result. Two independent score accumulators per query hide the FMA latency.
+template <bool kF16, int N>
+inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t max_pos) {
   const int32_t hd = kv.head_dim;
   const int nv = hd / kLanes;
+  const size_t kstride = static_cast<size_t>(kv.block_size);
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  alignas(64) float vt[kLanes * kMaxHeadDim];  // the V tile in f32, [key][dim]
-  alignas(64) float kt[kMaxHeadDim * kLanes];  // F16 caches: the K tile in f32, [dim][key]
+  v16i lane;
+  for (int j = 0; j < kLanes; ++j) lane[j] = j;
+  alignas(64) float p[N][kLanes];  // this tile's softmax numerators, 0 where masked
   for (int64_t k0 = 0; k0 <= max_pos; k0 += kLanes) {
     const int64_t block = kv.block_table[k0 / kv.block_size];
     const size_t tile = kvlayout::tile(kv, block, kvh);
     const int64_t slot0 = k0 % kv.block_size;
     const int nk = static_cast<int>(max_pos - k0 + 1 < kLanes ? max_pos - k0 + 1 : kLanes);
-    for (int j = 0; j < nk; ++j) {
-      const size_t row = tile + static_cast<size_t>(slot0 + j) * hd;
-      for (int c = 0; c < nv; ++c) {
-        const v16 v = load_as<kF16>(kv.v_pool, row + static_cast<size_t>(c) * kLanes);
-        std::memcpy(vt + j * hd + c * kLanes, &v, sizeof v);
+    if (k0 + kLanes <= max_pos) prefetch_tile<kF16>(kv, kvh, k0 + kLanes);
+    // Scores of the 16 keys: Σ_d q[d] · K[d][keys], K rows contiguous over the tile's slots.
+    v16 s0[N], s1[N], s2[N], s3[N];
+    for (int i = 0; i < N; ++i) s0[i] = s1[i] = s2[i] = s3[i] = v16{};
+    for (int32_t d = 0; d < hd; d += 4) {  // hd is a multiple of 16
+      const v16 ka = load_as<kF16>(kv.k_pool, tile + static_cast<size_t>(d) * kstride + slot0);
+      const v16 kb = load_as<kF16>(kv.k_pool, tile + static_cast<size_t>(d + 1) * kstride + slot0);
+      const v16 kc = load_as<kF16>(kv.k_pool, tile + static_cast<size_t>(d + 2) * kstride + slot0);
+      const v16 kd = load_as<kF16>(kv.k_pool, tile + static_cast<size_t>(d + 3) * kstride + slot0);
+      for (int i = 0; i < N; ++i) {
+        s0[i] += st[i].q[d] * ka;
+        s1[i] += st[i].q[d + 1] * kb;
+        s2[i] += st[i].q[d + 2] * kc;
+        s3[i] += st[i].q[d + 3] * kd;
       }
     }
-    // K as f32 once per tile for all the group's queries (an F32 cache is read in place).
-    const float* kbase = nullptr;
-    size_t kstride = static_cast<size_t>(kv.block_size);
-    if constexpr (kF16) {
-      for (int32_t d = 0; d < hd; ++d) {
-        const v16 kd = load_f16(static_cast<const uint16_t*>(kv.k_pool) + tile + static_cast<size_t>(d) * kstride + slot0);
-        std::memcpy(kt + d * kLanes, &kd, sizeof kd);
-      }
-      kbase = kt;
-      kstride = kLanes;
-    } else {
-      kbase = static_cast<const float*>(kv.k_pool) + tile + slot0;
-    }
-    for (int i = 0; i < n; ++i) {
+    float corr[N];
+    for (int i = 0; i < N; ++i) {
       QueryState& s = st[i];
+      corr[i] = 1.0f;
+      std::memset(p[i], 0, sizeof p[i]);
       if (k0 > s.pos) continue;  // every key of this tile is in the query's future
-      // Scores of the 16 keys: Σ_d q[d] · K[d][keys], K rows contiguous over the tile's slots.
-      v16 s0 = v16{}, s1 = v16{}, s2 = v16{}, s3 = v16{};
-      for (int32_t d = 0; d < hd; d += 4) {  // hd is a multiple of 16
-        s0 += s.q[d] * load_f32(kbase + d * kstride);
-        s1 += s.q[d + 1] * load_f32(kbase + (d + 1) * kstride);
-        s2 += s.q[d + 2] * load_f32(kbase + (d + 2) * kstride);
-        s3 += s.q[d + 3] * load_f32(kbase + (d + 3) * kstride);
-      }
-      v16 sc = (s0 + s1) + (s2 + s3);
       const int valid = static_cast<int>(s.pos - k0 + 1 < nk ? s.pos - k0 + 1 : nk);
-      v16i lane;
-      for (int j = 0; j < kLanes; ++j) lane[j] = j;
-      sc = lane < valid ? sc : splat(neg_inf);
+      const v16 sc = lane < valid ? (s0[i] + s1[i]) + (s2[i] + s3[i]) : splat(neg_inf);
       const float m_new = std::fmax(s.m, hmax(sc));
-      const float corr = std::exp(s.m - m_new);  // 0 on the first tile (s.m = -inf)
-      v16 p = exp_nonpositive(sc - m_new);
-      p = lane < valid ? p : v16{};
-      s.l = s.l * corr + hsum(p);
+      corr[i] = std::exp(s.m - m_new);  // 0 on the query's first tile (s.m = -inf)
+      v16 e = exp_nonpositive(sc - m_new);
+      e = lane < valid ? e : v16{};
+      s.l = s.l * corr[i] + hsum(e);
       s.m = m_new;
-      v16 a[kMaxHeadDim / kLanes];
-      for (int c = 0; c < nv; ++c) a[c] = load_f32(s.acc + c * kLanes) * corr;
-      for (int j = 0; j < valid; ++j) {
-        const float pj = p[j];
-        const float* vrow = vt + j * hd;
-        for (int c = 0; c < nv; ++c) a[c] += pj * load_f32(vrow + c * kLanes);
+      std::memcpy(p[i], &e, sizeof e);
+    }
+    // acc = acc·corr + Σ_j p_j V_j, 16 dimensions at a time. Keys past a query's position have p = 0
+    // and are written (they are at most max_pos), so they add exactly nothing.
+    for (int c = 0; c < nv; ++c) {
+      v16 a[N];
+      for (int i = 0; i < N; ++i) a[i] = load_f32(st[i].acc + c * kLanes) * corr[i];
+      for (int j = 0; j < nk; ++j) {
+        const v16 v = load_as<kF16>(kv.v_pool, tile + static_cast<size_t>(slot0 + j) * hd + static_cast<size_t>(c) * kLanes);
+        for (int i = 0; i < N; ++i) a[i] += p[i][j] * v;
       }
-      for (int c = 0; c < nv; ++c) std::memcpy(s.acc + c * kLanes, &a[c], sizeof a[c]);
+      for (int i = 0; i < N; ++i) std::memcpy(st[i].acc + c * kLanes, &a[i], sizeof a[i]);
+    }
+  }
+}
+
+constexpr int kBatch = 4;  // queries per run_batch: their accumulators stay in registers
+
+// One KV head's queries st[0..n), in batches of up to kBatch.
+template <bool kF16>
+inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n) {
+  for (int i0 = 0; i0 < n; i0 += kBatch) {
+    const int nb = n - i0 < kBatch ? n - i0 : kBatch;
+    int64_t max_pos = 0;
+    for (int i = i0; i < i0 + nb; ++i) max_pos = st[i].pos > max_pos ? st[i].pos : max_pos;
+    switch (nb) {
+      case 4: run_batch<kF16, 4>(kv, kvh, st + i0, max_pos); break;
+      case 3: run_batch<kF16, 3>(kv, kvh, st + i0, max_pos); break;
+      case 2: run_batch<kF16, 2>(kv, kvh, st + i0, max_pos); break;
+      default: run_batch<kF16, 1>(kv, kvh, st + i0, max_pos); break;
     }
   }
 }
@@ -234,9 +279,9 @@ inline bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n
       }
       if (n == 0) continue;
       if (kv.type == DType::F16) {
-        run_group<true>(kv, kvh, st, n, pos0 + t1);
+        run_group<true>(kv, kvh, st, n);
       } else {
-        run_group<false>(kv, kvh, st, n, pos0 + t1);
+        run_group<false>(kv, kvh, st, n);
       }
       for (int i = 0; i < n; ++i) {
         const float inv = 1.0f / st[i].l;
