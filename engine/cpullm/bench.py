@@ -2,20 +2,24 @@
 
 Public API
 ----------
-``ModelBench(model, n_ctx)``
+``ModelBench(model, n_ctx, depth=0)``
     Owns one KV cache of ``n_ctx`` tokens for ``model`` (a :class:`NativeModel`; no scheduler, no sampler:
-    it measures the engine's forward pass and its Python binding only).
+    it measures the engine's forward pass and its Python binding only). With ``depth`` > 0 the first
+    ``depth`` positions are filled once, untimed, and every test runs after them (llama-bench's ``-d``):
+    attention then reads that context as in a long conversation.
 ``ModelBench.prefill(n) -> seconds``
-    ppN: one native step of ``n`` prompt tokens into an empty cache (positions from 0), logits of the last.
+    ppN: one native step of ``n`` prompt tokens at positions ``depth ..``, logits of the last.
 ``ModelBench.decode(n) -> seconds``
-    tgN: ``n`` single-token steps after an untimed prompt of ``DECODE_PROMPT_TOKENS`` tokens.
+    tgN: ``n`` single-token steps from position ``depth`` (at depth 0, after an untimed prompt of
+    ``DECODE_PROMPT_TOKENS`` tokens).
 ``summarize(samples) -> dict``
     ``median``, ``mean``, ``stddev`` (sample), ``min``, ``max`` and the ``samples`` themselves.
 ``peak_rss_bytes() -> int``
     This process's peak resident set size so far.
 
-Tokens are fixed pseudo-random ids (seed 0), so every run and every engine sees the same input. Reusing
-the cache from position 0 is an empty cache: attention reads only the positions written in this run.
+Tokens are fixed pseudo-random ids (seed 0), so every run and every engine sees the same input. Tests
+overwrite only positions from ``depth`` on, and attention reads only positions written before it, so
+reusing the cache repeats the same work every repetition.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 from .native_model import NativeModel, SeqChunk
 
 DECODE_PROMPT_TOKENS = 8
+DEPTH_FILL_TOKENS = 512  # the depth context is written in steps of this many tokens
 BLOCK_SIZE = 16
 
 
@@ -56,28 +61,36 @@ def peak_rss_bytes() -> int:
 
 
 class ModelBench:
-    def __init__(self, model: NativeModel, n_ctx: int) -> None:
+    def __init__(self, model: NativeModel, n_ctx: int, depth: int = 0) -> None:
         self.model = model
         self.n_ctx = n_ctx
+        self.depth = depth
         n_blocks = -(-n_ctx // BLOCK_SIZE)
         self.cache = model.new_cache(n_blocks, BLOCK_SIZE)
         self.table = list(range(n_blocks))
         self.tokens = bench_tokens(n_ctx, model.config.vocab_size)
+        self._check_fits(depth)
+        for p0 in range(0, depth, DEPTH_FILL_TOKENS):  # the shared context, once
+            chunk = self.tokens[p0 : min(depth, p0 + DEPTH_FILL_TOKENS)]
+            self.model.step(self.cache, [SeqChunk(chunk, p0, self.table, 1)])
 
     def _check_fits(self, n: int) -> None:
         if n > self.n_ctx:
             raise ValueError(f"{n} tokens do not fit the benchmark's context of {self.n_ctx}")
 
     def prefill(self, n: int) -> float:
-        self._check_fits(n)
+        d = self.depth
+        self._check_fits(d + n)
         start = time.perf_counter()
-        self.model.step(self.cache, [SeqChunk(self.tokens[:n], 0, self.table, 1)])
+        self.model.step(self.cache, [SeqChunk(self.tokens[d : d + n], d, self.table, 1)])
         return time.perf_counter() - start
 
     def decode(self, n: int) -> float:
-        p = DECODE_PROMPT_TOKENS
+        p = self.depth
+        if p == 0:
+            p = DECODE_PROMPT_TOKENS
+            self.model.step(self.cache, [SeqChunk(self.tokens[:p], 0, self.table, 1)])
         self._check_fits(p + n)
-        self.model.step(self.cache, [SeqChunk(self.tokens[:p], 0, self.table, 1)])
         start = time.perf_counter()
         for pos in range(p, p + n):
             self.model.step(self.cache, [SeqChunk(self.tokens[pos : pos + 1], pos, self.table, 1)])

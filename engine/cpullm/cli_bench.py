@@ -56,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--n-prompt", type=_count, default=512, help="prefill test tokens (0: skip)")
     parser.add_argument("-n", "--n-gen", type=_count, default=128, help="decode test tokens (0: skip)")
     parser.add_argument(
+        "-d",
+        "--depth",
+        type=_count,
+        default=0,
+        help="tokens already in the context before each test (default 0)",
+    )
+    parser.add_argument(
         "-t",
         "--threads",
         type=_thread_list,
@@ -78,15 +85,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     model = NativeModel(ModelFile.open(path))
     load_s = time.perf_counter() - start
-    n_ctx = max(args.n_prompt, DECODE_PROMPT_TOKENS + args.n_gen)
+    depth = args.depth
+    n_ctx = depth + max(args.n_prompt, args.n_gen + (0 if depth else DECODE_PROMPT_TOKENS))
     if n_ctx > model.config.context_length:
         raise ValueError(
             f"the tests need {n_ctx} positions, but this model's context is {model.config.context_length} "
-            "tokens; lower -p or -n"
+            "tokens; lower -p, -n or -d"
         )
-    bench = ModelBench(model, n_ctx)
-    tests = [(f"pp{args.n_prompt}", args.n_prompt, bench.prefill)] if args.n_prompt else []
-    tests += [(f"tg{args.n_gen}", args.n_gen, bench.decode)] if args.n_gen else []
+    bench = ModelBench(model, n_ctx, depth)
+    at = f" @ d{depth}" if depth else ""
+    tests = [(f"pp{args.n_prompt}{at}", args.n_prompt, bench.prefill)] if args.n_prompt else []
+    tests += [(f"tg{args.n_gen}{at}", args.n_gen, bench.decode)] if args.n_gen else []
     results = []
     for threads in args.threads or [default_threads()]:
         model.set_threads(threads)
@@ -104,6 +113,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "threads": threads,
                     "test": name,
                     "n_tokens": n,
+                    "depth": depth,
                     "tokens_per_second": summarize(samples[name]),
                 }
             )
@@ -127,17 +137,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def render(report: dict[str, Any]) -> str:
     """The llama-bench-like table of a ``measure`` report."""
     mib = report["model_bytes"] / (1 << 20)
+    width = max([6] + [len(r["test"]) for r in report["results"]])
     lines = [
         f"model: {report['model']} ({report['architecture']}, {report['n_params'] / 1e6:.1f} M params, "
         f"{mib:.1f} MiB); variant {report['variant']}; cpullm {report['cpullm_version']}",
         "",
-        "| threads | test   |        t/s |   ± stddev |        min .. max        |",
-        "| ------: | :----- | ---------: | ---------: | :----------------------: |",
+        f"| threads | {'test':<{width}} |        t/s |   ± stddev |        min .. max        |",
+        f"| ------: | :{'-' * (width - 1)} | ---------: | ---------: | :----------------------: |",
     ]
     for r in report["results"]:
         s = r["tokens_per_second"]
         lines.append(
-            f"| {r['threads']:>7} | {r['test']:<6} | {s['median']:>10.2f} | {s['stddev']:>10.2f} "
+            f"| {r['threads']:>7} | {r['test']:<{width}} | {s['median']:>10.2f} | {s['stddev']:>10.2f} "
             f"| {s['min']:>10.1f} .. {s['max']:<10.1f} |"
         )
     lines.append("")

@@ -56,3 +56,41 @@ def test_refusals(tiny_model, capsys, run_cli):
     # more tokens than the model's context: a clear error, not a native failure
     assert cli.main(["bench", str(tiny_model), "-p", "4096", "-n", "0", "-r", "1", "-t", "1"]) == 1
     assert "context" in capsys.readouterr().err
+
+
+def test_depth_runs_each_test_after_that_context(tiny_model, capsys):
+    args = ["bench", str(tiny_model), "-p", "16", "-n", "4", "-d", "40", "-r", "1", "-t", "1", "--json"]
+    assert cli.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(r["test"], r["n_tokens"], r["depth"]) for r in report["results"]] == [
+        ("pp16 @ d40", 16, 40),
+        ("tg4 @ d40", 4, 40),
+    ]
+    assert cli.main(["bench", str(tiny_model), "-p", "0", "-n", "4", "-d", "40", "-r", "1", "-t", "1"]) == 0
+    assert "tg4 @ d40" in capsys.readouterr().out
+    # a depth past the model's context is refused before any work
+    assert cli.main(["bench", str(tiny_model), "-n", "4", "-d", "100000", "-r", "1", "-t", "1"]) == 1
+    assert "-d" in capsys.readouterr().err
+
+
+def test_depth_context_is_really_in_the_cache(tiny_model):
+    """A decode step at position `depth` sees the filled context: its logits equal those of the same
+    tokens run as one prompt in a fresh cache."""
+    import numpy as np
+
+    from cpullm.bench import ModelBench
+    from cpullm.model_file import ModelFile
+    from cpullm.native_model import NativeModel, SeqChunk
+
+    model = NativeModel(ModelFile.open(tiny_model))
+    depth = 37
+    bench = ModelBench(model, depth + 8, depth)
+    got = model.step(bench.cache, [SeqChunk(bench.tokens[depth : depth + 1], depth, bench.table, 1)]).copy()
+    fresh = model.new_cache(len(bench.table), 16)
+    want = model.step(fresh, [SeqChunk(bench.tokens[: depth + 1], 0, bench.table, 1)]).copy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # and it differs from a step that did not see the context
+    empty = model.step(
+        model.new_cache(len(bench.table), 16), [SeqChunk(bench.tokens[depth : depth + 1], 0, bench.table, 1)]
+    )
+    assert not np.allclose(got, empty, rtol=1e-4, atol=1e-4)
