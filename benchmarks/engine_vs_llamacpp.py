@@ -43,6 +43,11 @@ TARGETS = {(2, "pp"): 1.5, (2, "tg"): 1.5, (1, "pp"): 1.2, (1, "tg"): 1.2}
 
 # ---------------------------------------------------------------- workers (run in subprocesses)
 def _peak_rss() -> int:
+    # VmHWM is this process's own high-water mark. ru_maxrss is not: after fork + exec it starts from
+    # the parent's RSS at the fork (this orchestrator, ~40 MiB), which hid a tiny model's own peak.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
@@ -52,7 +57,7 @@ def _reply(**fields: Any) -> None:
 
 
 class _CpullmWorker:
-    def __init__(self, model: str, threads: int, tokens: list[int]) -> None:
+    def __init__(self, model: str, threads: int, tokens: list[int], depth: int) -> None:
         sys.path.insert(0, str(REPO / "engine"))
         from cpullm import _native
         from cpullm.bench import ModelBench
@@ -61,8 +66,7 @@ class _CpullmWorker:
 
         self.model = NativeModel(ModelFile.open(model))
         self.model.set_threads(threads)
-        self.bench = ModelBench(self.model, N_CTX)
-        self.bench.tokens = tokens
+        self.bench = ModelBench(self.model, len(tokens), depth, tokens)
         self.about = {"variant": _native.native()[1].variant.name}
 
     def pp(self, n: int) -> float:
@@ -73,7 +77,7 @@ class _CpullmWorker:
 
 
 class _LlamaWorker:
-    def __init__(self, model: str, threads: int, tokens: list[int]) -> None:
+    def __init__(self, model: str, threads: int, tokens: list[int], depth: int) -> None:
         import llama_cpp
 
         self.llm = llama_cpp.Llama(
@@ -81,24 +85,30 @@ class _LlamaWorker:
             n_threads=threads,
             n_threads_batch=threads,
             flash_attn=True,
-            n_ctx=N_CTX,
+            n_ctx=len(tokens),
             n_batch=512,
             verbose=False,
         )
         self.tokens = tokens
+        self.depth = depth
+        if depth:  # the shared context, once; eval() drops the cache past n_tokens before each test
+            self.llm.eval(tokens[:depth])
         system = llama_cpp.llama_print_system_info().decode().strip(" |")
         self.about = {"llama_cpp_python": llama_cpp.__version__, "llama_cpp_system": system}
 
     def pp(self, n: int) -> float:
-        self.llm.reset()
+        d = self.depth
+        self.llm.n_tokens = d
         start = time.perf_counter()
-        self.llm.eval(self.tokens[:n])
+        self.llm.eval(self.tokens[d : d + n])
         return time.perf_counter() - start
 
     def tg(self, n: int) -> float:
-        p = DECODE_PROMPT_TOKENS
-        self.llm.reset()
-        self.llm.eval(self.tokens[:p])
+        p = self.depth
+        self.llm.n_tokens = p
+        if p == 0:
+            p = DECODE_PROMPT_TOKENS
+            self.llm.eval(self.tokens[:p])
         start = time.perf_counter()
         for tok in self.tokens[p : p + n]:
             self.llm.eval([tok])
@@ -107,10 +117,11 @@ class _LlamaWorker:
 
 def worker_main(engine: str, model: str, threads: int) -> int:
     """Serve `pp N` / `tg N` / `done` lines on stdin with one JSON line each on stdout."""
-    tokens = json.loads(sys.stdin.readline())["tokens"]
+    setup = json.loads(sys.stdin.readline())
+    tokens, depth = setup["tokens"], setup["depth"]
     rss_before = _peak_rss()
     start = time.perf_counter()
-    worker = (_CpullmWorker if engine == "cpullm" else _LlamaWorker)(model, threads, tokens)
+    worker = (_CpullmWorker if engine == "cpullm" else _LlamaWorker)(model, threads, tokens, depth)
     _reply(ready=True, load_s=time.perf_counter() - start, rss_before_load=rss_before, **worker.about)
     for line in sys.stdin:
         test, _, n = line.strip().partition(" ")
@@ -126,14 +137,14 @@ class Worker:
     """One engine at one thread count, in its own process."""
 
     def __init__(
-        self, engine: str, python: str, model: Path, threads: int, tokens: list[int], env: dict
+        self, engine: str, python: str, model: Path, threads: int, tokens: list[int], depth: int, env: dict
     ) -> None:
         cmd = [python, __file__, "--worker", engine, "--model", str(model), "--threads", str(threads)]
         self.engine = engine
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
-        self._send(json.dumps({"tokens": tokens}))
+        self._send(json.dumps({"tokens": tokens, "depth": depth}))
         self.ready = self._receive()
 
     def _send(self, line: str) -> None:
@@ -192,14 +203,14 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
     load_before = os.getloadavg()[0]  # the machine is shared: the report says how busy it was
     commit = _commit()  # now: the tree may move on while this runs
     vocab = ModelFile.open(model).config.vocab_size
-    tokens = _tokens(N_CTX, vocab)
+    tokens = _tokens(N_CTX + args.depth, vocab)
     tests = [("pp", args.n_prompt), ("tg", args.n_gen)]
     pythons = {"cpullm": sys.executable, "llama.cpp": args.llama_python}
     samples: dict[tuple[str, int, str], list[float]] = {}
     about: dict[str, dict[str, Any]] = {}
     peak: dict[tuple[str, int], int] = {}
     for threads in args.threads:
-        workers = {e: Worker(e, pythons[e], model, threads, tokens, env) for e in ENGINES}
+        workers = {e: Worker(e, pythons[e], model, threads, tokens, args.depth, env) for e in ENGINES}
         for engine, w in workers.items():
             about.setdefault(engine, {}).update(w.ready)
             for test, n in tests:
@@ -220,7 +231,7 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
             rows.append(
                 {
                     "threads": threads,
-                    "test": f"{test}{n}",
+                    "test": f"{test}{n}" + (f" @ d{args.depth}" if args.depth else ""),
                     "tokens_per_second": {
                         e: {"median": med[e], "min": min(s), "max": max(s), "samples": s}
                         for e in ENGINES
@@ -236,7 +247,7 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
                             strict=True,
                         )
                     ),
-                    "target": TARGETS.get((threads, test)),
+                    "target": None if args.depth else TARGETS.get((threads, test)),
                 }
             )
     return {
@@ -249,6 +260,7 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
         "model": str(model),
         "model_bytes": model.stat().st_size,
         "repetitions": args.reps,
+        "depth": args.depth,
         "cpullm_variant": about["cpullm"].get("variant"),
         "llama_cpp_python": about["llama.cpp"].get("llama_cpp_python"),
         "llama_cpp_system": about["llama.cpp"].get("llama_cpp_system"),
@@ -310,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=7, help="repetitions per engine (default 7, at least 5)")
     parser.add_argument("-p", "--n-prompt", type=int, default=512)
     parser.add_argument("-n", "--n-gen", type=int, default=128)
+    parser.add_argument("-d", "--depth", type=int, default=0, help="tokens of context before each test")
     parser.add_argument("--llama-python", default=str(REPO / ".bench-venv" / "bin" / "python"))
     parser.add_argument("--lib-dir", type=Path, default=None, help="cpullm native libraries (default: build)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
@@ -321,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--reps must be at least 5 (the medians need them)")
     if not 0 < args.n_prompt <= N_CTX or not 0 < args.n_gen <= N_CTX - DECODE_PROMPT_TOKENS:
         parser.error(f"-p and -n must be between 1 and the context of {N_CTX} tokens")
+    if args.depth < 0:
+        parser.error("-d must be 0 or more")
     if not Path(args.llama_python).is_file():
         parser.error(f"{args.llama_python} not found: run `make bench`, or pass --llama-python")
     env = dict(os.environ)

@@ -2,7 +2,7 @@
 
 Public API
 ----------
-``ModelBench(model, n_ctx, depth=0)``
+``ModelBench(model, n_ctx, depth=0, tokens=None)``
     Owns one KV cache of ``n_ctx`` tokens for ``model`` (a :class:`NativeModel`; no scheduler, no sampler:
     it measures the engine's forward pass and its Python binding only). With ``depth`` > 0 the first
     ``depth`` positions are filled once, untimed, and every test runs after them (llama-bench's ``-d``):
@@ -61,14 +61,16 @@ def peak_rss_bytes() -> int:
 
 
 class ModelBench:
-    def __init__(self, model: NativeModel, n_ctx: int, depth: int = 0) -> None:
+    def __init__(
+        self, model: NativeModel, n_ctx: int, depth: int = 0, tokens: list[int] | None = None
+    ) -> None:
         self.model = model
         self.n_ctx = n_ctx
         self.depth = depth
         n_blocks = -(-n_ctx // BLOCK_SIZE)
         self.cache = model.new_cache(n_blocks, BLOCK_SIZE)
         self.table = list(range(n_blocks))
-        self.tokens = bench_tokens(n_ctx, model.config.vocab_size)
+        self.tokens = tokens if tokens is not None else bench_tokens(n_ctx, model.config.vocab_size)
         self._check_fits(depth)
         for p0 in range(0, depth, DEPTH_FILL_TOKENS):  # the shared context, once
             chunk = self.tokens[p0 : min(depth, p0 + DEPTH_FILL_TOKENS)]

@@ -26,15 +26,18 @@ def llama_print_system_info():
 
 class Llama:
     def __init__(self, model_path, n_threads, n_threads_batch, flash_attn, n_ctx, n_batch, verbose):
-        assert flash_attn and n_ctx == 1024 and n_batch == 512 and n_threads == n_threads_batch
+        assert flash_attn and n_ctx == 1024 + int(os.environ.get("FAKE_DEPTH", "0")) and n_batch == 512
+        assert n_threads == n_threads_batch
         self.n_threads = n_threads
+        self.n_tokens = 0
 
     def reset(self):
         pass
 
     def eval(self, tokens):
         with open(LOG, "a") as log:
-            log.write(f"{self.n_threads} {len(tokens)}\\n")
+            log.write(f"{self.n_threads} {len(tokens)} {self.n_tokens}\\n")
+        self.n_tokens += len(tokens)
         time.sleep(0.001 * len(tokens))  # 1000 tokens/s
 """
 
@@ -67,10 +70,35 @@ def test_report_from_interleaved_workers(tiny_model, native_lib_dir, tmp_path):
     # per thread count: one warm-up + 5 repetitions, each a pp (32 tokens) and a tg (8 prompt + 8 x 1)
     calls = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
     for threads in (1, 2):
-        sizes = [n for t, n in calls if t == threads]
+        sizes = [n for t, n, _ in calls if t == threads]
         assert sizes.count(32) == 6 and sizes.count(8) == 6 and sizes.count(1) == 6 * 8
     assert report["llama_cpp_python"] == "0.0-fake" and report["llama_cpp_system"] == "CPU : FAKE = 1"
     assert report["peak_rss_bytes"]["cpullm"] > report["rss_before_load_bytes"]["cpullm"] > 0
     assert report["peak_rss_bytes"]["llama.cpp"] > 0
     assert report["cpullm_variant"]
     assert "| 2 | tg8 |" in result.stdout and "peak RSS: cpullm" in result.stdout
+
+
+def test_depth_runs_after_a_shared_context(tiny_model, native_lib_dir, tmp_path):
+    fake = tmp_path / "fake" / "llama_cpp"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(FAKE_LLAMA_CPP)
+    log = tmp_path / "llama_calls.log"
+    env = dict(os.environ, PYTHONPATH=str(fake.parent), FAKE_LLAMA_LOG=str(log), FAKE_DEPTH="40")
+    out_json = tmp_path / "report.json"
+    args = ["--model", str(tiny_model), "--lib-dir", str(native_lib_dir), "--llama-python", sys.executable]
+    args += ["-p", "16", "-n", "4", "-d", "40", "--reps", "5", "--threads", "1", "--json", str(out_json)]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out_json.read_text())
+    assert report["depth"] == 40
+    assert [r["test"] for r in report["rows"]] == ["pp16 @ d40", "tg4 @ d40"]
+    assert all(r["target"] is None for r in report["rows"])  # issue 5's targets are for depth 0
+    calls = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+    # the 40-token context once, from position 0; every test after it starts at position 40
+    assert calls[0] == (1, 40, 0)
+    assert [pos for _, n, pos in calls[1:] if n == 16] == [40] * 6
+    tg_starts = [pos for _, n, pos in calls[1:] if n == 1 and pos == 40]
+    assert len(tg_starts) == 6
