@@ -38,6 +38,7 @@ EXPECTED_X86 = {
     "haswell": (
         "avx2", "haswell", "x86-64-v3",
         {
+            "avx_vnni": ["avx_vnni"],
             "avx512": AVX512,
             "avx512_vnni": [*AVX512, "avx512_vnni"],
             "avx512_bf16": [*AVX512, "avx512_vnni", "avx512_bf16"],
@@ -47,6 +48,7 @@ EXPECTED_X86 = {
     "skylake_sp": (
         "avx512", "skylake_avx512", "x86-64-v4",
         {
+            "avx_vnni": ["avx_vnni"],
             "avx512_vnni": ["avx512_vnni"],
             "avx512_bf16": ["avx512_vnni", "avx512_bf16"],
             "amx": ["avx512_vnni", "avx512_bf16", *AMX],
@@ -54,10 +56,10 @@ EXPECTED_X86 = {
     ),
     "icelake_sp": (
         "avx512_vnni", "icelake", "x86-64-v4",
-        {"avx512_bf16": ["avx512_bf16"], "amx": ["avx512_bf16", *AMX]},
+        {"avx_vnni": ["avx_vnni"], "avx512_bf16": ["avx512_bf16"], "amx": ["avx512_bf16", *AMX]},
     ),
     "sapphire_rapids": ("amx", "sapphirerapids", "x86-64-v4", {}),
-    "zen4": ("avx512_bf16", "zen4", "x86-64-v4", {"amx": AMX}),
+    "zen4": ("avx512_bf16", "zen4", "x86-64-v4", {"avx_vnni": ["avx_vnni"], "amx": AMX}),
     "this_host": ("avx512_bf16", "x86_64_v4", "x86-64-v4", {"amx": AMX}),
 }  # fmt: skip
 
@@ -91,6 +93,7 @@ def test_avx512_in_cpuid_but_not_enabled_by_the_os_falls_back_to_avx2():
         assert feature in host.cpu_features
         assert host.unusable[feature] == ZMM_REASON
     assert missing_by_recipe(selection) == {
+        "avx_vnni": ["avx_vnni"],
         "avx512_vnni": ["avx512_vnni"],
         "avx512_bf16": ["avx512_vnni", "avx512_bf16"],
         "amx": ["avx512_vnni", "avx512_bf16", *AMX],
@@ -103,6 +106,15 @@ def test_avx512_in_cpuid_but_not_enabled_by_the_os_falls_back_to_avx2():
         "amx": zmm,
     }
     assert "are present but not enabled by the OS" in selection.verdict("avx512").why_not()
+
+
+def test_vnni_without_avx512_state_picks_avx_vnni():
+    host, selection = probe("zen5_no_zmm_state")
+    assert selection.best is not None and selection.best.name == "avx_vnni"
+    assert host.psabi_level == "x86-64-v3"
+    assert "avx_vnni" in host.known_usable() and "avx512_vnni" in host.unusable
+    runnable = [v.recipe.name for v in selection.verdicts if v.runnable]
+    assert runnable == ["avx_vnni", "avx2", "generic"]
 
 
 def test_amx_permission_refused_falls_back_to_avx512_bf16():

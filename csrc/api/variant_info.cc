@@ -11,6 +11,9 @@ constexpr const char kKernelSets[] = "ref"
 #if CPULLM_KSET_AVX2
                                      ",avx2"
 #endif
+#if CPULLM_KSET_AVX_VNNI
+                                     ",avx_vnni"
+#endif
 #if CPULLM_KSET_AVX512
                                      ",avx512"
 #endif

@@ -11,7 +11,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Tests asking for `variant` run once per x86_64 recipe; those the host cannot run skip with why.
     explicit = any("variant" in m.args[0] for m in metafunc.definition.iter_markers("parametrize"))
     if "variant" in metafunc.fixturenames and not explicit:
-        names = ["generic", "avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx"]
+        names = ["generic", "avx2", "avx_vnni", "avx512", "avx512_vnni", "avx512_bf16", "amx"]
         metafunc.parametrize("variant", names)
 
 

@@ -87,7 +87,7 @@ def test_portable_wheel_carries_every_variant_and_no_label(portable_wheel):
         info = json.loads(archive.read(MANIFEST_PATH))
         present = {n for n in archive.namelist() if n.startswith("cpullm/_lib/libcpullm_")}
     names = {v["name"] for v in table["variants"]}
-    assert {"generic", "avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx"} <= names
+    assert {"generic", "avx2", "avx_vnni", "avx512", "avx512_vnni", "avx512_bf16", "amx"} <= names
     assert present == {f"cpullm/_lib/libcpullm_{n}.so" for n in names | {"probe"}}
     assert info["portable"] and info["recipe"] == "all" and info["required_features"] == []
 

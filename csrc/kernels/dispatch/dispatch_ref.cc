@@ -19,6 +19,8 @@ const char* best_kernel_set() {
   return "avx512_vnni";
 #elif CPULLM_KSET_AVX512
   return "avx512";
+#elif CPULLM_KSET_AVX_VNNI
+  return "avx_vnni";
 #elif CPULLM_KSET_AVX2
   return "avx2";
 #elif CPULLM_KSET_I8MM
@@ -92,6 +94,9 @@ void matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
 #endif
 #if CPULLM_KSET_AVX512
   if (avx512::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return;
+#endif
+#if CPULLM_KSET_AVX_VNNI
+  if (avx_vnni::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return;
 #endif
 #if CPULLM_KSET_AVX2
   if (avx2::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return;
