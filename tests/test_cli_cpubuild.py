@@ -73,7 +73,7 @@ def test_recipes_flag_beats_environment(tmp_path):
     code, _, err = run("recipes", env=env)
     assert code == 1 and "avx2.toml" in err and "is not valid TOML" in err
     code, out, _ = run("recipes", "--json", "--recipes", str(RECIPES), env=env)
-    assert code == 0 and len(json.loads(out)["recipes"]) == 10
+    assert code == 0 and len(json.loads(out)["recipes"]) == len(list(RECIPES.glob("*/*.toml")))
 
 
 def test_flags_refuses_a_too_old_compiler(tmp_path):

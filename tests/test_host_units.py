@@ -142,6 +142,11 @@ def test_live_probe_under_qemu_reads_the_emulated_xcr0(cpu, best, xcr0):
         pytest.skip("needs qemu-x86_64 on an x86-64 host")
     if "avx512f" not in cpuinfo.feature_flags(cpuinfo.first_block(cpuinfo.read_cpuinfo()), "x86_64"):
         pytest.skip("the host's /proc/cpuinfo has no AVX-512 to hide")
+    host_flags = cpuinfo.feature_flags(cpuinfo.first_block(cpuinfo.read_cpuinfo()), "x86_64")
+    if best == "avx2" and "avx_vnni" in host_flags:
+        # AVX-VNNI needs only the YMM state, which Haswell's XCR0 has: the XCR0 check cannot hide this
+        # host's flag (a real Haswell's /proc/cpuinfo would not list it), so avx_vnni is the answer here.
+        best = "avx_vnni"
     command = ["qemu-x86_64", "-cpu", cpu, sys.executable, "-m", "cpubuild.cli", "detect", "--json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     document = json.loads(done.stdout)
