@@ -11,7 +11,8 @@
 #define CPULLM_FAST_QUANT_DECL bool quantize_act(const float* x, int64_t n, ActBlock* out);
 #define CPULLM_FAST_ATTENTION_DECL                                                                        \
   bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv, \
-                       float scale, float* out, int64_t i0, int64_t i1);
+                       float scale, float* out, int64_t i0, int64_t i1);                                \
+  bool attention_decode(const DecodeQuery* queries, int64_t n, int32_t n_heads, float scale, ThreadPool* pool);
 #define CPULLM_FAST_OPS_DECL                                                         \
   void silu_mul(const float* g, const float* u, float* y, int64_t n);              \
   void softmax(float* x, int64_t n);                                               \

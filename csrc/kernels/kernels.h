@@ -174,6 +174,23 @@ void attention(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const
 void attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv,
                      float scale, float* out, int64_t i0, int64_t i1);
 
+// One decode token of one sequence: its query q and output out [n_heads × head_dim], at position pos
+// (it attends to cache positions 0 .. pos).
+struct DecodeQuery {
+  const float* q;
+  int64_t pos;
+  KVCache kv;
+  float* out;
+};
+// Keys per segment of attention_decode.
+constexpr int64_t kDecodeSplitKeys = 512;
+// Decode attention for several sequences at once, each one's keys cut into segments of kDecodeSplitKeys:
+// the work items (sequence, KV head, segment) spread over the pool, so one long context keeps every
+// thread busy, and each head's segments are merged in order afterwards. The result depends neither on
+// the thread count nor on the batch; with one segment it equals attention_items' bit for bit. False
+// when this variant has no such path or not for these shapes (then use attention_items).
+bool attention_decode(const DecodeQuery* queries, int64_t n, int32_t n_heads, float scale, ThreadPool* pool);
+
 // ---- threads -----------------------------------------------------------------------------------------
 
 // A persistent pool: n_threads - 1 workers plus the calling thread; workers spin briefly then yield

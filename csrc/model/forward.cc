@@ -169,20 +169,33 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
       kv_write(kv.view(l, seqs[s].block_table), k_.data() + t * kvd, v_.data() + t * kvd, seqs[s].pos0,
                seqs[s].n_tokens);
     }
-    // Work items (token, head) over the whole batch; item i belongs to the sequence whose token range holds i.
-    pool->parallel_for(T * c.n_heads, 1, [&](int64_t i0, int64_t i1) {
-      int64_t first = 0;  // first item of sequence s
-      for (int32_t s = 0; s < n_seqs && i0 < i1; ++s) {
-        const int64_t items = static_cast<int64_t>(seqs[s].n_tokens) * c.n_heads;
-        const int64_t lo = std::max(i0, first), hi = std::min(i1, first + items);
-        if (lo < hi) {
-          const int64_t t = first / c.n_heads;
-          attention_items(q_.data() + t * qd, seqs[s].n_tokens, seqs[s].pos0, c.n_heads,
-                          kv.view(l, seqs[s].block_table), scale, att_.data() + t * qd, lo - first, hi - first);
-        }
-        first += items;
+    // Decode tokens (sequences with one new token) go to attention_decode, split along their keys so a
+    // long context keeps every thread busy; the other tokens run as (token, head) items in one loop.
+    decode_.clear();
+    for (int32_t s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, ++s) {
+      if (seqs[s].n_tokens == 1) {
+        decode_.push_back({q_.data() + t * qd, seqs[s].pos0, kv.view(l, seqs[s].block_table), att_.data() + t * qd});
       }
-    });
+    }
+    const bool split = !decode_.empty() &&
+                       attention_decode(decode_.data(), static_cast<int64_t>(decode_.size()), c.n_heads, scale, pool);
+    const int64_t item_tokens = split ? T - static_cast<int64_t>(decode_.size()) : T;
+    // Item i belongs to the sequence whose token range holds i, counting only the sequences in this loop.
+    if (item_tokens > 0) {
+      pool->parallel_for(item_tokens * c.n_heads, 1, [&](int64_t i0, int64_t i1) {
+        int64_t first = 0;  // first item of sequence s
+        for (int32_t s = 0, t = 0; s < n_seqs && i0 < i1; t += seqs[s].n_tokens, ++s) {
+          if (split && seqs[s].n_tokens == 1) continue;
+          const int64_t items = static_cast<int64_t>(seqs[s].n_tokens) * c.n_heads;
+          const int64_t lo = std::max(i0, first), hi = std::min(i1, first + items);
+          if (lo < hi) {
+            attention_items(q_.data() + t * qd, seqs[s].n_tokens, seqs[s].pos0, c.n_heads,
+                            kv.view(l, seqs[s].block_table), scale, att_.data() + t * qd, lo - first, hi - first);
+          }
+          first += items;
+        }
+      });
+    }
     matmul(L.wo, att_.data(), T, proj_.data(), pool);  // [T × d]
     add(x, proj_.data(), x, T * d);
 

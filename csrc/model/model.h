@@ -152,6 +152,7 @@ class Forward {
   std::vector<float> proj_;  // [T × d_model]   output of wo / wdown before the residual add
   std::vector<int32_t> pos_; // [T]
   std::vector<uint8_t> xq_;  // [T × act_row_bytes]  quantized activations shared by a projection's parts
+  std::vector<DecodeQuery> decode_;  // this layer's decode tokens, for attention_decode
 
   void project(const Projection& p, const float* X, int64_t T, float* Y);
   // One forward pass over a batch already checked by step(), at most kMaxPassTokens tokens.

@@ -200,3 +200,35 @@ def test_long_steps_run_as_passes_with_logits_in_order(tmp_path, lib):
     ref = reference.ReferenceModel(mf)
     assert _rel_err(out[:150], ref.logits(a)) < 1e-4
     assert _rel_err(out[150:], ref.logits(b)[-3:]) < 1e-4
+
+
+def test_long_context_decode_is_split_and_agrees_with_prefill(tmp_path, lib):
+    """A decode token past kDecodeSplitKeys (512) keys runs split into segments merged afterwards
+    (attention_decode): it agrees with the same position computed by a one-shot prefill, and it is
+    identical at any thread count and alone or batched with another sequence."""
+    spec = TinySpec(weight_type=QT.Q8_0, context_length=2048)
+    path = write_tiny_gguf(tmp_path / "m.gguf", spec)
+    _, nm = _model(path, lib)
+    rng = np.random.default_rng(3)
+    depth = 1300  # keys 0..1300: three segments, the last one partial
+    tokens = [int(t) for t in rng.integers(0, nm.config.vocab_size, size=depth + 1)]
+    n_blocks = -(-(depth + 1) // 16)
+    table = list(range(n_blocks))
+    cache = nm.new_cache(2 * n_blocks, 16, "f32")
+    nm.step(cache, [SeqChunk(tokens[:depth], 0, table, 1)])
+
+    def decode(threads: int) -> np.ndarray:
+        nm.set_threads(threads)
+        return nm.step(cache, [SeqChunk(tokens[depth:], depth, table, 1)]).copy()
+
+    try:
+        one, two = decode(1), decode(2)
+        other = list(range(n_blocks, 2 * n_blocks))
+        nm.step(cache, [SeqChunk(tokens[:depth], 0, other, 1)])  # a second sequence with the same context
+        batched = nm.step(cache, [SeqChunk(tokens[depth:], depth, table, 1), SeqChunk([5], depth, other, 1)])
+    finally:
+        nm.set_threads(1)
+    assert np.array_equal(one, two)
+    assert np.array_equal(batched[0:1], one)
+    prefill = nm.step(nm.new_cache(n_blocks, 16, "f32"), [SeqChunk(tokens, 0, table, 1)]).copy()
+    assert _rel_err(one, prefill) < 1e-4

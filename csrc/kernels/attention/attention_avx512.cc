@@ -10,4 +10,8 @@ bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads,
   return simd_attention::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1);
 }
 
+bool attention_decode(const DecodeQuery* queries, int64_t n, int32_t n_heads, float scale, ThreadPool* pool) {
+  return simd_attention::attention_decode(queries, n, n_heads, scale, pool);
+}
+
 }  // namespace cpullm::avx512

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "kernels/attention/kv_layout.h"
 #if defined(__aarch64__)
@@ -171,7 +172,7 @@ inline void prefetch_tile(const KVCache& kv, int32_t kvh, int64_t k0) {
 // order whatever N is and whichever other queries share its batch, so how items are split between
 // threads never changes a result. Two independent score accumulators per query hide the FMA latency.
 template <bool kF16, int N>
-inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t max_pos) {
+inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_first, int64_t max_pos) {
   const int32_t hd = kv.head_dim;
   const int nv = hd / kLanes;
   const size_t kstride = static_cast<size_t>(kv.block_size);
@@ -179,7 +180,7 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t ma
   v16i lane;
   for (int j = 0; j < kLanes; ++j) lane[j] = j;
   alignas(64) float p[N][kLanes];  // this tile's softmax numerators, 0 where masked
-  for (int64_t k0 = 0; k0 <= max_pos; k0 += kLanes) {
+  for (int64_t k0 = k_first; k0 <= max_pos; k0 += kLanes) {
     const int64_t block = kv.block_table[k0 / kv.block_size];
     const size_t tile = kvlayout::tile(kv, block, kvh);
     const int64_t slot0 = k0 % kv.block_size;
@@ -232,19 +233,41 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t ma
 
 constexpr int kBatch = 4;  // queries per run_batch: their accumulators stay in registers
 
-// One KV head's queries st[0..n), in batches of up to kBatch.
+// One KV head's queries st[0..n), in batches of up to kBatch, over keys k_first .. k_last (a multiple of
+// kLanes; k_last < 0: up to each batch's last query position).
 template <bool kF16>
-inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n) {
+inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int64_t k_first, int64_t k_last) {
   for (int i0 = 0; i0 < n; i0 += kBatch) {
     const int nb = n - i0 < kBatch ? n - i0 : kBatch;
-    int64_t max_pos = 0;
-    for (int i = i0; i < i0 + nb; ++i) max_pos = st[i].pos > max_pos ? st[i].pos : max_pos;
-    switch (nb) {
-      case 4: run_batch<kF16, 4>(kv, kvh, st + i0, max_pos); break;
-      case 3: run_batch<kF16, 3>(kv, kvh, st + i0, max_pos); break;
-      case 2: run_batch<kF16, 2>(kv, kvh, st + i0, max_pos); break;
-      default: run_batch<kF16, 1>(kv, kvh, st + i0, max_pos); break;
+    int64_t max_pos = k_last;
+    if (max_pos < 0) {
+      for (int i = i0; i < i0 + nb; ++i) max_pos = st[i].pos > max_pos ? st[i].pos : max_pos;
     }
+    switch (nb) {
+      case 4: run_batch<kF16, 4>(kv, kvh, st + i0, k_first, max_pos); break;
+      case 3: run_batch<kF16, 3>(kv, kvh, st + i0, k_first, max_pos); break;
+      case 2: run_batch<kF16, 2>(kv, kvh, st + i0, k_first, max_pos); break;
+      default: run_batch<kF16, 1>(kv, kvh, st + i0, k_first, max_pos); break;
+    }
+  }
+}
+
+inline bool handles(const KVCache& kv, int32_t n_heads) {
+  const int32_t hd = kv.head_dim;
+  return hd % kLanes == 0 && hd <= kMaxHeadDim && kv.block_size % kLanes == 0 &&
+         n_heads / kv.n_kv_heads <= kMaxGroup && (kv.type == DType::F16 || kv.type == DType::F32);
+}
+
+// Starts query state s for head h of query row q (already at its position).
+inline void start_query(QueryState& s, const float* q, int32_t h, int32_t hd, float scale, int64_t item,
+                        int64_t pos) {
+  s.item = item;
+  s.pos = pos;
+  s.m = -std::numeric_limits<float>::infinity();
+  s.l = 0.0f;
+  for (int32_t d = 0; d < hd; ++d) {
+    s.q[d] = q[static_cast<int64_t>(h) * hd + d] * scale;
+    s.acc[d] = 0.0f;
   }
 }
 
@@ -253,9 +276,8 @@ inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n) {
 inline bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv,
                             float scale, float* out, int64_t i0, int64_t i1) {
   (void)n_q;
+  if (!handles(kv, n_heads)) return false;
   const int32_t hd = kv.head_dim, group = n_heads / kv.n_kv_heads;
-  if (hd % kLanes != 0 || hd > kMaxHeadDim || kv.block_size % kLanes != 0 || group > kMaxGroup) return false;
-  if (kv.type != DType::F16 && kv.type != DType::F32) return false;
   static thread_local QueryState st[kMaxTokens * kMaxGroup];
   const int64_t t_first = i0 / n_heads, t_last = (i1 - 1) / n_heads;
   for (int64_t t0 = t_first; t0 <= t_last; t0 += kMaxTokens) {
@@ -266,27 +288,89 @@ inline bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n
         for (int32_t h = kvh * group; h < (kvh + 1) * group; ++h) {
           const int64_t item = t * n_heads + h;
           if (item < i0 || item >= i1) continue;
-          QueryState& s = st[n++];
-          s.item = item;
-          s.pos = pos0 + t;
-          s.m = -std::numeric_limits<float>::infinity();
-          s.l = 0.0f;
-          for (int32_t d = 0; d < hd; ++d) {
-            s.q[d] = q[item * hd + d] * scale;
-            s.acc[d] = 0.0f;
-          }
+          start_query(st[n++], q + t * n_heads * hd, h, hd, scale, item, pos0 + t);
         }
       }
       if (n == 0) continue;
       if (kv.type == DType::F16) {
-        run_group<true>(kv, kvh, st, n);
+        run_group<true>(kv, kvh, st, n, 0, -1);
       } else {
-        run_group<false>(kv, kvh, st, n);
+        run_group<false>(kv, kvh, st, n, 0, -1);
       }
       for (int i = 0; i < n; ++i) {
         const float inv = 1.0f / st[i].l;
         for (int32_t d = 0; d < hd; ++d) out[st[i].item * hd + d] = st[i].acc[d] * inv;
       }
+    }
+  }
+  return true;
+}
+
+// See attention_decode in kernels/kernels.h. Item = (query, KV head, segment); each item leaves, per
+// head of its group, the segment's running max m, sum l and unnormalized Σ p·V, merged per head below.
+inline bool attention_decode(const DecodeQuery* qs, int64_t n, int32_t n_heads, float scale, ThreadPool* pool) {
+  if (n <= 0) return true;
+  if (!handles(qs[0].kv, n_heads)) return false;
+  const int32_t hd = qs[0].kv.head_dim, n_kv = qs[0].kv.n_kv_heads, group = n_heads / n_kv;
+  const int64_t stride = hd + 2;  // m, l, acc[hd]
+  thread_local std::vector<int64_t> first;  // first item of each query, [n + 1]
+  thread_local std::vector<float> part;     // [items × group × stride]
+  first.assign(static_cast<size_t>(n + 1), 0);
+  for (int64_t i = 0; i < n; ++i) first[i + 1] = first[i] + n_kv * (qs[i].pos / kDecodeSplitKeys + 1);
+  const int64_t items = first[n];
+  part.resize(static_cast<size_t>(items * group * stride));
+  const int64_t* fi = first.data();
+  float* pp = part.data();
+  auto run = [&](int64_t i0, int64_t i1) {
+    static thread_local QueryState st[kMaxGroup];
+    int64_t qi = 0;
+    for (int64_t item = i0; item < i1; ++item) {
+      while (fi[qi + 1] <= item) ++qi;
+      const DecodeQuery& dq = qs[qi];
+      const int64_t n_seg = dq.pos / kDecodeSplitKeys + 1, local = item - fi[qi];
+      const auto kvh = static_cast<int32_t>(local / n_seg);
+      const int64_t k_first = local % n_seg * kDecodeSplitKeys;
+      const int64_t k_last = k_first + kDecodeSplitKeys - 1 < dq.pos ? k_first + kDecodeSplitKeys - 1 : dq.pos;
+      for (int32_t g = 0; g < group; ++g) start_query(st[g], dq.q, kvh * group + g, hd, scale, 0, dq.pos);
+      if (dq.kv.type == DType::F16) {
+        run_group<true>(dq.kv, kvh, st, group, k_first, k_last);
+      } else {
+        run_group<false>(dq.kv, kvh, st, group, k_first, k_last);
+      }
+      for (int32_t g = 0; g < group; ++g) {
+        float* out = pp + (item * group + g) * stride;
+        out[0] = st[g].m;
+        out[1] = st[g].l;
+        std::memcpy(out + 2, st[g].acc, sizeof(float) * static_cast<size_t>(hd));
+      }
+    }
+  };
+  if (pool == nullptr || pool->size() == 1) {
+    run(0, items);
+  } else {
+    pool->parallel_for(items, 1, run);
+  }
+  // Merge: m = max_s m_s, l = Σ_s l_s e^(m_s - m), acc = Σ_s acc_s e^(m_s - m), out = acc / l, segments
+  // in order. With one segment the weights are exactly 1 and this is attention_items' last step.
+  alignas(64) float acc[kMaxHeadDim];
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t n_seg = qs[i].pos / kDecodeSplitKeys + 1;
+    for (int32_t h = 0; h < n_heads; ++h) {
+      const int32_t kvh = h / group, g = h % group;
+      const float* seg0 = pp + ((fi[i] + kvh * n_seg) * group + g) * stride;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t sgi = 0; sgi < n_seg; ++sgi) m = std::fmax(m, seg0[sgi * group * stride]);
+      float l = 0.0f;
+      for (int32_t d = 0; d < hd; ++d) acc[d] = 0.0f;
+      for (int64_t sgi = 0; sgi < n_seg; ++sgi) {
+        const float* p = seg0 + sgi * group * stride;
+        const float w = std::exp(p[0] - m);
+        l += p[1] * w;
+        for (int32_t d = 0; d < hd; ++d) acc[d] += p[2 + d] * w;
+      }
+      const float inv = 1.0f / l;
+      float* out = qs[i].out + static_cast<int64_t>(h) * hd;
+      for (int32_t d = 0; d < hd; ++d) out[d] = acc[d] * inv;
     }
   }
   return true;

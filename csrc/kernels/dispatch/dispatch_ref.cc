@@ -194,6 +194,19 @@ void attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads,
   ref::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1);
 }
 
+bool attention_decode(const DecodeQuery* queries, int64_t n, int32_t n_heads, float scale, ThreadPool* pool) {
+#if CPULLM_KSET_AVX512
+  return avx512::attention_decode(queries, n, n_heads, scale, pool);
+#elif CPULLM_KSET_AVX2
+  return avx2::attention_decode(queries, n, n_heads, scale, pool);
+#elif CPULLM_KSET_NEON
+  return neon::attention_decode(queries, n, n_heads, scale, pool);
+#else
+  (void)queries, (void)n, (void)n_heads, (void)scale, (void)pool;
+  return false;  // the reference has no split path: attention_items serves every token
+#endif
+}
+
 void attention(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv, float scale,
                float* out, ThreadPool* pool) {
   const int64_t items = n_q * n_heads;
