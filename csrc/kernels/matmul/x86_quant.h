@@ -10,6 +10,8 @@
 #ifndef CPULLM_KERNELS_X86_QUANT_H
 #define CPULLM_KERNELS_X86_QUANT_H
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kernels/blocks.h"
