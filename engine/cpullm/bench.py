@@ -35,7 +35,6 @@ import numpy as np
 from .native_model import NativeModel, SeqChunk
 
 DECODE_PROMPT_TOKENS = 8
-DEPTH_FILL_TOKENS = 512  # the depth context is written in steps of this many tokens
 BLOCK_SIZE = 16
 
 
@@ -72,9 +71,8 @@ class ModelBench:
         self.table = list(range(n_blocks))
         self.tokens = tokens if tokens is not None else bench_tokens(n_ctx, model.config.vocab_size)
         self._check_fits(depth)
-        for p0 in range(0, depth, DEPTH_FILL_TOKENS):  # the shared context, once
-            chunk = self.tokens[p0 : min(depth, p0 + DEPTH_FILL_TOKENS)]
-            self.model.step(self.cache, [SeqChunk(chunk, p0, self.table, 1)])
+        if depth:  # the shared context, once (the native step runs a long prompt as passes itself)
+            self.model.step(self.cache, [SeqChunk(self.tokens[:depth], 0, self.table, 1)])
 
     def _check_fits(self, n: int) -> None:
         if n > self.n_ctx:
