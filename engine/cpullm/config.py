@@ -29,10 +29,10 @@ apply it when the tensor is present. ``yarn`` and ``longrope`` are refused with 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
-from typing import Any
 
-from .gguf_file import GGUFError, GGUFFile
+from .gguf_file import MISSING, GGUFError, GGUFFile, Missing
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "mistral")
 SUPPORTED_ROPE_SCALING = ("none", "linear")
@@ -40,6 +40,18 @@ SUPPORTED_ROPE_SCALING = ("none", "linear")
 # Tensors a model may lack: no `output.weight` means the output projection is tied to
 # `token_embd.weight`; `rope_freqs.weight` carries llama3-style per-frequency factors.
 OPTIONAL_TENSORS = ("output.weight", "rope_freqs.weight")
+
+# Bounds on hyperparameters (the file is untrusted). Sizes are also checked against the tensors
+# (model_file.check_tensor_shapes); these bounds catch what no tensor pins down and keep every value
+# inside the native config's int32 and float32 fields.
+_INT32_MAX = (1 << 31) - 1
+_FLOAT32_MAX = 3.4028234663852886e38
+MAX_HEAD_DIM = 1024
+MAX_CONTEXT_LENGTH = 1 << 24
+# (low, high, what): a value must be finite, > low and <= high.
+_RMS_EPS_RANGE = (0.0, 1.0, "the RMSNorm epsilon")
+_ROPE_BASE_RANGE = (1.0, _FLOAT32_MAX, "the RoPE frequency base")
+_ROPE_SCALE_RANGE = (1e-6, 1e6, "the RoPE linear scaling factor")
 
 
 class RopeLayout(str, enum.Enum):
@@ -84,7 +96,11 @@ class ModelConfig:
 
     @classmethod
     def from_gguf(cls, gguf: GGUFFile) -> ModelConfig:
-        """Build the config of ``gguf``; raise GGUFError for an unsupported or inconsistent model."""
+        """Build the config of ``gguf``; raise GGUFError for an unsupported or inconsistent model.
+
+        Every value is checked before it sizes anything (see the bounds above): the block count must
+        match the ``blk.N`` tensors present, the vocabulary the token list and the embedding rows.
+        """
         arch = gguf.architecture
         if arch not in SUPPORTED_ARCHITECTURES:
             raise GGUFError(
@@ -92,37 +108,49 @@ class ModelConfig:
                 f"{', '.join(SUPPORTED_ARCHITECTURES)})."
             )
         md = _Metadata(gguf, arch)
-        d_model = md.integer("embedding_length")
-        n_heads = md.integer("attention.head_count")
-        n_kv_heads = md.integer("attention.head_count_kv", default=n_heads)
-        if n_heads <= 0 or n_kv_heads <= 0 or n_heads % n_kv_heads:
-            raise GGUFError(
-                f"{gguf.path}: {n_heads} attention heads cannot share {n_kv_heads} key/value heads evenly."
+        n_layers = md.count("block_count")
+        _check_block_count(md, n_layers)
+        d_model = md.count("embedding_length")
+        n_heads = md.count("attention.head_count")
+        n_kv_heads = md.count("attention.head_count_kv", default=n_heads)
+        if n_heads % n_kv_heads:
+            raise md.error(
+                "attention.head_count",
+                n_heads,
+                f"a multiple of '{arch}.attention.head_count_kv' ({n_kv_heads}) so that query heads share "
+                "key/value heads evenly",
             )
-        head_dim = md.integer("attention.key_length", default=d_model // n_heads)
+        head_dim = _head_dim(md, d_model, n_heads)
+        rope_dim = md.count("rope.dimension_count", default=head_dim, maximum=head_dim)
+        if rope_dim % 2:
+            raise md.error("rope.dimension_count", rope_dim, "an even number (RoPE rotates pairs of lanes)")
+        context_length = md.count("context_length", maximum=MAX_CONTEXT_LENGTH)
         scaling, scale = _rope_scaling(md)
+        vocab_size = _vocab_size(md)
         return cls(
             arch=arch,
-            n_layers=md.integer("block_count"),
+            n_layers=n_layers,
             d_model=d_model,
             n_heads=n_heads,
             n_kv_heads=n_kv_heads,
             head_dim=head_dim,
-            d_ff=md.integer("feed_forward_length"),
-            vocab_size=_vocab_size(gguf, md),
-            context_length=md.integer("context_length"),
-            rms_eps=md.number("attention.layer_norm_rms_epsilon"),
-            rope_theta=md.number("rope.freq_base", default=10000.0),
-            rope_dim=md.integer("rope.dimension_count", default=head_dim),
+            d_ff=md.count("feed_forward_length"),
+            vocab_size=vocab_size,
+            context_length=context_length,
+            rms_eps=md.number("attention.layer_norm_rms_epsilon", *_RMS_EPS_RANGE),
+            rope_theta=md.number("rope.freq_base", *_ROPE_BASE_RANGE, default=10000.0),
+            rope_dim=rope_dim,
             rope_layout=_ROPE_LAYOUTS[arch],
             rope_scaling=scaling,
             rope_scale=scale,
-            rope_orig_context=md.integer("rope.scaling.original_context_length", default=0),
+            rope_orig_context=md.count(
+                "rope.scaling.original_context_length", default=0, minimum=0, maximum=MAX_CONTEXT_LENGTH
+            ),
             has_rope_freqs="rope_freqs.weight" in gguf.tensors,
             tied_embeddings="output.weight" not in gguf.tensors,
             has_qkv_bias="blk.0.attn_q.bias" in gguf.tensors,
-            bos_id=_optional_int(gguf.metadata.get("tokenizer.ggml.bos_token_id")),
-            eos_id=_optional_int(gguf.metadata.get("tokenizer.ggml.eos_token_id")),
+            bos_id=gguf.get_token_id("bos", vocab_size),
+            eos_id=gguf.get_token_id("eos", vocab_size),
         )
 
     def expected_tensor_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -153,69 +181,98 @@ class ModelConfig:
 
 
 class _Metadata:
-    """Typed access to ``{arch}.*`` keys with errors that name the file and the key."""
+    """Range-checked access to ``{arch}.*`` keys; errors name the file, the key and what is expected."""
 
     def __init__(self, gguf: GGUFFile, arch: str) -> None:
         self.gguf = gguf
         self.arch = arch
 
-    def _get(self, key: str, default: Any) -> Any:
-        full = f"{self.arch}.{key}"
-        value = self.gguf.metadata.get(full, default)
-        if value is None:
-            raise GGUFError(
-                f"{self.gguf.path}: required metadata {full!r} is missing; the file is incomplete."
-            )
+    def error(self, key: str, value: object, expected: str) -> GGUFError:
+        return GGUFError(f"{self.gguf.path}: metadata '{self.arch}.{key}' is {value!r}; expected {expected}.")
+
+    def count(
+        self, key: str, default: int | Missing = MISSING, minimum: int = 1, maximum: int = _INT32_MAX
+    ) -> int:
+        """An integer from ``minimum`` to ``maximum`` (a size, a count: it must fit the native int32)."""
+        value = self.gguf.get_int(f"{self.arch}.{key}", default)
+        if not minimum <= value <= maximum:
+            raise self.error(key, value, f"an integer from {minimum} to {maximum}")
         return value
 
-    def integer(self, key: str, default: int | None = None) -> int:
-        value = self._get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise GGUFError(
-                f"{self.gguf.path}: metadata '{self.arch}.{key}' is {value!r}, expected an integer."
-            )
+    def number(
+        self, key: str, low: float, high: float, what: str, default: float | Missing = MISSING
+    ) -> float:
+        """A finite number in ``(low, high]`` (``what`` says what it is, for the error)."""
+        value = self.gguf.get_float(f"{self.arch}.{key}", default)
+        if not (math.isfinite(value) and low < value <= high):
+            raise self.error(key, value, f"{what}: a finite number greater than {low:g} and at most {high:g}")
         return value
 
-    def number(self, key: str, default: float | None = None) -> float:
-        value = self._get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise GGUFError(
-                f"{self.gguf.path}: metadata '{self.arch}.{key}' is {value!r}, expected a number."
-            )
-        return float(value)
+    def text(self, key: str, default: str | Missing = MISSING) -> str:
+        return self.gguf.get_str(f"{self.arch}.{key}", default)
 
-    def text(self, key: str, default: str | None = None) -> str:
-        return str(self._get(key, default))
+
+def _check_block_count(md: _Metadata, n_layers: int) -> None:
+    """``block_count`` must match the ``blk.N.*`` tensors present (it sizes the list of expected tensors)."""
+    top = -1
+    for name in md.gguf.tensors:
+        index = name[4:].partition(".")[0] if name.startswith("blk.") else ""
+        if 0 < len(index) <= 9 and index.isascii() and index.isdigit():
+            top = max(top, int(index))
+    if n_layers != top + 1:
+        present = f"blocks blk.0 to blk.{top}" if top >= 0 else "no blk.N tensors"
+        raise md.error(
+            "block_count", n_layers, f"the number of transformer blocks in the file, which has {present}"
+        )
+
+
+def _head_dim(md: _Metadata, d_model: int, n_heads: int) -> int:
+    if f"{md.arch}.attention.key_length" in md.gguf.metadata:
+        head_dim = md.count("attention.key_length", maximum=MAX_HEAD_DIM)
+    elif d_model % n_heads or not 1 <= d_model // n_heads <= MAX_HEAD_DIM:
+        raise md.error(
+            "embedding_length",
+            d_model,
+            f"a multiple of '{md.arch}.attention.head_count' ({n_heads}) giving a head size from 1 to "
+            f"{MAX_HEAD_DIM}, since the file has no '{md.arch}.attention.key_length'",
+        )
+    else:
+        head_dim = d_model // n_heads
+    value_length = md.count("attention.value_length", default=head_dim, maximum=MAX_HEAD_DIM)
+    if value_length != head_dim:
+        raise md.error(
+            "attention.value_length", value_length, f"the key length {head_dim} (cpullm needs both equal)"
+        )
+    return head_dim
 
 
 def _rope_scaling(md: _Metadata) -> tuple[str, float]:
     scaling = md.text("rope.scaling.type", default="none")
-    factor = md.number("rope.scaling.factor", default=0.0)
     if scaling == "none":
         # Older files carry a bare linear factor instead of the type/factor pair.
-        legacy = md.number("rope.scale_linear", default=1.0)
+        legacy = md.number("rope.scale_linear", *_ROPE_SCALE_RANGE, default=1.0)
         return ("linear", legacy) if legacy != 1.0 else ("none", 1.0)
     if scaling not in SUPPORTED_ROPE_SCALING:
         raise GGUFError(
             f"{md.gguf.path}: RoPE scaling {scaling!r} is not supported (supported: "
             f"{', '.join(SUPPORTED_ROPE_SCALING)}; llama3 scaling via the 'rope_freqs.weight' tensor)."
         )
-    if factor <= 0:
-        raise GGUFError(
-            f"{md.gguf.path}: RoPE scaling 'linear' needs a positive '{md.arch}.rope.scaling.factor'."
-        )
-    return scaling, factor
+    return scaling, md.number("rope.scaling.factor", *_ROPE_SCALE_RANGE)
 
 
-def _vocab_size(gguf: GGUFFile, md: _Metadata) -> int:
+def _vocab_size(md: _Metadata) -> int:
+    """The vocabulary size: the embedding's rows, which must match the token list (and the key, if any)."""
+    gguf = md.gguf
     embd = gguf.tensors.get("token_embd.weight")
-    if embd is not None and len(embd.ne) == 2:
-        default: int | None = embd.ne[1]
-    else:
-        tokens = gguf.metadata.get("tokenizer.ggml.tokens")
-        default = len(tokens) if isinstance(tokens, list) else None
-    return md.integer("vocab_size", default=default)
-
-
-def _optional_int(value: object) -> int | None:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+    rows = embd.ne[1] if embd is not None and len(embd.ne) == 2 else None
+    tokens = gguf.get_strings("tokenizer.ggml.tokens", None)
+    fallback = rows if rows is not None else len(tokens) if tokens is not None else MISSING
+    vocab = md.count("vocab_size", default=fallback)
+    if rows is not None and vocab != rows:
+        raise md.error("vocab_size", vocab, f"the {rows} rows of 'token_embd.weight' (one per token)")
+    if tokens is not None and len(tokens) != vocab:
+        raise GGUFError(
+            f"{gguf.path}: the vocabulary 'tokenizer.ggml.tokens' has {len(tokens)} tokens, but the model's "
+            f"embedding has {vocab} rows (one per token); the file is inconsistent."
+        )
+    return vocab

@@ -11,6 +11,10 @@ Public API
     ``list[str]``; numeric arrays as read-only numpy arrays (views of the file).
 ``GGUFFile.tensors``
     ``dict[name, GGUFTensor]`` in file order.
+``GGUFFile.get_int / get_float / get_bool / get_str / get_strings / get_numbers(key, default)``
+    Typed metadata: a value of another type raises :class:`GGUFError` naming the key and the type
+    expected; a missing key without a default raises too. ``get_token_id(name, n_tokens)`` reads
+    ``tokenizer.ggml.{name}_token_id`` and checks that it names a token.
 ``GGUFError``
     A ``ValueError`` whose message names the file and says what is wrong.
 ``SUPPORTED_TENSOR_TYPES``
@@ -20,6 +24,13 @@ Why not ``gguf.GGUFReader``: it builds a numpy view per metadata element, which 
 SmolLM2-135M (49152 tokens + 48900 merges). This reader parses strings with ``struct`` instead and
 opens that file in tens of milliseconds; tests check it agrees with ``GGUFReader`` field by field
 and byte for byte on the tensors. The gguf package's constants (types, block sizes) are reused.
+
+The file is untrusted: every count and length is checked against the bytes left before anything is
+allocated or looped over (so no edit of a few bytes can make opening allocate without bound or run for
+long), keys must be unique, nested arrays are refused, and each tensor must have 1 to 4 positive
+dimensions, a known type, and data that starts at a multiple of ``general.alignment`` inside the data
+section, fits in the file and overlaps no other tensor. All of it is O(metadata + tensors), never
+O(file bytes).
 
 Tensor conventions (the same as ``GGUFReader``):
 
@@ -33,13 +44,15 @@ Tensor conventions (the same as ``GGUFReader``):
 
 from __future__ import annotations
 
+import enum
+import itertools
 import math
 import mmap
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
@@ -82,6 +95,21 @@ _FLOAT_VIEWS: dict[GGMLQuantizationType, type[np.generic]] = {
 }
 
 _MAX_DIMS = 4
+# Tensor types this reader can size (all of ggml's that the gguf package knows the block size of).
+_TENSOR_TYPES = {int(t): t for t in GGMLQuantizationType if t in GGML_QUANT_SIZES}
+_MAX_DIM = (1 << 63) - 1  # ggml keeps dimensions in int64
+# The fewest bytes one metadata entry / tensor description can take: key length (8) + value type (4) +
+# a 1-byte value; name length (8) + rank (4) + one dimension (8) + type (4) + offset (8).
+_MIN_KV_BYTES = 13
+_MIN_TENSOR_INFO_BYTES = 32
+
+
+class Missing(enum.Enum):
+    MISSING = enum.auto()
+
+
+MISSING = Missing.MISSING  # "no default": the typed getters raise GGUFError for an absent key
+_T = TypeVar("_T")
 
 
 class GGUFError(ValueError):
@@ -132,6 +160,10 @@ class _Cursor:
         self.pos = 0
         self.path = path
 
+    @property
+    def left(self) -> int:
+        return self.size - self.pos
+
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
             raise GGUFError(
@@ -160,6 +192,7 @@ class _Cursor:
         return bytes(raw).decode("utf-8", errors="replace")
 
     def string_array(self, count: int, what: str) -> list[str]:
+        self.need(count * 8, f"the {count} string lengths of {what}")  # each string has an 8-byte length
         # The hot loop of opening a file (tokens, merges): keep it to struct + slicing.
         buf, pos, size = self.buf, self.pos, self.size
         unpack = struct.unpack_from
@@ -202,8 +235,11 @@ def _read_value(cur: _Cursor, vtype: GGUFValueType, key: str) -> Any:
         count = cur.u64(f"the length of {key!r}")
         if etype == GGUFValueType.STRING:
             return cur.string_array(count, f"metadata array {key!r}")
-        if etype == GGUFValueType.ARRAY:
-            return [_read_value(cur, etype, key) for _ in range(count)]
+        if etype == GGUFValueType.ARRAY:  # as llama.cpp: bounds the recursion a corrupt file could ask for
+            raise GGUFError(
+                f"{cur.path}: metadata {key!r} is an array of arrays, which GGUF model files do not use; "
+                "the file is corrupt."
+            )
         return cur.numeric_array(_SCALAR_FORMATS[etype][1], count, f"metadata array {key!r}")
     fmt = _SCALAR_FORMATS[vtype][0]
     value = cur.scalar(fmt, f"metadata value {key!r}")
@@ -226,38 +262,68 @@ def _read_tensor_info(cur: _Cursor, index: int) -> _TensorInfo:
             f"{cur.path}: tensor {name!r} has rank {n_dims}; GGUF allows 1 to 4. The file is corrupt."
         )
     ne = tuple(cur.u64(f"the shape of tensor {name!r}") for _ in range(n_dims))
+    if not all(1 <= n <= _MAX_DIM for n in ne):
+        raise GGUFError(
+            f"{cur.path}: tensor {name!r} has shape {list(ne)}; every dimension must be from 1 to "
+            f"{_MAX_DIM}. The file is corrupt."
+        )
     raw_type = cur.u32(f"the type of tensor {name!r}")
     rel_offset = cur.u64(f"the data offset of tensor {name!r}")
-    try:
-        qtype = GGMLQuantizationType(raw_type)
-    except ValueError:
+    qtype = _TENSOR_TYPES.get(raw_type)
+    if qtype is None:
         raise GGUFError(
             f"{cur.path}: tensor {name!r} has unknown tensor type {raw_type}; this file needs a newer "
             "GGUF reader or is corrupt."
-        ) from None
+        )
     return _TensorInfo(name, ne, qtype, rel_offset)
 
 
-def _tensor_view(buf: mmap.mmap, info: _TensorInfo, offset: int, path: Path) -> np.ndarray:
+def _place_tensors(infos: list[_TensorInfo], data_offset: int, alignment: int, cur: _Cursor) -> list[int]:
+    """Absolute data offsets of ``infos``; raise GGUFError unless each is aligned, fits and overlaps none.
+
+    O(n log n) in the tensor count: only offsets and sizes are compared, never the data.
+    """
+    path, size = cur.path, cur.size
+    spans: list[tuple[int, int, str]] = []
+    for info in infos:
+        block_size, type_size = GGML_QUANT_SIZES[info.type]
+        if info.ne[0] % block_size != 0:
+            raise GGUFError(
+                f"{path}: tensor {info.name!r} has {info.ne[0]} columns, not a multiple of the "
+                f"{info.type.name} block size {block_size}. The file is corrupt."
+            )
+        if info.rel_offset % alignment:
+            raise GGUFError(
+                f"{path}: tensor {info.name!r} starts at offset {info.rel_offset} of the data section, not a "
+                f"multiple of 'general.alignment' ({alignment}). The file is corrupt."
+            )
+        start = data_offset + info.rel_offset
+        end = start + math.prod(info.ne) // block_size * type_size  # Python ints: no overflow
+        if end > size:
+            raise GGUFError(
+                f"{path}: the file is truncated: tensor {info.name!r} ends at byte {end}, "
+                f"but the file has {size} bytes. Download the file again."
+            )
+        spans.append((start, end, info.name))
+    ordered = sorted(spans)
+    for (_, end, name), (start, _, other) in itertools.pairwise(ordered):
+        if start < end:
+            raise GGUFError(
+                f"{path}: the data of tensors {name!r} and {other!r} overlap (the second starts at byte "
+                f"{start}, before the first ends at byte {end}). The file is corrupt."
+            )
+    return [start for start, _, _ in spans]
+
+
+def _tensor_view(buf: mmap.mmap | bytes, info: _TensorInfo, offset: int) -> np.ndarray:
+    """A read-only view of a tensor that :func:`_place_tensors` checked."""
     block_size, type_size = GGML_QUANT_SIZES[info.type]
-    n_elements = math.prod(info.ne)  # Python ints: a corrupt shape cannot overflow
-    if info.ne[0] % block_size != 0:
-        raise GGUFError(
-            f"{path}: tensor {info.name!r} has {info.ne[0]} columns, not a multiple of the "
-            f"{info.type.name} block size {block_size}. The file is corrupt."
-        )
-    n_bytes = n_elements // block_size * type_size
-    if offset + n_bytes > len(buf):
-        raise GGUFError(
-            f"{path}: the file is truncated: tensor {info.name!r} ends at byte {offset + n_bytes}, "
-            f"but the file has {len(buf)} bytes. Download the file again."
-        )
     shape = tuple(reversed(info.ne))
     if info.type in _FLOAT_VIEWS:
-        return np.frombuffer(buf, dtype=_FLOAT_VIEWS[info.type], count=n_elements, offset=offset).reshape(
-            shape
-        )
+        count = math.prod(info.ne)
+        return np.frombuffer(buf, dtype=_FLOAT_VIEWS[info.type], count=count, offset=offset).reshape(shape)
     row_bytes = info.ne[0] // block_size * type_size
+    n_bytes = math.prod(info.ne) // block_size * type_size
     return np.frombuffer(buf, dtype=np.uint8, count=n_bytes, offset=offset).reshape((*shape[:-1], row_bytes))
 
 
@@ -291,21 +357,31 @@ class GGUFFile:
         version = _read_preamble(cur)
         n_tensors = cur.u64("the tensor count")
         n_kv = cur.u64("the metadata count")
+        if n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_INFO_BYTES > cur.left:
+            raise GGUFError(
+                f"{path}: the header announces {n_kv} metadata entries and {n_tensors} tensors, more than "
+                f"the {cur.left} bytes left in the file can hold. The file is truncated or corrupt."
+            )
         metadata: dict[str, Any] = {}
         for i in range(n_kv):
             key = cur.string(f"metadata key #{i}")
+            if key in metadata:
+                raise GGUFError(f"{path}: metadata key {key!r} appears twice. The file is corrupt.")
             vtype = _value_type(cur.u32(f"the type of {key!r}"), cur, f"metadata key {key!r}")
             metadata[key] = _read_value(cur, vtype, key)
         infos = [_read_tensor_info(cur, i) for i in range(n_tensors)]
         alignment = _alignment(metadata, path)
         data_offset = -(-cur.pos // alignment) * alignment
-        tensors: dict[str, GGUFTensor] = {}
+        names: set[str] = set()
         for info in infos:
-            if info.name in tensors:
+            if info.name in names:
                 raise GGUFError(f"{path}: tensor {info.name!r} appears twice. The file is corrupt.")
-            offset = data_offset + info.rel_offset
-            data = _tensor_view(buf, info, offset, path)
-            tensors[info.name] = GGUFTensor(info.name, info.type, info.ne, offset, data)
+            names.add(info.name)
+        offsets = _place_tensors(infos, data_offset, alignment, cur)
+        tensors = {
+            info.name: GGUFTensor(info.name, info.type, info.ne, offset, _tensor_view(buf, info, offset))
+            for info, offset in zip(infos, offsets, strict=True)
+        }
         return cls(path, version, metadata, tensors, alignment, data_offset, buf)
 
     @property
@@ -316,6 +392,79 @@ class GGUFFile:
                 f"{self.path}: metadata 'general.architecture' is missing; this is not a model file."
             )
         return arch
+
+    # ---- typed metadata (untrusted: the type is checked, not assumed) ----
+    def get_int(self, key: str, default: _T | Missing = MISSING) -> int | _T:
+        """Metadata ``key`` as an integer (``default`` when absent; required when no default)."""
+        if key not in self.metadata:
+            return self._default(key, default)
+        value = self.metadata[key]
+        if not _is_int(value):
+            raise self._wrong_type(key, value, "an integer")
+        return value
+
+    def get_float(self, key: str, default: _T | Missing = MISSING) -> float | _T:
+        """Metadata ``key`` as a number (integers are accepted); NaN and infinities are returned as read."""
+        if key not in self.metadata:
+            return self._default(key, default)
+        value = self.metadata[key]
+        if not (_is_int(value) or isinstance(value, float)):
+            raise self._wrong_type(key, value, "a number")
+        return float(value)
+
+    def get_bool(self, key: str, default: _T | Missing = MISSING) -> bool | _T:
+        """Metadata ``key`` as a boolean (an integer 0 or 1 is accepted)."""
+        if key not in self.metadata:
+            return self._default(key, default)
+        value = self.metadata[key]
+        if not (isinstance(value, bool) or (_is_int(value) and value in (0, 1))):
+            raise self._wrong_type(key, value, "true or false")
+        return bool(value)
+
+    def get_str(self, key: str, default: _T | Missing = MISSING) -> str | _T:
+        if key not in self.metadata:
+            return self._default(key, default)
+        value = self.metadata[key]
+        if not isinstance(value, str):
+            raise self._wrong_type(key, value, "a string")
+        return value
+
+    def get_strings(self, key: str, default: _T | Missing = MISSING) -> list[str] | _T:
+        if key not in self.metadata:
+            return self._default(key, default)
+        value = self.metadata[key]
+        if not isinstance(value, list):
+            raise self._wrong_type(key, value, "an array of strings")
+        return value
+
+    def get_numbers(self, key: str, default: _T | Missing = MISSING) -> np.ndarray | _T:
+        """Metadata ``key`` as a numeric array (a read-only view of the file)."""
+        if key not in self.metadata:
+            return self._default(key, default)
+        value = self.metadata[key]
+        if not isinstance(value, np.ndarray):
+            raise self._wrong_type(key, value, "an array of numbers")
+        return value
+
+    def get_token_id(self, name: str, n_tokens: int) -> int | None:
+        """``tokenizer.ggml.{name}_token_id`` (None when absent); GGUFError unless it names one of the
+        ``n_tokens`` tokens of the vocabulary."""
+        key = f"tokenizer.ggml.{name}_token_id"
+        value = self.get_int(key, None)
+        if value is not None and not 0 <= value < n_tokens:
+            raise GGUFError(
+                f"{self.path}: metadata {key!r} is {value}, but the vocabulary has {n_tokens} tokens (ids 0 "
+                f"to {n_tokens - 1}). The file is inconsistent."
+            )
+        return value
+
+    def _default(self, key: str, default: _T | Missing) -> _T:
+        if isinstance(default, Missing):
+            raise GGUFError(f"{self.path}: required metadata {key!r} is missing; the file is incomplete.")
+        return default
+
+    def _wrong_type(self, key: str, value: object, expected: str) -> GGUFError:
+        return GGUFError(f"{self.path}: metadata {key!r} is {_describe(value)}, expected {expected}.")
 
     def check_tensor_types(self, supported: frozenset[GGMLQuantizationType] = SUPPORTED_TENSOR_TYPES) -> None:
         """Raise GGUFError naming the first tensor whose type the engine cannot run."""
@@ -360,8 +509,22 @@ def _read_preamble(cur: _Cursor) -> int:
 
 def _alignment(metadata: dict[str, Any], path: Path) -> int:
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-    if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+    if not _is_int(alignment) or alignment <= 0 or alignment & (alignment - 1):
         raise GGUFError(
-            f"{path}: 'general.alignment' is {alignment!r}, not a power of two. The file is corrupt."
+            f"{path}: 'general.alignment' is {_describe(alignment)}, not a power of two. The file is corrupt."
         )
     return alignment
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _describe(value: object) -> str:
+    """A short description of a metadata value for an error message (never the whole array)."""
+    if isinstance(value, list):
+        return f"an array of {len(value)} strings"
+    if isinstance(value, np.ndarray):
+        return f"an array of {value.size} {value.dtype} values"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -4,14 +4,19 @@ Public API
 ----------
 ``ModelFile.open(path)`` -> ``ModelFile`` with ``.gguf`` (:class:`GGUFFile`), ``.config``
 (:class:`ModelConfig`) and ``.tensor(name)``. It raises :class:`GGUFError` (a ``ValueError``) when the
-file is not GGUF v2/v3, is truncated, has an unsupported architecture or tensor type, or lacks a
-required tensor or has one with the wrong shape; every message names the file and the culprit.
+file is not GGUF v2/v3, is truncated or corrupt, has an unsupported architecture or tensor type,
+inconsistent or out-of-range hyperparameters, or lacks a required tensor or has one with the wrong
+shape; every message names the file and the culprit. Validation is O(metadata + tensors): weights are
+never read, except the few values of ``rope_freqs.weight``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+
+import numpy as np
+from gguf import quants
 
 from .config import OPTIONAL_TENSORS, ModelConfig
 from .gguf_file import GGUFError, GGUFFile, GGUFTensor
@@ -28,6 +33,7 @@ class ModelFile:
         config = ModelConfig.from_gguf(gguf)  # checks the architecture first
         gguf.check_tensor_types()
         check_tensor_shapes(gguf, config)
+        check_rope_freqs(gguf)
         return cls(gguf, config)
 
     def tensor(self, name: str) -> GGUFTensor:
@@ -53,3 +59,18 @@ def check_tensor_shapes(gguf: GGUFFile, config: ModelConfig) -> None:
                 f"{gguf.path}: tensor {name!r} has shape {list(tensor.ne)} (GGUF order), expected {list(ne)} "
                 "from the model's metadata. The file is inconsistent."
             )
+
+
+def check_rope_freqs(gguf: GGUFFile) -> None:
+    """Raise GGUFError unless every ``rope_freqs.weight`` factor (they divide RoPE frequencies) is finite
+    and positive. Call after :func:`check_tensor_shapes`: the tensor is one short vector."""
+    tensor = gguf.tensors.get("rope_freqs.weight")
+    if tensor is None:
+        return
+    factors = np.asarray(quants.dequantize(tensor.data, tensor.type), dtype=np.float64).ravel()
+    bad = np.flatnonzero(~(np.isfinite(factors) & (factors > 0)))
+    if bad.size:
+        raise GGUFError(
+            f"{gguf.path}: 'rope_freqs.weight' holds {factors[bad[0]]} at index {bad[0]}; RoPE frequency "
+            "factors must be finite and positive. The file is corrupt."
+        )

@@ -40,7 +40,10 @@ from tokenizers import Tokenizer as HFTokenizer
 from .gguf_file import GGUFError, GGUFFile
 
 # gguf TokenType values
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+UNDEFINED, NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 0, 1, 2, 3, 4, 5, 6
+# The special token ids cpullm reads (tokenizer.ggml.<name>_token_id); each must name a token.
+SPECIAL_TOKENS = ("bos", "eos", "eot", "eom", "unknown")
+MAX_SPM_PIECE = 1024  # characters; real SentencePiece pieces are a few dozen at most
 
 SPM_SPACE = "▁"
 _LLAMA3_REGEX = (
@@ -124,7 +127,7 @@ class Tokenizer:
         tokens: Sequence[str],
         token_types: Sequence[int],
         kind: str,
-        metadata: dict[str, Any],
+        gguf: GGUFFile,
     ) -> None:
         self._hf = hf  # control tokens matched atomically
         self._build_plain = build_plain
@@ -133,50 +136,59 @@ class Tokenizer:
         self.tokens = list(tokens)
         self.token_types = list(token_types)
         self.kind = kind
-        self.bos_id = _opt_int(metadata.get("tokenizer.ggml.bos_token_id"))
-        self.eos_id = _opt_int(metadata.get("tokenizer.ggml.eos_token_id"))
-        self.add_bos = bool(metadata.get("tokenizer.ggml.add_bos_token", kind == "llama"))
-        self.add_eos = bool(metadata.get("tokenizer.ggml.add_eos_token", False))
-        self.add_space_prefix = kind == "llama" and bool(
-            metadata.get("tokenizer.ggml.add_space_prefix", True)
-        )
-        self.eog_ids = _end_of_generation_ids(self.tokens, self.token_types, metadata)
+        n = len(self.tokens)
+        self.bos_id = gguf.get_token_id("bos", n)
+        self.eos_id = gguf.get_token_id("eos", n)
+        self.add_bos = gguf.get_bool("tokenizer.ggml.add_bos_token", kind == "llama")
+        self.add_eos = gguf.get_bool("tokenizer.ggml.add_eos_token", False)
+        self.add_space_prefix = kind == "llama" and gguf.get_bool("tokenizer.ggml.add_space_prefix", True)
+        self.eog_ids = _end_of_generation_ids(self.tokens, self.token_types, gguf)
         self._token_bytes: list[bytes] | None = None
 
     @classmethod
     def from_gguf(cls, gguf: GGUFFile) -> Tokenizer:
-        md = gguf.metadata
-        kind = md.get("tokenizer.ggml.model")
-        tokens = md.get("tokenizer.ggml.tokens")
-        if not isinstance(tokens, list) or not tokens:
+        """Build the tokenizer of ``gguf``; raise GGUFError when its tokenizer metadata is inconsistent.
+
+        Checked before anything is built: the token, type and score arrays have one entry per token,
+        token types are known, scores finite, special token ids name tokens, and every BPE merge joins
+        two vocabulary tokens into a third.
+        """
+        kind = gguf.get_str("tokenizer.ggml.model", None)
+        tokens = gguf.get_strings("tokenizer.ggml.tokens", None)
+        if not tokens:
             raise GGUFError(f"{gguf.path}: the file has no vocabulary ('tokenizer.ggml.tokens').")
-        types = _token_types(md, len(tokens), gguf)
+        types = _token_types(gguf, len(tokens))
+        scores = _scores(gguf, len(tokens))
+        special = {name: gguf.get_token_id(name, len(tokens)) for name in SPECIAL_TOKENS}
         if kind == "gpt2":
-            pre = str(md.get("tokenizer.ggml.pre", "default"))
+            pre = gguf.get_str("tokenizer.ggml.pre", "default")
             if pre not in PRE_TOKENIZERS:
                 raise GGUFError(
                     f"{gguf.path}: pre-tokenizer {pre!r} is not supported (supported: "
                     f"{', '.join(sorted(PRE_TOKENIZERS))})."
                 )
-            merges = md.get("tokenizer.ggml.merges")
-            if not isinstance(merges, list):
+            merges = gguf.get_strings("tokenizer.ggml.merges", None)
+            if merges is None:
                 raise GGUFError(f"{gguf.path}: a gpt2 tokenizer needs 'tokenizer.ggml.merges'.")
-            bad = next((m for m in merges if " " not in m), None)
-            if bad is not None:
-                raise GGUFError(f"{gguf.path}: malformed BPE merge {bad!r} (expected 'left right').")
-            build = lambda control: _build_bpe(tokens, types, merges, pre, control)  # noqa: E731
+            pairs = _merge_pairs(gguf, merges)
+            build = lambda control: _build_bpe(gguf, tokens, types, pairs, pre, control)  # noqa: E731
         elif kind == "llama":
-            scores = md.get("tokenizer.ggml.scores")
-            if scores is None or len(scores) != len(tokens):
+            if scores is None:
                 raise GGUFError(f"{gguf.path}: a llama tokenizer needs one score per token.")
-            space_prefix = bool(md.get("tokenizer.ggml.add_space_prefix", True))
-            unk = _opt_int(md.get("tokenizer.ggml.unknown_token_id"))
+            if max(map(len, tokens)) > MAX_SPM_PIECE:  # deriving merges tries every cut of every piece
+                longest = next(i for i, t in enumerate(tokens) if len(t) > MAX_SPM_PIECE)
+                raise GGUFError(
+                    f"{gguf.path}: token {longest} of the llama vocabulary is {len(tokens[longest])} "
+                    f"characters long; SentencePiece pieces are at most {MAX_SPM_PIECE}. The file is corrupt."
+                )
+            space_prefix = gguf.get_bool("tokenizer.ggml.add_space_prefix", True)
+            unk = special["unknown"]
             build = lambda control: _build_spm(tokens, types, scores, space_prefix, unk, control)  # noqa: E731
         else:
             raise GGUFError(
                 f"{gguf.path}: tokenizer model {kind!r} is not supported (supported: gpt2, llama)."
             )
-        return cls(build(True), lambda: build(False), tokens, types, kind, md)
+        return cls(build(True), lambda: build(False), tokens, types, kind, gguf)
 
     @property
     def vocab_size(self) -> int:
@@ -240,11 +252,13 @@ class IncrementalDecoder:
 
 
 def _build_bpe(
-    tokens: list[str], types: list[int], merges: list[str], pre: str, control: bool
+    gguf: GGUFFile, tokens: list[str], types: list[int], pairs: list[tuple[str, str]], pre: str, control: bool
 ) -> HFTokenizer:
     vocab = _vocab_dict(tokens)
-    pairs = [_split_merge(m) for m in merges]
-    model = models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre in _IGNORE_MERGES_PRE)
+    try:
+        model = models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre in _IGNORE_MERGES_PRE)
+    except Exception as e:  # tokenizers raises a bare Exception for a merge over unknown tokens
+        raise _merge_error(gguf, pairs, vocab, e) from None
     hf = HFTokenizer(model)
     if pre in _NFC_PRE:
         hf.normalizer = normalizers.NFC()
@@ -259,7 +273,7 @@ def _build_spm(
 ) -> HFTokenizer:
     vocab = _vocab_dict(tokens)
     merges = spm_merges(tokens, types, np.asarray(scores, dtype=np.float64))
-    unk_token = tokens[unk] if unk is not None and 0 <= unk < len(tokens) else None
+    unk_token = tokens[unk] if unk is not None else None
     hf = HFTokenizer(
         models.BPE(vocab=vocab, merges=merges, unk_token=unk_token, byte_fallback=True, fuse_unk=True)
     )
@@ -297,11 +311,6 @@ def _vocab_dict(tokens: list[str]) -> dict[str, int]:
     return vocab
 
 
-def _split_merge(merge: str) -> tuple[str, str]:
-    left, _, right = merge.partition(" ")  # from_gguf checked every merge has the space
-    return left, right
-
-
 def _add_special_tokens(hf: HFTokenizer, tokens: list[str], types: list[int], control: bool) -> None:
     user = [
         AddedToken(t, special=False, normalized=False)
@@ -319,13 +328,71 @@ def _add_special_tokens(hf: HFTokenizer, tokens: list[str], types: list[int], co
         hf.add_special_tokens(special)
 
 
-def _token_types(md: dict[str, Any], n: int, gguf: GGUFFile) -> list[int]:
-    raw = md.get("tokenizer.ggml.token_type")
+def _token_types(gguf: GGUFFile, n: int) -> list[int]:
+    raw = gguf.get_numbers("tokenizer.ggml.token_type", None)
     if raw is None:
         return [NORMAL] * n
-    if len(raw) != n:
-        raise GGUFError(f"{gguf.path}: 'tokenizer.ggml.token_type' has {len(raw)} entries for {n} tokens.")
-    return [int(t) for t in raw]
+    if len(raw) != n or raw.dtype.kind not in "iu":
+        raise GGUFError(
+            f"{gguf.path}: 'tokenizer.ggml.token_type' has {len(raw)} {raw.dtype} entries; expected one "
+            f"integer per token ({n})."
+        )
+    bad = np.flatnonzero((raw < UNDEFINED) | (raw > BYTE))
+    if bad.size:
+        raise GGUFError(
+            f"{gguf.path}: token {bad[0]} has type {raw[bad[0]]} in 'tokenizer.ggml.token_type'; token "
+            f"types are {UNDEFINED} to {BYTE}. The file is corrupt."
+        )
+    return raw.tolist()
+
+
+def _scores(gguf: GGUFFile, n: int) -> np.ndarray | None:
+    raw = gguf.get_numbers("tokenizer.ggml.scores", None)
+    if raw is None:
+        return None
+    if len(raw) != n or raw.dtype.kind not in "iuf":
+        raise GGUFError(
+            f"{gguf.path}: 'tokenizer.ggml.scores' has {len(raw)} {raw.dtype} entries; expected one number "
+            f"per token ({n})."
+        )
+    scores = raw.astype(np.float64)
+    if not np.isfinite(scores).all():
+        bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+        raise GGUFError(
+            f"{gguf.path}: token {bad} has score {scores[bad]} in 'tokenizer.ggml.scores'; scores must be "
+            "finite. The file is corrupt."
+        )
+    return scores
+
+
+def _merge_pairs(gguf: GGUFFile, merges: list[str]) -> list[tuple[str, str]]:
+    """``'left right'`` merges as pairs; GGUFError for one without the space."""
+    parts = [m.partition(" ") for m in merges]
+    if not all([space for _, space, _ in parts]):  # a list: several times faster than a generator here
+        i = next(i for i, (_, space, _) in enumerate(parts) if not space)
+        raise _bad_merge(gguf, i, merges[i], "has no space between its two parts")
+    return [(left, right) for left, _, right in parts]
+
+
+def _merge_error(
+    gguf: GGUFFile, pairs: list[tuple[str, str]], vocab: dict[str, int], error: Exception
+) -> GGUFError:
+    """The error for merges the tokenizers library refused: the first merge over an unknown token.
+
+    Found only after the library refused them, so loading a good file costs no extra pass.
+    """
+    for i, (left, right) in enumerate(pairs):
+        unknown = next((t for t in (left, right, left + right) if t not in vocab), None)
+        if unknown is not None:
+            return _bad_merge(gguf, i, f"{left} {right}", f"names {unknown!r}, not a token")
+    return GGUFError(f"{gguf.path}: the BPE tokenizer cannot be built from the file's vocabulary: {error}")
+
+
+def _bad_merge(gguf: GGUFFile, index: int, merge: str, why: str) -> GGUFError:
+    return GGUFError(
+        f"{gguf.path}: BPE merge #{index} {merge!r} in 'tokenizer.ggml.merges' {why}; each merge must be two "
+        "vocabulary tokens separated by a space whose concatenation is also a token. The file is corrupt."
+    )
 
 
 def _token_byte_table(tokens: list[str], types: list[int], kind: str) -> list[bytes]:
@@ -342,15 +409,16 @@ def _token_byte_table(tokens: list[str], types: list[int], kind: str) -> list[by
 
 
 def _spm_token_bytes(tok: str, kind: int) -> bytes:
-    if kind == BYTE and len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
+    # A malformed byte piece (not <0xNN>) stands for its text, as the ByteFallback decoder reads it.
+    if kind == BYTE and len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">") and _is_hex(tok[3:5]):
         return bytes([int(tok[3:5], 16)])
     if kind in (CONTROL, UNKNOWN):
         return tok.encode("utf-8")
     return tok.replace(SPM_SPACE, " ").encode("utf-8")
 
 
-def _end_of_generation_ids(tokens: list[str], types: list[int], md: dict[str, Any]) -> frozenset[int]:
-    ids = {_opt_int(md.get(f"tokenizer.ggml.{key}_token_id")) for key in ("eos", "eot", "eom")} - {None}
+def _end_of_generation_ids(tokens: list[str], types: list[int], gguf: GGUFFile) -> frozenset[int]:
+    ids = {gguf.get_token_id(name, len(tokens)) for name in ("eos", "eot", "eom")} - {None}
     ids |= {
         i
         for i, (t, k) in enumerate(zip(tokens, types, strict=True))
@@ -359,5 +427,5 @@ def _end_of_generation_ids(tokens: list[str], types: list[int], md: dict[str, An
     return frozenset(i for i in ids if i is not None)
 
 
-def _opt_int(value: object) -> int | None:
-    return int(value) if isinstance(value, int | np.integer) and not isinstance(value, bool) else None
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)

@@ -83,6 +83,8 @@ class TinySpec:
     extra_tensors: dict[str, np.ndarray] = field(default_factory=dict)
     # (tokens, types, scores) replacing the built-in SentencePiece-style vocabulary
     spm_vocab: tuple[list[str], list[int], list[float]] | None = None
+    # rows of token_embd / output; None = one per token (a different number makes an inconsistent file)
+    embedding_rows: int | None = None
 
 
 def model_matrix() -> list[tuple[str, TinySpec]]:
@@ -247,7 +249,7 @@ def write_tiny_gguf(path: str | Path, spec: TinySpec | None = None) -> Path:
     vocab_size = _add_tokenizer(writer, spec)
     for key, value in spec.extra_metadata.items():
         _add_metadata(writer, key, value)
-    weights = {**_weights(spec, vocab_size, rng), **spec.extra_tensors}
+    weights = {**_weights(spec, spec.embedding_rows or vocab_size, rng), **spec.extra_tensors}
     for name, values in weights.items():
         if name in spec.drop_tensors:
             continue
