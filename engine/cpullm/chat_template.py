@@ -18,7 +18,8 @@ Public API
     (``raise_exception``, ``1 // 0``, a type error, ...), or one stopped at a limit — the message says
     which. ``ChatTemplateCancelled`` (a subclass) when ``should_stop`` fired.
 
-The template comes from the model file, so it is untrusted code: it renders in
+The template comes from the model file, so it is untrusted code: its source is at most
+``SOURCE_MAX_CHARS`` (128 K) characters, and it renders in
 :class:`~cpullm.template_sandbox.BoundedSandbox`, which stops it after ``RENDER_MAX_SECONDS`` (2 s) or
 ``RENDER_MAX_STEPS`` steps, and keeps its output and every value it builds within ``RENDER_MAX_CHARS``
 (4 M) characters; the limits are in :mod:`cpullm.template_budget`.
@@ -56,6 +57,9 @@ CHATML_TEMPLATE = (
 )
 
 
+# Compiling costs time in proportion to the source (~50 us a character here): a bound on the source is
+# a bound on the model load. Real chat templates are a few thousand characters.
+SOURCE_MAX_CHARS = 128 * 1024
 ERROR_DETAIL_CHARS = 300  # of a message the template raised, quoted in ChatTemplateError
 STRFTIME_MAX_CHARS = 200  # strftime_now's format ("%d %b %Y" in real templates)
 
@@ -113,6 +117,11 @@ def _short(text: object) -> str:
 
 @lru_cache(maxsize=16)
 def _compile(source: str) -> jinja2.Template:
+    if len(source) > SOURCE_MAX_CHARS:
+        raise ChatTemplateError(
+            f"the model's chat template is {len(source):,} characters long, more than the "
+            f"{SOURCE_MAX_CHARS:,} a template may have; use another model file, or send plain prompts."
+        )
     env = template_sandbox.BoundedSandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols, _GenerationTag]
     )

@@ -312,16 +312,21 @@ def percent_estimate(budget: Budget, fmt: str, args: Any) -> int:
     return len(fmt) + fields * (largest * expands + widest)
 
 
-def joined_texts(budget: Budget, sep: str, items: Iterable[Any], what: str) -> list[str]:
+def joined_texts(
+    budget: Budget, sep: str, items: Iterable[Any], what: str, convert: bool = True
+) -> list[Any]:
+    """The items to join, gathered one by one and refused once the joined text would not fit; turned
+    into text with ``str`` when ``convert`` (the ``join`` filter), else left for ``str.join`` to check."""
     texts = []
     total = 0
     for item in items:
         budget.tick()
-        budget.textable(item)
-        text = item if isinstance(item, str) else str(item)
-        total += len(text) + len(sep)
+        if convert and not isinstance(item, str):
+            budget.textable(item)
+            item = str(item)
+        total += (len(item) if isinstance(item, str) else 0) + len(sep)
         budget.check(total, what)
-        texts.append(text)
+        texts.append(item)
     return texts
 
 
@@ -342,7 +347,7 @@ def _per_line_estimate(s: Any, extra: int) -> int:
 def str_method_args(budget: Budget, owner: str, name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """Check (and for ``join``, gather) the arguments of a ``str`` method that can amplify its input."""
     if name == "join" and args:
-        return (joined_texts(budget, owner, args[0], "a joined string"), *args[1:])
+        return (joined_texts(budget, owner, args[0], "a joined string", convert=False), *args[1:])
     if name == "replace" and len(args) >= 2:
         budget.check(_replace_estimate(budget, owner, *args[:3]), "a replaced string")
     elif name == "expandtabs":

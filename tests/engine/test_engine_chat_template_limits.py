@@ -17,7 +17,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from real_chat_templates import CASES
 
 from cpullm import template_budget
-from cpullm.chat_template import ChatTemplate, ChatTemplateCancelled, ChatTemplateError, _GenerationTag
+from cpullm.chat_template import (
+    SOURCE_MAX_CHARS,
+    ChatTemplate,
+    ChatTemplateCancelled,
+    ChatTemplateError,
+    _GenerationTag,
+)
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 NESTED_LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
@@ -190,3 +196,10 @@ def test_each_render_has_its_own_budget(monkeypatch: pytest.MonkeyPatch) -> None
         assert pool.submit(many_good_renders).result() == [QUESTION[0]["content"]] * 200
         with pytest.raises(ChatTemplateError, match="ran longer than"):
             hostile.result()
+
+
+def test_a_template_too_long_to_compile_quickly_is_refused() -> None:
+    start = time.perf_counter()
+    with pytest.raises(ChatTemplateError, match=f"is {SOURCE_MAX_CHARS + 1:,} characters long"):
+        ChatTemplate(("{{ x }}" * SOURCE_MAX_CHARS)[: SOURCE_MAX_CHARS + 1])
+    assert time.perf_counter() - start < 0.1
