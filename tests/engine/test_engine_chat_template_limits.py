@@ -97,8 +97,8 @@ def test_oversized_results_are_refused_quickly_in_bounded_memory(source: str) ->
     finally:
         tracemalloc.stop()
     assert time.perf_counter() - start < 5
-    # the limits allow 64 M characters of work in all: far below what the template asks for
-    assert peak < 300 * 2**20
+    # the render may build 64 M characters in all (ASCII here: a byte each); each asks for gigabytes
+    assert peak < 100 * 2**20
 
 
 @pytest.mark.parametrize(
