@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cpullm import __version__, _eager, cli_bench, cli_chat, cli_generate, cli_serve
+from cpullm.cli_common import stdout_closed
 
 
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, not at exit, so that a closed stdout is handled below
+        return status
+    except BrokenPipeError:  # stdout closed early (`cpullm info --json | head -c 10`): stop quietly
+        return stdout_closed()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:  # --help, --version, a usage error: argparse has printed what it had to
+        sys.stdout.flush()
+        raise
     if _eager.import_error is not None and args.command not in EXPLAINS_REFUSAL:
         print(f"cpullm: {_eager.import_error}", file=sys.stderr)
         return 1

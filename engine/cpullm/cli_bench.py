@@ -25,6 +25,7 @@ from .cli_common import (
     add_model_argument,
     model_path,
     pin_native_pool,
+    plural,
     positive_int,
     user_errors_exit_1,
     variant_name,
@@ -153,7 +154,7 @@ def render(report: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append(
-        f"median of {report['repetitions']} repetitions after a warm-up; "
+        f"median of {plural(report['repetitions'], 'repetition')} after a warm-up; "
         f"load {report['load_s']:.2f} s; peak RSS {report['peak_rss_bytes'] / (1 << 20):.1f} MiB"
         + ("; threads pinned" if report["pinned"] else "")
     )

@@ -17,7 +17,10 @@ from .cli_common import (
     add_model_argument,
     add_sampling_arguments,
     add_thread_arguments,
+    checked_text,
     complete,
+    fail,
+    keep_undecodable_stdin,
     load_llm,
     sampling_params,
     user_errors_exit_1,
@@ -55,8 +58,13 @@ def _write(text: str) -> None:
 
 @user_errors_exit_1
 def run(args: argparse.Namespace) -> int:
+    from .chat_template import ChatTemplateError  # imports Jinja: not at `cpullm` start-up
+
+    if args.system is not None:
+        checked_text(args.system, "the --system message")
     params = sampling_params(args)
     interactive = sys.stdin.isatty()
+    keep_undecodable_stdin()
     llm = load_llm(args)
     start = [{"role": "system", "content": args.system}] if args.system is not None else []
     messages = list(start)
@@ -75,10 +83,17 @@ def run(args: argparse.Namespace) -> int:
         if text == "/help":
             print(COMMANDS, file=sys.stderr)
             continue
+        try:
+            checked_text(line, "that line", "it was skipped; type it again as UTF-8 text")
+        except ValueError as error:
+            print(f"cpullm: {error}.", file=sys.stderr)
+            continue
         messages.append({"role": "user", "content": line})
         try:
             prompt_ids = llm.encode_chat(messages)
             answer = complete(llm, prompt_ids, params, on_text=_write)
+        except ChatTemplateError as error:  # the model's template fails: no later message would fare better
+            return fail(error)
         except ValueError as error:  # e.g. the conversation no longer fits the context
             messages.pop()
             print(f"cpullm: {error}. Type /reset to start a new conversation.", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Arguments and error handling shared by the model commands (`generate`, `chat`, `bench`).
 
-Errors a user can fix (a bad model path, an unsupported file, a prompt longer than the context) end the
-command with one ``cpullm: error: ...`` line on stderr and exit status 1, never a traceback.
+Errors a user can fix (a bad model path, an unsupported file, a prompt longer than the context, text
+that is not valid UTF-8, a chat template that fails) end the command with one ``cpullm: error: ...``
+line on stderr and exit status 1, never a traceback. When stdout is closed early (``| head``), any
+command stops quietly with status 141, as a shell tool killed by SIGPIPE does.
 """
 
 from __future__ import annotations
@@ -139,6 +141,50 @@ def fail(message: object) -> int:
     return 1
 
 
+def stdout_closed() -> int:
+    """Stop quietly after a write to a closed stdout: nothing is left to flush at exit; status 141."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 token``, ``2 tokens``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def checked_text(text: str, what: str, advice: str = "pass UTF-8 text") -> str:
+    """``text``, or a ValueError (ending with ``advice``) when it holds bytes that were not valid UTF-8.
+
+    Python reads such bytes (from the command line, or stdin read with ``surrogateescape``) as lone
+    surrogates, which no tokenizer accepts.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(text[error.start])
+        bad = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise ValueError(
+            f"{what} is not valid UTF-8 ({bad} at character {error.start + 1}); {advice}"
+        ) from None
+    return text
+
+
+def read_stdin(what: str) -> str:
+    """All of stdin as text; bytes that do not decode are refused (see :func:`checked_text`)."""
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # stdin replaced by a text stream (tests)
+        return checked_text(sys.stdin.read(), what)
+    return checked_text(raw.read().decode(sys.stdin.encoding or "utf-8", "surrogateescape"), what)
+
+
+def keep_undecodable_stdin() -> None:
+    """Read stdin lines with ``surrogateescape``, so a bad line is refused by :func:`checked_text`
+    instead of ending the command in the middle of a read."""
+    reconfigure = getattr(sys.stdin, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="surrogateescape")
+
+
 def user_errors_exit_1(run: Command) -> Command:
     """Turn the engine's refusals into one error line and exit status 1 (Ctrl-C: 130, no traceback)."""
 
@@ -147,8 +193,7 @@ def user_errors_exit_1(run: Command) -> Command:
         try:
             return run(args)
         except BrokenPipeError:  # stdout closed early (e.g. `| head`): stop quietly, as shell tools do
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
-            return 141
+            return stdout_closed()
         except USER_ERRORS as error:
             return fail(error)
         except KeyboardInterrupt:  # e.g. while the model loads: stop quietly, as shells expect

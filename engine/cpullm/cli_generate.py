@@ -18,8 +18,11 @@ from .cli_common import (
     add_model_argument,
     add_sampling_arguments,
     add_thread_arguments,
+    checked_text,
     complete,
     load_llm,
+    plural,
+    read_stdin,
     sampling_params,
     user_errors_exit_1,
     variant_name,
@@ -50,7 +53,14 @@ def _write(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.system is not None and not args.chat:
         raise ValueError("--system needs --chat (it is a chat message)")
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if args.prompt == "-":
+        prompt = read_stdin("the prompt on stdin")
+    else:
+        prompt = checked_text(args.prompt, "the prompt")
+    if args.system is not None:
+        checked_text(args.system, "the --system message")
+    for stop in args.stop:
+        checked_text(stop, "the --stop text")
     params = sampling_params(args)
     start = time.perf_counter()
     llm = load_llm(args)
@@ -84,9 +94,9 @@ def run(args: argparse.Namespace) -> int:
         _write("\n")
     if args.verbose:
         print(
-            f"cpullm: {answer.prompt_tokens} prompt tokens, {answer.completion_tokens} generated "
+            f"cpullm: {plural(answer.prompt_tokens, 'prompt token')}, {answer.completion_tokens} generated "
             f"({answer.finish_reason}); load {load_s:.2f} s, first token {answer.first_token_s:.3f} s, "
-            f"decode {answer.decode_tokens_per_s:.1f} tok/s; {llm.engine.threads} threads, "
+            f"decode {answer.decode_tokens_per_s:.1f} tok/s; {plural(llm.engine.threads, 'thread')}, "
             f"variant {variant_name()}",
             file=sys.stderr,
         )

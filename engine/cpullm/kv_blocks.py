@@ -6,6 +6,12 @@ it is registered under a hash of (the hash of the blocks before it, its tokens),
 whose prompt starts with the same tokens takes those blocks instead of recomputing them. A released
 block that holds a registered prefix is kept, evictable in least-recently-used order, until its slots
 are needed.
+
+Blocks are handed out so that the memory in use stays that of the busiest moment, not the whole pool
+(the native cache is allocated untouched; a block's pages become resident when it is first written):
+a released block without a cached prefix is taken first (the last released first), then the least
+recently used cached block, and a block never used before only when neither is left. A sequence's
+blocks are released tail first, so its shared head (a system prompt) is the last of them evicted.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ class BlockManager:
         if n_blocks <= 0 or block_size <= 0:
             raise ValueError("the KV cache needs a positive number of blocks and block size")
         self.n_blocks, self.block_size = n_blocks, block_size
-        self._free: list[int] = list(range(n_blocks - 1, -1, -1))
+        self._free: list[int] = []  # released blocks holding no cached prefix; the last released on top
+        self._fresh = 0  # blocks [_fresh, n_blocks) have never been handed out
         self._refs = [0] * n_blocks
         self._by_hash: dict[int, int] = {}
         self._hash_of: dict[int, int] = {}
@@ -40,7 +47,12 @@ class BlockManager:
     # ---- capacity ----
     @property
     def n_free(self) -> int:
-        return len(self._free) + len(self._evictable)
+        return len(self._free) + len(self._evictable) + self.n_blocks - self._fresh
+
+    @property
+    def n_touched(self) -> int:
+        """Blocks ever handed out (their memory is resident); the rest of the pool was never written."""
+        return self._fresh
 
     @property
     def n_used(self) -> int:
@@ -56,6 +68,9 @@ class BlockManager:
         elif self._evictable:
             block, _ = self._evictable.popitem(last=False)
             del self._by_hash[self._hash_of.pop(block)]
+        elif self._fresh < self.n_blocks:
+            block = self._fresh
+            self._fresh += 1
         else:
             raise OutOfBlocks
         self._refs[block] = 1
@@ -105,8 +120,8 @@ class BlockManager:
                 self._hash_of[block] = h
 
     def release(self, table: BlockTable) -> None:
-        """Give a finished (or cancelled) sequence's blocks back, at once."""
-        for block in table.blocks:
+        """Give a finished (or cancelled) sequence's blocks back, at once (tail first, see above)."""
+        for block in reversed(table.blocks):
             self._refs[block] -= 1
             if self._refs[block] == 0:
                 if block in self._hash_of:

@@ -31,19 +31,26 @@ def tiny_model(native_lib_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="session")
 def run_cli(native_lib_dir: Path) -> RunCli:
-    """Run `python -m cpullm ARGS` from the source tree in a subprocess; stdin from ``input``."""
+    """Run `python -m cpullm ARGS` from the source tree in a subprocess; stdin from ``input``; more
+    environment variables in ``env_extra``."""
     env = dict(os.environ)
     env["CPULLM_LIB_DIR"] = str(native_lib_dir)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "engine"), env.get("PYTHONPATH")]))
     env.pop("CPULLM_THREADS", None)
 
-    def run(*args: str, input: str = "", timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        # bytes, decoded here: text mode would turn a generated "\r\n" into "\n"
+    def run(
+        *args: str | bytes,
+        input: str | bytes = "",
+        timeout: float = 120,
+        env_extra: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        # bytes, decoded here: text mode would turn a generated "\r\n" into "\n"; bytes arguments and
+        # input reach the command as they are (e.g. invalid UTF-8)
         result = subprocess.run(
             [sys.executable, "-m", "cpullm", *args],
-            input=input.encode(),
+            input=input.encode() if isinstance(input, str) else input,
             capture_output=True,
-            env=env,
+            env={**env, **(env_extra or {})},
             timeout=timeout,
         )
         out, err = result.stdout.decode(), result.stderr.decode()

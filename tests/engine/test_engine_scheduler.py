@@ -138,3 +138,45 @@ def test_llm_api_generate_chat_and_stream(tiny_model):
     streamed = "".join(llm.stream_chat([{"role": "user", "content": "hello"}], params))
     assert streamed == chat.text
     assert not llm.engine.has_work() and llm.engine.blocks.n_used == 0
+
+
+def _serve_one(bm: BlockManager, tokens: list[int], generated: int) -> list[int]:
+    """One request through the block manager as the engine drives it; returns the blocks it used."""
+    table = BlockTable()
+    bm.match_prefix(table, tokens)
+    bm.ensure(table, len(tokens) + generated)
+    bm.register_full(table, [*tokens, *range(1000, 1000 + generated)])
+    used = list(table.blocks)
+    bm.release(table)
+    return used
+
+
+def test_light_load_reuses_released_blocks_instead_of_walking_the_pool():
+    """One request at a time with distinct prompts touches the blocks of one request, not the pool."""
+    bm = BlockManager(1000, 16)
+    touched: set[int] = set()
+    for i in range(200):
+        prompt = [i * 1000 + t for t in range(100)]  # 7 blocks, shared with no other request
+        touched.update(_serve_one(bm, prompt, generated=20))
+        assert bm.n_used == 0
+    assert touched == set(range(bm.blocks_for(120)))  # the 8 blocks of the first request, reused 199 times
+    assert bm.n_touched == len(touched) and bm.n_free == 1000
+
+
+def test_a_shared_system_prompt_stays_cached_while_other_blocks_are_reused():
+    bm = BlockManager(1000, 16)
+    system = list(range(48))  # three full blocks
+    touched: set[int] = set()
+    for i in range(50):
+        hits = bm.prefix_hits
+        touched.update(_serve_one(bm, [*system, *range(i * 1000 + 100, i * 1000 + 140)], generated=10))
+        assert bm.prefix_hits - hits == (48 if i else 0)  # evicted tail first: the head stays cached
+    assert len(touched) == bm.n_touched == bm.blocks_for(48 + 40 + 10)
+
+
+def test_engine_under_light_load_touches_few_blocks(tiny_model):
+    engine = _engine(tiny_model)
+    for i, prompt in enumerate(PROMPTS.values()):
+        _run(engine, {f"r{i}": prompt})
+    most = max(engine.blocks.blocks_for(len(p) + GREEDY.max_tokens) for p in PROMPTS.values())
+    assert engine.blocks.n_touched <= most < engine.blocks.n_blocks // 4
