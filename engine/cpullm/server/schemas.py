@@ -4,38 +4,51 @@ Unknown fields are ignored, as OpenAI-compatible servers do; fields we cannot ho
 ``echo``, ``suffix``, ``logit_bias``, images) are refused with a 400 that names them. Besides OpenAI's
 fields, the engine's extra sampling knobs (``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos``,
 ``stop_token_ids``, ``skip_special_tokens``) can be sent, e.g. with the openai client's ``extra_body``.
+
+Types are strict, as in OpenAI's API: a boolean is ``true``/``false`` (not ``"yes"`` or ``1``), a
+number is a JSON number (not ``"0.5"``), and infinities/NaN are refused. Ranges are OpenAI's:
+``temperature`` 0..2, ``top_p`` (0, 1], ``presence_penalty``/``frequency_penalty`` -2..2,
+``max_tokens``/``max_completion_tokens`` >= 1, ``top_logprobs`` 0..20, ``seed`` a 64-bit integer;
+the engine checks the rest (``stop``: non-empty strings, as one string or a list, at most 16).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..sampling import SamplingParams
+from ..sampling import MAX_LOGPROBS, SamplingParams
 from .errors import bad_request
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's legacy completions default
+MAX_CHOICES = 128  # choices (prompts, or n) in one request: OpenAI's limit on n
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+
+Count = Annotated[int, Field(ge=1)]
+Penalty = Annotated[float, Field(ge=-2, le=2)]
 
 
 class StreamOptions(BaseModel):
+    model_config = _STRICT
+
     include_usage: bool = False
 
 
 class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", **_STRICT)
 
     model: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int | None = 1
+    max_tokens: Count | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = 1
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    seed: int | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: Annotated[int, Field(ge=-(2**63), lt=2**63)] | None = None
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     # engine extras
@@ -76,7 +89,8 @@ class _Sampling(BaseModel):
             "presence_penalty": self.presence_penalty,
             "frequency_penalty": self.frequency_penalty,
             "seed": self.seed,
-            "stop": tuple(self.stop) if isinstance(self.stop, list) else (self.stop or ()),
+            # "" and [""] alike reach the engine, which refuses empty stop strings
+            "stop": tuple(self.stop) if isinstance(self.stop, list) else self.stop,
             "stop_token_ids": tuple(self.stop_token_ids or ()),
             "ignore_eos": self.ignore_eos,
             "skip_special_tokens": self.skip_special_tokens,
@@ -98,7 +112,7 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = None
     echo: bool | None = False
     suffix: str | None = None
-    best_of: int | None = None
+    best_of: Count | None = None
 
     def check_supported(self) -> None:
         super().check_supported()
@@ -118,11 +132,17 @@ class CompletionRequest(_Sampling):
             raise bad_request("The prompt is empty; send some text.", param="prompt")
         if all(isinstance(x, int) for x in p):
             return [list(p)]  # type: ignore[arg-type]
+        if len(p) > MAX_CHOICES:
+            raise bad_request(
+                f"The request has {len(p)} prompts; at most {MAX_CHOICES} are allowed in one request. "
+                "Split them over several requests.",
+                param="prompt",
+            )
         return list(p)  # type: ignore[arg-type]
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", **_STRICT)
 
     role: str
     content: str | list[dict[str, Any]] | None = None
@@ -147,9 +167,9 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = None
+    max_completion_tokens: Count | None = None
     logprobs: bool | None = False
-    top_logprobs: int | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     tools: list[dict[str, Any]] | None = None
     add_generation_prompt: bool | None = True
 
