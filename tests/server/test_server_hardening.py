@@ -181,6 +181,25 @@ def test_prompt_far_over_the_context_is_refused_without_tokenizing(server, http,
     assert probe.worst < 1.0, probe.latencies
 
 
+def test_big_lists_are_refused_without_validating_every_item(server, http):
+    """4 MB of token ids, 100K one-token prompts, 20K messages: the event loop validates the body,
+    so none may take it long (a union of prompt forms tried on every item took over a second)."""
+    bodies = [
+        ("/v1/completions", {"prompt": [7] * 690_000}, "context_length_exceeded"),
+        ("/v1/completions", {"prompt": [[7]] * 300_000}, "invalid_request"),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}] * 20_000},
+            "invalid_request",
+        ),
+    ]
+    with HealthProbe(server) as probe:
+        for route, body, code in bodies:
+            error = _error(http.post(route, json=body), 400)
+            assert error["code"] == code and error["param"] in ("prompt", "messages"), error
+    assert probe.worst < 1.0, probe.latencies
+
+
 def test_the_length_bound_never_exceeds_the_real_token_count(tiny_server_model):
     tokenizer = Tokenizer.from_gguf(GGUFFile.open(tiny_server_model))
     per_token = max_bytes_per_token(tokenizer, "default")
@@ -276,8 +295,8 @@ def test_no_bad_body_made_a_500(server, http):
 BAD_PARAMETERS = [
     ("temperature", 99), ("temperature", 1e308), ("temperature", 2.01), ("temperature", "0.5"),
     ("top_p", 1.5), ("top_p", 0), ("presence_penalty", -2.5), ("frequency_penalty", 3),
-    ("max_tokens", 0), ("max_tokens", "5"), ("max_tokens", 5.0), ("max_completion_tokens", 0),
-    ("top_logprobs", 21), ("seed", 2**64), ("n", 0), ("n", True),
+    ("max_tokens", 0), ("max_tokens", "5"), ("max_tokens", 5.0), ("max_tokens", 10**30),
+    ("max_completion_tokens", 0), ("top_logprobs", 21), ("seed", 2**64), ("n", 0), ("n", True),
     ("stream", "yes"), ("stream", 1), ("stream", "true"), ("logprobs", "true"), ("ignore_eos", 1),
     ("add_generation_prompt", "no"), ("skip_special_tokens", 0), ("stream_options", {"include_usage": "yes"}),
 ]  # fmt: skip
@@ -288,6 +307,12 @@ def test_parameters_out_of_openai_types_and_ranges_are_400(http, field, value):
     body = {**CHAT, "stream": True, field: value} if field == "stream_options" else {**CHAT, field: value}
     error = _error(http.post("/v1/chat/completions", json=body), 400)
     assert error["param"] is not None and error["param"].split(".")[0] == field, error
+
+
+def test_json_nested_too_deeply_is_400_saying_so(http):
+    raw = b'{"prompt": "x", "user": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    response = http.post("/v1/completions", content=raw, headers={"content-type": "application/json"})
+    assert "too deeply" in _error(response, 400)["message"]
 
 
 def test_non_finite_numbers_are_400(http):
@@ -316,9 +341,21 @@ def test_stop_rules_are_the_same_for_a_string_and_a_list(http):
         )
 
 
-def test_too_many_prompts_in_one_request_is_400(http):
+def test_too_many_prompts_or_messages_in_one_request_is_400(http):
     error = _error(http.post("/v1/completions", json={"prompt": ["x"] * 129}), 400)
-    assert error["param"] == "prompt" and "128" in error["message"]
+    assert error["param"] == "prompt" and "at most 128 prompts" in error["message"]
+    error = _error(http.post("/v1/chat/completions", json={"messages": [{"role": "user"}] * 8193}), 400)
+    assert error["param"] == "messages" and "at most 8192 messages" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "words"),
+    [([1, "a"], "item 1: Input should be a valid integer"), (["a", 1], "item 1: Input should be a valid "
+     "string"), ([[1], [True]], "item 1.0"), (True, "send a string"), ([None], "send a string")],
+)  # fmt: skip
+def test_prompt_of_mixed_forms_is_400_naming_the_item(http, prompt, words):
+    error = _error(http.post("/v1/completions", json={"prompt": prompt}), 400)
+    assert error["param"] == "prompt" and words in error["message"]
 
 
 # ---- D7: deadlines and the connection cap; template errors ----
