@@ -30,6 +30,7 @@ from cpullm.gguf_file import GGUFFile
 from cpullm.server.errors import APIError
 from cpullm.server.openai_api import _max_tokens
 from cpullm.server.prompt_limits import ContextBoundTokenizer, max_bytes_per_token
+from cpullm.server.request_guard import MAX_JSON_VALUES, count_json_values
 from cpullm.tokenizer import Tokenizer
 
 MODEL = "tiny-chat"
@@ -181,12 +182,17 @@ def test_prompt_far_over_the_context_is_refused_without_tokenizing(server, http,
     assert probe.worst < 1.0, probe.latencies
 
 
-def test_big_lists_are_refused_without_validating_every_item(server, http):
-    """4 MB of token ids, 100K one-token prompts, 20K messages: the event loop validates the body,
-    so none may take it long (a union of prompt forms tried on every item took over a second)."""
-    bodies = [
-        ("/v1/completions", {"prompt": [7] * 690_000}, "context_length_exceeded"),
-        ("/v1/completions", {"prompt": [[7]] * 300_000}, "invalid_request"),
+def test_bodies_of_many_small_values_are_refused_before_they_are_parsed(server, http):
+    """The body is parsed and validated on the event loop, at a cost per value: 4 MB of ``[],`` is 1.4
+    million lists. Such bodies are refused from a count of their commas, brackets and braces; text
+    full of them is one value and passes on (here to the context check)."""
+    many = [
+        ("/v1/completions", {"prompt": [7] * 690_000}, "too_many_values"),
+        ("/v1/completions", {"prompt": [[7]] * 300_000}, "too_many_values"),
+        ("/v1/completions", {"prompt": "x", "user": [[]] * 1_000_000}, "too_many_values"),
+        ("/v1/completions", {"prompt": "[a, {b}], " * 200_000}, "context_length_exceeded"),
+        ("/v1/completions", {"prompt": [7] * 100_000}, "context_length_exceeded"),
+        ("/v1/completions", {"prompt": [[7]] * 300}, "invalid_request"),  # over MAX_CHOICES
         (
             "/v1/chat/completions",
             {"messages": [{"role": "user", "content": "hi"}] * 20_000},
@@ -194,10 +200,22 @@ def test_big_lists_are_refused_without_validating_every_item(server, http):
         ),
     ]
     with HealthProbe(server) as probe:
-        for route, body, code in bodies:
+        for route, body, code in many:
             error = _error(http.post(route, json=body), 400)
-            assert error["code"] == code and error["param"] in ("prompt", "messages"), error
+            assert error["code"] == code, error
+            if code == "too_many_values":
+                assert "JSON values" in error["message"] and str(MAX_JSON_VALUES) in error["message"]
     assert probe.worst < 1.0, probe.latencies
+
+
+def test_json_values_are_counted_outside_strings_only():
+    assert count_json_values(b'{"a": [1, 2, 3], "b": {"c": null}}') == 6
+    text = json.dumps({"prompt": ',[{"\\' * (MAX_JSON_VALUES // 2), "n": [1, 2]}).encode()
+    assert count_json_values(text) == 4  # the object's two members, the list's two items
+    ids = json.dumps({"prompt": [1] * (MAX_JSON_VALUES + 5)}).encode()
+    assert count_json_values(ids) == MAX_JSON_VALUES + 5 + 1
+    strings = json.dumps([""] * (4 * MAX_JSON_VALUES + 8)).encode()
+    assert count_json_values(strings) > MAX_JSON_VALUES
 
 
 def test_the_length_bound_never_exceeds_the_real_token_count(tiny_server_model):

@@ -11,7 +11,12 @@ A pure ASGI middleware in front of every route. For a request with a body it
 - answers 400 when the body is not valid UTF-8 (JSON is UTF-8, RFC 8259; ``json.loads`` would accept
   UTF-16/32 and encoded surrogates), or when the JSON holds a lone UTF-16 surrogate such as
   ``"\\ud800"``: ``json.loads`` accepts it, but the text cannot be tokenized or sent back as UTF-8.
-  The answer names the field.
+  The answer names the field;
+- answers 400 when the JSON holds more than ``MAX_JSON_VALUES`` values (array items and object
+  members). The route parses the body on the event loop, holding the GIL, and parsing costs per value
+  built, not per byte: 4 MiB of ``[],[],...`` is 1.4 million lists and blocks every other request
+  (``/health`` too) for half a second. 2^17 values are a 128K-token prompt as token ids and parse in
+  a few tens of milliseconds; a long text is one value, however long.
 
 Then it hands the body to the app unchanged. Requests without a body pass straight through.
 """
@@ -30,6 +35,8 @@ from .errors import APIError, bad_request
 
 # A JSON escape of a UTF-16 surrogate (high or low); only bodies with one need the JSON walk.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+MAX_JSON_VALUES = 1 << 17
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'",[{')
 
 
 class _TooLarge(Exception):
@@ -64,7 +71,7 @@ class RequestGuard:
             return
         if body is None:  # the client left
             return
-        problem = check_text(body)
+        problem = check_body(body)
         if problem is not None:
             await _answer(scope, receive, send, problem)
             return
@@ -93,9 +100,9 @@ class RequestGuard:
         )
 
 
-def check_text(body: bytes) -> APIError | None:
-    """A 400 when ``body`` is not UTF-8 or its JSON holds a lone surrogate; ``None`` when it is fine
-    (or is not JSON at all: the route reports that)."""
+def check_body(body: bytes) -> APIError | None:
+    """A 400 when ``body`` is not UTF-8, holds too many JSON values or a lone surrogate; ``None`` when
+    it is fine (or is not JSON at all: the route reports that)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -103,6 +110,14 @@ def check_text(body: bytes) -> APIError | None:
             f"The request body is not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start}); "
             "send the JSON encoded as UTF-8.",
             code="invalid_encoding",
+        )
+    values = count_json_values(body)
+    if values > MAX_JSON_VALUES:
+        return bad_request(
+            f"The request body holds about {values} JSON values (array items and object members); this "
+            f"server takes at most {MAX_JSON_VALUES} in one request. Send long prompts as text rather "
+            "than token ids, or split the request.",
+            code="too_many_values",
         )
     if not _SURROGATE_ESCAPE.search(body):
         return None
@@ -121,6 +136,21 @@ def check_text(body: bytes) -> APIError | None:
         param=path,
         code="invalid_unicode",
     )
+
+
+def count_json_values(body: bytes) -> int:
+    """About how many values (array items, object members) the JSON ``body`` holds: its commas,
+    brackets and braces outside strings. Byte counts, replaces and splits only (C speed); strings are
+    told apart only when the plain count is over the limit."""
+    count = body.count(b",") + body.count(b"[") + body.count(b"{")
+    if count <= MAX_JSON_VALUES:
+        return count
+    text = body.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped backslashes, then escaped quotes
+    strings = text.count(b'"') // 2
+    if strings // 2 > MAX_JSON_VALUES:  # every string is a value or the key of one
+        return strings // 2
+    outside = b"".join(text.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
+    return outside.count(b",") + outside.count(b"[") + outside.count(b"{")
 
 
 def find_lone_surrogate(doc: Any) -> tuple[str, int] | None:
