@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -194,11 +194,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def started_server(threads: int | None, max_num_seqs: int) -> Iterator[tuple[str, str, int]]:
+def started_server(
+    threads: int | None, max_num_seqs: int, extra_args: Sequence[str] = ()
+) -> Iterator[tuple[str, str, int]]:
     """Start `cpullm serve` on the default model; yield (base URL, served model name, its pid)."""
     port = _free_port()
     cmd = [sys.executable, "-m", "cpullm", "serve", "--port", str(port), "--max-num-seqs", str(max_num_seqs)]
-    cmd += ["--log-level", "warning"] + (["--threads", str(threads)] if threads else [])
+    cmd += ["--log-level", "warning", *(["--threads", str(threads)] if threads else []), *extra_args]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "engine") + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(cmd, env=env)

@@ -2,11 +2,16 @@
 and the server's queues and KV cache back to empty at the end.
 
     flock /tmp/cpubuild-bench.lock .venv/bin/python benchmarks/soak_server.py [--clients 16]
-        [--duration 600] [--max-tokens 128] [--cancel-every 10] [--warmup 60] [--sample 5]
-        [--threads N] [--url http://HOST:PORT --pid PID] [--json out.json]
+        [--duration 600] [--max-tokens 128] [--cancel-every 5] [--warmup 60] [--sample 5]
+        [--threads N] [--kv-cache-gb 0.125] [--url http://HOST:PORT --pid PID] [--json out.json]
 
 Without ``--url`` it starts the server itself on the default model (as ``load_server.py`` does) and
-stops it at the end. Every client streams chat completions back to back until the time is up
+stops it at the end, with a KV cache of ``--kv-cache-gb`` (default 0.125 GiB, twice what 16 streams
+of 128 tokens hold at once): the cache hands out never-used blocks first, so RSS grows as its pages are
+first touched, up to its whole size, and only once all are touched does a rising RSS mean a leak. A
+small cache is touched within the warm-up.
+
+Every client streams chat completions back to back until the time is up
 (distinct prompts; ``ignore_eos`` so each request generates ``--max-tokens`` tokens); every
 ``--cancel-every``-th request of a client is dropped after its first content chunk, as a client that
 goes away would (0: none), so the abort path runs all along. Reported:
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import sys
@@ -256,11 +262,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load")
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--cancel-every", type=int, default=10, help="drop every Nth stream early (0: never)")
+    parser.add_argument("--cancel-every", type=int, default=5, help="drop every Nth stream early (0: never)")
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds before the RSS baseline")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between RSS and /health samples")
     parser.add_argument("--threads", type=int, default=None, help="server compute threads")
     parser.add_argument("--max-num-seqs", type=int, default=16)
+    parser.add_argument("--kv-cache-gb", type=float, default=0.125, help="the started server's KV cache")
     parser.add_argument("--json", type=Path, help="also write the results (and the RSS curve) here")
     args = parser.parse_args()
 
@@ -274,11 +281,14 @@ def main() -> int:
         model = httpx.get(args.url + "/v1/models", timeout=10).json()["data"][0]["id"]
         result = run(args.url, model, args.pid)
     else:
-        with started_server(args.threads, args.max_num_seqs) as (url, model, pid):
+        kv = ["--kv-cache-gb", str(args.kv_cache_gb)]
+        with started_server(args.threads, args.max_num_seqs, kv) as (url, model, pid):
             result = run(url, model, pid)
     print(report(result))
     if args.json:
-        doc = {"model": model, "max_tokens": args.max_tokens, "threads": args.threads, **asdict(result)}
+        doc = {"model": model, "max_tokens": args.max_tokens, "threads": args.threads,
+               "kv_cache_gb": None if args.url else args.kv_cache_gb, "load_average": os.getloadavg(),
+               **asdict(result)}  # fmt: skip
         args.json.write_text(json.dumps(doc, indent=2))
     return 0 if result.ok else 1
 
