@@ -3,10 +3,10 @@ and the server's queues and KV cache back to empty at the end.
 
     flock /tmp/cpubuild-bench.lock .venv/bin/python benchmarks/soak_server.py [--clients 16]
         [--duration 600] [--max-tokens 128] [--cancel-every 5] [--warmup 60] [--sample 5]
-        [--threads N] [--kv-cache-gb 0.125] [--url http://HOST:PORT --pid PID] [--json out.json]
+        [--threads N] [--kv-cache-gb 0.25] [--url http://HOST:PORT --pid PID] [--json out.json]
 
 Without ``--url`` it starts the server itself on the default model (as ``load_server.py`` does) and
-stops it at the end, with a KV cache of ``--kv-cache-gb`` (default 0.125 GiB, twice what 16 streams
+stops it at the end, with a KV cache of ``--kv-cache-gb`` (default 0.25 GiB, 4x what 16 streams
 of 128 tokens hold at once): the cache hands out never-used blocks first, so RSS grows as its pages are
 first touched, up to its whole size, and only once all are touched does a rising RSS mean a leak. A
 small cache is touched within the warm-up.
@@ -267,7 +267,7 @@ def main() -> int:
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between RSS and /health samples")
     parser.add_argument("--threads", type=int, default=None, help="server compute threads")
     parser.add_argument("--max-num-seqs", type=int, default=16)
-    parser.add_argument("--kv-cache-gb", type=float, default=0.125, help="the started server's KV cache")
+    parser.add_argument("--kv-cache-gb", type=float, default=0.25, help="the started server's KV cache")
     parser.add_argument("--json", type=Path, help="also write the results (and the RSS curve) here")
     args = parser.parse_args()
 
