@@ -20,7 +20,8 @@ goes away would (0: none), so the abort path runs all along. Reported:
 - per request: end-to-end latency and time to first token, p50/p99 (completed requests);
 - the server's RSS (``/proc/PID/status`` VmRSS) every ``--sample`` seconds; after the warm-up
   (``--warmup`` seconds): the first and last samples, the maximum, and the least-squares slope in
-  MiB per minute (a leak shows as a steady slope); the whole curve goes into ``--json``;
+  MiB per minute, also over the run's second half alone (a leak keeps its slope, memory that
+  settles flattens out); the whole curve goes into ``--json``;
 - ``/health`` latency, sampled at the same times (p50, max);
 - once every client has finished, ``/metrics``: ``cpullm_num_requests_running``,
   ``cpullm_num_requests_waiting`` and ``cpullm_kv_cache_blocks_used`` must all be back to 0
@@ -79,6 +80,7 @@ class SoakResult:
     rss_end_mib: float | None = None
     rss_max_mib: float | None = None  # after the warm-up
     rss_slope_mib_per_min: float | None = None
+    rss_slope_last_half_mib_per_min: float | None = None  # a leak keeps its slope; settling does not
     metrics_at_end: dict[str, float] = field(default_factory=dict)
     idle_at_end: bool = False
     samples: list[Sample] = field(default_factory=list)
@@ -231,13 +233,18 @@ def _summarise_rss(result: SoakResult, warmup_s: float) -> None:
     rss = [y for _, y in warm]
     result.rss_start_mib, result.rss_end_mib, result.rss_max_mib = rss[0], rss[-1], max(rss)
     result.rss_slope_mib_per_min = slope_per_min(warm)  # type: ignore[arg-type]
+    half = result.duration_s / 2
+    result.rss_slope_last_half_mib_per_min = slope_per_min([p for p in warm if p[0] >= half])  # type: ignore[misc]
 
 
 def report(r: SoakResult) -> str:
     def mib(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.1f} MiB"
 
-    slope = "n/a" if r.rss_slope_mib_per_min is None else f"{r.rss_slope_mib_per_min:+.2f} MiB/min"
+    def per_min(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:+.2f} MiB/min"
+
+    slope = f"{per_min(r.rss_slope_mib_per_min)} (last half {per_min(r.rss_slope_last_half_mib_per_min)})"
     lines = [
         f"{r.clients} streaming clients for {r.duration_s:g} s: {r.completed} requests completed, "
         f"{r.cancelled} cancelled by their client, {r.errors} errors {r.error_kinds or ''}",
