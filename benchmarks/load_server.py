@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -84,8 +84,9 @@ def percentile(values: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-async def one_request(http: httpx.AsyncClient, model: str, prompt: str, max_tokens: int) -> RequestResult:
-    body = {
+def chat_body(model: str, prompt: str, max_tokens: int) -> dict:
+    """A streamed chat request that generates exactly ``max_tokens`` tokens (``ignore_eos``)."""
+    return {
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
@@ -95,6 +96,15 @@ async def one_request(http: httpx.AsyncClient, model: str, prompt: str, max_toke
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+
+
+def prompt_for(client: int, request: int, requests_per_client: int) -> str:
+    topic = TOPICS[(client * requests_per_client + request) % len(TOPICS)]
+    return f"Client {client}, request {request}: explain {topic} to a curious twelve-year-old."
+
+
+async def one_request(http: httpx.AsyncClient, model: str, prompt: str, max_tokens: int) -> RequestResult:
+    body = chat_body(model, prompt, max_tokens)
     sent = time.perf_counter()
     first = last = None
     tokens = 0
@@ -123,9 +133,7 @@ async def run_round(url: str, model: str, clients: int, requests: int, max_token
         async def client(c: int) -> list[RequestResult]:
             out = []
             for r in range(requests):
-                topic = TOPICS[(c * requests + r) % len(TOPICS)]
-                prompt = f"Client {c}, request {r}: explain {topic} to a curious twelve-year-old."
-                out.append(await one_request(http, model, prompt, max_tokens))
+                out.append(await one_request(http, model, prompt_for(c, r, requests), max_tokens))
             return out
 
         start = time.perf_counter()
@@ -186,11 +194,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def started_server(threads: int | None, max_num_seqs: int) -> Iterator[tuple[str, str]]:
-    """Start `cpullm serve` on the default model; yield (base URL, served model name)."""
+def started_server(
+    threads: int | None, max_num_seqs: int, extra_args: Sequence[str] = ()
+) -> Iterator[tuple[str, str, int]]:
+    """Start `cpullm serve` on the default model; yield (base URL, served model name, its pid)."""
     port = _free_port()
     cmd = [sys.executable, "-m", "cpullm", "serve", "--port", str(port), "--max-num-seqs", str(max_num_seqs)]
-    cmd += ["--log-level", "warning"] + (["--threads", str(threads)] if threads else [])
+    cmd += ["--log-level", "warning", *(["--threads", str(threads)] if threads else []), *extra_args]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "engine") + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(cmd, env=env)
@@ -208,7 +218,7 @@ def started_server(threads: int | None, max_num_seqs: int) -> Iterator[tuple[str
             if time.monotonic() > deadline:
                 raise SystemExit("the server was not ready within 300 s")
             time.sleep(0.2)
-        yield url, httpx.get(url + "/v1/models", timeout=10).json()["data"][0]["id"]
+        yield url, httpx.get(url + "/v1/models", timeout=10).json()["data"][0]["id"], proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -261,7 +271,7 @@ def main() -> int:
         model = httpx.get(args.url + "/v1/models", timeout=10).json()["data"][0]["id"]
         rounds = run(args.url, model)
     else:
-        with started_server(args.threads, args.max_num_seqs) as (url, model):
+        with started_server(args.threads, args.max_num_seqs) as (url, model, _):
             rounds = run(url, model)
     print(markdown(rounds))
     baseline = {}

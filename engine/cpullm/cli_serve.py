@@ -24,7 +24,16 @@ _FLAGS = (
     ("--max-model-len", int, "context length limit in tokens (default: the model's)"),
     ("--threads", int, "compute threads (default: the usable cores, cgroup quota included)"),
     ("--log-level", str, "debug, info, warning or error (default info)"),
-)
+    ("--max-request-bytes", int, "largest request body in bytes, else 413 (default {default} = 4 MiB: a "
+     "128K-token context is under 1 MiB of JSON, as text or as token ids)"),
+    ("--header-timeout", float, "seconds a client has to send a complete request head after it connects "
+     "or after its previous answer, else the connection is closed (default {default})"),
+    ("--body-timeout", float, "seconds a client has to send the request body after its head, else 408 "
+     "(default {default})"),
+    ("--keep-alive-timeout", float, "seconds an idle kept-alive connection stays open (default {default})"),
+    ("--max-connections", int, "most connections and requests at once; more get 503 (default {default}, "
+     "well under the common 1024 open-file limit)"),
+)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="GGUF file, or a folder holding one (env CPULLM_MODEL; default: the SmolLM2 default model)",
     )
     for flag, kind, help_text in _FLAGS:
-        env = "CPULLM_" + flag.removeprefix("--").replace("-", "_").upper()
-        parser.add_argument(flag, type=kind, default=None, help=f"{help_text}; env {env}")
+        name = flag.removeprefix("--").replace("-", "_")
+        help_text = help_text.format(default=getattr(ServerSettings, name))
+        parser.add_argument(flag, type=kind, default=None, help=f"{help_text}; env CPULLM_{name.upper()}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from cpullm.server.app import create_app
+        from cpullm.server.http_protocol import uvicorn_config
     except ImportError as e:
         print(
             f"cpullm serve: the server needs its extra packages ({e.name} is missing); "
@@ -71,14 +82,7 @@ def run(args: argparse.Namespace) -> int:
     except (SettingsError, ValueError) as e:
         print(f"cpullm serve: {e}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings))
     server.run()
     return exit_code
 

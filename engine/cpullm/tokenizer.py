@@ -196,7 +196,9 @@ class Tokenizer:
 
     def encode(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
         hf = self._hf if parse_special else self._plain()
-        ids: list[int] = hf.encode(text, add_special_tokens=False).ids
+        # encode_batch releases the GIL while it runs (encode holds it): a long prompt tokenized in a
+        # worker thread must not stall the server's event loop.
+        ids: list[int] = hf.encode_batch([text], add_special_tokens=False)[0].ids
         if add_special and self.add_bos and self.bos_id is not None:
             ids.insert(0, self.bos_id)
         if add_special and self.add_eos and self.eos_id is not None:

@@ -31,6 +31,7 @@ from .async_engine import AsyncEngine
 from .errors import APIError, install_error_handlers
 from .metrics import CONTENT_TYPE, Metrics
 from .openai_api import ModelContext, ServerState, router
+from .request_guard import RequestGuard
 from .settings import ServerSettings, default_served_name, resolve_model_path
 
 log = logging.getLogger("cpullm.server")
@@ -87,7 +88,8 @@ def create_app(
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
-    app.add_middleware(_CountRequests, metrics=metrics)
+    app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes, timeout=settings.body_timeout)
+    app.add_middleware(_CountRequests, metrics=metrics)  # outermost: counts the guard's answers too
     return app
 
 

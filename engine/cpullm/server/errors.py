@@ -105,6 +105,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             message = "There is no such route; the API is under /v1 (or /openai/v1)."
+        elif isinstance(exc.__cause__, RecursionError):  # FastAPI's "error parsing the body"
+            message = "The request body's JSON nests arrays or objects too deeply to be parsed; flatten it."
         else:
             message = str(exc.detail)
         return APIError(exc.status_code, message).response()

@@ -2,9 +2,10 @@
 ``/openai/v1``), plain JSON or Server-Sent Events.
 
 Tokenization and chat-template rendering run here, in a worker thread of the handler, never on the
-engine thread. A prompt that does not fit the context, or a ``max_tokens`` that would overflow it,
-is a 400 with the numbers. Streams end with ``data: [DONE]``; with ``stream_options.include_usage`` a
-last chunk carries the usage and no choices, as OpenAI sends it.
+event loop nor the engine thread. A prompt that does not fit the context, or a ``max_tokens`` that
+would overflow it, is a 400 with the numbers; a text far too long for the context is refused from its
+length before it is tokenized (:mod:`.prompt_limits`). Streams end with ``data: [DONE]``; with
+``stream_options.include_usage`` a last chunk carries the usage and no choices, as OpenAI sends it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .async_engine import AsyncEngine
 from .auth import require_api_key
 from .errors import APIError, bad_request
 from .generation import ChoiceResult, Generation
+from .prompt_limits import ContextBoundTokenizer, max_bytes_per_token
 from .schemas import COMPLETIONS_DEFAULT_MAX_TOKENS, ChatCompletionRequest, CompletionRequest
 
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
@@ -43,15 +45,21 @@ class ModelContext:
     chat_template_error: str | None
     max_model_len: int
     vocab_size: int
+    bytes_per_token: int | None  # the most text bytes one token covers (None: unbounded)
 
     @classmethod
     def from_engine(cls, engine: Engine) -> ModelContext:
         template, error = None, None
+        metadata = engine.model_file.gguf.metadata
         try:
             template = ChatTemplate.from_gguf(engine.model_file.gguf, engine.tokenizer)
         except ChatTemplateError as e:
             error = str(e)
-        return cls(engine.tokenizer, template, error, engine.max_model_len, engine.config.vocab_size)
+        bound = max_bytes_per_token(engine.tokenizer, metadata.get("tokenizer.ggml.pre"))
+        return cls(engine.tokenizer, template, error, engine.max_model_len, engine.config.vocab_size, bound)
+
+    def prompt_tokenizer(self, param: str) -> ContextBoundTokenizer:
+        return ContextBoundTokenizer(self.tokenizer, self.max_model_len, self.bytes_per_token, param)
 
 
 @dataclass
@@ -116,7 +124,7 @@ def _max_tokens(requested: int | None, prompt_len: int, max_model_len: int, defa
     if room < 1:
         raise bad_request(
             f"This model's maximum context length is {max_model_len} tokens, but the prompt has "
-            f"{prompt_len} tokens; shorten the prompt.",
+            f"{prompt_len} token{'' if prompt_len == 1 else 's'}; shorten the prompt.",
             param="prompt",
             code="context_length_exceeded",
         )
@@ -144,9 +152,10 @@ def _check_token_ids(ids: list[int], vocab_size: int) -> list[int]:
 
 def _encode_completion_prompts(ctx: ModelContext, prompts: list[str | list[int]]) -> list[list[int]]:
     out = []
+    tokenizer = ctx.prompt_tokenizer("prompt")
     for p in prompts:
         if isinstance(p, str):
-            ids = ctx.tokenizer.encode(p, add_special=True, parse_special=True) if p else []
+            ids = tokenizer.encode(p, add_special=True, parse_special=True) if p else []
             out.append(_check_token_ids(ids, ctx.vocab_size))
         else:
             out.append(_check_token_ids(list(p), ctx.vocab_size))
@@ -160,8 +169,9 @@ def _encode_chat(ctx: ModelContext, body: ChatCompletionRequest) -> list[int]:
             "use /v1/completions instead."
         )
     messages = [m.as_template_message(i) for i, m in enumerate(body.messages)]
+    tokenizer: Any = ctx.prompt_tokenizer("messages")  # duck-types Tokenizer
     try:
-        ids = ctx.chat_template.encode(ctx.tokenizer, messages, body.add_generation_prompt is not False)
+        ids = ctx.chat_template.encode(tokenizer, messages, body.add_generation_prompt is not False)
     except ChatTemplateError as e:
         raise bad_request(str(e), param="messages") from e
     return _check_token_ids(ids, ctx.vocab_size)
@@ -206,7 +216,11 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 # ---- running a generation ----
-async def _start(state: ServerState, prompts: list[list[int]], params: list[SamplingParams]) -> Generation:
+async def _start(
+    state: ServerState, request: Request, prompts: list[list[int]], params: list[SamplingParams]
+) -> Generation:
+    if await request.is_disconnected():  # it left while its prompt was tokenized: start nothing
+        raise APIError(499, "The client closed the connection.")
     gen = Generation(state.engine, prompts, params)
     await gen.start()
     return gen
@@ -269,7 +283,7 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
         )
         for p in prompts
     ]
-    gen = await _start(state, prompts, params)
+    gen = await _start(state, request, prompts, params)
     response_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     head = {
         "id": response_id,
@@ -330,7 +344,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     prompt = await asyncio.to_thread(_encode_chat, ctx, body)
     max_tokens = _max_tokens(body.requested_max_tokens(), len(prompt), ctx.max_model_len, None)
     params = body.sampling_params(max_tokens, body.requested_logprobs())
-    gen = await _start(state, [prompt], [params])
+    gen = await _start(state, request, [prompt], [params])
     response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     want_logprobs = bool(body.logprobs)
     if body.stream:

@@ -4,38 +4,55 @@ Unknown fields are ignored, as OpenAI-compatible servers do; fields we cannot ho
 ``echo``, ``suffix``, ``logit_bias``, images) are refused with a 400 that names them. Besides OpenAI's
 fields, the engine's extra sampling knobs (``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos``,
 ``stop_token_ids``, ``skip_special_tokens``) can be sent, e.g. with the openai client's ``extra_body``.
+
+Types are strict, as in OpenAI's API: a boolean is ``true``/``false`` (not ``"yes"`` or ``1``), a
+number is a JSON number (not ``"0.5"``), and infinities/NaN are refused. Ranges are OpenAI's:
+``temperature`` 0..2, ``top_p`` (0, 1], ``presence_penalty``/``frequency_penalty`` -2..2,
+``max_tokens``/``max_completion_tokens`` >= 1, ``top_logprobs`` 0..20, ``seed`` a 64-bit integer;
+the engine checks the rest (``stop``: non-empty strings, as one string or a list, at most 16).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
-from ..sampling import SamplingParams
+from ..sampling import MAX_LOGPROBS, SamplingParams
 from .errors import bad_request
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's legacy completions default
+MAX_CHOICES = 128  # choices (prompts, or n) in one request: OpenAI's limit on n
+# Messages in one chat request: each costs validation time on the event loop, about 4 us (8192 took
+# 27 ms here), and at a few tokens each of template alone 8192 messages fill most contexts.
+MAX_MESSAGES = 8192
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+
+Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Penalty = Annotated[float, Field(ge=-2, le=2)]
 
 
 class StreamOptions(BaseModel):
+    model_config = _STRICT
+
     include_usage: bool = False
 
 
 class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", **_STRICT)
 
     model: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int | None = 1
+    max_tokens: Count | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = 1
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    seed: int | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: Annotated[int, Field(ge=-(2**63), lt=2**63)] | None = None
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     # engine extras
@@ -76,7 +93,8 @@ class _Sampling(BaseModel):
             "presence_penalty": self.presence_penalty,
             "frequency_penalty": self.frequency_penalty,
             "seed": self.seed,
-            "stop": tuple(self.stop) if isinstance(self.stop, list) else (self.stop or ()),
+            # "" and [""] alike reach the engine, which refuses empty stop strings
+            "stop": tuple(self.stop) if isinstance(self.stop, list) else self.stop,
             "stop_token_ids": tuple(self.stop_token_ids or ()),
             "ignore_eos": self.ignore_eos,
             "skip_special_tokens": self.skip_special_tokens,
@@ -93,12 +111,20 @@ class _Sampling(BaseModel):
 Prompt = str | list[str] | list[int] | list[list[int]]
 
 
+# A prompt list's form, by the type of its first element.
+_PROMPT_LISTS: dict[type, TypeAdapter[Any]] = {
+    str: TypeAdapter(list[str], config=_STRICT),
+    int: TypeAdapter(list[int], config=_STRICT),
+    list: TypeAdapter(list[list[int]], config=_STRICT),
+}
+
+
 class CompletionRequest(_Sampling):
-    prompt: Prompt
+    prompt: Any  # a Prompt: see _prompt_of_one_form
     logprobs: int | None = None
     echo: bool | None = False
     suffix: str | None = None
-    best_of: int | None = None
+    best_of: Count | None = None
 
     def check_supported(self) -> None:
         super().check_supported()
@@ -109,6 +135,33 @@ class CompletionRequest(_Sampling):
         if self.best_of not in (None, 1):
             raise bad_request("Only best_of=1 is supported.", param="best_of")
 
+    @field_validator("prompt", mode="plain")
+    @classmethod
+    def _prompt_of_one_form(cls, value: Any) -> Prompt:
+        """Validate the form the first element names. (Validating the union tries every form on every
+        element: a second of the event loop for a long list of token ids.)"""
+        if isinstance(value, str) or value == []:
+            return value  # type: ignore[no-any-return]
+        form = _PROMPT_LISTS.get(type(value[0])) if isinstance(value, list) else None
+        if form is None:
+            raise PydanticCustomError(
+                "prompt_type", "send a string, a list of strings, token ids, or a list of lists of token ids"
+            )
+        if type(value[0]) is not int and len(value) > MAX_CHOICES:
+            raise PydanticCustomError(
+                "too_many_prompts",
+                "at most {limit} prompts are allowed in one request, got {n}; send them in several",
+                {"limit": MAX_CHOICES, "n": len(value)},
+            )
+        try:
+            return form.validate_python(value)  # type: ignore[no-any-return]
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise PydanticCustomError(
+                "prompt_item", "item {where}: {msg}", {"where": where, "msg": first["msg"]}
+            ) from None
+
     def prompts(self) -> list[str | list[int]]:
         """The prompt(s) as a list: texts or token-id lists (one choice each)."""
         p = self.prompt
@@ -116,13 +169,13 @@ class CompletionRequest(_Sampling):
             return [p]
         if not p:
             raise bad_request("The prompt is empty; send some text.", param="prompt")
-        if all(isinstance(x, int) for x in p):
-            return [list(p)]  # type: ignore[arg-type]
-        return list(p)  # type: ignore[arg-type]
+        if isinstance(p[0], int):
+            return [p]  # type: ignore[list-item]
+        return list(p)
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", **_STRICT)
 
     role: str
     content: str | list[dict[str, Any]] | None = None
@@ -147,11 +200,23 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = None
+    max_completion_tokens: Count | None = None
     logprobs: bool | None = False
-    top_logprobs: int | None = None
-    tools: list[dict[str, Any]] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    tools: list[Any] | None = None  # refused when present; not validated item by item
     add_generation_prompt: bool | None = True
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _few_enough_messages(cls, value: Any) -> Any:
+        # before the messages are validated one by one (Field(max_length) counts after that)
+        if isinstance(value, list) and len(value) > MAX_MESSAGES:
+            raise PydanticCustomError(
+                "too_many_messages",
+                "at most {limit} messages are allowed, got {n}",
+                {"limit": MAX_MESSAGES, "n": len(value)},
+            )
+        return value
 
     def check_supported(self) -> None:
         super().check_supported()

@@ -34,6 +34,12 @@ class ServerSettings:
     max_model_len: int | None = None  # None = the model's context length
     threads: int | None = None  # None = the usable cores
     log_level: str = "info"
+    # Request and connection limits; see cli_serve's help for why these defaults.
+    max_request_bytes: int = 4 << 20
+    header_timeout: float = 10.0  # seconds from connecting (or the last answer) to a complete request head
+    body_timeout: float = 30.0  # seconds from the request head to the end of its body
+    keep_alive_timeout: float = 5.0  # idle seconds before a kept-alive connection is closed
+    max_connections: int = 512  # connections and requests in flight; more get 503
 
     @classmethod
     def resolve(cls, cli: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -64,6 +70,16 @@ class ServerSettings:
             raise SettingsError(f"threads must be at least 1, got {self.threads}.")
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}; got {self.log_level!r}.")
+        if self.max_request_bytes < 1024:
+            raise SettingsError(
+                f"max_request_bytes must be at least 1024 bytes, got {self.max_request_bytes}."
+            )
+        for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+            value = getattr(self, name)
+            if not 0 < value <= 3600:
+                raise SettingsError(f"{name} must be a number of seconds in (0, 3600], got {value}.")
+        if self.max_connections < 1:
+            raise SettingsError(f"max_connections must be at least 1, got {self.max_connections}.")
         if self.api_key == "":
             raise SettingsError("api_key is empty; give a non-empty key or leave it unset to disable auth.")
 
@@ -92,6 +108,11 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_model_len": _int,
     "threads": _int,
     "kv_cache_gb": _float,
+    "max_request_bytes": _int,
+    "header_timeout": _float,
+    "body_timeout": _float,
+    "keep_alive_timeout": _float,
+    "max_connections": _int,
 }
 
 
