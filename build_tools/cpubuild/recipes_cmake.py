@@ -1,7 +1,7 @@
-"""The CMake side of the recipe loader: `python -m cpubuild.recipes_cmake ...` at configure time.
+"""The CMake side of the recipe loader: `main()` runs at configure time (`python -m` runs it too).
 
-CMake cannot read TOML, so CMakeLists.txt runs this module (standard library only, with build_tools/ on
-PYTHONPATH) to turn the recipes into a CMake include file and the engine's variant table. It asks the
+CMake cannot read TOML, so CMakeLists.txt runs this module (standard library only, build_tools/ put first
+on sys.path) to turn the recipes into a CMake include file and the engine's variant table. It asks the
 same loader `cpubuild` uses (`cpubuild.recipes`), so recipes are validated once, one way.
 
 Flags: `cpubuild wheel` proves the flags of each variant with its compiler and hands them to CMake as a
