@@ -1,9 +1,9 @@
 """The CPUBUILD_* environment variables: one registry, read by one function.
 
 Every setting the environment can give cpubuild is a row of SETTINGS (name, type, default, one line of
-help); `setting()` is the only reader, and applies the one precedence: command-line flag > environment
-> default. `unknown()` names the CPUBUILD_* variables that are set but mean nothing (a typo), each with
-its closest known name, so a misspelt variable is reported instead of silently ignored.
+help); `setting()` (typed: `text()`, `path()`) is the only reader, with the one precedence: command-line
+flag > environment > default. `unknown()` names the CPUBUILD_* variables that are set but mean nothing
+(a typo), each with its closest known name, so a misspelt variable is reported, not silently ignored.
 Standard library only: the recipe loader, which CMake runs before anything is installed, reads it.
 """
 
@@ -25,9 +25,6 @@ class EnvSetting:
     type: type  # str or Path
     default: str  # what applies when neither the flag nor the variable is given, in words
     help: str
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.type.__name__}, default: {self.default}): {self.help}"
 
 
 SETTINGS: Final[dict[str, EnvSetting]] = {

@@ -261,6 +261,9 @@ def _rename_dist_info(tree: Path, new: naming.WheelName) -> None:
     metadata.write_text("\n".join(out))
 
 
+_MAX_TABLE_BYTES: Final = 1 << 20  # a variant table is a few KiB; refuse to inflate more
+
+
 def check_raw_wheel(raw_wheel: Path) -> None:
     """Refuse, with a sentence, anything that is not a wheel the engine's build produced."""
     what = "cpubuild finalize takes the wheel the scikit-build-core backend built (cpullm-*.whl)"
@@ -270,9 +273,11 @@ def check_raw_wheel(raw_wheel: Path) -> None:
         naming.WheelName.parse(raw_wheel.name)
         with zipfile.ZipFile(raw_wheel) as archive:
             names = set(archive.namelist())
-            table = (
-                json.loads(archive.read(manifest.VARIANTS_PATH)) if manifest.VARIANTS_PATH in names else {}
-            )
+            table = {}
+            if manifest.VARIANTS_PATH in names:
+                if archive.getinfo(manifest.VARIANTS_PATH).file_size > _MAX_TABLE_BYTES:
+                    raise ValueError(f"its {manifest.VARIANTS_PATH} is larger than {_MAX_TABLE_BYTES} bytes")
+                table = json.loads(archive.read(manifest.VARIANTS_PATH))
     except (ValueError, OSError, zipfile.BadZipFile) as exc:  # BadZipFile: also a truncated archive
         raise WheelBuildError(f"{raw_wheel} is not a wheel ({exc}); {what}") from None
     variants = table.get("variants") if isinstance(table, dict) else None
