@@ -61,6 +61,8 @@ def test_recipes_json_and_arch_filter():
     assert [r["name"] for r in document["recipes"]] == ["armv8", "dotprod", "i8mm", "sve"]
     assert document["recipes"][1]["features"] == ["asimd", "asimddp", "asimdhp", "fphp"]
     assert document["recipes"][1]["flags"]["gcc"][0]["min_version"] == "8"
+    assert document["recipes"][1]["kernels"] == ["ref", "neon", "dotprod"]
+    assert document["recipes"][1]["own_kernels"] == ["dotprod"]
     code, _, err = run("recipes", "--arch", "riscv64")
     assert code == 2 and "unknown architecture 'riscv64'" in err
 
