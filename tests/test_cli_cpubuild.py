@@ -61,6 +61,8 @@ def test_recipes_json_and_arch_filter():
     assert [r["name"] for r in document["recipes"]] == ["armv8", "dotprod", "i8mm", "sve"]
     assert document["recipes"][1]["features"] == ["asimd", "asimddp", "asimdhp", "fphp"]
     assert document["recipes"][1]["flags"]["gcc"][0]["min_version"] == "8"
+    assert document["recipes"][1]["kernels"] == ["ref", "neon", "dotprod"]
+    assert document["recipes"][1]["own_kernels"] == ["dotprod"]
     code, _, err = run("recipes", "--arch", "riscv64")
     assert code == 2 and "unknown architecture 'riscv64'" in err
 
@@ -184,3 +186,96 @@ def test_readme_documents_every_detect_json_field():
     actual = document_fields(json.loads(out))
     assert actual - {"host", "features"} == documented  # "host" and "features" are the groups
     assert "recipes[].why_not" in documented and "host.psabi_level" in documented
+
+
+# --- issue 10: bad input files are one-line errors, not tracebacks ----------------------------------
+
+
+def one_line_error(code: int, out: str, err: str) -> str:
+    assert code == 1 and out == "", (code, out, err)
+    assert "Traceback" not in err and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_detect_machine_that_is_not_a_machine_file(tmp_path):
+    binary = tmp_path / "machine.toml"
+    binary.write_bytes(bytes(range(256)) * 8)
+    err = one_line_error(*run("detect", "--machine", str(binary)))
+    assert f"cannot read machine file {binary}: not UTF-8 text" in err
+    err = one_line_error(*run("detect", "--machine", str(tmp_path)))
+    assert "cannot read machine file" in err
+    typed = tmp_path / "typed.toml"
+    typed.write_text('arch = "x86_64"\ncpuinfo = "machine.toml"\nxcr0 = "0x7"\n')
+    assert "key 'xcr0' must be a non-negative integer, not '0x7'" in one_line_error(
+        *run("detect", "--machine", str(typed))
+    )
+    typed.write_text('arch = "x86_64"\ncpuinfo = "machine.toml"\n')
+    assert "cannot read cpuinfo file 'machine.toml': not UTF-8" in one_line_error(
+        *run("detect", "--machine", str(typed))
+    )
+
+
+def test_finalize_refuses_what_is_not_an_engine_wheel(tmp_path):
+    import zipfile
+
+    out = str(tmp_path / "out")
+    binary = tmp_path / "random.bin"
+    binary.write_bytes(bytes(range(256)))
+    err = one_line_error(*run("finalize", str(binary), "--isa", "avx2", "--out", out))
+    assert "is not a wheel" in err and "not a wheel file name" in err
+    named = tmp_path / "cpullm-0.1.0-py3-none-linux_x86_64.whl"
+    named.write_bytes(bytes(range(256)))
+    assert "is not a wheel (File is not a zip file)" in one_line_error(
+        *run("finalize", str(named), "--isa", "avx2", "--out", out)
+    )
+    with zipfile.ZipFile(named, "w") as archive:
+        archive.writestr("cpullm/__init__.py", "")
+    err = one_line_error(*run("finalize", str(named), "--isa", "avx2", "--out", out))
+    assert "is not a cpullm engine wheel" in err
+    missing = tmp_path / "none.whl"
+    err = one_line_error(*run("finalize", str(missing), "--isa", "avx2", "--out", out))
+    assert f"{missing} is not a file" in err
+
+
+# --- the CPUBUILD_* registry -------------------------------------------------------------------------
+
+
+def test_unknown_cpubuild_variable_is_named_with_its_close_match():
+    code, _, err = run("recipes", "--json", env={"CPUBUILD_RECIPE": str(RECIPES), "CPUBUILD_ZZZ": "1"})
+    assert code == 0
+    warning = "warning: CPUBUILD_RECIPE is set but is not a cpubuild setting, so it is ignored;"
+    assert f"{warning} did you mean CPUBUILD_RECIPES?" in err
+    assert "CPUBUILD_ZZZ is set but is not a cpubuild setting" in err and "known: CPUBUILD_RECIPES" in err
+    code, _, err = run("recipes", "--json", env={"CPUBUILD_RECIPES": str(RECIPES)})
+    assert code == 0 and "warning" not in err
+
+
+def test_settings_precedence_flag_then_environment_then_default():
+    from cpubuild import env
+
+    assert env.text("CPUBUILD_CXX", "clang++", {"CPUBUILD_CXX": "g++"}) == "clang++"
+    assert env.text("CPUBUILD_CXX", None, {"CPUBUILD_CXX": "g++"}) == "g++"
+    assert env.text("CPUBUILD_CXX", None, {"CPUBUILD_CXX": ""}) is None  # empty is unset
+    assert env.path("CPUBUILD_CACHE_DIR", None, {"CPUBUILD_CACHE_DIR": "/c"}) == Path("/c")
+    with pytest.raises(KeyError):
+        env.text("CPUBUILD_NOT_REGISTERED")
+    for setting in env.SETTINGS.values():
+        assert setting.help and setting.default and setting.type in (str, Path), setting
+
+
+def test_every_cpubuild_variable_in_the_toolchain_is_registered():
+    """No CPUBUILD_* name outside the registry, and no reader but cpubuild.env (typer's envvar= included)."""
+    import re
+
+    from cpubuild import env
+
+    package = Path(env.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        text = path.read_text()
+        for name in re.findall(r"\bCPUBUILD_[A-Z0-9_]+", text):
+            assert name in env.SETTINGS, f"{path.name} names {name}, which is not in cpubuild.env.SETTINGS"
+        if path.name != "env.py":
+            assert "envvar=" not in text and "getenv(" not in text, path.name
+            for line in text.splitlines():
+                reads = re.search(r"environ(\.get\(|\[)", line)
+                assert not (reads and ("CPUBUILD_" in line or "_ENV" in line)), (path.name, line)

@@ -1,15 +1,23 @@
-"""`cpubuild.flags`: version-gated flags, the compile probe, its cache, and refusals (fake compilers)."""
+"""`cpubuild.flags`: version-gated flags, the compile probe, its cache, refusals (fake compilers), and
+CMake building with exactly the flags cpubuild proved (`cpubuild.recipes_cmake`)."""
 
 from __future__ import annotations
 
+import json
+import platform
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from cpubuild import recipes_cmake
 from cpubuild.compiler import CompilerError, identify_compiler
 from cpubuild.flags import FlagsError, resolve_flags
 from cpubuild.recipes import load_recipes
+from cpubuild.recipes_cmake import Compiler, FlagsRecord
 
 RECIPES = load_recipes(Path(__file__).resolve().parents[1] / "recipes")
 
@@ -132,3 +140,132 @@ def test_real_cross_gcc_compiles_every_aarch64_recipe(tmp_path):
     for recipe in RECIPES.for_arch("aarch64"):
         result = resolve_flags(recipe, "aarch64-linux-gnu-g++", tmp_path / "cache")
         assert result.flags[0].startswith("-march=armv8")
+
+
+# --- the flags CMake builds with are the flags cpubuild proved (cpubuild.recipes_cmake) ----------------
+
+REPO = Path(__file__).resolve().parents[1]
+GCC = Compiler("gcc", "12.2.0", "/usr/bin/g++-12")
+
+
+def configure(
+    variants: str, compiler: Compiler = GCC, record: FlagsRecord | None = None, arch: str = "x86_64"
+):
+    return recipes_cmake.configure(
+        RECIPES.directory, REPO / "csrc" / "kernels", arch, variants, compiler, record
+    )
+
+
+def test_without_a_record_the_flags_are_picked_for_cmakes_compiler():
+    include, table = configure("avx2,generic")
+    assert [v["flags"] for v in table["variants"]] == [
+        ["-march=x86-64-v3", "-mtune=generic"], ["-march=x86-64", "-mtune=generic"],
+    ]  # fmt: skip
+    assert 'set(CPULLM_VARIANT_avx2_FLAGS "-march=x86-64-v3" "-mtune=generic")' in include
+    assert 'set(CPULLM_VARIANT_avx2_KERNELS "ref" "avx2")' in include
+    _, old = configure("avx2", Compiler("gcc", "10.5.0", "/usr/bin/g++-10"))
+    assert "-mavx2" in old["variants"][0]["flags"]
+    with pytest.raises(recipes_cmake.ConfigureError, match=r"gcc 7\.5\.0 is too old"):
+        configure("avx2", Compiler("gcc", "7.5.0", "/usr/bin/g++-7"))
+
+
+def test_a_matching_record_is_used():
+    include, table = configure("avx2", GCC, FlagsRecord("x86_64", GCC, AVX2))
+    assert table["variants"][0]["flags"] == ["-march=x86-64-v3", "-mtune=generic"]
+    assert 'set(CPULLM_FLAGS_SOURCE "the flags cpubuild proved")' in include
+
+
+AVX2 = {"avx2": ("-march=x86-64-v3", "-mtune=generic")}
+
+
+@pytest.mark.parametrize(
+    ("record", "words"),
+    [
+        (FlagsRecord("x86_64", Compiler("clang", "15.0.6", "/usr/bin/clang++"), AVX2),
+         "proved the flags with clang 15.0.6 (/usr/bin/clang++), but CMake found gcc 12.2.0"),
+        (FlagsRecord("x86_64", Compiler("gcc", "12.3.0", GCC.path), AVX2),
+         "proved the flags with gcc 12.3.0"),
+        (FlagsRecord("x86_64", Compiler("gcc", "12.2.0", "/opt/other/g++"), AVX2),
+         "but CMake found gcc 12.2.0 (/usr/bin/g++-12)"),
+        (FlagsRecord("x86_64", GCC, {"avx2": ("-march=haswell",)}),
+         "recipe 'avx2' now gives -march=x86-64-v3 -mtune=generic but cpubuild proved -march=haswell"),
+        (FlagsRecord("x86_64", GCC, {"avx512": ("-march=x86-64-v4",)}), "the flags record covers avx512"),
+        (FlagsRecord("aarch64", GCC, AVX2), "is for aarch64"),
+    ],
+)  # fmt: skip
+def test_a_record_that_does_not_match_stops_the_configure(record, words):
+    with pytest.raises(recipes_cmake.ConfigureError, match=re.escape(words)):
+        configure("avx2", GCC, record)
+
+
+def test_the_cmake_entry_point_fails_in_one_line(tmp_path, capsys):
+    tree = tmp_path / "recipes"
+    shutil.copytree(RECIPES.directory, tree)
+    avx2 = tree / "x86_64" / "avx2.toml"
+    avx2.write_text(avx2.read_text().replace('kernels = ["avx2"]', 'kernels = ["avx3"]'))
+    args = ["--kernels", str(REPO / "csrc" / "kernels"), "--arch", "x86_64", "--variants", "all",
+            "--compiler-id", "GNU", "--compiler-version", "12.2.0", "--compiler", "/usr/bin/g++",
+            "--out-cmake", str(tmp_path / "r.cmake"), "--out-json", str(tmp_path / "v.json")]  # fmt: skip
+    assert recipes_cmake.main(["--recipes", str(tree), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown kernel set 'avx3'" in err and str(avx2) in err
+    record = tmp_path / "record.json"
+    record.write_bytes(b"\x00\xff not json")
+    assert (
+        recipes_cmake.main(["--recipes", str(RECIPES.directory), "--flags-record", str(record), *args]) == 1
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot read the flags record {record}" in err
+    assert recipes_cmake.main(["--recipes", str(RECIPES.directory), *args]) == 0
+    assert json.loads((tmp_path / "v.json").read_text())["arch"] == "x86_64"
+
+
+def test_record_round_trip(tmp_path):
+    record = FlagsRecord("x86_64", GCC, AVX2)
+    recipes_cmake.write_flags_record(tmp_path / "r.json", record)
+    assert recipes_cmake.read_flags_record(tmp_path / "r.json") == record
+
+
+def _cmake(*args: str) -> subprocess.CompletedProcess[str]:
+    bindir = Path(sys.executable).parent
+    cmake = str(bindir / "cmake") if (bindir / "cmake").exists() else "cmake"
+    ninja = str(bindir / "ninja") if (bindir / "ninja").exists() else "ninja"
+    command = [cmake, "-S", str(REPO), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="configures the x86_64 avx2 variant")
+def test_cmake_builds_with_the_flags_cpubuild_proved(tmp_path):
+    """Configure the way `cpubuild wheel` does; compile_commands.json must hold exactly the proven flags."""
+    from cpubuild import wheel
+
+    target = wheel.WheelTarget("x86_64", "avx2")
+    try:
+        record = wheel.check_compiler(target, "c++", None, REPO)
+    except wheel.WheelBuildError as exc:
+        pytest.skip(f"this host's c++ cannot build avx2: {exc}")
+    build = tmp_path / "build"
+    record_path = build / wheel.FLAGS_RECORD
+    recipes_cmake.write_flags_record(record_path, record)
+    settings = wheel.config_settings(target, REPO, build, record.compiler.path, None, record_path)
+    defines = [f"-D{key.removeprefix('cmake.define.')}={value}" for key, value in settings.items()
+               if key.startswith("cmake.define.")]  # fmt: skip
+    done = _cmake("-B", settings["build-dir"], *defines)
+    assert done.returncode == 0, done.stderr
+    assert "flags: the flags cpubuild proved" in done.stdout
+    commands = json.loads((build / "compile_commands.json").read_text())
+    variant = [c for c in commands if "/cpullm_avx2.dir/" in c["output"]]
+    assert len(variant) > 10  # the common sources and the ref and avx2 kernels
+    for command in variant:
+        machine_flags = [arg for arg in command["command"].split() if arg.startswith("-m")]
+        assert machine_flags == list(record.flags["avx2"]), command["file"]
+    # The record counts for one configure only: it does not stay in the cache.
+    assert "CPULLM_FLAGS_RECORD" not in (build / "CMakeCache.txt").read_text()
+
+    # A record from another compiler (or of other flags) stops the configure with a sentence.
+    other = FlagsRecord("x86_64", Compiler("gcc", "99.1.0", record.compiler.path), record.flags)
+    recipes_cmake.write_flags_record(record_path, other)
+    done = _cmake("-B", settings["build-dir"], *defines)
+    assert done.returncode != 0
+    assert "cpubuild proved the flags with gcc 99.1.0" in " ".join(done.stderr.split())

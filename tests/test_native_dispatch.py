@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -11,13 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from cpubuild.features import FEATURES, known_features
 from cpullm import _native
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="x86_64 host tests")
 
 QEMU = shutil.which("qemu-x86_64")
 PYTHON = os.path.realpath(sys.executable)
-ENGINE = str(Path(__file__).resolve().parents[1] / "engine")
+REPO = Path(__file__).resolve().parents[1]
+ENGINE = str(REPO / "engine")
 
 SNIPPET = """
 import sys
@@ -88,3 +92,43 @@ def test_avx512_forced_on_haswell_is_refused_not_sigill(native_lib_dir):
     # `import cpullm` loads the variant eagerly, so the refusal surfaces as the ImportError itself.
     refusal = "CPULLM_ISA=avx512: this CPU cannot run the avx512 variant; missing: avx512f"
     assert refusal in result.stdout + result.stderr
+
+
+# --- issue 11: the engine's probe and `cpubuild detect` speak of the same features --------------------
+
+
+def test_native_probe_and_cpubuild_detect_agree_on_this_host(native_lib_dir):
+    """The engine's probe (cpuid, XCR0, AMX permission) and `cpubuild detect` (/proc/cpuinfo, XCR0, AMX
+    permission) find the same usable and unusable features here, under the same names."""
+    from typer.testing import CliRunner
+
+    from cpubuild.cli import app
+
+    probe = _native.probe_host(native_lib_dir)
+    result = CliRunner().invoke(app, ["detect", "--json"])
+    assert result.exit_code == 0, result.stderr
+    detected = json.loads(result.stdout)
+    assert probe.arch == detected["host"]["arch"]
+    vocabulary = set(known_features(probe.arch))
+    assert probe.usable | probe.unusable.keys() <= vocabulary, (
+        "the probe names a feature cpubuild does not know"
+    )
+    assert probe.usable, "the probe found no usable feature at all"
+    assert sorted(probe.usable) == sorted(detected["features"]["usable"])
+    unusable = {item["name"] for item in detected["features"]["unusable"]} & vocabulary
+    assert sorted(probe.unusable) == sorted(unusable)
+
+
+def probe_vocabulary() -> dict[str, set[str]]:
+    """The feature names csrc/runtime/probe.cc can report, per architecture (its r.add("name", ...) calls)."""
+    source = (REPO / "csrc" / "runtime" / "probe.cc").read_text()
+    bodies = [part.split("\n}\n", 1)[0] for part in source.split("ProbeResult probe() {")[1:]]
+    assert len(bodies) == 2, "probe.cc should define probe() once per architecture"
+    names = re.compile(r'\br\.add\("([a-z0-9_]+)"')
+    return {("aarch64" if "AT_HWCAP" in body else "x86_64"): set(names.findall(body)) for body in bodies}
+
+
+def test_probe_source_and_cpubuild_share_one_feature_vocabulary():
+    vocabulary = probe_vocabulary()
+    for arch, features in FEATURES.items():
+        assert vocabulary[arch] == set(features), arch

@@ -5,7 +5,8 @@ command(s) there with `@app.command(...)`. To add a command (for example `cpubui
 such a module and append its dotted name to COMMAND_MODULES; nothing else changes. Keep heavy
 imports inside the command functions so `cpubuild --help` stays fast, report failures with
 `cli_common.fail()` (a sentence, exit code 1, no traceback), and read settings with the one
-precedence: command-line flag > CPUBUILD_* environment variable > default (typer's `envvar=`).
+precedence: command-line flag > CPUBUILD_* environment variable > default, through `cpubuild.env`
+(the registry of CPUBUILD_* variables; a new variable is a row there, never a bare os.environ read).
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def _main(
     ] = False,
 ) -> None:
     """Probe this CPU, pick a build recipe and its compiler flags, and build tuned cpullm wheels."""
+    from cpubuild import env
+
+    for warning in env.unknown():
+        typer.echo(f"warning: {warning}", err=True)
 
 
 for _module in COMMAND_MODULES:

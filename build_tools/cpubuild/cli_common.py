@@ -8,9 +8,18 @@ from typing import Any, NoReturn
 
 import typer
 
+
+def env_help(text: str, name: str) -> str:
+    """An option's help naming the CPUBUILD_* variable that stands in for it (read by `cpubuild.env`).
+
+    Parentheses, not brackets: typer's rich help would take "[...]" for markup and drop it.
+    """
+    return f"{text} (env var: {name})"
+
+
 # --recipes DIR, shared by every command that reads recipes (flag > $CPUBUILD_RECIPES > repo's recipes/).
 RECIPES_OPTION = typer.Option(
-    "--recipes", envvar="CPUBUILD_RECIPES", help="Folder of recipes/<arch>/<name>.toml.", show_envvar=True
+    "--recipes", help=env_help("Folder of recipes/<arch>/<name>.toml.", "CPUBUILD_RECIPES")
 )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cpubuild.cli_common import RECIPES_OPTION, fail, print_json
+from cpubuild.cli_common import RECIPES_OPTION, env_help, fail, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +18,7 @@ def flags(
     isa: Annotated[str, typer.Option("--isa", help="Recipe name, e.g. avx2, avx512_bf16, amx, sve.")],
     compiler: Annotated[
         str | None,
-        typer.Option("--compiler", envvar="CPUBUILD_CXX", help="C++ compiler to check [default: c++]."),
+        typer.Option("--compiler", help=env_help("C++ compiler to check (default: c++).", "CPUBUILD_CXX")),
     ] = None,
     arch: Annotated[
         str | None, typer.Option("--arch", help="The recipe's architecture, if the name is ambiguous.")
@@ -30,7 +30,7 @@ def flags(
     cache_dir: Annotated[
         Path | None,
         typer.Option(
-            "--cache-dir", envvar="CPUBUILD_CACHE_DIR", help="Probe cache [default: ~/.cache/cpubuild]."
+            "--cache-dir", help=env_help("Probe cache (default: ~/.cache/cpubuild).", "CPUBUILD_CACHE_DIR")
         ),
     ] = None,
     no_cache: Annotated[

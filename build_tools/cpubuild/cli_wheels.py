@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from cpubuild.cli_common import RECIPES_OPTION, fail, print_json
+from cpubuild import env
+from cpubuild.cli_common import RECIPES_OPTION, env_help, fail, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -20,40 +22,53 @@ def register(app: typer.Typer) -> None:
     app.command("matrix")(matrix)
 
 
+# The CPUBUILD_* variables behind these options are read by `cpubuild.env` (flag > variable > default).
 ISA_OPTION = typer.Option(
-    "--isa", envvar="CPUBUILD_ISA", show_envvar=True,
-    help="A recipe name (e.g. avx512_bf16), 'all' for the portable wheel, or 'native' for this host's best.",
+    "--isa", help=env_help(
+        "Required: a recipe name (e.g. avx512_bf16), 'all' for the portable wheel, or 'native' for this "
+        "host's best.", "CPUBUILD_ISA",
+    ),
 )  # fmt: skip
 ARCH_OPTION = typer.Option(
-    "--arch", envvar="CPUBUILD_ARCH", show_envvar=True, help="x86_64 or aarch64 [default: this host's]."
+    "--arch", help=env_help("x86_64 or aarch64 (default: this host's).", "CPUBUILD_ARCH")
 )
 STYLE_OPTION = typer.Option(
-    "--name-style", envvar="CPUBUILD_NAME_STYLE", show_envvar=True,
-    help="local: cpullm-0.1.0+<isa>; dist: a distribution per target (cpullm_<isa>).",
+    "--name-style", help=env_help(
+        "local: cpullm-0.1.0+<isa>; dist: a distribution per target (cpullm_<isa>) (default: local).",
+        "CPUBUILD_NAME_STYLE",
+    ),
 )  # fmt: skip
 OUT_OPTION = typer.Option("--out", help="Folder for the finished wheel.")
 JSON_OPTION = typer.Option("--json", help="Print the result as JSON.")
 
 
-def _style(name_style: str) -> str:
+def _style(name_style: str | None) -> str:
     from cpubuild.naming import NAME_STYLES
 
+    name_style = env.text("CPUBUILD_NAME_STYLE", name_style) or "local"
     if name_style not in NAME_STYLES:
         fail(f"--name-style {name_style} is unknown; use one of: {', '.join(NAME_STYLES)}", code=2)
     return name_style
 
 
+def _isa(isa: str | None) -> str:
+    isa = env.text("CPUBUILD_ISA", isa)
+    if isa is None:
+        fail("--isa is required: a recipe name, 'all' or 'native' (or set CPUBUILD_ISA)", code=2)
+    return isa
+
+
 def wheel(
-    isa: Annotated[str, ISA_OPTION],
+    isa: Annotated[str | None, ISA_OPTION] = None,
     arch: Annotated[str | None, ARCH_OPTION] = None,
-    name_style: Annotated[str, STYLE_OPTION] = "local",
+    name_style: Annotated[str | None, STYLE_OPTION] = None,
     out: Annotated[Path, OUT_OPTION] = Path("wheelhouse"),
     json_output: Annotated[bool, JSON_OPTION] = False,
     compiler: Annotated[
-        str | None, typer.Option("--compiler", envvar="CPUBUILD_CXX", help="C++ compiler [default: c++].")
+        str | None, typer.Option("--compiler", help=env_help("C++ compiler (default: c++).", "CPUBUILD_CXX"))
     ] = None,
     source: Annotated[
-        Path | None, typer.Option("--source", help="Engine source tree [default: this cpubuild's checkout].")
+        Path | None, typer.Option("--source", help="Engine source tree (default: this cpubuild's checkout).")
     ] = None,
     recipes_dir: Annotated[Path | None, RECIPES_OPTION] = None,
 ) -> None:
@@ -64,8 +79,9 @@ def wheel(
     from cpubuild.wheel import WheelBuildError, build, resolve_target
 
     console = Console(stderr=True)
+    isa, style = _isa(isa), _style(name_style)
     try:
-        target = resolve_target(isa, arch, recipes_dir)
+        target = resolve_target(isa, env.text("CPUBUILD_ARCH", arch), recipes_dir)
         if target.why:
             console.print(f"--isa native: {target.why}")
         with console.status(f"building the {target.isa} wheel for {target.arch}") as status:
@@ -74,7 +90,7 @@ def wheel(
                 status.update(f"[{target.slug}] {step}")
 
             result = build(
-                target, source=source, out_dir=out, name_style=_style(name_style), compiler=compiler,
+                target, source=source, out_dir=out, name_style=style, compiler=compiler,
                 recipes_dir=recipes_dir, on_step=on_step,
             )  # fmt: skip
     except (WheelBuildError, RecipeError) as exc:
@@ -92,13 +108,13 @@ def wheel(
 
 def finalize(
     raw_wheel: Annotated[Path, typer.Argument(help="A wheel the scikit-build-core backend produced.")],
-    isa: Annotated[str, ISA_OPTION],
+    isa: Annotated[str | None, ISA_OPTION] = None,
     arch: Annotated[str | None, ARCH_OPTION] = None,
-    name_style: Annotated[str, STYLE_OPTION] = "local",
+    name_style: Annotated[str | None, STYLE_OPTION] = None,
     out: Annotated[Path, OUT_OPTION] = Path("wheelhouse"),
     build_dir: Annotated[
         Path | None,
-        typer.Option("--build-dir", help="Its CMake build folder [default: build/wheel-ARCH-ISA]."),
+        typer.Option("--build-dir", help="Its CMake build folder (default: build/wheel-ARCH-ISA)."),
     ] = None,
     source: Annotated[Path, typer.Option("--source", help="The engine source tree.")] = Path("."),
 ) -> None:
@@ -107,15 +123,18 @@ def finalize(
     from cpubuild.wheel import WheelBuildError, WheelTarget, host_arch
     from cpubuild.wheel import finalize as do_finalize
 
-    arch = arch or host_arch()
+    isa, style = _isa(isa), _style(name_style)
+    arch = env.text("CPUBUILD_ARCH", arch) or host_arch()
     if isa == "native":
         fail("finalize needs the recipe the wheel was built from, not 'native'", code=2)
     build_dir = build_dir or source / "build" / f"wheel-{arch}-{isa}"
     target = WheelTarget(arch, isa if isa else PORTABLE)
+    # auditwheel's output is kept back: its failure comes as one line in the error, without its traceback.
+    log = io.StringIO()
     try:
         path, tag, _info, leaks = do_finalize(
             raw_wheel.resolve(), target, build_dir=build_dir.resolve(), out_dir=out.resolve(),
-            name_style=_style(name_style), source=source.resolve(), log=sys.stderr,
+            name_style=style, source=source.resolve(), log=log,
         )  # fmt: skip
     except WheelBuildError as exc:
         fail(str(exc))
@@ -148,7 +167,7 @@ def verify(
         bool, typer.Option("--no-generate", help="Skip the short generation with the default model.")
     ] = False,
     model: Annotated[
-        Path | None, typer.Option("--model", help="GGUF model for the short generation [default: cpullm's].")
+        Path | None, typer.Option("--model", help="GGUF model for the short generation (default: cpullm's).")
     ] = None,
 ) -> None:
     """Install WHEEL into a fresh environment, import it, run the kernel self-test, report the variant."""
@@ -191,7 +210,7 @@ def install(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Explain the choice; install nothing.")] = False,
     python: Annotated[
         str | None,
-        typer.Option("--python", help="Install into this Python's environment [default: this one]."),
+        typer.Option("--python", help="Install into this Python's environment (default: this one)."),
     ] = None,
     no_deps: Annotated[
         bool, typer.Option("--no-deps", help="Do not install the engine's dependencies.")

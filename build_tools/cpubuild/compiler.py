@@ -9,6 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Final
 
+from cpubuild import env
 from cpubuild.recipes import parse_version
 
 COMPILER_ENV: Final = "CPUBUILD_CXX"
@@ -42,7 +43,7 @@ class CompilerInfo:
 
 def default_compiler(explicit: str | None = None) -> str:
     """--compiler > $CPUBUILD_CXX > c++."""
-    return explicit or os.environ.get(COMPILER_ENV) or DEFAULT_COMPILER
+    return env.text(COMPILER_ENV, explicit) or DEFAULT_COMPILER
 
 
 def _run(path: str, *args: str) -> subprocess.CompletedProcess[str]:

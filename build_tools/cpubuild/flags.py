@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from cpubuild import env
 from cpubuild.compiler import CompilerInfo, identify_compiler
 from cpubuild.features import AARCH64
 from cpubuild.recipes import CompilerTooOldError, Recipe, flags_for
@@ -41,10 +42,9 @@ class FlagsResult:
 
 def default_cache_dir(explicit: Path | None = None) -> Path:
     """--cache-dir > $CPUBUILD_CACHE_DIR > $XDG_CACHE_HOME/cpubuild > ~/.cache/cpubuild."""
-    if explicit is not None:
-        return explicit
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
+    chosen = env.path(CACHE_ENV, explicit)
+    if chosen is not None:
+        return chosen
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "cpubuild"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,14 +191,31 @@ def detect_host() -> HostInfo:
     return host_from_inputs(live_inputs())
 
 
-def timed_detect_host() -> tuple[HostInfo, float]:
-    """Probe this machine and return how long it took, in seconds."""
-    start = time.perf_counter()
-    host = detect_host()
-    return host, time.perf_counter() - start
-
-
 # --- machine files: a recorded machine for tests and `cpubuild detect --machine` ------------------
+
+_MACHINE_KEYS: dict[str, type] = {
+    "arch": str, "cpuinfo": str, "xcr0": int, "amx_permission": str, "hwcap": int, "hwcap2": int,
+    "affinity": int, "source": str,
+}  # fmt: skip
+
+
+# A recorded /proc/cpuinfo of a 512-CPU machine is about 1 MiB; refuse to read without bound (/dev/zero).
+_MAX_MACHINE_FILE_BYTES = 16 << 20
+
+
+def _read_text(path: Path) -> str:
+    with path.open("rb") as file:
+        data = file.read(_MAX_MACHINE_FILE_BYTES + 1)
+    if len(data) > _MAX_MACHINE_FILE_BYTES:
+        raise OSError(f"it is larger than {_MAX_MACHINE_FILE_BYTES >> 20} MiB")
+    return data.decode("utf-8")
+
+
+def _short(exc: Exception) -> str:
+    """An exception as one short line (a decode error quotes bytes of the file; keep only its gist)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start : exc.start + 1]!r})"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def inputs_from_machine_file(path: Path, cgroup_root: Path | None = None) -> ProbeInputs:
@@ -209,22 +225,28 @@ def inputs_from_machine_file(path: Path, cgroup_root: Path | None = None) -> Pro
     hwcap, hwcap2 (ints), affinity (int). Anything else is refused, so typos do not pass silently.
     """
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ProbeError(f"cannot read machine file {path}: {exc}") from None
-    allowed = {"arch", "cpuinfo", "xcr0", "amx_permission", "hwcap", "hwcap2", "affinity", "source"}
-    unknown = sorted(data.keys() - allowed)
+        data = tomllib.loads(_read_text(path))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ProbeError(
+            f"cannot read machine file {path}: {_short(exc)}; give a TOML machine file"
+        ) from None
+    unknown = sorted(data.keys() - _MACHINE_KEYS.keys())
     if unknown:
         raise ProbeError(
-            f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+            f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_MACHINE_KEYS))}"
         )
     for key in ("arch", "cpuinfo"):
         if key not in data:
             raise ProbeError(f"{path}: missing required key {key!r}")
+    for key, value in data.items():
+        kind = _MACHINE_KEYS[key]
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            shown = "a non-negative integer" if kind is int else "a string"
+            raise ProbeError(f"{path}: key {key!r} must be {shown}, not {value!r}")
     try:
-        text = (path.parent / data["cpuinfo"]).read_text()
-    except OSError as exc:
-        raise ProbeError(f"{path}: cannot read cpuinfo file {data['cpuinfo']!r}: {exc}") from None
+        text = _read_text(path.parent / data["cpuinfo"])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProbeError(f"{path}: cannot read cpuinfo file {data['cpuinfo']!r}: {_short(exc)}") from None
     permission = data.get("amx_permission")
     return ProbeInputs(
         arch=data["arch"],

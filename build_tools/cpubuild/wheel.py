@@ -4,6 +4,8 @@ Pipeline: resolve the target (a recipe, "all", or "native" = this host's best re
 compiler accepts the recipe's flags -> scikit-build-core's PEP 517 hook with explicit CMake defines,
 in a stable build folder per (arch, target), with ccache when present -> auditwheel repair ->
 manifest + name -> deterministic archive. The build host's CPU is consulted only for "native".
+The proven flags reach CMake as a flags record (`cpubuild.recipes_cmake`), with the compiler that
+proved them: CMake refuses to configure with another compiler, so the flags built are the flags checked.
 """
 
 from __future__ import annotations
@@ -23,18 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from cpubuild import manifest, naming, reproducible
+from cpubuild import env, manifest, naming, reproducible
 from cpubuild.features import AARCH64, ARCHES, X86_64
+from cpubuild.recipes_cmake import Compiler, FlagsRecord, write_flags_record
 from cpubuild.repair import RepairError, repair
 
 CROSS_COMPILERS: Final = {AARCH64: "aarch64-linux-gnu-g++", X86_64: "x86_64-linux-gnu-g++"}
 TOOLCHAIN_FILES: Final = {AARCH64: "cmake/toolchains/aarch64-linux-gnu.cmake"}
+FLAGS_RECORD: Final = "cpubuild-flags.json"  # in the build folder
 # Runs scikit-build-core's PEP 517 hook in a child process (its output goes to the log and the spinner).
 _BACKEND: Final = (
     "import json, sys\n"
     "from scikit_build_core.build import build_wheel\n"
     "name = build_wheel(sys.argv[1], json.loads(sys.argv[2]))\n"
-    "print('CPUBUILD_RAW_WHEEL=' + name, flush=True)\n"
+    "print('cpubuild-raw-wheel=' + name, flush=True)\n"
 )
 
 
@@ -138,31 +142,52 @@ def compiler_for(arch: str, explicit: str | None) -> str:
     return CROSS_COMPILERS[arch]
 
 
-def check_compiler(target: WheelTarget, compiler: str, recipes_dir: Path | None = None) -> None:
-    """Prove the compiler accepts every flag the target's recipes need (version-gated, probe-compiled)."""
+def check_compiler(
+    target: WheelTarget, compiler: str, recipes_dir: Path | None = None, source: Path | None = None
+) -> FlagsRecord:
+    """Prove the compiler accepts every flag the target's recipes need (version-gated, probe-compiled).
+
+    Returns the proven flags per variant and the compiler that proved them, for CMake to build with.
+    """
     from cpubuild.compiler import CompilerError
     from cpubuild.flags import FlagsError, resolve_flags
     from cpubuild.recipes import load_recipes
 
-    recipes = load_recipes(recipes_dir).for_arch(target.arch)
+    kernels = (source or default_source()) / "csrc" / "kernels"
+    recipes = load_recipes(recipes_dir, kernels).for_arch(target.arch)
     chosen = recipes if target.isa == naming.PORTABLE else [r for r in recipes if r.name == target.isa]
+    proven = {}
     for recipe in chosen:
         try:
-            resolve_flags(recipe, compiler)
+            proven[recipe.name] = resolve_flags(recipe, compiler)
         except (CompilerError, FlagsError) as exc:
             raise WheelBuildError(str(exc)) from None
+    if not proven:
+        raise WheelBuildError(f"no {target.arch} recipe named {target.isa!r} to build")
+    info = next(iter(proven.values())).compiler
+    return FlagsRecord(
+        target.arch, Compiler(info.family, info.version, info.path), {n: r.flags for n, r in proven.items()}
+    )
 
 
 def config_settings(
-    target: WheelTarget, source: Path, build_dir: Path, compiler: str | None, recipes_dir: Path | None
-) -> dict[str, str]:
-    """scikit-build-core settings: explicit CMake defines, never the build host's CPU."""
+    target: WheelTarget, source: Path, build_dir: Path, compiler: str | None, recipes_dir: Path | None,
+    flags_record: Path | None = None,
+) -> dict[str, str]:  # fmt: skip
+    """scikit-build-core settings: explicit CMake defines, never the build host's CPU.
+
+    With `flags_record` (written by `write_flags_record`), CMake builds with the flags it holds.
+    """
     settings = {
         "build-dir": str(build_dir),
         "cmake.define.CPULLM_VARIANTS": target.isa,
         "cmake.define.CPULLM_ARCH": target.arch,
         "cmake.define.Python3_EXECUTABLE": sys.executable,
+        # The flags each file was compiled with, for anyone (and the tests) to check.
+        "cmake.define.CMAKE_EXPORT_COMPILE_COMMANDS": "ON",
     }
+    if flags_record is not None:
+        settings["cmake.define.CPULLM_FLAGS_RECORD"] = str(flags_record)
     if recipes_dir is not None:
         settings["cmake.define.CPULLM_RECIPES_DIR"] = str(recipes_dir.resolve())
     if shutil.which("ccache"):
@@ -178,7 +203,7 @@ def config_settings(
 
 
 _STEP = re.compile(r"^\s*(\*\*\* .*|\[\d+/\d+\] .*)$")
-_ERROR = re.compile(r"(: (fatal )?error: |^CMake Error|^\s*recipes\.py: |undefined reference|^ninja: error)")
+_ERROR = re.compile(r"(: (fatal )?error: |^CMake Error|undefined reference|^ninja: error)")
 
 
 def first_error(log_text: str) -> str:
@@ -207,7 +232,7 @@ def _run_backend(
     name = None
     for line in proc.stdout:
         log.write(line)
-        if line.startswith("CPUBUILD_RAW_WHEEL="):
+        if line.startswith("cpubuild-raw-wheel="):
             name = line.split("=", 1)[1].strip()
         elif _STEP.match(line):
             on_step(line.strip().removeprefix("*** "))
@@ -236,6 +261,33 @@ def _rename_dist_info(tree: Path, new: naming.WheelName) -> None:
     metadata.write_text("\n".join(out))
 
 
+_MAX_TABLE_BYTES: Final = 1 << 20  # a variant table is a few KiB; refuse to inflate more
+
+
+def check_raw_wheel(raw_wheel: Path) -> None:
+    """Refuse, with a sentence, anything that is not a wheel the engine's build produced."""
+    what = "cpubuild finalize takes the wheel the scikit-build-core backend built (cpullm-*.whl)"
+    if not raw_wheel.is_file():
+        raise WheelBuildError(f"{raw_wheel} is not a file; {what}")
+    try:
+        naming.WheelName.parse(raw_wheel.name)
+        with zipfile.ZipFile(raw_wheel) as archive:
+            names = set(archive.namelist())
+            table = {}
+            if manifest.VARIANTS_PATH in names:
+                if archive.getinfo(manifest.VARIANTS_PATH).file_size > _MAX_TABLE_BYTES:
+                    raise ValueError(f"its {manifest.VARIANTS_PATH} is larger than {_MAX_TABLE_BYTES} bytes")
+                table = json.loads(archive.read(manifest.VARIANTS_PATH))
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:  # BadZipFile: also a truncated archive
+        raise WheelBuildError(f"{raw_wheel} is not a wheel ({exc}); {what}") from None
+    variants = table.get("variants") if isinstance(table, dict) else None
+    if not isinstance(variants, list) or not any(name.endswith(".dist-info/RECORD") for name in names):
+        raise WheelBuildError(
+            f"{raw_wheel} is not a cpullm engine wheel: it has no readable {manifest.VARIANTS_PATH} "
+            f"or no .dist-info/RECORD; {what}"
+        )
+
+
 def finalize(
     raw_wheel: Path,
     target: WheelTarget,
@@ -248,6 +300,7 @@ def finalize(
     on_step: Callable[[str], None] = lambda _step: None,
 ) -> tuple[Path, str, dict[str, Any], list[tuple[str, str]]]:
     """Repair, add the manifest, name and re-pack a backend-built wheel: (wheel, tag, info, leaks)."""
+    check_raw_wheel(raw_wheel)
     epoch = reproducible.source_date_epoch(source)
     with tempfile.TemporaryDirectory(prefix="cpubuild-wheel-") as tmp_name:
         tmp = Path(tmp_name)
@@ -304,17 +357,21 @@ def build(
     log_path = build_root / "logs" / f"wheel-{target.slug}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     on_step("checking the compiler accepts the recipe's flags")
-    check_compiler(target, compiler_for(target.arch, compiler), recipes_dir)
-    # The compiler CMake uses is the one just checked (--compiler or $CPUBUILD_CXX; else CMake's default c++).
-    chosen = compiler or os.environ.get("CPUBUILD_CXX") or None
-    settings = config_settings(target, source, build_dir, chosen, recipes_dir)
-    env = dict(os.environ, SOURCE_DATE_EPOCH=str(reproducible.source_date_epoch(source)))
+    record = check_compiler(target, compiler_for(target.arch, compiler), recipes_dir, source)
+    record_path = None
+    if record is not None:
+        record_path = build_dir / FLAGS_RECORD
+        write_flags_record(record_path, record)
+    # The compiler CMake uses is the one just checked (CMake refuses another when given the record).
+    chosen = record.compiler.path if record is not None else env.text("CPUBUILD_CXX", compiler)
+    settings = config_settings(target, source, build_dir, chosen, recipes_dir, record_path)
+    child_env = dict(os.environ, SOURCE_DATE_EPOCH=str(reproducible.source_date_epoch(source)))
     if target.arch != host_arch():
-        env["_PYTHON_HOST_PLATFORM"] = f"linux-{target.arch}"  # the wheel's platform tag
+        child_env["_PYTHON_HOST_PLATFORM"] = f"linux-{target.arch}"  # the wheel's platform tag
     with log_path.open("w") as log, tempfile.TemporaryDirectory(prefix="cpubuild-raw-") as raw_dir:
         try:
             on_step("configuring CMake")
-            raw = _run_backend(source, Path(raw_dir), settings, env, log, on_step)
+            raw = _run_backend(source, Path(raw_dir), settings, child_env, log, on_step)
             path, tag, info, leaks = finalize(
                 raw, target, build_dir=build_dir, out_dir=out_dir.resolve(), name_style=name_style,
                 source=source, log=log, on_step=on_step,

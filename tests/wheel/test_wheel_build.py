@@ -61,6 +61,23 @@ def test_tuned_wheel_has_one_variant_a_manifest_and_a_local_label(avx512_wheel):
     assert "Version: 0.1.0+avx512\n" in metadata and "Name: cpullm\n" in metadata
 
 
+def test_the_wheel_is_built_with_the_flags_cpubuild_proved(avx512_wheel):
+    """issue 11: cpubuild proves the flags, CMake builds with exactly those (no second choice in CMake)."""
+    from cpubuild.flags import resolve_flags
+    from cpubuild.recipes import load_recipes
+
+    proven = resolve_flags(load_recipes().get("avx512", "x86_64"), wheel.compiler_for("x86_64", None))
+    record = json.loads((avx512_wheel.build_dir / wheel.FLAGS_RECORD).read_text())
+    assert record["flags"] == {"avx512": list(proven.flags)}
+    assert record["compiler"]["path"] == proven.compiler.path
+    assert avx512_wheel.build_info["flags"] == list(proven.flags)
+    commands = json.loads((avx512_wheel.build_dir / "compile_commands.json").read_text())
+    variant = [c for c in commands if "/cpullm_avx512.dir/" in c["output"]]
+    assert variant
+    for command in variant:
+        assert [arg for arg in command["command"].split() if arg.startswith("-m")] == list(proven.flags)
+
+
 def test_no_build_paths_leak_into_the_wheel(avx512_wheel):
     assert avx512_wheel.leaked_paths == []
     with zipfile.ZipFile(avx512_wheel.path) as archive:
