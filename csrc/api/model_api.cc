@@ -1,4 +1,4 @@
-// The model C ABI (cpullm/model.h) over csrc/model/: exceptions become -1/NULL plus cpullm_last_error().
+// The model C ABI (cpullm/model_api.h) over csrc/model/: exceptions become -1/NULL plus cpullm_last_error().
 #include <algorithm>
 #include <cstring>
 #include <exception>
@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "api/last_error.h"
-#include "cpullm/model.h"
+#include "cpullm/model_api.h"
 #include "model/model.h"
 
 struct cpullm_model {

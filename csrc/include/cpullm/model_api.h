@@ -1,8 +1,8 @@
 /* cpullm model C ABI: load a Llama-family model over borrowed weights, keep a paged KV cache, and run
  * one forward step for a whole batch of sequences per call. Plain C types only; errors return NULL or
  * -1 and cpullm_last_error() (cpullm.h) says what was wrong. */
-#ifndef CPULLM_MODEL_H
-#define CPULLM_MODEL_H
+#ifndef CPULLM_MODEL_API_H
+#define CPULLM_MODEL_API_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -73,4 +73,4 @@ CPULLM_API int cpullm_model_step(cpullm_model* model, cpullm_kv* kv, const int32
 }
 #endif
 
-#endif /* CPULLM_MODEL_H */
+#endif /* CPULLM_MODEL_API_H */
