@@ -98,15 +98,12 @@ class KVStore {
   DType type() const { return type_; }
   // The layer's view for one sequence, with that sequence's block table.
   KVCache view(int32_t layer, const int32_t* block_table) const;
-  // Copy physical block src to dst in every layer (copy-on-write of a shared prefix block).
-  void copy_block(int32_t src, int32_t dst);
   int64_t bytes() const { return 2 * bytes_; }
 
  private:
-  int32_t n_blocks_, block_size_, n_kv_heads_, head_dim_, n_layers_;
+  int32_t n_blocks_, block_size_, n_kv_heads_, head_dim_;
   DType type_;
   int64_t layer_stride_;  // bytes of one layer's pool
-  int64_t block_stride_;  // bytes of one block
   int64_t bytes_;         // bytes of each pool (all layers)
   struct Free {
     void operator()(uint8_t* p) const { std::free(p); }

@@ -53,8 +53,6 @@ CPULLM_API cpullm_kv* cpullm_kv_create(const cpullm_model* model, int32_t n_bloc
                                        int32_t kv_type);
 CPULLM_API void cpullm_kv_free(cpullm_kv* kv);
 CPULLM_API int64_t cpullm_kv_bytes(const cpullm_kv* kv);
-/* Copy physical block src to dst in every layer (copy-on-write of a shared prefix). */
-CPULLM_API int cpullm_kv_copy_block(cpullm_kv* kv, int32_t src, int32_t dst);
 
 /* One sequence's share of a step (see csrc/model/model.h SeqStep). */
 typedef struct {
