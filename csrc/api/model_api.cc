@@ -1,4 +1,4 @@
-// The model C ABI (cpullm/model.h) over csrc/model/: exceptions become -1/NULL plus cpullm_last_error().
+// The model C ABI (cpullm/model_api.h) over csrc/model/: exceptions become -1/NULL plus cpullm_last_error().
 #include <algorithm>
 #include <cstring>
 #include <exception>
@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "api/last_error.h"
-#include "cpullm/model.h"
+#include "cpullm/model_api.h"
 #include "model/model.h"
 
 struct cpullm_model {
@@ -128,20 +128,6 @@ cpullm_kv* cpullm_kv_create(const cpullm_model* model, int32_t n_blocks, int32_t
 void cpullm_kv_free(cpullm_kv* kv) { delete kv; }
 
 int64_t cpullm_kv_bytes(const cpullm_kv* kv) { return kv ? kv->store->bytes() : -1; }
-
-int cpullm_kv_copy_block(cpullm_kv* kv, int32_t src, int32_t dst) {
-  if (kv == nullptr) {
-    cpullm::set_last_error("cpullm_kv_copy_block: kv is NULL");
-    return -1;
-  }
-  const int32_t n = kv->store->n_blocks();
-  if (src < 0 || src >= n || dst < 0 || dst >= n) {
-    cpullm::set_last_error("cpullm_kv_copy_block: block id outside the cache");
-    return -1;
-  }
-  kv->store->copy_block(src, dst);
-  return 0;
-}
 
 int cpullm_model_step(cpullm_model* model, cpullm_kv* kv, const int32_t* tokens, const cpullm_seq* seqs,
                       int32_t n_seqs, float* logits) {

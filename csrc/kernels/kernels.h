@@ -2,7 +2,7 @@
 //
 // Every function here has a plain scalar reference (namespace cpullm::ref, csrc/kernels/*/*_ref.cc) and
 // the unqualified cpullm:: entry point dispatches to the fastest path compiled into this variant library
-// (AVX2, AVX-512BW, AVX512-VNNI, AVX512-BF16, AMX, NEON, dotprod, i8mm). Fast paths agree with the
+// (the kernel sets of kernel_sets.def, tried best first; dispatch.cc). Fast paths agree with the
 // reference to float rounding (tolerances per format in tests/kernels/), and no result depends on the
 // thread count: every output element is computed by exactly one thread, in the same order of summation.
 //

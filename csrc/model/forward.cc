@@ -123,19 +123,78 @@ void Forward::step(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
   }
 }
 
-void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits) {
+int64_t Forward::prepare(const SeqStep* seqs, int32_t n_seqs) {
   const ModelConfig& c = model_.config();
-  ThreadPool* pool = global_pool();
   const int64_t d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff, qkvd = qd + 2 * kvd;
   int64_t T = 0;
   for (int32_t s = 0; s < n_seqs; ++s) T += seqs[s].n_tokens;
-
   grow(x_, T * d), grow(xn_, T * d), grow(qkv_, T * qkvd), grow(q_, T * qd), grow(k_, T * kvd);
   grow(v_, T * kvd), grow(att_, T * qd), grow(gu_, T * 2 * ff), grow(h_, T * ff), grow(proj_, T * d);
   grow(pos_, T);
   for (int32_t s = 0, t = 0; s < n_seqs; ++s) {
     for (int32_t i = 0; i < seqs[s].n_tokens; ++i) pos_[t++] = seqs[s].pos0 + i;
   }
+  return T;
+}
+
+void Forward::write_kv(KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_seqs) {
+  const int64_t kvd = model_.config().kv_dim();
+  for (int32_t s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, ++s) {
+    kv_write(kv.view(l, seqs[s].block_table), k_.data() + t * kvd, v_.data() + t * kvd, seqs[s].pos0,
+             seqs[s].n_tokens);
+  }
+}
+
+void Forward::attend(const KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_seqs, int64_t T, float scale) {
+  const ModelConfig& c = model_.config();
+  ThreadPool* pool = global_pool();
+  const int64_t qd = c.q_dim();
+  // Decode tokens (sequences with one new token) go to attention_decode, split along their keys so a
+  // long context keeps every thread busy; the other tokens run as (token, head) items in one loop.
+  decode_.clear();
+  for (int32_t s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, ++s) {
+    if (seqs[s].n_tokens == 1) {
+      decode_.push_back({q_.data() + t * qd, seqs[s].pos0, kv.view(l, seqs[s].block_table), att_.data() + t * qd});
+    }
+  }
+  const bool split = !decode_.empty() &&
+                     attention_decode(decode_.data(), static_cast<int64_t>(decode_.size()), c.n_heads, scale, pool);
+  const int64_t item_tokens = split ? T - static_cast<int64_t>(decode_.size()) : T;
+  if (item_tokens == 0) return;
+  // Item i belongs to the sequence whose token range holds i, counting only the sequences in this loop.
+  pool->parallel_for(item_tokens * c.n_heads, 1, [&](int64_t i0, int64_t i1) {
+    int64_t first = 0;  // first item of sequence s
+    for (int32_t s = 0, t = 0; s < n_seqs && i0 < i1; t += seqs[s].n_tokens, ++s) {
+      if (split && seqs[s].n_tokens == 1) continue;
+      const int64_t items = static_cast<int64_t>(seqs[s].n_tokens) * c.n_heads;
+      const int64_t lo = std::max(i0, first), hi = std::min(i1, first + items);
+      if (lo < hi) {
+        attention_items(q_.data() + t * qd, seqs[s].n_tokens, seqs[s].pos0, c.n_heads,
+                        kv.view(l, seqs[s].block_table), scale, att_.data() + t * qd, lo - first, hi - first);
+      }
+      first += items;
+    }
+  });
+}
+
+int64_t Forward::norm_logit_rows(const SeqStep* seqs, int32_t n_seqs) {
+  const ModelConfig& c = model_.config();
+  const int64_t d = c.d_model;
+  int64_t n_out = 0;
+  for (int32_t s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, ++s) {
+    const int64_t first = t + seqs[s].n_tokens - seqs[s].n_logits;
+    for (int64_t r = first; r < t + seqs[s].n_tokens; ++r, ++n_out) {
+      rmsnorm(x_.data() + r * d, model_.output_norm(), xn_.data() + n_out * d, 1, d, c.rms_eps);
+    }
+  }
+  return n_out;
+}
+
+void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits) {
+  const ModelConfig& c = model_.config();
+  ThreadPool* pool = global_pool();
+  const int64_t d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff, qkvd = qd + 2 * kvd;
+  const int64_t T = prepare(seqs, n_seqs);
   float* x = x_.data();   // [T × d]
   float* xn = xn_.data(); // [T × d]
 
@@ -165,37 +224,8 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
       rope(q_.data() + t0 * qd, t1 - t0, c.n_heads, c.head_dim, pos_.data() + t0, rope_p);
       rope(k_.data() + t0 * kvd, t1 - t0, c.n_kv_heads, c.head_dim, pos_.data() + t0, rope_p);
     });
-    for (int32_t s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, ++s) {
-      kv_write(kv.view(l, seqs[s].block_table), k_.data() + t * kvd, v_.data() + t * kvd, seqs[s].pos0,
-               seqs[s].n_tokens);
-    }
-    // Decode tokens (sequences with one new token) go to attention_decode, split along their keys so a
-    // long context keeps every thread busy; the other tokens run as (token, head) items in one loop.
-    decode_.clear();
-    for (int32_t s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, ++s) {
-      if (seqs[s].n_tokens == 1) {
-        decode_.push_back({q_.data() + t * qd, seqs[s].pos0, kv.view(l, seqs[s].block_table), att_.data() + t * qd});
-      }
-    }
-    const bool split = !decode_.empty() &&
-                       attention_decode(decode_.data(), static_cast<int64_t>(decode_.size()), c.n_heads, scale, pool);
-    const int64_t item_tokens = split ? T - static_cast<int64_t>(decode_.size()) : T;
-    // Item i belongs to the sequence whose token range holds i, counting only the sequences in this loop.
-    if (item_tokens > 0) {
-      pool->parallel_for(item_tokens * c.n_heads, 1, [&](int64_t i0, int64_t i1) {
-        int64_t first = 0;  // first item of sequence s
-        for (int32_t s = 0, t = 0; s < n_seqs && i0 < i1; t += seqs[s].n_tokens, ++s) {
-          if (split && seqs[s].n_tokens == 1) continue;
-          const int64_t items = static_cast<int64_t>(seqs[s].n_tokens) * c.n_heads;
-          const int64_t lo = std::max(i0, first), hi = std::min(i1, first + items);
-          if (lo < hi) {
-            attention_items(q_.data() + t * qd, seqs[s].n_tokens, seqs[s].pos0, c.n_heads,
-                            kv.view(l, seqs[s].block_table), scale, att_.data() + t * qd, lo - first, hi - first);
-          }
-          first += items;
-        }
-      });
-    }
+    write_kv(kv, l, seqs, n_seqs);                      // k_, v_ -> the cache
+    attend(kv, l, seqs, n_seqs, T, scale);              // q_ -> att_ [T × qd]
     matmul(L.wo, att_.data(), T, proj_.data(), pool);  // [T × d]
     add(x, proj_.data(), x, T * d);
 
@@ -214,13 +244,7 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
   }
 
   // ---- logits of the requested rows: final norm, output projection ----
-  int64_t n_out = 0;
-  for (int32_t s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, ++s) {
-    const int64_t first = t + seqs[s].n_tokens - seqs[s].n_logits;
-    for (int64_t r = first; r < t + seqs[s].n_tokens; ++r, ++n_out) {
-      rmsnorm(x + r * d, model_.output_norm(), xn + n_out * d, 1, d, c.rms_eps);
-    }
-  }
+  const int64_t n_out = norm_logit_rows(seqs, n_seqs);               // xn [n_out × d]
   if (n_out > 0) matmul(model_.output(), xn, n_out, logits, pool);  // [n_out × vocab]
 }
 

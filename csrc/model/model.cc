@@ -139,13 +139,12 @@ KVStore::KVStore(const ModelConfig& cfg, int32_t n_blocks, int32_t block_size, D
       block_size_(block_size),
       n_kv_heads_(cfg.n_kv_heads),
       head_dim_(cfg.head_dim),
-      n_layers_(cfg.n_layers),
       type_(type) {
   if (n_blocks <= 0 || block_size <= 0) throw std::runtime_error("KV cache needs a positive block count and size");
   if (type != DType::F32 && type != DType::F16) throw std::runtime_error("KV cache type must be F32 or F16");
   const int64_t elem = type == DType::F16 ? 2 : 4;
-  block_stride_ = static_cast<int64_t>(block_size) * cfg.n_kv_heads * cfg.head_dim * elem;
-  layer_stride_ = block_stride_ * n_blocks;
+  const int64_t block_stride = static_cast<int64_t>(block_size) * cfg.n_kv_heads * cfg.head_dim * elem;
+  layer_stride_ = block_stride * n_blocks;
   // calloc, not a zero-filled vector: large zeroed blocks come from the OS untouched, so a big cache
   // cap costs memory only as sequences fill it.
   bytes_ = layer_stride_ * cfg.n_layers;
@@ -158,16 +157,6 @@ KVCache KVStore::view(int32_t layer, const int32_t* block_table) const {
   uint8_t* k = k_.get() + layer * layer_stride_;
   uint8_t* v = v_.get() + layer * layer_stride_;
   return KVCache{type_, block_size_, n_kv_heads_, head_dim_, k, v, block_table};
-}
-
-void KVStore::copy_block(int32_t src, int32_t dst) {
-  for (int32_t l = 0; l < n_layers_; ++l) {
-    const int64_t base = l * layer_stride_;
-    std::memcpy(k_.get() + base + dst * block_stride_, k_.get() + base + src * block_stride_,
-                static_cast<size_t>(block_stride_));
-    std::memcpy(v_.get() + base + dst * block_stride_, v_.get() + base + src * block_stride_,
-                static_cast<size_t>(block_stride_));
-  }
 }
 
 }  // namespace cpullm

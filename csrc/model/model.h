@@ -98,15 +98,12 @@ class KVStore {
   DType type() const { return type_; }
   // The layer's view for one sequence, with that sequence's block table.
   KVCache view(int32_t layer, const int32_t* block_table) const;
-  // Copy physical block src to dst in every layer (copy-on-write of a shared prefix block).
-  void copy_block(int32_t src, int32_t dst);
   int64_t bytes() const { return 2 * bytes_; }
 
  private:
-  int32_t n_blocks_, block_size_, n_kv_heads_, head_dim_, n_layers_;
+  int32_t n_blocks_, block_size_, n_kv_heads_, head_dim_;
   DType type_;
   int64_t layer_stride_;  // bytes of one layer's pool
-  int64_t block_stride_;  // bytes of one block
   int64_t bytes_;         // bytes of each pool (all layers)
   struct Free {
     void operator()(uint8_t* p) const { std::free(p); }
@@ -155,8 +152,17 @@ class Forward {
   std::vector<DecodeQuery> decode_;  // this layer's decode tokens, for attention_decode
 
   void project(const Projection& p, const float* X, int64_t T, float* Y);
-  // One forward pass over a batch already checked by step(), at most kMaxPassTokens tokens.
+  // One forward pass over a batch already checked by step(), at most kMaxPassTokens tokens: the layers.
   void pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits);
+  // The pass's batch bookkeeping. Sequence s's new tokens are rows t .. t + n_tokens - 1 of the batch, t the
+  // earlier sequences' n_tokens summed. prepare: scratch for the batch's T tokens, their positions; returns T.
+  int64_t prepare(const SeqStep* seqs, int32_t n_seqs);
+  // Layer l's new keys and values (k_, v_) into each sequence's blocks.
+  void write_kv(KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_seqs);
+  // Layer l's attention of every new token (q_) over its sequence's cache, into att_.
+  void attend(const KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_seqs, int64_t T, float scale);
+  // The final norm of the rows whose logits are wanted, packed into xn_; returns their count.
+  int64_t norm_logit_rows(const SeqStep* seqs, int32_t n_seqs);
 };
 
 }  // namespace cpullm

@@ -65,6 +65,7 @@ _SIGNATURES: dict[str, tuple[type, list[type]]] = {
     "cpullm_set_num_threads": (_c_int, [_c_int]),
     "cpullm_get_num_threads": (_c_int, []),
     "cpullm_best_kernel_set": (ctypes.c_char_p, []),
+    "cpullm_variant_kernel_sets": (ctypes.c_char_p, []),
     "cpullm_row_bytes": (_c_int64, [_c_int32, _c_int64]),
     "cpullm_act_row_bytes": (_c_int64, [_c_int32, _c_int64]),
     "cpullm_quantize_act": (_c_int, [_c_int, _vp, _c_int64, _vp]),
@@ -135,6 +136,11 @@ class Kernels:
     @property
     def best_kernel_set(self) -> str:
         return self.lib.cpullm_best_kernel_set().decode()
+
+    @property
+    def kernel_sets(self) -> list[str]:
+        """The kernel sets compiled into this library: "ref" first, then from the plainest to the best."""
+        return self.lib.cpullm_variant_kernel_sets().decode().split(",")
 
     def set_num_threads(self, n: int) -> None:
         self._check(self.lib.cpullm_set_num_threads(n))

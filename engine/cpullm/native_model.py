@@ -100,8 +100,6 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.cpullm_kv_free.restype = None
     lib.cpullm_kv_bytes.argtypes = [p]
     lib.cpullm_kv_bytes.restype = ctypes.c_int64
-    lib.cpullm_kv_copy_block.argtypes = [p, ctypes.c_int32, ctypes.c_int32]
-    lib.cpullm_kv_copy_block.restype = ctypes.c_int
     lib.cpullm_model_step.argtypes = [
         p,
         p,
@@ -137,10 +135,6 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return int(self._lib.cpullm_kv_bytes(self.handle))
-
-    def copy_block(self, src: int, dst: int) -> None:
-        if self._lib.cpullm_kv_copy_block(self.handle, src, dst) != 0:
-            raise _error(self._lib)
 
     def __del__(self) -> None:
         if getattr(self, "handle", None):

@@ -4,15 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from kernels.helpers import host_variants, load
+from kernels.helpers import host_variants, load, recipes
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # Tests asking for `variant` run once per x86_64 recipe; those the host cannot run skip with why.
+    # Tests asking for `variant` run once per x86_64 recipe (native_lib_dir builds them all); those the
+    # host cannot run skip with why.
     explicit = any("variant" in m.args[0] for m in metafunc.definition.iter_markers("parametrize"))
     if "variant" in metafunc.fixturenames and not explicit:
-        names = ["generic", "avx2", "avx_vnni", "avx512", "avx512_vnni", "avx512_bf16", "amx"]
-        metafunc.parametrize("variant", names)
+        metafunc.parametrize("variant", [recipe.name for recipe in recipes("x86_64")])
 
 
 @pytest.fixture

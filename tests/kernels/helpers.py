@@ -1,7 +1,9 @@
-"""Shared helpers for the kernel tests: variants this host can run, random GGUF data, tolerances."""
+"""Shared helpers for the kernel tests: the recipes, variants this host can run, random GGUF data,
+tolerances."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
@@ -9,8 +11,11 @@ import numpy as np
 from gguf import GGMLQuantizationType
 from gguf import quants as gq
 
+from cpubuild.recipes import Recipe, load_recipes
 from cpullm import _native
 from cpullm.kernels import BLOCK, DType, Kernels
+
+REPO = Path(__file__).resolve().parents[2]
 
 QUANT_TYPES = [DType.Q4_0, DType.Q4_1, DType.Q8_0, DType.Q4_K, DType.Q6_K]
 FLOAT_TYPES = [DType.F32, DType.F16, DType.BF16]
@@ -20,6 +25,16 @@ ALL_TYPES = QUANT_TYPES + FLOAT_TYPES
 # Quantized types: block dots are exact integers, only the float sum over blocks is reordered.
 # F32/F16: reordered f32 sums. BF16: activations may be split into two bf16 parts (vdpbf16ps).
 TOL = {DType.F32: 2e-5, DType.F16: 2e-5, DType.BF16: 1e-4} | {t: 2e-5 for t in QUANT_TYPES}
+
+
+def recipes(arch: str) -> tuple[Recipe, ...]:
+    """The recipes the native build of `arch` reads (the repository's recipes/), lowest priority first."""
+    return load_recipes(REPO / "recipes").for_arch(arch)
+
+
+def sets_with_code(kernels: Iterable[str]) -> set[str]:
+    """The sets of a recipe's `kernels` that have source files (csrc/kernels/<kernel>/<kernel>_<set>.cc)."""
+    return {k for k in kernels if any((REPO / "csrc" / "kernels").glob(f"*/*_{k}.cc"))}
 
 
 @cache

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kernels.helpers import recipes, sets_with_code
 from support.native_build import build_native
 
 QEMU_ARM = shutil.which("qemu-aarch64")
@@ -50,6 +51,12 @@ def test_aarch64_variant_selftest_under_qemu(aarch64_build, variant, cpu, fast_p
     assert f"variant {variant}, fast paths {fast_path} vs ref" in result.stdout
     assert "attention: F32 and F16 caches" in result.stdout
     assert ", 0 failed" in result.stdout
+    # The library reports the sets of its recipe that have code (the sve recipe's `sve` has none), best last.
+    (recipe,) = (r for r in recipes("aarch64") if r.name == variant)
+    (line,) = (x for x in result.stdout.splitlines() if x.startswith("kernel sets: "))
+    reported = line.removeprefix("kernel sets: ").split(",")
+    assert reported[0] == "ref" and set(reported) == sets_with_code(recipe.kernels)
+    assert reported[-1] == fast_path
 
 
 def test_dotprod_build_is_not_run_on_a_cpu_without_dotprod(aarch64_build):

@@ -37,13 +37,34 @@ inline bool packable(DType t) {
   return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q8_0 || t == DType::Q4_K || t == DType::Q6_K;
 }
 
-constexpr int64_t kQ4KRecord = 16 + 16 + 64 + 64 + 8 * 128;
-constexpr int64_t kQ6KRecord = 16 + 128 + 8 * 192;
+// Byte offsets inside one record (the layouts above), ints like the loop indices they combine with. Every
+// record starts with the 8 rows' f16 d at 0; a chunk holds 4 bytes of each of the 8 rows.
+constexpr int kChunk = 4 * kPackRows;
+// Q4_0 / Q4_1 / Q8_0: Q4_1's f16 m[8] follows d; the chunks follow the scales.
+constexpr int kMinOffset = 2 * kPackRows;
+constexpr int chunks_offset(DType t) { return t == DType::Q4_1 ? 4 * kPackRows : 2 * kPackRows; }
+struct Q4KRecord {
+  static constexpr int kDmin = 2 * kPackRows;            // f16 dmin[8]
+  static constexpr int kScales = kDmin + 2 * kPackRows;  // u8 scale[8 sub-blocks][8 rows]
+  static constexpr int kMins = kScales + 8 * kPackRows;  // u8 min[8 sub-blocks][8 rows]
+  static constexpr int kQuants = kMins + 8 * kPackRows;  // then per sub-block, 4 chunks of nibbles
+  static constexpr int kSubBlock = 4 * kChunk;
+  static constexpr int kBytes = kQuants + 8 * kSubBlock;
+};
+struct Q6KRecord {
+  static constexpr int kScales = 2 * kPackRows;            // i8 scale[16 halves][8 rows]
+  static constexpr int kQuants = kScales + 16 * kPackRows;  // then per sub-block:
+  static constexpr int kHighBits = 4 * kChunk;              //   4 chunks of low 4 bits, then 2 of high 2 bits
+  static constexpr int kSubBlock = kHighBits + 2 * kChunk;
+  static constexpr int kBytes = kQuants + 8 * kSubBlock;
+};
+static_assert(Q4KRecord::kBytes == kPackRows * int64_t{sizeof(BlockQ4_K)} + 32, "1184 bytes, see above");
+static_assert(Q6KRecord::kBytes == kPackRows * int64_t{sizeof(BlockQ6_K)}, "1680 bytes, see above");
 
-// Bytes of one record (8 rows × one block column, or one super-block column for Q4_K).
+// Bytes of one record (8 rows × one block column, or one super-block column for Q4_K / Q6_K).
 constexpr int64_t record_bytes(DType t) {
-  return t == DType::Q4_K   ? kQ4KRecord
-         : t == DType::Q6_K ? kQ6KRecord
+  return t == DType::Q4_K   ? Q4KRecord::kBytes
+         : t == DType::Q6_K ? Q6KRecord::kBytes
          : t == DType::Q4_0 ? kPackRows * int64_t{sizeof(BlockQ4_0)}
          : t == DType::Q4_1 ? kPackRows * int64_t{sizeof(BlockQ4_1)}
                             : kPackRows * int64_t{sizeof(BlockQ8_0)};
@@ -58,21 +79,23 @@ inline int64_t packed_bytes(const Matrix& W) {
 }
 
 inline void repack_q4k(const Matrix& W, uint8_t* out) {
+  using R = Q4KRecord;
   const int64_t rb = row_bytes(W.type, W.cols), ns = W.cols / kQKK;
   const auto* src = static_cast<const uint8_t*>(W.data);
   for (int64_t g = 0; g < W.rows / kPackRows; ++g) {
-    for (int64_t k = 0; k < ns; ++k, out += kQ4KRecord) {
+    for (int64_t k = 0; k < ns; ++k, out += R::kBytes) {
       for (int r = 0; r < kPackRows; ++r) {
         const auto& b = reinterpret_cast<const BlockQ4_K*>(src + (g * kPackRows + r) * rb)[k];
         std::memcpy(out + 2 * r, &b.d, 2);
-        std::memcpy(out + 16 + 2 * r, &b.dmin, 2);
+        std::memcpy(out + R::kDmin + 2 * r, &b.dmin, 2);
         for (int j = 0; j < 8; ++j) {
-          q4k_scale_min(j, b.scales, out + 32 + 8 * j + r, out + 96 + 8 * j + r);
+          q4k_scale_min(j, b.scales, out + R::kScales + kPackRows * j + r, out + R::kMins + kPackRows * j + r);
           const uint8_t* q = b.qs + 32 * (j / 2);
           const int shift = 4 * (j % 2);
           for (int i = 0; i < 16; ++i) {
             const int lo = (q[i] >> shift) & 0xF, hi = (q[i + 16] >> shift) & 0xF;
-            out[160 + 128 * j + 32 * (i / 4) + 4 * r + i % 4] = static_cast<uint8_t>(lo | (hi << 4));
+            const int at = R::kQuants + R::kSubBlock * j + kChunk * (i / 4) + 4 * r + i % 4;
+            out[at] = static_cast<uint8_t>(lo | (hi << 4));
           }
         }
       }
@@ -81,25 +104,26 @@ inline void repack_q4k(const Matrix& W, uint8_t* out) {
 }
 
 inline void repack_q6k(const Matrix& W, uint8_t* out) {
+  using R = Q6KRecord;
   const int64_t rb = row_bytes(W.type, W.cols), ns = W.cols / kQKK;
   const auto* src = static_cast<const uint8_t*>(W.data);
   for (int64_t g = 0; g < W.rows / kPackRows; ++g) {
-    for (int64_t k = 0; k < ns; ++k, out += kQ6KRecord) {
+    for (int64_t k = 0; k < ns; ++k, out += R::kBytes) {
       for (int r = 0; r < kPackRows; ++r) {
         const auto& b = reinterpret_cast<const BlockQ6_K*>(src + (g * kPackRows + r) * rb)[k];
         std::memcpy(out + 2 * r, &b.d, 2);
-        for (int h = 0; h < 16; ++h) out[16 + 8 * h + r] = static_cast<uint8_t>(b.scales[h]);
+        for (int h = 0; h < 16; ++h) out[R::kScales + kPackRows * h + r] = static_cast<uint8_t>(b.scales[h]);
         for (int j = 0; j < 8; ++j) {
-          uint8_t* q = out + 144 + 192 * j;
+          uint8_t* q = out + R::kQuants + R::kSubBlock * j;
           auto v = [&](int e) { return q6k_value(b, 32 * j + e) + 32; };  // stored value 0..63
           for (int e = 0; e < 16; ++e) {
-            q[32 * (e / 4) + 4 * r + e % 4] = static_cast<uint8_t>((v(e) & 0xF) | ((v(e + 16) & 0xF) << 4));
+            q[kChunk * (e / 4) + 4 * r + e % 4] = static_cast<uint8_t>((v(e) & 0xF) | ((v(e + 16) & 0xF) << 4));
           }
           for (int c = 0; c < 2; ++c) {
             for (int bb = 0; bb < 4; ++bb) {
               const int e0 = 8 * c + bb, e1 = 8 * c + 4 + bb;
-              q[128 + 32 * c + 4 * r + bb] = static_cast<uint8_t>((v(e0) >> 4) | ((v(16 + e0) >> 4) << 2) |
-                                                                 ((v(e1) >> 4) << 4) | ((v(16 + e1) >> 4) << 6));
+              q[R::kHighBits + kChunk * c + 4 * r + bb] = static_cast<uint8_t>(
+                  (v(e0) >> 4) | ((v(16 + e0) >> 4) << 2) | ((v(e1) >> 4) << 4) | ((v(16 + e1) >> 4) << 6));
             }
           }
         }
@@ -126,10 +150,10 @@ inline void repack(const Matrix& W, void* dst) {
     for (int64_t k = 0; k < nb; ++k) {
       for (int r = 0; r < kPackRows; ++r) {
         const uint8_t* blk = src + (g * kPackRows + r) * rb + k * bb;
-        std::memcpy(out + 2 * r, blk, 2);                                       // d
-        if (header == 4) std::memcpy(out + 2 * kPackRows + 2 * r, blk + 2, 2);  // m
-        for (int c = 0; c < qbytes / 4; ++c) {
-          std::memcpy(out + header * kPackRows + 32 * c + 4 * r, blk + header + 4 * c, 4);
+        std::memcpy(out + 2 * r, blk, 2);                                    // d
+        if (header == 4) std::memcpy(out + kMinOffset + 2 * r, blk + 2, 2);  // m
+        for (int c = 0; c < qbytes / 4; ++c) {  // the chunks start at header * kPackRows = chunks_offset(type)
+          std::memcpy(out + header * kPackRows + kChunk * c + 4 * r, blk + header + 4 * c, 4);
         }
       }
       out += record_bytes(W.type);
@@ -150,7 +174,6 @@ template <class Dot, DType T, int MR>
 inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* const* a, const int32_t* const* half0,
                          float (*out)[8]) {
   constexpr int64_t kRec = record_bytes(T);
-  constexpr int kHeader = T == DType::Q4_1 ? 32 : 16;
   __m256 acc[MR], accm[MR];
   for (int i = 0; i < MR; ++i) acc[i] = accm[i] = _mm256_setzero_ps();
   const __m256i low4 = _mm256_set1_epi8(0x0F);
@@ -160,16 +183,17 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
     const char* ahead = reinterpret_cast<const char*>(rec) + kPrefetch;
     for (int64_t off = 0; off < kRec; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec)));
-    const uint8_t* qs = rec + kHeader;
+    const uint8_t* qs = rec + chunks_offset(T);
     if constexpr (T == DType::Q6_K) {
+      using R = Q6KRecord;
       const __m256i three = _mm256_set1_epi8(3);
       for (int j = 0; j < 8; ++j) {
-        const uint8_t* q = rec + 144 + 192 * j;
-        const __m256i qh[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 128)),
-                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 160))};
+        const uint8_t* q = rec + R::kQuants + R::kSubBlock * j;
+        const __m256i qh[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + R::kHighBits)),
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + R::kHighBits + kChunk))};
         __m256i lo[4], hi[4];  // stored 6-bit values: lo[g] elements 4g+b, hi[g] elements 16+4g+b
         for (int g = 0; g < 4; ++g) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * g));
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + kChunk * g));
           const __m256i h = g % 2 ? _mm256_srli_epi16(qh[g / 2], 4) : qh[g / 2];
           lo[g] = _mm256_or_si256(_mm256_and_si256(v, low4), _mm256_slli_epi16(_mm256_and_si256(h, three), 4));
           hi[g] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4),
@@ -178,7 +202,8 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
         const auto i8x8 = [](const uint8_t* p) {
           return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
         };
-        const __m256i sc0 = i8x8(rec + 16 + 8 * (2 * j)), sc1 = i8x8(rec + 16 + 8 * (2 * j + 1));
+        const __m256i sc0 = i8x8(rec + R::kScales + kPackRows * (2 * j));
+        const __m256i sc1 = i8x8(rec + R::kScales + kPackRows * (2 * j + 1));
         for (int i = 0; i < MR; ++i) {
           const ActBlock& x = a[i][8 * k + j];
           const int32_t h0 = half0[i][8 * k + j];  // Σ q_act over elements 0..15; the rest is sum - h0
@@ -197,19 +222,20 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
     } else if constexpr (T == DType::Q4_K) {
       // Per super-block: s = Σ_j x.d_j·(scale_j·dot_j) and n = Σ_j x.d_j·Σx_j·min_j, then acc += d·s - dmin·n
       // once. scale_j·dot_j is an exact int32 (|dot| <= 32·15·127, scale < 64) and exact as a float.
-      const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + 16)));
+      using R = Q4KRecord;
+      const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + R::kDmin)));
       __m256 s[MR], n[MR];
       for (int i = 0; i < MR; ++i) s[i] = n[i] = _mm256_setzero_ps();
       for (int j = 0; j < 8; ++j) {
         const auto u8x8 = [](const uint8_t* p) {
           return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
         };
-        const __m256i sc = u8x8(rec + 32 + 8 * j);                       // scale_j per row
-        const __m256 mn = _mm256_cvtepi32_ps(u8x8(rec + 96 + 8 * j));    // min_j per row
-        const uint8_t* q = rec + 160 + 128 * j;
+        const __m256i sc = u8x8(rec + R::kScales + kPackRows * j);                   // scale_j per row
+        const __m256 mn = _mm256_cvtepi32_ps(u8x8(rec + R::kMins + kPackRows * j));  // min_j per row
+        const uint8_t* q = rec + R::kQuants + R::kSubBlock * j;
         __m256i lo[4], hi[4];
         for (int g = 0; g < 4; ++g) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * g));
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + kChunk * g));
           lo[g] = _mm256_and_si256(v, low4);
           hi[g] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
         }
@@ -235,7 +261,7 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
         const ActBlock& x = a[i][k];
         __m256i dot = _mm256_setzero_si256();
         for (int g = 0; g < 8; ++g) {
-          const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * g));
+          const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + kChunk * g));
           dot = Dot::acc_s(dot, w, bcast4(x.q + 4 * g));
         }
         if (Dot::kSignedBias) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(Dot::kSignedBias * x.sum));
@@ -244,12 +270,14 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
     } else {
       __m256i lo[4], hi[4];
       for (int g = 0; g < 4; ++g) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * g));
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + kChunk * g));
         lo[g] = _mm256_and_si256(v, low4);
         hi[g] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
       }
       __m256 mw = _mm256_setzero_ps();
-      if constexpr (T == DType::Q4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + 16)));
+      if constexpr (T == DType::Q4_1) {
+        mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + kMinOffset)));
+      }
       for (int i = 0; i < MR; ++i) {
         const ActBlock& x = a[i][k];
         __m256i dot = _mm256_setzero_si256();

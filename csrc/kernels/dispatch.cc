@@ -1,5 +1,7 @@
-// The dispatching entry points of kernels.h: try the fast paths compiled into this variant, best first,
-// then fall back to the reference. Also the pool-splitting convenience wrappers.
+// The dispatching entry points of kernels.h: try the fast paths compiled into this variant in the order of
+// kernel_sets.def (best first), then fall back to the reference. Also the pool-splitting convenience
+// wrappers. Each chain below expands the table once: a row whose set does not provide the entry point
+// expands to a discarded `if constexpr`.
 #include <algorithm>
 #include <vector>
 
@@ -9,41 +11,29 @@
 
 namespace cpullm {
 
+// set::runs_here(): true, or for a set the OS must grant its state to first, whether it did.
+#define CPULLM_KERNEL_SET(set, features, provides)               \
+  namespace set {                                                \
+  inline bool runs_here() {                                      \
+    if constexpr (has(provides, kNeedsOsGrant)) return usable(); \
+    return true;                                                 \
+  }                                                              \
+  }
+#include "kernels/kernel_sets.def"
+
 const char* best_kernel_set() {
-#if CPULLM_KSET_AMX
-  if (amx::usable()) return "amx";
-#endif
-#if CPULLM_KSET_AVX512_BF16
-  return "avx512_bf16";
-#elif CPULLM_KSET_AVX512_VNNI
-  return "avx512_vnni";
-#elif CPULLM_KSET_AVX512
-  return "avx512";
-#elif CPULLM_KSET_AVX_VNNI
-  return "avx_vnni";
-#elif CPULLM_KSET_AVX2
-  return "avx2";
-#elif CPULLM_KSET_I8MM
-  return "i8mm";
-#elif CPULLM_KSET_DOTPROD
-  return "dotprod";
-#elif CPULLM_KSET_NEON
-  return "neon";
-#else
+#define CPULLM_KERNEL_SET(set, features, provides) \
+  if (set::runs_here()) return #set;
+#include "kernels/kernel_sets.def"
   return "ref";
-#endif
 }
 
 void quantize_act(const float* x, int64_t n, ActBlock* out) {
-#if CPULLM_KSET_AVX512
-  if (avx512::quantize_act(x, n, out)) return;
-#endif
-#if CPULLM_KSET_AVX2
-  if (avx2::quantize_act(x, n, out)) return;
-#endif
-#if CPULLM_KSET_NEON
-  if (neon::quantize_act(x, n, out)) return;
-#endif
+#define CPULLM_KERNEL_SET(set, features, provides)                \
+  if constexpr (has(provides, kQuantize)) {                       \
+    if (set::runs_here() && set::quantize_act(x, n, out)) return; \
+  }
+#include "kernels/kernel_sets.def"
   ref::quantize_act(x, n, out);
 }
 
@@ -59,57 +49,34 @@ void prepare_act(DType type, const float* X, int64_t m, int64_t cols, void* Xq) 
   }
 }
 
+// One set per architecture provides the packed layout (avx2, dotprod); the other sets read it too.
 int64_t packed_bytes(const Matrix& W) {
-#if CPULLM_KSET_AVX2
-  return avx2::packed_bytes(W);
-#elif CPULLM_KSET_DOTPROD
-  return dotprod::packed_bytes(W);
-#else
+#define CPULLM_KERNEL_SET(set, features, provides)     \
+  if constexpr (has(provides, kPackedLayout)) {        \
+    if (set::runs_here()) return set::packed_bytes(W); \
+  }
+#include "kernels/kernel_sets.def"
   (void)W;
   return 0;
-#endif
 }
 
 void repack(const Matrix& W, void* dst) {
-#if CPULLM_KSET_AVX2
-  avx2::repack(W, dst);
-#elif CPULLM_KSET_DOTPROD
-  dotprod::repack(W, dst);
-#else
+#define CPULLM_KERNEL_SET(set, features, provides)    \
+  if constexpr (has(provides, kPackedLayout)) {       \
+    if (set::runs_here()) return set::repack(W, dst); \
+  }
+#include "kernels/kernel_sets.def"
   (void)W;
   (void)dst;
-#endif
 }
 
 void matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
   if (r0 >= r1 || m <= 0) return;
-#if CPULLM_KSET_AMX
-  if (amx::usable() && amx::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return;
-#endif
-#if CPULLM_KSET_AVX512_BF16
-  if (avx512_bf16::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return;
-#endif
-#if CPULLM_KSET_AVX512_VNNI
-  if (avx512_vnni::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return;
-#endif
-#if CPULLM_KSET_AVX512
-  if (avx512::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return;
-#endif
-#if CPULLM_KSET_AVX_VNNI
-  if (avx_vnni::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return;
-#endif
-#if CPULLM_KSET_AVX2
-  if (avx2::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return;
-#endif
-#if CPULLM_KSET_I8MM
-  if (i8mm::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return;
-#endif
-#if CPULLM_KSET_DOTPROD
-  if (dotprod::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return;
-#endif
-#if CPULLM_KSET_NEON
-  if (neon::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return;
-#endif
+#define CPULLM_KERNEL_SET(set, features, provides)                              \
+  if constexpr (has(provides, kMatmul)) {                                       \
+    if (set::runs_here() && set::matmul_rows(W, Xq, m, Y, ldy, r0, r1)) return; \
+  }
+#include "kernels/kernel_sets.def"
   ref::matmul_rows(W, Xq, m, Y, ldy, r0, r1);
 }
 
@@ -144,35 +111,33 @@ void dequant_row(const Matrix& W, int64_t r, float* y) {
 
 void dequantize(DType type, const void* data, int64_t n, float* y) { ref::dequantize(type, data, n, y); }
 
-// The row ops' vector copies (ops/ops_vec.h); AVX-512 gains nothing over AVX2 for these 8-float vectors.
-#if CPULLM_KSET_AVX2
-namespace ops_set = avx2;
-#elif CPULLM_KSET_NEON
-namespace ops_set = neon;
-#endif
-
+// The row ops run the first providing set's vector copy (ops/ops_vec.h); AVX-512 gains nothing over
+// AVX2 for these 8-float vectors, so only avx2 and neon provide them.
 void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps) {
-#if CPULLM_KSET_AVX2 || CPULLM_KSET_NEON
-  ops_set::rmsnorm(x, w, y, rows, n, eps);
-#else
+#define CPULLM_KERNEL_SET(set, features, provides)                    \
+  if constexpr (has(provides, kRowOps)) {                             \
+    if (set::runs_here()) return set::rmsnorm(x, w, y, rows, n, eps); \
+  }
+#include "kernels/kernel_sets.def"
   ref::rmsnorm(x, w, y, rows, n, eps);
-#endif
 }
 void silu_mul(const float* g, const float* u, float* y, int64_t n) {
-#if CPULLM_KSET_AVX2 || CPULLM_KSET_NEON
-  ops_set::silu_mul(g, u, y, n);
-#else
+#define CPULLM_KERNEL_SET(set, features, provides)          \
+  if constexpr (has(provides, kRowOps)) {                   \
+    if (set::runs_here()) return set::silu_mul(g, u, y, n); \
+  }
+#include "kernels/kernel_sets.def"
   ref::silu_mul(g, u, y, n);
-#endif
 }
 // Compiled with the variant's flags, the reference loop is already vectorized.
 void add(const float* a, const float* b, float* y, int64_t n) { ref::add(a, b, y, n); }
 void softmax(float* x, int64_t n) {
-#if CPULLM_KSET_AVX2 || CPULLM_KSET_NEON
-  ops_set::softmax(x, n);
-#else
+#define CPULLM_KERNEL_SET(set, features, provides)   \
+  if constexpr (has(provides, kRowOps)) {            \
+    if (set::runs_here()) return set::softmax(x, n); \
+  }
+#include "kernels/kernel_sets.def"
   ref::softmax(x, n);
-#endif
 }
 int64_t argmax(const float* x, int64_t n) { return ref::argmax(x, n); }
 void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const int32_t* pos,
@@ -182,29 +147,23 @@ void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const i
 
 void attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv,
                      float scale, float* out, int64_t i0, int64_t i1) {
-#if CPULLM_KSET_AVX512
-  if (avx512::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1)) return;
-#endif
-#if CPULLM_KSET_AVX2
-  if (avx2::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1)) return;
-#endif
-#if CPULLM_KSET_NEON
-  if (neon::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1)) return;
-#endif
+#define CPULLM_KERNEL_SET(set, features, provides)                                                       \
+  if constexpr (has(provides, kAttention)) {                                                             \
+    if (set::runs_here() && set::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1)) return; \
+  }
+#include "kernels/kernel_sets.def"
   ref::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1);
 }
 
+// The first providing set answers (its false: not for these shapes, attention_items serves them).
 bool attention_decode(const DecodeQuery* queries, int64_t n, int32_t n_heads, float scale, ThreadPool* pool) {
-#if CPULLM_KSET_AVX512
-  return avx512::attention_decode(queries, n, n_heads, scale, pool);
-#elif CPULLM_KSET_AVX2
-  return avx2::attention_decode(queries, n, n_heads, scale, pool);
-#elif CPULLM_KSET_NEON
-  return neon::attention_decode(queries, n, n_heads, scale, pool);
-#else
+#define CPULLM_KERNEL_SET(set, features, provides)                                        \
+  if constexpr (has(provides, kAttention)) {                                              \
+    if (set::runs_here()) return set::attention_decode(queries, n, n_heads, scale, pool); \
+  }
+#include "kernels/kernel_sets.def"
   (void)queries, (void)n, (void)n_heads, (void)scale, (void)pool;
   return false;  // the reference has no split path: attention_items serves every token
-#endif
 }
 
 void attention(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv, float scale,

@@ -1,8 +1,8 @@
 /* cpullm model C ABI: load a Llama-family model over borrowed weights, keep a paged KV cache, and run
  * one forward step for a whole batch of sequences per call. Plain C types only; errors return NULL or
  * -1 and cpullm_last_error() (cpullm.h) says what was wrong. */
-#ifndef CPULLM_MODEL_H
-#define CPULLM_MODEL_H
+#ifndef CPULLM_MODEL_API_H
+#define CPULLM_MODEL_API_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -53,8 +53,6 @@ CPULLM_API cpullm_kv* cpullm_kv_create(const cpullm_model* model, int32_t n_bloc
                                        int32_t kv_type);
 CPULLM_API void cpullm_kv_free(cpullm_kv* kv);
 CPULLM_API int64_t cpullm_kv_bytes(const cpullm_kv* kv);
-/* Copy physical block src to dst in every layer (copy-on-write of a shared prefix). */
-CPULLM_API int cpullm_kv_copy_block(cpullm_kv* kv, int32_t src, int32_t dst);
 
 /* One sequence's share of a step (see csrc/model/model.h SeqStep). */
 typedef struct {
@@ -73,4 +71,4 @@ CPULLM_API int cpullm_model_step(cpullm_model* model, cpullm_kv* kv, const int32
 }
 #endif
 
-#endif /* CPULLM_MODEL_H */
+#endif /* CPULLM_MODEL_API_H */
