@@ -14,7 +14,7 @@ from wheel_support import REPO
 from cpubuild import matrix
 from cpubuild.recipes import load_recipes
 
-WORKFLOW = REPO / "ci" / "workflows" / "wheels.yml"
+WORKFLOW = REPO / ".github" / "workflows" / "wheels.yml"
 CIBW_CONFIG = REPO / "ci" / "cibuildwheel.toml"
 BIN = Path(sys.executable).parent
 
