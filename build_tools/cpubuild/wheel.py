@@ -236,6 +236,13 @@ def _rename_dist_info(tree: Path, new: naming.WheelName) -> None:
     metadata.write_text("\n".join(out))
 
 
+def _source_date_epoch(source: Path) -> int:
+    try:
+        return reproducible.source_date_epoch(source)
+    except reproducible.SourceDateError as exc:
+        raise WheelBuildError(str(exc)) from None
+
+
 def finalize(
     raw_wheel: Path,
     target: WheelTarget,
@@ -248,7 +255,7 @@ def finalize(
     on_step: Callable[[str], None] = lambda _step: None,
 ) -> tuple[Path, str, dict[str, Any], list[tuple[str, str]]]:
     """Repair, add the manifest, name and re-pack a backend-built wheel: (wheel, tag, info, leaks)."""
-    epoch = reproducible.source_date_epoch(source)
+    epoch = _source_date_epoch(source)
     with tempfile.TemporaryDirectory(prefix="cpubuild-wheel-") as tmp_name:
         tmp = Path(tmp_name)
         on_step("auditwheel repair")
@@ -308,7 +315,7 @@ def build(
     # The compiler CMake uses is the one just checked (--compiler or $CPUBUILD_CXX; else CMake's default c++).
     chosen = compiler or os.environ.get("CPUBUILD_CXX") or None
     settings = config_settings(target, source, build_dir, chosen, recipes_dir)
-    env = dict(os.environ, SOURCE_DATE_EPOCH=str(reproducible.source_date_epoch(source)))
+    env = dict(os.environ, SOURCE_DATE_EPOCH=str(_source_date_epoch(source)))
     if target.arch != host_arch():
         env["_PYTHON_HOST_PLATFORM"] = f"linux-{target.arch}"  # the wheel's platform tag
     with log_path.open("w") as log, tempfile.TemporaryDirectory(prefix="cpubuild-raw-") as raw_dir:
