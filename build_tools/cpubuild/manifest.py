@@ -64,6 +64,7 @@ def build_info(
     baseline = variants[0] if variants else {"features": [], "flags": []}
     return {
         "schema_version": SCHEMA_VERSION,
+        "builder": "cpubuild",  # a plain `pip install .` writes "cmake" (cmake/build_info.py)
         "recipe": target,
         "arch": table["arch"],
         "portable": target == "all",

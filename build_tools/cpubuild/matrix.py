@@ -1,6 +1,6 @@
 """`cpubuild matrix`: the CI build jobs (arch x recipe, plus the portable wheel per arch) as JSON.
 
-The output is a GitHub Actions matrix (`{"include": [...]}`) read by ci/workflows/wheels.yml with
+The output is a GitHub Actions matrix (`{"include": [...]}`) read by .github/workflows/wheels.yml with
 `fromJSON`. Each job names its cibuildwheel build identifier; a test checks that
 `cibuildwheel --print-build-identifiers` with ci/cibuildwheel.toml agrees.
 """

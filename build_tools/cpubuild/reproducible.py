@@ -29,14 +29,25 @@ def _git(source: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+class SourceDateError(ValueError):
+    """$SOURCE_DATE_EPOCH is set but is not a number of seconds."""
+
+
 def source_date_epoch(source: Path) -> int:
-    """The commit date of the source (git), else $SOURCE_DATE_EPOCH, else 1980-01-01."""
+    """$SOURCE_DATE_EPOCH when set (an explicit choice wins), else the source's commit date, else 1980-01-01.
+
+    cmake/build_info.py (wheels built without cpubuild) follows the same order.
+    """
+    explicit = os.environ.get("SOURCE_DATE_EPOCH")
+    if explicit is not None and explicit.strip():
+        if not explicit.strip().isdigit():
+            raise SourceDateError(
+                f"SOURCE_DATE_EPOCH={explicit!r} is not a number of seconds since 1970; set it to one "
+                "(e.g. `git log -1 --format=%ct`) or unset it to use the commit date"
+            )
+        return int(explicit)
     committed = _git(source, "log", "-1", "--format=%ct")
-    if committed:
-        return int(committed)
-    if os.environ.get("SOURCE_DATE_EPOCH", "").isdigit():
-        return int(os.environ["SOURCE_DATE_EPOCH"])
-    return ZIP_EPOCH_MIN
+    return int(committed) if committed else ZIP_EPOCH_MIN
 
 
 def source_commit(source: Path) -> dict[str, object]:

@@ -288,6 +288,13 @@ def check_raw_wheel(raw_wheel: Path) -> None:
         )
 
 
+def _source_date_epoch(source: Path) -> int:
+    try:
+        return reproducible.source_date_epoch(source)
+    except reproducible.SourceDateError as exc:
+        raise WheelBuildError(str(exc)) from None
+
+
 def finalize(
     raw_wheel: Path,
     target: WheelTarget,
@@ -301,7 +308,7 @@ def finalize(
 ) -> tuple[Path, str, dict[str, Any], list[tuple[str, str]]]:
     """Repair, add the manifest, name and re-pack a backend-built wheel: (wheel, tag, info, leaks)."""
     check_raw_wheel(raw_wheel)
-    epoch = reproducible.source_date_epoch(source)
+    epoch = _source_date_epoch(source)
     with tempfile.TemporaryDirectory(prefix="cpubuild-wheel-") as tmp_name:
         tmp = Path(tmp_name)
         on_step("auditwheel repair")
@@ -365,7 +372,7 @@ def build(
     # The compiler CMake uses is the one just checked (CMake refuses another when given the record).
     chosen = record.compiler.path if record is not None else env.text("CPUBUILD_CXX", compiler)
     settings = config_settings(target, source, build_dir, chosen, recipes_dir, record_path)
-    child_env = dict(os.environ, SOURCE_DATE_EPOCH=str(reproducible.source_date_epoch(source)))
+    child_env = dict(os.environ, SOURCE_DATE_EPOCH=str(_source_date_epoch(source)))
     if target.arch != host_arch():
         child_env["_PYTHON_HOST_PLATFORM"] = f"linux-{target.arch}"  # the wheel's platform tag
     with log_path.open("w") as log, tempfile.TemporaryDirectory(prefix="cpubuild-raw-") as raw_dir:

@@ -109,8 +109,10 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"  {cand['name']:<14} priority {cand['priority']:>3}  {state}")
     build = info.get("build")
     if build:
+        # "cmake": built by plain `pip install .`, without cpubuild's repair and reproducible archive.
+        by = {"cmake": " by pip/CMake (not cpubuild)"}.get(str(build.get("builder")), "")
         lines.append(
-            f"built:     recipe {build.get('recipe')} with {build.get('compiler')}, "
+            f"built:     recipe {build.get('recipe')} with {build.get('compiler')}{by}, "
             f"source {str(build.get('source_commit'))[:12]} ({build.get('source_date')})"
         )
     selftest = info.get("selftest")

@@ -200,6 +200,10 @@ def test_finalize_turns_a_raw_backend_wheel_into_the_named_wheel(avx512_wheel, t
     assert done.returncode == 0, done.stderr[-3000:]
     (raw,) = (tmp_path / "raw").glob("*.whl")
     assert raw.name.startswith("cpullm-0.1.0-py3-none-linux_x86_64")
+    with zipfile.ZipFile(raw) as archive:  # the backend alone already writes a manifest (cmake/build_info.py)
+        raw_info = json.loads(archive.read(MANIFEST_PATH))
+    assert raw_info["builder"] == "cmake" and raw_info["recipe"] == "avx512"
+    assert len(raw_info["source_commit"]) == 40
     finalize = [sys.executable, "-m", "cpubuild.cli", "finalize", str(raw), "--out", str(tmp_path / "out"),
                 "--source", str(REPO), "--build-dir", str(build_dir)]  # fmt: skip
     done = subprocess.run(finalize, capture_output=True, text=True, env={**env, "CPUBUILD_ISA": "avx512"})
@@ -209,6 +213,7 @@ def test_finalize_turns_a_raw_backend_wheel_into_the_named_wheel(avx512_wheel, t
     with zipfile.ZipFile(final) as a, zipfile.ZipFile(avx512_wheel.path) as b:
         assert a.namelist() == b.namelist()
         ours, theirs = json.loads(a.read(MANIFEST_PATH)), json.loads(b.read(MANIFEST_PATH))
+    assert ours["builder"] == "cpubuild"  # finalize replaced the backend's manifest
     skip = {"source_commit", "source_dirty", "source_date"}  # others may commit while the tests run
     assert {k: v for k, v in ours.items() if k not in skip} == {
         k: v for k, v in theirs.items() if k not in skip
