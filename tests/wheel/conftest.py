@@ -8,6 +8,9 @@ import pytest
 from wheel_support import build
 
 from cpubuild import wheel
+from cpubuild.host import detect_host
+from cpubuild.recipes import load_recipes
+from cpubuild.select import select
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +26,9 @@ def avx512_wheel(wheelhouse: Path) -> wheel.WheelResult:
 @pytest.fixture(scope="session")
 def portable_wheel(wheelhouse: Path) -> wheel.WheelResult:
     return build("all", wheelhouse)
+
+
+@pytest.fixture(scope="session")
+def tuned_wheel(wheelhouse: Path) -> wheel.WheelResult:
+    """The wheel tuned for this host's best recipe: one this CPU can run (avx2 on Zen 1, avx512 on Zen 4)."""
+    return build(select(detect_host(), load_recipes()).best.name, wheelhouse)
