@@ -42,12 +42,12 @@ import jinja2
 import jinja2.ext
 import jinja2.nodes
 
-from . import template_sandbox
-from .gguf_file import GGUFFile
-from .template_budget import RenderCancelled, RenderStopped, collect
+from cpullm import template_sandbox
+from cpullm.gguf_file import GGUFFile
+from cpullm.template_budget import RenderCancelled, RenderStopped, collect
 
 if TYPE_CHECKING:
-    from .tokenizer import Tokenizer
+    from cpullm.tokenizer import Tokenizer
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

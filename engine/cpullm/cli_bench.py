@@ -20,8 +20,8 @@ import sys
 import time
 from typing import Any
 
-from . import __version__
-from .cli_common import (
+from cpullm import __version__
+from cpullm.cli_common import (
     add_model_argument,
     model_path,
     pin_native_pool,
@@ -77,10 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from .bench import DECODE_PROMPT_TOKENS, ModelBench, peak_rss_bytes, summarize
-    from .model_file import ModelFile
-    from .native_model import NativeModel
-    from .threads import default_threads
+    from cpullm.bench import DECODE_PROMPT_TOKENS, ModelBench, peak_rss_bytes, summarize
+    from cpullm.model_file import ModelFile
+    from cpullm.native_model import NativeModel
+    from cpullm.threads import default_threads
 
     path = model_path(args.model)
     start = time.perf_counter()

@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 
-from .cli_common import (
+from cpullm.cli_common import (
     add_model_argument,
     add_sampling_arguments,
     add_thread_arguments,
@@ -58,7 +58,7 @@ def _write(text: str) -> None:
 
 @user_errors_exit_1
 def run(args: argparse.Namespace) -> int:
-    from .chat_template import ChatTemplateError  # imports Jinja: not at `cpullm` start-up
+    from cpullm.chat_template import ChatTemplateError  # imports Jinja: not at `cpullm` start-up
 
     if args.system is not None:
         checked_text(args.system, "the --system message")

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import _native
+from cpullm import _native
 
 if TYPE_CHECKING:  # these import numpy; the commands import them when they run
-    from .llm import LLM
-    from .native_model import NativeModel
-    from .sampling import SamplingParams
+    from cpullm.llm import LLM
+    from cpullm.native_model import NativeModel
+    from cpullm.sampling import SamplingParams
 
 # What the engine raises for input it refuses (GGUFError, ChatTemplateError and SamplingParams checks
 # are ValueErrors; NativeError and DefaultModelError are RuntimeErrors; VariantError is an ImportError).
@@ -84,7 +84,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, max_tokens: int) -> 
 
 
 def sampling_params(args: argparse.Namespace) -> SamplingParams:
-    from .sampling import SamplingParams
+    from cpullm.sampling import SamplingParams
 
     return SamplingParams(
         max_tokens=args.max_tokens,
@@ -103,7 +103,7 @@ def model_path(arg: str | None) -> Path:
     """The model to load: ``arg``, or the default model (fetched on first use, with a progress bar)."""
     if arg is not None:
         return Path(arg)
-    from .default_model import default_model_path
+    from cpullm.default_model import default_model_path
 
     return default_model_path()
 
@@ -114,8 +114,8 @@ def variant_name() -> str:
 
 def load_llm(args: argparse.Namespace) -> LLM:
     """An LLM for ``args.model`` with ``args.threads`` threads (pinned with ``--pin``)."""
-    from .llm import LLM
-    from .threads import default_threads
+    from cpullm.llm import LLM
+    from cpullm.threads import default_threads
 
     threads = args.threads or default_threads()
     llm = LLM(model_path(args.model), threads=threads)
@@ -126,8 +126,8 @@ def load_llm(args: argparse.Namespace) -> LLM:
 
 def pin_native_pool(model: NativeModel, threads: int) -> list[int]:
     """Start the native pool with one throw-away token step and pin its threads (see threads.pin_pool)."""
-    from .native_model import SeqChunk
-    from .threads import pin_pool
+    from cpullm.native_model import SeqChunk
+    from cpullm.threads import pin_pool
 
     def start_pool() -> None:
         cache = model.new_cache(1, 16)

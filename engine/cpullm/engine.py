@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .kv_blocks import BlockManager, BlockTable, OutOfBlocks
-from .model_file import ModelFile
-from .native_model import NativeModel, SeqChunk
-from .sampling import FinishReason, Sampler, SamplingParams, TextStream
-from .threads import default_threads, usable_cores
-from .tokenizer import Tokenizer
+from cpullm.kv_blocks import BlockManager, BlockTable, OutOfBlocks
+from cpullm.model_file import ModelFile
+from cpullm.native_model import NativeModel, SeqChunk
+from cpullm.sampling import FinishReason, Sampler, SamplingParams, TextStream
+from cpullm.threads import default_threads, usable_cores
+from cpullm.tokenizer import Tokenizer
 
 __all__ = ["Engine", "StepOutput", "usable_cores"]
 
@@ -91,7 +91,7 @@ class Engine:
         kv_dtype: str = "f16",
     ) -> None:
         if model_path is None:
-            from .default_model import default_model_path
+            from cpullm.default_model import default_model_path
 
             model_path = default_model_path()
         self.model_file = ModelFile.open(model_path)

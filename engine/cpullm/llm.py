@@ -21,9 +21,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chat_template import ChatTemplate
-from .engine import Engine
-from .sampling import SamplingParams
+from cpullm.chat_template import ChatTemplate
+from cpullm.engine import Engine
+from cpullm.sampling import SamplingParams
 
 Messages = Sequence[Mapping[str, Any]]
 Prompt = str | Sequence[int]

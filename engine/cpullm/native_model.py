@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _native
-from .config import ModelConfig, RopeLayout
-from .model_file import ModelFile
+from cpullm import _native
+from cpullm.config import ModelConfig, RopeLayout
+from cpullm.model_file import ModelFile
 
 _ROPE_MODES = {RopeLayout.NORMAL: 0, RopeLayout.NEOX: 2}
 _KV_TYPES = {"f32": 0, "f16": 1}

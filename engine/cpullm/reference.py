@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from gguf.quants import dequantize
 
-from .config import ModelConfig, RopeLayout
-from .model_file import ModelFile
+from cpullm.config import ModelConfig, RopeLayout
+from cpullm.model_file import ModelFile
 
 Weights = Mapping[str, np.ndarray]
 

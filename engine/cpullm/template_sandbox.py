@@ -34,8 +34,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEscapeFormatt
 from jinja2.utils import _PassArg, pass_context
 from markupsafe import Markup
 
-from . import template_budget
-from .template_budget import (
+from cpullm import template_budget
+from cpullm.template_budget import (
     SPEC_NUMBER,
     Budget,
     Counted,

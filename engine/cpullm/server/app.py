@@ -25,8 +25,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..default_model import DEFAULT_MODEL_FILE
-from ..engine import Engine
+from cpullm.default_model import DEFAULT_MODEL_FILE
+from cpullm.engine import Engine
+
 from .async_engine import AsyncEngine
 from .errors import APIError, install_error_handlers
 from .metrics import CONTENT_TYPE, Metrics

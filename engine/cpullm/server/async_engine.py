@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..engine import Engine, StepOutput
-from ..sampling import SamplingParams
+from cpullm.engine import Engine, StepOutput
+from cpullm.sampling import SamplingParams
+
 from .metrics import Metrics
 
 log = logging.getLogger("cpullm.server")

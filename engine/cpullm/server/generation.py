@@ -15,8 +15,9 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from ..engine import StepOutput
-from ..sampling import SamplingParams
+from cpullm.engine import StepOutput
+from cpullm.sampling import SamplingParams
+
 from .async_engine import AsyncEngine
 from .errors import bad_request
 

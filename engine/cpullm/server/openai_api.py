@@ -22,10 +22,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ..chat_template import ChatTemplate, ChatTemplateError
-from ..engine import Engine, StepOutput
-from ..sampling import SamplingParams
-from ..tokenizer import Tokenizer
+from cpullm.chat_template import ChatTemplate, ChatTemplateError
+from cpullm.engine import Engine, StepOutput
+from cpullm.sampling import SamplingParams
+from cpullm.tokenizer import Tokenizer
+
 from .async_engine import AsyncEngine
 from .auth import require_api_key
 from .errors import APIError, bad_request

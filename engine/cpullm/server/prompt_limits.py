@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..tokenizer import _NFC_PRE, BYTE, Tokenizer
+from cpullm.tokenizer import _NFC_PRE, BYTE, Tokenizer
+
 from .errors import bad_request
 
 NFC_SHRINK = 4

@@ -19,7 +19,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from ..sampling import MAX_LOGPROBS, SamplingParams
+from cpullm.sampling import MAX_LOGPROBS, SamplingParams
+
 from .errors import bad_request
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's legacy completions default
