@@ -59,10 +59,10 @@ def _reply(**fields: Any) -> None:
 class _CpullmWorker:
     def __init__(self, model: str, threads: int, tokens: list[int], depth: int) -> None:
         sys.path.insert(0, str(REPO / "engine"))
-        from cpullm import _native
         from cpullm.bench import ModelBench
         from cpullm.model_file import ModelFile
-        from cpullm.native_model import NativeModel
+        from cpullm.native import loader as _native
+        from cpullm.native.runner import NativeModel
 
         self.model = NativeModel(ModelFile.open(model))
         self.model.set_threads(threads)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cpubuild.features import FEATURES, known_features
-from cpullm import _native
+from cpullm.native import loader as _native
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="x86_64 host tests")
 
@@ -25,7 +25,7 @@ ENGINE = str(REPO / "engine")
 
 SNIPPET = """
 import sys
-from cpullm import _native
+from cpullm.native import loader as _native
 try:
     lib, sel = _native.native()
 except _native.VariantError as e:

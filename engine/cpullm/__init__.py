@@ -8,7 +8,7 @@ import os as _os
 # native kernel threads for the same cores.
 _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from cpullm import _eager
+from cpullm.native import eager as _eager
 
 # Load the native variant now, so a wheel built for CPU features this host lacks fails at import
 # with an ImportError naming what is missing, never later with SIGILL.

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from cpullm.native_model import NativeModel, SeqChunk
+from cpullm.native.runner import NativeModel, SeqChunk
 
 DECODE_PROMPT_TOKENS = 8
 BLOCK_SIZE = 16

@@ -9,8 +9,9 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from cpullm import __version__, _eager, cli_bench, cli_chat, cli_generate, cli_serve
+from cpullm import __version__, cli_bench, cli_chat, cli_generate, cli_serve
 from cpullm.cli_common import stdout_closed
+from cpullm.native import eager as _eager
 
 
 def _info_arguments(parser: argparse.ArgumentParser) -> None:

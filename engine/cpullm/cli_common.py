@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cpullm import _native
+from cpullm.native import loader as _native
 
 if TYPE_CHECKING:  # these import numpy; the commands import them when they run
     from cpullm.llm import LLM
-    from cpullm.native_model import NativeModel
+    from cpullm.native.runner import NativeModel
     from cpullm.sampling import SamplingParams
 
 # What the engine raises for input it refuses (GGUFError, ChatTemplateError and SamplingParams checks
@@ -115,7 +115,7 @@ def variant_name() -> str:
 def load_llm(args: argparse.Namespace) -> LLM:
     """An LLM for ``args.model`` with ``args.threads`` threads (pinned with ``--pin``)."""
     from cpullm.llm import LLM
-    from cpullm.threads import default_threads
+    from cpullm.native.threads import default_threads
 
     threads = args.threads or default_threads()
     llm = LLM(model_path(args.model), threads=threads)
@@ -126,8 +126,8 @@ def load_llm(args: argparse.Namespace) -> LLM:
 
 def pin_native_pool(model: NativeModel, threads: int) -> list[int]:
     """Start the native pool with one throw-away token step and pin its threads (see threads.pin_pool)."""
-    from cpullm.native_model import SeqChunk
-    from cpullm.threads import pin_pool
+    from cpullm.native.runner import SeqChunk
+    from cpullm.native.threads import pin_pool
 
     def start_pool() -> None:
         cache = model.new_cache(1, 16)

@@ -30,9 +30,9 @@ import numpy as np
 
 from cpullm.kv_blocks import BlockManager, BlockTable, OutOfBlocks
 from cpullm.model_file import ModelFile
-from cpullm.native_model import NativeModel, SeqChunk
+from cpullm.native.runner import NativeModel, SeqChunk
+from cpullm.native.threads import default_threads, usable_cores
 from cpullm.sampling import FinishReason, Sampler, SamplingParams, TextStream
-from cpullm.threads import default_threads, usable_cores
 from cpullm.tokenizer import Tokenizer
 
 __all__ = ["Engine", "StepOutput", "usable_cores"]

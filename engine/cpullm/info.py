@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cpullm import __version__, _eager, _native
+from cpullm import __version__
+from cpullm.native import eager as _eager
+from cpullm.native import loader as _native
 
 SELFTEST_REPORT_BYTES = 64 * 1024
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from cpullm import _native, cli
+from cpullm import cli
+from cpullm.native import loader as _native
 
 
 def test_json_schema(tiny_model, capsys):
@@ -80,7 +81,7 @@ def test_depth_context_is_really_in_the_cache(tiny_model):
 
     from cpullm.bench import ModelBench
     from cpullm.model_file import ModelFile
-    from cpullm.native_model import NativeModel, SeqChunk
+    from cpullm.native.runner import NativeModel, SeqChunk
 
     model = NativeModel(ModelFile.open(tiny_model))
     depth = 37

@@ -12,7 +12,7 @@ from tiny_gguf import TinySpec, write_tiny_gguf
 
 from cpullm import reference
 from cpullm.model_file import ModelFile
-from cpullm.native_model import NativeError, NativeModel, SeqChunk
+from cpullm.native.runner import NativeError, NativeModel, SeqChunk
 
 # Activations are quantized to 8 bits for quantized weights, so those agree less tightly than floats.
 TOLERANCE = {QT.F32: 1e-4, QT.F16: 1e-3, QT.BF16: 1e-2}
@@ -22,7 +22,7 @@ TOKENS = [1, 5, 9, 33, 100, 7, 8, 200, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 250,
 
 @pytest.fixture(scope="module")
 def lib(native_lib_dir: Path):
-    from cpullm import _native
+    from cpullm.native import loader as _native
 
     os.environ.setdefault("CPULLM_LIB_DIR", str(native_lib_dir))
     return _native.load_variant(_native.select(native_lib_dir))
@@ -168,7 +168,7 @@ def test_smollm2_answers_paris_and_tracks_the_float_reference(smollm2_path, lib)
 
 
 def test_products_run_from_packed_weights_and_results_do_not_change(tmp_path, lib, native_lib_dir):
-    from cpullm import _native
+    from cpullm.native import loader as _native
 
     path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(weight_type=QT.Q4_1, embed_type=QT.Q8_0))
     mf, nm = _model(path, lib)
@@ -182,7 +182,7 @@ def test_products_run_from_packed_weights_and_results_do_not_change(tmp_path, li
 
 
 def test_long_steps_run_as_passes_with_logits_in_order(tmp_path, lib):
-    from cpullm.native_model import NativeModel as NM
+    from cpullm.native.runner import NativeModel as NM
 
     # 150 + 100 tokens: more than one native pass (128 tokens), cut inside the first sequence and again
     # inside the second; every position of the first sequence and the last 3 of the second want logits.

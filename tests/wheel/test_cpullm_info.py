@@ -19,7 +19,7 @@ def _info(lib_dir, *args, **env):
 
 
 def test_json_shows_variant_reason_and_usable_features(native_lib_dir):
-    from cpullm import _native
+    from cpullm.native import loader as _native
 
     done = _info(native_lib_dir, "--json")
     assert done.returncode == 0, done.stderr
@@ -42,7 +42,7 @@ def test_text_form_and_selftest(native_lib_dir):
 
 
 def test_refused_variant_is_explained_with_exit_1(native_lib_dir):
-    import cpullm._native as native
+    import cpullm.native.loader as native
 
     if "amx_tile" in native.select(native_lib_dir).host.usable:
         pytest.skip("this host can run AMX")

@@ -35,7 +35,9 @@ def test_avx512_wheel_on_haswell_fails_at_import_not_sigill(avx512_venv):
     result = _run(avx512_venv, "Haswell", "-c", "import cpullm")
     assert result.returncode == 1, (result.returncode, result.stderr[-2000:])  # 132 would be SIGILL
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("cpullm._native.VariantError: this cpullm wheel cannot run on this CPU (x86_64)")
+    assert last.startswith(
+        "cpullm.native.loader.VariantError: this cpullm wheel cannot run on this CPU (x86_64)"
+    )
     assert "avx512 needs avx512f, avx512bw, avx512vl, avx512dq, avx512cd" in last
     assert "Install the wheel built for avx2" in last
 

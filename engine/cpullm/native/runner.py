@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cpullm import _native
 from cpullm.config import ModelConfig, RopeLayout
 from cpullm.model_file import ModelFile
+from cpullm.native import loader as _native
 
 _ROPE_MODES = {RopeLayout.NORMAL: 0, RopeLayout.NEOX: 2}
 _KV_TYPES = {"f32": 0, "f16": 1}

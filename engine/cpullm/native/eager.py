@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from cpullm import _native
+from cpullm.native import loader as _native
 
 import_error: _native.VariantError | None = None
 

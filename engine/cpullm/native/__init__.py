@@ -1,0 +1,1 @@
+"""Native layer: choosing and loading the variant library, its ABI, threads and pinning."""
