@@ -60,7 +60,7 @@ class _CpullmWorker:
     def __init__(self, model: str, threads: int, tokens: list[int], depth: int) -> None:
         sys.path.insert(0, str(REPO / "engine"))
         from cpullm.bench import ModelBench
-        from cpullm.model_file import ModelFile
+        from cpullm.model.model_file import ModelFile
         from cpullm.native import loader as _native
         from cpullm.native.runner import NativeModel
 
@@ -198,7 +198,7 @@ def _commit() -> str:
 
 def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[str, Any]:
     sys.path.insert(0, str(REPO / "engine"))
-    from cpullm.model_file import ModelFile
+    from cpullm.model.model_file import ModelFile
 
     load_before = os.getloadavg()[0]  # the machine is shared: the report says how busy it was
     commit = _commit()  # now: the tree may move on while this runs
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["CPULLM_LIB_DIR"] = env["CPULLM_LIB_DIR"]
     if args.model is None:
         sys.path.insert(0, str(REPO / "engine"))
-        from cpullm.default_model import default_model_path
+        from cpullm.model.default_model import default_model_path
 
         args.model = default_model_path()
     report = measure(args, args.model, env)

@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     from cpullm.bench import DECODE_PROMPT_TOKENS, ModelBench, peak_rss_bytes, summarize
-    from cpullm.model_file import ModelFile
+    from cpullm.model.model_file import ModelFile
     from cpullm.native.runner import NativeModel
     from cpullm.native.threads import default_threads
 

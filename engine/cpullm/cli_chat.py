@@ -58,7 +58,7 @@ def _write(text: str) -> None:
 
 @user_errors_exit_1
 def run(args: argparse.Namespace) -> int:
-    from cpullm.chat_template import ChatTemplateError  # imports Jinja: not at `cpullm` start-up
+    from cpullm.model.chat_template import ChatTemplateError  # imports Jinja: not at `cpullm` start-up
 
     if args.system is not None:
         checked_text(args.system, "the --system message")

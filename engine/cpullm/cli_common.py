@@ -103,7 +103,7 @@ def model_path(arg: str | None) -> Path:
     """The model to load: ``arg``, or the default model (fetched on first use, with a progress bar)."""
     if arg is not None:
         return Path(arg)
-    from cpullm.default_model import default_model_path
+    from cpullm.model.default_model import default_model_path
 
     return default_model_path()
 

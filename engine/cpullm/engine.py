@@ -3,7 +3,7 @@
 Public API
 ----------
 ``Engine(model_path=None, threads=None, kv_cache_gb=None, max_num_seqs=16, max_model_len=None, ...)``
-    Loads the model (default: the SmolLM2 GGUF, see :mod:`cpullm.default_model`), its tokenizer and chat
+    Loads the model (default: the SmolLM2 GGUF, see :mod:`cpullm.model.default_model`), its tokenizer and chat
     template, and a paged KV cache capped at ``kv_cache_gb``.
 ``Engine.add_request(request_id, prompt_ids, params) -> None``
     Queue a request; raises ``ValueError`` for an empty prompt or one that does not fit the context.
@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cpullm.kv_blocks import BlockManager, BlockTable, OutOfBlocks
-from cpullm.model_file import ModelFile
+from cpullm.model.model_file import ModelFile
+from cpullm.model.tokenizer import Tokenizer
 from cpullm.native.runner import NativeModel, SeqChunk
 from cpullm.native.threads import default_threads, usable_cores
 from cpullm.sampling import FinishReason, Sampler, SamplingParams, TextStream
-from cpullm.tokenizer import Tokenizer
 
 __all__ = ["Engine", "StepOutput", "usable_cores"]
 
@@ -91,7 +91,7 @@ class Engine:
         kv_dtype: str = "f16",
     ) -> None:
         if model_path is None:
-            from cpullm.default_model import default_model_path
+            from cpullm.model.default_model import default_model_path
 
             model_path = default_model_path()
         self.model_file = ModelFile.open(model_path)

@@ -21,8 +21,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cpullm.chat_template import ChatTemplate
 from cpullm.engine import Engine
+from cpullm.model.chat_template import ChatTemplate
 from cpullm.sampling import SamplingParams
 
 Messages = Sequence[Mapping[str, Any]]

@@ -13,7 +13,7 @@ Public API
 ``ReferenceModel(model_file)``
     Holds the dequantized weights; ``logits(tokens)`` and ``greedy(tokens, n, stop_ids)``.
 
-RoPE follows llama.cpp (see :mod:`cpullm.config`): ``RopeLayout.NORMAL`` rotates adjacent lanes
+RoPE follows llama.cpp (see :mod:`cpullm.model.config`): ``RopeLayout.NORMAL`` rotates adjacent lanes
 ``(2i, 2i+1)``, ``RopeLayout.NEOX`` rotates ``(i, i + rope_dim/2)``; the angle of pair ``i`` at position
 ``p`` is ``p / rope_scale * rope_theta ** (-2i / rope_dim) / rope_freqs[i]`` (``rope_freqs`` only when
 the file has that tensor). Nothing here is fast; it is written to be obviously right.
@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from gguf.quants import dequantize
 
-from cpullm.config import ModelConfig, RopeLayout
-from cpullm.model_file import ModelFile
+from cpullm.model.config import ModelConfig, RopeLayout
+from cpullm.model.model_file import ModelFile
 
 Weights = Mapping[str, np.ndarray]
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 if TYPE_CHECKING:
-    from cpullm.tokenizer import Tokenizer
+    from cpullm.model.tokenizer import Tokenizer
 
 FinishReason = Literal["stop", "length"]
 MAX_LOGPROBS = 20
@@ -290,7 +290,7 @@ class TextStream:
     def __init__(
         self, tokenizer: Tokenizer, params: SamplingParams, eog_ids: Iterable[int] | None = None
     ) -> None:
-        from cpullm.tokenizer import IncrementalDecoder
+        from cpullm.model.tokenizer import IncrementalDecoder
 
         self.params = params
         self.decoder = IncrementalDecoder(tokenizer, skip_special=params.skip_special_tokens)

@@ -80,7 +80,7 @@ def test_depth_context_is_really_in_the_cache(tiny_model):
     import numpy as np
 
     from cpullm.bench import ModelBench
-    from cpullm.model_file import ModelFile
+    from cpullm.model.model_file import ModelFile
     from cpullm.native.runner import NativeModel, SeqChunk
 
     model = NativeModel(ModelFile.open(tiny_model))

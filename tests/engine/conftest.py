@@ -39,6 +39,6 @@ def tiny_spm(tiny_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
     """The real default model (SmolLM2-135M-Instruct Q4_1), fetched once into the user cache."""
-    from cpullm.default_model import default_model_path
+    from cpullm.model.default_model import default_model_path
 
     return default_model_path()

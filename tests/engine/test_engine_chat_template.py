@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cpullm.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError
-from cpullm.gguf_file import GGUFFile
-from cpullm.tokenizer import Tokenizer
+from cpullm.model.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError
+from cpullm.model.gguf_file import GGUFFile
+from cpullm.model.tokenizer import Tokenizer
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 

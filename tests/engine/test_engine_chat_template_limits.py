@@ -16,8 +16,8 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from real_chat_templates import CASES
 
-from cpullm import template_budget
-from cpullm.chat_template import (
+from cpullm.model import template_budget
+from cpullm.model.chat_template import (
     SOURCE_MAX_CHARS,
     ChatTemplate,
     ChatTemplateCancelled,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cpullm import default_model
-from cpullm.default_model import (
+from cpullm.model import default_model
+from cpullm.model.default_model import (
     DEFAULT_MODEL_FILE,
     DEFAULT_MODEL_PACKAGE,
     DefaultModelError,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cpullm.gguf_file import GGUFFile
+from cpullm.model.gguf_file import GGUFFile
 from support.gguf_fuzz import FAILURES, HARNESS_CHECKS, MUTATORS, make_case, scan, write_bases
 
 TESTS = Path(__file__).resolve().parents[1]

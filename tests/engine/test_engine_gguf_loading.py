@@ -11,9 +11,9 @@ import pytest
 from gguf import GGMLQuantizationType as QT
 from tiny_gguf import TinySpec, write_tiny_gguf
 
-from cpullm.config import ModelConfig, RopeLayout
-from cpullm.gguf_file import GGUFError, GGUFFile
-from cpullm.model_file import ModelFile
+from cpullm.model.config import ModelConfig, RopeLayout
+from cpullm.model.gguf_file import GGUFError, GGUFFile
+from cpullm.model.model_file import ModelFile
 
 ALL_TYPES = [QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q4_K, QT.Q6_K]
 

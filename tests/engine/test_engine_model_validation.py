@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from tiny_gguf import TinySpec, write_tiny_gguf
 
-from cpullm.gguf_file import GGUFError, GGUFFile
-from cpullm.model_file import ModelFile
-from cpullm.tokenizer import Tokenizer
+from cpullm.model.gguf_file import GGUFError, GGUFFile
+from cpullm.model.model_file import ModelFile
+from cpullm.model.tokenizer import Tokenizer
 from support.gguf_fuzz import Layout, patch, scan
 
 Edit = Callable[[bytearray, Layout], None]

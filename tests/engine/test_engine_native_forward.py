@@ -11,7 +11,7 @@ from gguf import GGMLQuantizationType as QT
 from tiny_gguf import TinySpec, write_tiny_gguf
 
 from cpullm import reference
-from cpullm.model_file import ModelFile
+from cpullm.model.model_file import ModelFile
 from cpullm.native.runner import NativeError, NativeModel, SeqChunk
 
 # Activations are quantized to 8 bits for quantized weights, so those agree less tightly than floats.
@@ -144,7 +144,7 @@ def test_bad_batches_are_refused_with_a_reason(tmp_path, lib):
 
 @pytest.mark.slow
 def test_smollm2_answers_paris_and_tracks_the_float_reference(smollm2_path, lib):
-    from cpullm.tokenizer import Tokenizer
+    from cpullm.model.tokenizer import Tokenizer
 
     mf, nm = _model(smollm2_path, lib)
     tok = Tokenizer.from_gguf(mf.gguf)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cpullm.gguf_file import GGUFFile
+from cpullm.model.gguf_file import GGUFFile
+from cpullm.model.tokenizer import Tokenizer
 from cpullm.sampling import Sampler, SamplingParams, StopStringMatcher, TextStream
-from cpullm.tokenizer import Tokenizer
 
 PROBS = np.array([0.5, 0.3, 0.15, 0.05])
 LOGITS = np.log(PROBS).astype(np.float32)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from tiny_gguf import TinySpec, write_tiny_gguf
 
-from cpullm.gguf_file import GGUFError, GGUFFile
-from cpullm.tokenizer import IncrementalDecoder, Tokenizer
+from cpullm.model.gguf_file import GGUFError, GGUFFile
+from cpullm.model.tokenizer import IncrementalDecoder, Tokenizer
 
 TRICKY = [
     "",
@@ -198,7 +198,7 @@ def _smollm2_tokenizer(path: Path) -> Tokenizer:
 )
 def test_pre_tokenizer_splits(tiny_dir: Path, pre: str, pieces: list[str]) -> None:
     """GPT-2 splits digit runs whole, SmolLM digit by digit, Llama 3 in threes; newline runs differ too."""
-    from cpullm.tokenizer import PRE_TOKENIZERS
+    from cpullm.model.tokenizer import PRE_TOKENIZERS
 
     text = "Hello world's 12345  x\n\nyes"
     assert [p for p, _ in PRE_TOKENIZERS[pre]().pre_tokenize_str(text)] == pieces

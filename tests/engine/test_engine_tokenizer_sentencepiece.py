@@ -16,8 +16,8 @@ import sentencepiece as spm
 from test_engine_tokenizer import TRICKY
 from tiny_gguf import TinySpec, write_tiny_gguf
 
-from cpullm.gguf_file import GGUFFile
-from cpullm.tokenizer import IncrementalDecoder, Tokenizer
+from cpullm.model.gguf_file import GGUFFile
+from cpullm.model.tokenizer import IncrementalDecoder, Tokenizer
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",

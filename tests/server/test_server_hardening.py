@@ -26,12 +26,12 @@ from gguf import GGMLQuantizationType as QT
 from server_process import TINY_CONTEXT, ServerProcess, running_server
 from tiny_gguf import CHATML_WITH_SYSTEM, TinySpec, write_tiny_gguf
 
-from cpullm.gguf_file import GGUFFile
+from cpullm.model.gguf_file import GGUFFile
+from cpullm.model.tokenizer import Tokenizer
 from cpullm.server.errors import APIError
 from cpullm.server.openai_api import _max_tokens
 from cpullm.server.prompt_limits import ContextBoundTokenizer, max_bytes_per_token
 from cpullm.server.request_guard import MAX_JSON_VALUES, count_json_values
-from cpullm.tokenizer import Tokenizer
 
 MODEL = "tiny-chat"
 MAX_REQUEST_BYTES = 4 << 20  # the default

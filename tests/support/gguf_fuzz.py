@@ -604,7 +604,7 @@ def _bug(path: str) -> str:
 
 
 def _refuse(path: str) -> str:
-    from cpullm.gguf_file import GGUFError
+    from cpullm.model.gguf_file import GGUFError
 
     raise GGUFError(f"{path}: refused on purpose.")
 

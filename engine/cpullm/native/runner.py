@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cpullm.config import ModelConfig, RopeLayout
-from cpullm.model_file import ModelFile
+from cpullm.model.config import ModelConfig, RopeLayout
+from cpullm.model.model_file import ModelFile
 from cpullm.native import loader as _native
 
 _ROPE_MODES = {RopeLayout.NORMAL: 0, RopeLayout.NEOX: 2}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cpullm.tokenizer import _NFC_PRE, BYTE, Tokenizer
+from cpullm.model.tokenizer import _NFC_PRE, BYTE, Tokenizer
 
 from .errors import bad_request
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import quants
 
-from cpullm.config import OPTIONAL_TENSORS, ModelConfig
-from cpullm.gguf_file import GGUFError, GGUFFile, GGUFTensor
+from cpullm.model.config import OPTIONAL_TENSORS, ModelConfig
+from cpullm.model.gguf_file import GGUFError, GGUFFile, GGUFTensor
 
 
 @dataclass(frozen=True)

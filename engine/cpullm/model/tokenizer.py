@@ -37,7 +37,7 @@ import numpy as np
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
-from cpullm.gguf_file import GGUFError, GGUFFile
+from cpullm.model.gguf_file import GGUFError, GGUFFile
 
 # gguf TokenType values
 UNDEFINED, NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 0, 1, 2, 3, 4, 5, 6

@@ -32,7 +32,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from cpullm.gguf_file import MISSING, GGUFError, GGUFFile, Missing
+from cpullm.model.gguf_file import MISSING, GGUFError, GGUFFile, Missing
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "mistral")
 SUPPORTED_ROPE_SCALING = ("none", "linear")

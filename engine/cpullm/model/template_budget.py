@@ -1,6 +1,6 @@
 """The budget of one template render: steps, time, and the size of what it builds.
 
-:mod:`cpullm.template_sandbox` compiles templates so that they report every step and every value they
+:mod:`cpullm.model.template_sandbox` compiles templates so that they report every step and every value they
 build to the :class:`Budget` of the render in progress (one per render, found through a context
 variable, so concurrent renders in several threads do not mix):
 

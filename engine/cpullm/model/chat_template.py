@@ -20,9 +20,9 @@ Public API
 
 The template comes from the model file, so it is untrusted code: its source is at most
 ``SOURCE_MAX_CHARS`` (128 K) characters, and it renders in
-:class:`~cpullm.template_sandbox.BoundedSandbox`, which stops it after ``RENDER_MAX_SECONDS`` (2 s) or
+:class:`~cpullm.model.template_sandbox.BoundedSandbox`, which stops it after ``RENDER_MAX_SECONDS`` (2 s) or
 ``RENDER_MAX_STEPS`` steps, and keeps its output and every value it builds within ``RENDER_MAX_CHARS``
-(4 M) characters; the limits are in :mod:`cpullm.template_budget`.
+(4 M) characters; the limits are in :mod:`cpullm.model.template_budget`.
 
 Otherwise the environment matches transformers' ``_compile_jinja_template``: an immutable sandbox
 with ``trim_blocks`` and ``lstrip_blocks``, the ``loopcontrols`` extension, ``{% generation %}`` blocks
@@ -42,12 +42,12 @@ import jinja2
 import jinja2.ext
 import jinja2.nodes
 
-from cpullm import template_sandbox
-from cpullm.gguf_file import GGUFFile
-from cpullm.template_budget import RenderCancelled, RenderStopped, collect
+from cpullm.model import template_sandbox
+from cpullm.model.gguf_file import GGUFFile
+from cpullm.model.template_budget import RenderCancelled, RenderStopped, collect
 
 if TYPE_CHECKING:
-    from cpullm.tokenizer import Tokenizer
+    from cpullm.model.tokenizer import Tokenizer
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

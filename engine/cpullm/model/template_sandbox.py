@@ -3,9 +3,9 @@
 Jinja's own sandbox keeps a template away from Python internals, but not from looping for ever or
 building a string of many gigabytes. :class:`BoundedSandbox` compiles templates so that every loop
 element, call, filter, operator, attribute access, literal, ``~`` and output write reports to the
-render's :class:`~cpullm.template_budget.Budget` (the limits and what counts are described there), and
+render's :class:`~cpullm.model.template_budget.Budget` (the limits and what counts are described there), and
 :func:`render` gives each render a fresh budget and caps the rendered text at
-:data:`~cpullm.template_budget.RENDER_MAX_CHARS`.
+:data:`~cpullm.model.template_budget.RENDER_MAX_CHARS`.
 
 Public API
 ----------
@@ -15,8 +15,8 @@ Public API
 ``render(template, variables, should_stop=None) -> str``
     ``should_stop`` is any ``() -> bool`` (e.g. ``threading.Event().is_set``, or a check that the client
     is still connected), called from the rendering thread before the render and every
-    :data:`~cpullm.template_budget.STOP_CHECK_EVERY` steps. Raises
-    :class:`~cpullm.template_budget.RenderStopped` (or its subclass ``RenderCancelled``) when a limit is
+    :data:`~cpullm.model.template_budget.STOP_CHECK_EVERY` steps. Raises
+    :class:`~cpullm.model.template_budget.RenderStopped` (or its subclass ``RenderCancelled``) when a limit is
     hit; errors the template itself raises propagate as they are.
 """
 
@@ -34,8 +34,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEscapeFormatt
 from jinja2.utils import _PassArg, pass_context
 from markupsafe import Markup
 
-from cpullm import template_budget
-from cpullm.template_budget import (
+from cpullm.model import template_budget
+from cpullm.model.template_budget import (
     SPEC_NUMBER,
     Budget,
     Counted,
