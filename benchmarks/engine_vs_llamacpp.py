@@ -59,10 +59,10 @@ def _reply(**fields: Any) -> None:
 class _CpullmWorker:
     def __init__(self, model: str, threads: int, tokens: list[int], depth: int) -> None:
         sys.path.insert(0, str(REPO / "engine"))
-        from cpullm.bench import ModelBench
         from cpullm.model.model_file import ModelFile
         from cpullm.native import loader as _native
         from cpullm.native.runner import NativeModel
+        from cpullm.runtime.bench import ModelBench
 
         self.model = NativeModel(ModelFile.open(model))
         self.model.set_threads(threads)

@@ -160,8 +160,8 @@ def engine_baseline(
 ) -> dict[int, float]:
     """Decode tokens/s of the bare engine with ``n`` sequences decoding together, per level (median)."""
     sys.path.insert(0, str(REPO / "engine"))
-    from cpullm.engine import Engine
-    from cpullm.sampling import SamplingParams
+    from cpullm.runtime.engine import Engine
+    from cpullm.runtime.sampling import SamplingParams
 
     engine = Engine(None, threads=threads, max_num_seqs=max(levels))
     params = SamplingParams(temperature=0.7, max_tokens=max_tokens, ignore_eos=True, seed=1)

@@ -24,7 +24,7 @@ def __getattr__(name: str) -> object:
 
         return getattr(llm, name)
     if name == "SamplingParams":
-        from cpullm.sampling import SamplingParams
+        from cpullm.runtime.sampling import SamplingParams
 
         return SamplingParams
     raise AttributeError(f"module 'cpullm' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 For each thread count: one warm-up of each test (discarded), then ``-r`` repetitions of ppP (one step of
 P prompt tokens into an empty cache) and tgN (N single-token steps after a short prompt); the table shows
-the median tokens/s and the spread. The native model is driven directly (see :mod:`cpullm.bench`), so
+the median tokens/s and the spread. The native model is driven directly (see :mod:`cpullm.runtime.bench`), so
 this measures the engine, not the scheduler or sampler. ``-p 0`` or ``-n 0`` skips that test.
 
 ``--json`` schema, version 1 (fields may be added, never renamed or removed):
@@ -77,10 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from cpullm.bench import DECODE_PROMPT_TOKENS, ModelBench, peak_rss_bytes, summarize
     from cpullm.model.model_file import ModelFile
     from cpullm.native.runner import NativeModel
     from cpullm.native.threads import default_threads
+    from cpullm.runtime.bench import DECODE_PROMPT_TOKENS, ModelBench, peak_rss_bytes, summarize
 
     path = model_path(args.model)
     start = time.perf_counter()

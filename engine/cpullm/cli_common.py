@@ -24,7 +24,7 @@ from cpullm.native import loader as _native
 if TYPE_CHECKING:  # these import numpy; the commands import them when they run
     from cpullm.llm import LLM
     from cpullm.native.runner import NativeModel
-    from cpullm.sampling import SamplingParams
+    from cpullm.runtime.sampling import SamplingParams
 
 # What the engine raises for input it refuses (GGUFError, ChatTemplateError and SamplingParams checks
 # are ValueErrors; NativeError and DefaultModelError are RuntimeErrors; VariantError is an ImportError).
@@ -84,7 +84,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, max_tokens: int) -> 
 
 
 def sampling_params(args: argparse.Namespace) -> SamplingParams:
-    from cpullm.sampling import SamplingParams
+    from cpullm.runtime.sampling import SamplingParams
 
     return SamplingParams(
         max_tokens=args.max_tokens,

@@ -21,9 +21,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cpullm.engine import Engine
 from cpullm.model.chat_template import ChatTemplate
-from cpullm.sampling import SamplingParams
+from cpullm.runtime.engine import Engine
+from cpullm.runtime.sampling import SamplingParams
 
 Messages = Sequence[Mapping[str, Any]]
 Prompt = str | Sequence[int]

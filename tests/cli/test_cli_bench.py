@@ -79,9 +79,9 @@ def test_depth_context_is_really_in_the_cache(tiny_model):
     tokens run as one prompt in a fresh cache."""
     import numpy as np
 
-    from cpullm.bench import ModelBench
     from cpullm.model.model_file import ModelFile
     from cpullm.native.runner import NativeModel, SeqChunk
+    from cpullm.runtime.bench import ModelBench
 
     model = NativeModel(ModelFile.open(tiny_model))
     depth = 37

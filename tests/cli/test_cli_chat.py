@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cpullm.llm import LLM
-from cpullm.sampling import SamplingParams
+from cpullm.runtime.sampling import SamplingParams
 
 REPO = Path(__file__).resolve().parents[2]
 

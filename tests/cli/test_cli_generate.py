@@ -12,7 +12,7 @@ import pytest
 
 from cpullm import cli
 from cpullm.llm import LLM
-from cpullm.sampling import SamplingParams
+from cpullm.runtime.sampling import SamplingParams
 
 REPO = Path(__file__).resolve().parents[2]
 GREEDY = ["--temperature", "0", "-n", "7", "--ignore-eos", "--threads", "1"]

@@ -10,7 +10,7 @@ import pytest
 
 from cpullm.model.gguf_file import GGUFFile
 from cpullm.model.tokenizer import Tokenizer
-from cpullm.sampling import Sampler, SamplingParams, StopStringMatcher, TextStream
+from cpullm.runtime.sampling import Sampler, SamplingParams, StopStringMatcher, TextStream
 
 PROBS = np.array([0.5, 0.3, 0.15, 0.05])
 LOGITS = np.log(PROBS).astype(np.float32)
@@ -217,7 +217,7 @@ def test_text_stream_stop_string_and_max_tokens(tiny_llama: Path) -> None:
 
 
 def test_blockwise_inverse_cdf_matches_cumsum() -> None:
-    from cpullm.sampling import _inverse_cdf
+    from cpullm.runtime.sampling import _inverse_cdf
 
     rng = np.random.default_rng(10)
     for n in (4, 255, 256, 257, 1000, 49152):
@@ -232,7 +232,7 @@ def test_blockwise_inverse_cdf_matches_cumsum() -> None:
 
 
 def test_partial_nucleus_equals_full_sort() -> None:
-    from cpullm.sampling import _nucleus_candidates
+    from cpullm.runtime.sampling import _nucleus_candidates
 
     rng = np.random.default_rng(11)
     for scale in (0.5, 3.0, 10.0):

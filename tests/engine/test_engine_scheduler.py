@@ -9,9 +9,9 @@ import pytest
 from gguf import GGMLQuantizationType as QT
 from tiny_gguf import TinySpec, write_tiny_gguf
 
-from cpullm.engine import Engine
-from cpullm.kv_blocks import BlockManager, BlockTable, OutOfBlocks
-from cpullm.sampling import SamplingParams
+from cpullm.runtime.engine import Engine
+from cpullm.runtime.kv_blocks import BlockManager, BlockTable, OutOfBlocks
+from cpullm.runtime.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 

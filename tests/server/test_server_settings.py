@@ -170,7 +170,7 @@ def test_health_is_503_while_loading_then_200(native_lib_dir, tiny_server_model,
     monkeypatch.setenv("CPULLM_LIB_DIR", str(native_lib_dir))
     from fastapi.testclient import TestClient
 
-    from cpullm.engine import Engine
+    from cpullm.runtime.engine import Engine
     from cpullm.server.app import create_app
 
     release = threading.Event()

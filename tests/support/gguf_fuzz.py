@@ -448,7 +448,7 @@ class CaseResult:
 def _exercise(path: str) -> str:
     """Load ``path`` as a user would and generate a few tokens; the outcome when nothing raised."""
     from cpullm.llm import LLM
-    from cpullm.sampling import SamplingParams
+    from cpullm.runtime.sampling import SamplingParams
 
     llm = LLM(path, threads=1, kv_cache_gb=KV_CACHE_GB, max_model_len=MAX_MODEL_LEN, max_num_seqs=2)
     room = llm.engine.max_model_len - 2  # a prompt must leave room for at least one new token

@@ -25,8 +25,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cpullm.engine import Engine
 from cpullm.model.default_model import DEFAULT_MODEL_FILE
+from cpullm.runtime.engine import Engine
 
 from .async_engine import AsyncEngine
 from .errors import APIError, install_error_handlers

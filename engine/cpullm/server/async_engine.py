@@ -1,4 +1,4 @@
-"""The asyncio face of the synchronous :class:`~cpullm.engine.Engine`.
+"""The asyncio face of the synchronous :class:`~cpullm.runtime.engine.Engine`.
 
 One background thread owns the engine: it loads the model (so the HTTP server listens, and answers
 ``/health`` with 503, while the weights load), then loops ``engine.step()`` while there is work and
@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cpullm.engine import Engine, StepOutput
-from cpullm.sampling import SamplingParams
+from cpullm.runtime.engine import Engine, StepOutput
+from cpullm.runtime.sampling import SamplingParams
 
 from .metrics import Metrics
 

@@ -15,8 +15,8 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from cpullm.engine import StepOutput
-from cpullm.sampling import SamplingParams
+from cpullm.runtime.engine import StepOutput
+from cpullm.runtime.sampling import SamplingParams
 
 from .async_engine import AsyncEngine
 from .errors import bad_request

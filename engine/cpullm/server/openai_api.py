@@ -22,10 +22,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from cpullm.engine import Engine, StepOutput
 from cpullm.model.chat_template import ChatTemplate, ChatTemplateError
 from cpullm.model.tokenizer import Tokenizer
-from cpullm.sampling import SamplingParams
+from cpullm.runtime.engine import Engine, StepOutput
+from cpullm.runtime.sampling import SamplingParams
 
 from .async_engine import AsyncEngine
 from .auth import require_api_key

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from cpullm.sampling import MAX_LOGPROBS, SamplingParams
+from cpullm.runtime.sampling import MAX_LOGPROBS, SamplingParams
 
 from .errors import bad_request
 

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cpullm.kv_blocks import BlockManager, BlockTable, OutOfBlocks
 from cpullm.model.model_file import ModelFile
 from cpullm.model.tokenizer import Tokenizer
 from cpullm.native.runner import NativeModel, SeqChunk
 from cpullm.native.threads import default_threads, usable_cores
-from cpullm.sampling import FinishReason, Sampler, SamplingParams, TextStream
+from cpullm.runtime.kv_blocks import BlockManager, BlockTable, OutOfBlocks
+from cpullm.runtime.sampling import FinishReason, Sampler, SamplingParams, TextStream
 
 __all__ = ["Engine", "StepOutput", "usable_cores"]
 

@@ -1,0 +1,1 @@
+"""The runtime: the continuous-batching engine, KV block bookkeeping, sampling, speed measurement."""
