@@ -2,6 +2,6 @@
 
 import sys
 
-from cpullm.cli import main
+from cpullm.cli.main import main
 
 sys.exit(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cpullm import cli
+from cpullm.cli import main as cli
 from cpullm.native import loader as _native
 
 

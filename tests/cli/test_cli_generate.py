@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cpullm import cli
+from cpullm.cli import main as cli
 from cpullm.llm import LLM
 from cpullm.runtime.sampling import SamplingParams
 

@@ -9,9 +9,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from cpullm import __version__, cli_bench, cli_chat, cli_generate, cli_serve
-from cpullm.cli_common import stdout_closed
-from cpullm.native import eager as _eager
+from cpullm import __version__
+from cpullm.cli import bench, chat, generate, serve
+from cpullm.cli.common import stdout_closed
+from cpullm.native import eager
 
 
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +21,7 @@ def _info_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from cpullm import info
+    from cpullm.cli import info
 
     return info.main(as_json=args.json, selftest=args.selftest)
 
@@ -30,10 +31,10 @@ Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable
 EXPLAINS_REFUSAL = {"info"}
 SUBCOMMANDS: list[Subcommand] = [
     ("info", "show the native variant loaded, why, and this CPU's usable features", _info_arguments, _info),
-    cli_generate.COMMAND,
-    cli_chat.COMMAND,
-    cli_bench.COMMAND,
-    cli_serve.COMMAND,
+    generate.COMMAND,
+    chat.COMMAND,
+    bench.COMMAND,
+    serve.COMMAND,
 ]
 
 
@@ -63,8 +64,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except SystemExit:  # --help, --version, a usage error: argparse has printed what it had to
         sys.stdout.flush()
         raise
-    if _eager.import_error is not None and args.command not in EXPLAINS_REFUSAL:
-        print(f"cpullm: {_eager.import_error}", file=sys.stderr)
+    if eager.import_error is not None and args.command not in EXPLAINS_REFUSAL:
+        print(f"cpullm: {eager.import_error}", file=sys.stderr)
         return 1
     return int(args.run(args))
 

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from cpullm import __version__
-from cpullm.cli_common import (
+from cpullm.cli.common import (
     add_model_argument,
     model_path,
     pin_native_pool,

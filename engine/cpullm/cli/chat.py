@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 
-from cpullm.cli_common import (
+from cpullm.cli.common import (
     add_model_argument,
     add_sampling_arguments,
     add_thread_arguments,

@@ -14,7 +14,7 @@ import json
 import sys
 import time
 
-from cpullm.cli_common import (
+from cpullm.cli.common import (
     add_model_argument,
     add_sampling_arguments,
     add_thread_arguments,

@@ -1,0 +1,1 @@
+"""The `cpullm` command and its subcommands (argparse; standard library at import)."""
