@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "engine"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from cpullm import _native  # noqa: E402
-from cpullm.kernels import BEST, DType, Kernels, row_bytes  # noqa: E402
+from cpullm.testing.kernels import BEST, DType, Kernels, row_bytes  # noqa: E402
 from support.native_build import build_native  # noqa: E402
 
 # (rows, cols): attention q/o, ffn down, ffn gate/up, output/embedding of SmolLM2-135M.

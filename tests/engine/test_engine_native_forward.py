@@ -10,9 +10,9 @@ import pytest
 from gguf import GGMLQuantizationType as QT
 from tiny_gguf import TinySpec, write_tiny_gguf
 
-from cpullm import reference
 from cpullm.model.model_file import ModelFile
 from cpullm.native.runner import NativeError, NativeModel, SeqChunk
+from cpullm.testing import reference
 
 # Activations are quantized to 8 bits for quantized weights, so those agree less tightly than floats.
 TOLERANCE = {QT.F32: 1e-4, QT.F16: 1e-3, QT.BF16: 1e-2}

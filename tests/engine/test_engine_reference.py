@@ -15,7 +15,7 @@ from tiny_gguf import TinySpec, model_matrix, write_tiny_gguf
 from cpullm.model.config import ModelConfig, RopeLayout
 from cpullm.model.model_file import ModelFile
 from cpullm.model.tokenizer import Tokenizer
-from cpullm.reference import ReferenceModel, dequantize_weights, forward, rope_angles
+from cpullm.testing.reference import ReferenceModel, dequantize_weights, forward, rope_angles
 
 TOKENS = [5, 77, 200, 3, 150, 42, 9, 260, 1, 100]
 

@@ -12,8 +12,8 @@ from gguf import GGMLQuantizationType
 from gguf import quants as gq
 
 from cpubuild.recipes import Recipe, load_recipes
-from cpullm.kernels import BLOCK, DType, Kernels
 from cpullm.native import loader as _native
+from cpullm.testing.kernels import BLOCK, DType, Kernels
 
 REPO = Path(__file__).resolve().parents[2]
 

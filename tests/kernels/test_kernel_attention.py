@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cpullm.kernels import BEST, REF, PagedKV
+from cpullm.testing.kernels import BEST, REF, PagedKV
 
 # (n_heads, n_kv_heads, head_dim): SmolLM2's 9/3/64, plain multi-head, one shared KV head, and a head_dim
 # the SIMD path does not take (48: not a multiple of 16), which must fall back to the reference.

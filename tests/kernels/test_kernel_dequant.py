@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cpullm.kernels import DType
+from cpullm.testing.kernels import DType
 from kernels.helpers import ALL_TYPES, block_multiple, gguf_dequantize, random_weights
 
 
@@ -22,7 +22,7 @@ def test_dequantize_matches_gguf_package(kernels, dtype):
 
 @pytest.mark.parametrize("variant", ["generic"])
 def test_dequantize_rejects_partial_blocks(kernels):
-    from cpullm.kernels import KernelError
+    from cpullm.testing.kernels import KernelError
 
     with pytest.raises(KernelError, match="multiple of 32"):
         kernels.dequantize(DType.Q4_1, np.zeros(40, np.uint8), 31)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cpullm.kernels import ACT_BLOCK, BEST, REF, DType, KernelError
+from cpullm.testing.kernels import ACT_BLOCK, BEST, REF, DType, KernelError
 from kernels.helpers import ALL_TYPES, TOL, act_values, block_multiple, gguf_dequantize, random_weights
 
 # (rows, cols in blocks or for float types an odd count, activation rows m)

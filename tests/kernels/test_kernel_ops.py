@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cpullm.kernels import BEST, REF, KernelError, PagedKV
+from cpullm.testing.kernels import BEST, REF, KernelError, PagedKV
 
 RTOL = 2e-6  # relative, for element-wise ops on O(1) values (exp and division rounding)
 

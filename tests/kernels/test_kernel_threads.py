@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from cpullm.kernels import DType
+from cpullm.testing.kernels import DType
 from kernels.helpers import random_weights
 
 

@@ -1,0 +1,1 @@
+"""Test harnesses shipped for tests and benchmarks: kernel bindings with checks, a NumPy reference."""
