@@ -60,14 +60,14 @@ class _CpullmWorker:
     def __init__(self, model: str, threads: int, tokens: list[int], depth: int) -> None:
         sys.path.insert(0, str(REPO / "engine"))
         from cpullm.model.model_file import ModelFile
-        from cpullm.native import loader as _native
+        from cpullm.native import loader
         from cpullm.native.runner import NativeModel
         from cpullm.runtime.bench import ModelBench
 
         self.model = NativeModel(ModelFile.open(model))
         self.model.set_threads(threads)
         self.bench = ModelBench(self.model, len(tokens), depth, tokens)
-        self.about = {"variant": _native.native()[1].variant.name}
+        self.about = {"variant": loader.native()[1].variant.name}
 
     def pp(self, n: int) -> float:
         return self.bench.prefill(n)

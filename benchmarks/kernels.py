@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "engine"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from cpullm import _native  # noqa: E402
+from cpullm.native import loader  # noqa: E402
 from cpullm.testing.kernels import BEST, DType, Kernels, row_bytes  # noqa: E402
 from support.native_build import build_native  # noqa: E402
 
@@ -88,11 +88,11 @@ def main() -> None:
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     lib_dir = build_native("x86_64")
-    sel = _native.select(lib_dir)
+    sel = loader.select(lib_dir)
     runnable = sorted((n for n, s in sel.candidates.items() if s > 0), key=lambda n: sel.candidates[n])
     # Least capable first, whatever order --variants gave: the last is the best, `generic` the baseline.
     variants = sorted([v for v in args.variants.split(",") if v] or runnable, key=lambda v: sel.candidates[v])
-    kern = {v: Kernels(_native.load_variant(_native.select(lib_dir, forced=v))) for v in variants}
+    kern = {v: Kernels(loader.load_variant(loader.select(lib_dir, forced=v))) for v in variants}
     rounds = 1 if args.quick else args.rounds
     types = {t.upper() for t in args.types.split(",") if t}
     unknown = types - set(DType.__members__)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cpubuild.cli import app
-from cpubuild.cores import cgroup_cpu_quota
-from cpubuild.host import detect_host, live_arch
+from cpubuild.cli.main import app
+from cpubuild.host.cores import cgroup_cpu_quota
+from cpubuild.host.detect import detect_host, live_arch
 
 MACHINES = Path(__file__).parent / "fixtures" / "cpuinfo"
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

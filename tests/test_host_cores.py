@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cpubuild.cores import cgroup_cpu_quota, usable_cores
+from cpubuild.host.cores import cgroup_cpu_quota, usable_cores
 
 V2_MOUNTINFO = "30 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw\n"
 V1_MOUNTINFO = (

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cpubuild.host import HostInfo, host_from_inputs, inputs_from_machine_file
+from cpubuild.host.detect import HostInfo, host_from_inputs, inputs_from_machine_file
 from cpubuild.recipes import load_recipes
-from cpubuild.select import Selection, select
+from cpubuild.selection import Selection, select
 
 MACHINES = Path(__file__).parent / "fixtures" / "cpuinfo"
 AVX512 = ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"]

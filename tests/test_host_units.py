@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cpubuild import cpuinfo, hwcap, x86_state
-from cpubuild.host import ProbeError, ProbeInputs, host_from_inputs, inputs_from_machine_file
-from cpubuild.uarch import psabi_level
-from cpubuild.x86_state import AmxPermission
+from cpubuild.host import cpuinfo, hwcap, x86_state
+from cpubuild.host.detect import ProbeError, ProbeInputs, host_from_inputs, inputs_from_machine_file
+from cpubuild.host.uarch import psabi_level
+from cpubuild.host.x86_state import AmxPermission
 
 MACHINES = Path(__file__).parent / "fixtures" / "cpuinfo"
 KERNEL_HWCAP_H = Path("/usr/aarch64-linux-gnu/include/asm/hwcap.h")
@@ -190,7 +190,7 @@ def test_hwcaps_from_qemu_cpus_select_the_expected_recipe(auxv_binary, cpu, best
     import subprocess
 
     from cpubuild.recipes import load_recipes
-    from cpubuild.select import select
+    from cpubuild.selection import select
 
     done = subprocess.run(
         ["qemu-aarch64", "-cpu", cpu, str(auxv_binary)], capture_output=True, text=True, check=True

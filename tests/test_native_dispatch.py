@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cpubuild.features import FEATURES, known_features
-from cpullm.native import loader as _native
+from cpullm.native import loader
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="x86_64 host tests")
 
@@ -25,10 +25,10 @@ ENGINE = str(REPO / "engine")
 
 SNIPPET = """
 import sys
-from cpullm.native import loader as _native
+from cpullm.native import loader
 try:
-    lib, sel = _native.native()
-except _native.VariantError as e:
+    lib, sel = loader.native()
+except loader.VariantError as e:
     print("ERROR:", e)
     sys.exit(1)
 print("VARIANT", sel.variant.name, lib.cpullm_variant_name().decode())
@@ -45,11 +45,11 @@ def _run(lib_dir: Path, cpu: str | None, **env: str) -> subprocess.CompletedProc
 
 
 def test_host_picks_its_best_variant(native_lib_dir):
-    sel = _native.select(native_lib_dir)
+    sel = loader.select(native_lib_dir)
     runnable = {name for name, score in sel.candidates.items() if score > 0}
     assert sel.variant.name in runnable
     assert sel.candidates[sel.variant.name] == max(sel.candidates.values())
-    lib = _native.load_variant(sel)
+    lib = loader.load_variant(sel)
     assert lib.cpullm_variant_name().decode() == sel.variant.name
     if {"avx512_bf16", "avx512_vnni", "avx512bw"} <= sel.host.usable and "amx_tile" not in sel.host.usable:
         assert sel.variant.name == "avx512_bf16"
@@ -57,22 +57,22 @@ def test_host_picks_its_best_variant(native_lib_dir):
 
 
 def test_generic_needs_nothing_and_amx_needs_tiles(native_lib_dir):
-    sel = _native.select(native_lib_dir)
+    sel = loader.select(native_lib_dir)
     assert sel.candidates["generic"] == 1
-    amx = next(v for v in _native._variants(_native._read_table(native_lib_dir)) if v.name == "amx")
+    amx = next(v for v in loader._variants(loader._read_table(native_lib_dir)) if v.name == "amx")
     assert {"amx_tile", "amx_int8", "amx_bf16"} <= set(amx.features)
 
 
 def test_forced_variant_is_refused_when_host_cannot_run_it(native_lib_dir):
-    sel = _native.select(native_lib_dir)
+    sel = loader.select(native_lib_dir)
     if "amx_tile" in sel.host.usable:
         pytest.skip("this host can run AMX")
     refusal = r"CPULLM_ISA=amx: this CPU cannot run the amx variant; missing: .*amx_tile"
-    with pytest.raises(_native.VariantError, match=refusal):
-        _native.select(native_lib_dir, forced="amx")
-    with pytest.raises(_native.VariantError, match="has no 'sse9' variant"):
-        _native.select(native_lib_dir, forced="sse9")
-    assert _native.select(native_lib_dir, forced="generic").variant.name == "generic"
+    with pytest.raises(loader.VariantError, match=refusal):
+        loader.select(native_lib_dir, forced="amx")
+    with pytest.raises(loader.VariantError, match="has no 'sse9' variant"):
+        loader.select(native_lib_dir, forced="sse9")
+    assert loader.select(native_lib_dir, forced="generic").variant.name == "generic"
 
 
 @pytest.mark.qemu
@@ -102,9 +102,9 @@ def test_native_probe_and_cpubuild_detect_agree_on_this_host(native_lib_dir):
     permission) find the same usable and unusable features here, under the same names."""
     from typer.testing import CliRunner
 
-    from cpubuild.cli import app
+    from cpubuild.cli.main import app
 
-    probe = _native.probe_host(native_lib_dir)
+    probe = loader.probe_host(native_lib_dir)
     result = CliRunner().invoke(app, ["detect", "--json"])
     assert result.exit_code == 0, result.stderr
     detected = json.loads(result.stdout)

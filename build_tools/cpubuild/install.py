@@ -26,7 +26,7 @@ class InstallError(Exception):
 
 @dataclass(frozen=True)
 class HostView:
-    """What `install` needs to know about a host (from `cpubuild.host.HostInfo` or a test)."""
+    """What `install` needs to know about a host (from `cpubuild.host.detect.HostInfo` or a test)."""
 
     arch: str
     usable: frozenset[str]
@@ -132,7 +132,7 @@ def _this_arch() -> str:
 
 
 def detect_host_view() -> HostView:
-    from cpubuild.host import detect_host
+    from cpubuild.host.detect import detect_host
 
     host = detect_host()
     return HostView(host.arch, frozenset(host.usable_features), dict(host.unusable))

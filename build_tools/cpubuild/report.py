@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any, Final
 
 from cpubuild.features import known_features
-from cpubuild.host import HostInfo
+from cpubuild.host.detect import HostInfo
 from cpubuild.recipes import Recipe
-from cpubuild.select import Selection
+from cpubuild.selection import Selection
 
 SCHEMA_VERSION: Final = 1
 

@@ -107,8 +107,8 @@ def resolve_target(isa: str, arch: str | None, recipes_dir: Path | None = None) 
         raise WheelBuildError(f"--arch {arch} is not supported; use one of: {', '.join(ARCHES)}")
     recipes = load_recipes(recipes_dir)
     if isa == "native":
-        from cpubuild.host import detect_host
-        from cpubuild.select import select
+        from cpubuild.host.detect import detect_host
+        from cpubuild.selection import select
 
         host = detect_host()
         if host.arch != arch:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from cpullm.cli import main as cli
-from cpullm.native import loader as _native
+from cpullm.native import loader
 
 
 def test_json_schema(tiny_model, capsys):
@@ -16,7 +16,7 @@ def test_json_schema(tiny_model, capsys):
     assert report["model"] == str(tiny_model)
     assert report["model_bytes"] == tiny_model.stat().st_size
     assert report["architecture"] == "llama"
-    assert report["variant"] == _native.native()[1].variant.name
+    assert report["variant"] == loader.native()[1].variant.name
     assert report["repetitions"] == 2 and report["pinned"] is False
     assert report["peak_rss_bytes"] > 10 * (1 << 20)  # at least the interpreter and numpy
     assert report["n_params"] > 0 and report["load_s"] > 0

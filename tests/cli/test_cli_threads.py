@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cpubuild import cores
+from cpubuild.host import cores
 from cpullm.native import threads
 
 V2_MOUNTINFO = "30 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw\n"

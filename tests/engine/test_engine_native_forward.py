@@ -22,10 +22,10 @@ TOKENS = [1, 5, 9, 33, 100, 7, 8, 200, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 250,
 
 @pytest.fixture(scope="module")
 def lib(native_lib_dir: Path):
-    from cpullm.native import loader as _native
+    from cpullm.native import loader
 
     os.environ.setdefault("CPULLM_LIB_DIR", str(native_lib_dir))
-    return _native.load_variant(_native.select(native_lib_dir))
+    return loader.load_variant(loader.select(native_lib_dir))
 
 
 def _model(path: Path, lib) -> tuple[ModelFile, NativeModel]:
@@ -168,7 +168,7 @@ def test_smollm2_answers_paris_and_tracks_the_float_reference(smollm2_path, lib)
 
 
 def test_products_run_from_packed_weights_and_results_do_not_change(tmp_path, lib, native_lib_dir):
-    from cpullm.native import loader as _native
+    from cpullm.native import loader
 
     path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(weight_type=QT.Q4_1, embed_type=QT.Q8_0))
     mf, nm = _model(path, lib)
@@ -177,7 +177,7 @@ def test_products_run_from_packed_weights_and_results_do_not_change(tmp_path, li
     names = set(nm.packed_names())
     assert {"blk.0.attn_q.weight", "blk.1.ffn_down.weight", "token_embd.weight"} <= names
     assert "blk.0.attn_norm.weight" not in names
-    generic = NativeModel(mf, _native.load_variant(_native.select(native_lib_dir, forced="generic")))
+    generic = NativeModel(mf, loader.load_variant(loader.select(native_lib_dir, forced="generic")))
     assert _rel_err(_prefill(nm, TOKENS), _prefill(generic, TOKENS)) < 1e-4
 
 

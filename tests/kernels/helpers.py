@@ -12,7 +12,7 @@ from gguf import GGMLQuantizationType
 from gguf import quants as gq
 
 from cpubuild.recipes import Recipe, load_recipes
-from cpullm.native import loader as _native
+from cpullm.native import loader
 from cpullm.testing.kernels import BLOCK, DType, Kernels
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,13 +40,13 @@ def sets_with_code(kernels: Iterable[str]) -> set[str]:
 @cache
 def host_variants(lib_dir: Path) -> list[str]:
     """Names of the variants in lib_dir this host can run, best last."""
-    sel = _native.select(lib_dir)
+    sel = loader.select(lib_dir)
     return sorted((n for n, s in sel.candidates.items() if s > 0), key=lambda n: sel.candidates[n])
 
 
 @cache
 def load(lib_dir: Path, variant: str) -> Kernels:
-    return Kernels(_native.load_variant(_native.select(lib_dir, forced=variant)))
+    return Kernels(loader.load_variant(loader.select(lib_dir, forced=variant)))
 
 
 def _put_f16(raw: np.ndarray, offset: int, values: np.ndarray) -> None:

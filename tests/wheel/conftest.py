@@ -8,9 +8,9 @@ import pytest
 from wheel_support import build
 
 from cpubuild import wheel
-from cpubuild.host import detect_host
+from cpubuild.host.detect import detect_host
 from cpubuild.recipes import load_recipes
-from cpubuild.select import select
+from cpubuild.selection import select
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ def test_self_test_runs_under_qemu_aarch64(dotprod_wheel, sysroot):
     command = [
         sys.executable,
         "-m",
-        "cpubuild.cli",
+        "cpubuild.cli.main",
         "verify",
         str(dotprod_wheel.path),
         "--sysroot",

@@ -13,9 +13,9 @@ import pytest
 from wheel_support import REPO, clean_env, x86_host
 
 from cpubuild import install
-from cpubuild.host import detect_host
+from cpubuild.host.detect import detect_host
 from cpubuild.recipes import load_recipes
-from cpubuild.select import select
+from cpubuild.selection import select
 from cpubuild.verify import verify
 
 AVX2 = ["avx", "avx2", "fma"]

@@ -111,9 +111,9 @@ def test_portable_wheel_carries_every_variant_and_no_label(portable_wheel):
 
 
 def test_native_maps_this_host_to_its_best_recipe():
-    from cpubuild.host import detect_host
+    from cpubuild.host.detect import detect_host
     from cpubuild.recipes import load_recipes
-    from cpubuild.select import select
+    from cpubuild.selection import select
 
     target = wheel.resolve_target("native", None)
     assert target.isa == select(detect_host(), load_recipes()).best.name

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cpullm.native import loader as _native
+from cpullm.native import loader
 
 if TYPE_CHECKING:  # these import numpy; the commands import them when they run
     from cpullm.llm import LLM
@@ -109,7 +109,7 @@ def model_path(arg: str | None) -> Path:
 
 
 def variant_name() -> str:
-    return _native.native()[1].variant.name
+    return loader.native()[1].variant.name
 
 
 def load_llm(args: argparse.Namespace) -> LLM:

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cpullm import __version__
-from cpullm.native import eager as _eager
-from cpullm.native import loader as _native
+from cpullm.native import eager, loader
 
 SELFTEST_REPORT_BYTES = 64 * 1024
 
@@ -42,8 +41,8 @@ def _build_info(directory: Path) -> dict[str, Any] | None:
         return None
 
 
-def _candidates(directory: Path, host: _native.HostFeatures) -> list[dict[str, Any]]:
-    variants = _native._variants(_native._read_table(directory))
+def _candidates(directory: Path, host: loader.HostFeatures) -> list[dict[str, Any]]:
+    variants = loader._variants(loader._read_table(directory))
     return [
         {
             "name": v.name,
@@ -58,7 +57,7 @@ def _candidates(directory: Path, host: _native.HostFeatures) -> list[dict[str, A
 
 def collect(selftest: bool = False) -> dict[str, Any]:
     """Everything `cpullm info` shows, as plain data. `error` is set when no variant can be loaded."""
-    directory = _native.lib_dir()
+    directory = loader.lib_dir()
     info: dict[str, Any] = {
         "cpullm_version": __version__,
         "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
@@ -69,17 +68,17 @@ def collect(selftest: bool = False) -> dict[str, Any]:
         "build": _build_info(directory),
     }
     try:
-        host = _native.probe_host(directory)
-    except _native.VariantError as error:
+        host = loader.probe_host(directory)
+    except loader.VariantError as error:
         info["error"] = str(error)
         return info
     info["host"] = {"arch": host.arch, "usable": sorted(host.usable), "unusable": dict(host.unusable)}
     try:
         info["candidates"] = _candidates(directory, host)
-        if _eager.import_error is not None:
-            raise _eager.import_error
-        lib, selection = _native.native()
-    except _native.VariantError as error:
+        if eager.import_error is not None:
+            raise eager.import_error
+        lib, selection = loader.native()
+    except loader.VariantError as error:
         info["error"] = str(error)
         return info
     info["variant"] = selection.variant.name

@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import sys
 
-from cpullm.native import loader as _native
+from cpullm.native import loader
 
-import_error: _native.VariantError | None = None
+import_error: loader.VariantError | None = None
 
 
 def _running_the_cpullm_command() -> bool:
@@ -29,11 +29,11 @@ def _running_the_cpullm_command() -> bool:
 
 def load_at_import() -> None:
     global import_error
-    if not _native.lib_dir().is_dir() and "CPULLM_LIB_DIR" not in os.environ:
+    if not loader.lib_dir().is_dir() and "CPULLM_LIB_DIR" not in os.environ:
         return
     try:
-        _native.native()
-    except _native.VariantError as error:
+        loader.native()
+    except loader.VariantError as error:
         if not _running_the_cpullm_command():
             raise
         import_error = error

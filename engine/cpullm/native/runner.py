@@ -23,7 +23,7 @@ import numpy as np
 
 from cpullm.model.config import ModelConfig, RopeLayout
 from cpullm.model.model_file import ModelFile
-from cpullm.native import loader as _native
+from cpullm.native import loader
 
 _ROPE_MODES = {RopeLayout.NORMAL: 0, RopeLayout.NEOX: 2}
 _KV_TYPES = {"f32": 0, "f16": 1}
@@ -144,7 +144,7 @@ class KVCache:
 
 class NativeModel:
     def __init__(self, model_file: ModelFile, lib: ctypes.CDLL | None = None) -> None:
-        self.lib = _bind(lib if lib is not None else _native.native()[0])
+        self.lib = _bind(lib if lib is not None else loader.native()[0])
         self.file = model_file  # the native side borrows the mapped bytes: keep them alive
         self.config: ModelConfig = model_file.config
         c = self.config

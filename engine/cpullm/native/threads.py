@@ -7,7 +7,7 @@ Public API
     may only use their quota (Kubernetes ``resources.limits.cpu``): cgroup v2 ``cpu.max`` and v1
     ``cpu.cfs_quota_us``/``cpu.cfs_period_us`` are read for the process's own cgroup (``/proc/self/cgroup``)
     and its ancestors up to the mount; the tightest wins, rounded down (2.5 CPUs -> 2 threads). The same
-    rule as the toolchain's ``cpubuild.cores``, kept here so the engine wheel stands alone.
+    rule as the toolchain's ``cpubuild.host.cores``, kept here so the engine wheel stands alone.
 ``default_threads() -> int``
     ``CPULLM_THREADS`` when set, else ``usable_cores()``.
 ``pin_pool(start_pool, n_threads) -> list[int]``

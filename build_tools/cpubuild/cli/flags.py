@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cpubuild.cli_common import RECIPES_OPTION, env_help, fail, print_json
+from cpubuild.cli.common import RECIPES_OPTION, env_help, fail, print_json
 
 
 def register(app: typer.Typer) -> None:

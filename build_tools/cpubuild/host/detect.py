@@ -18,10 +18,10 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
-from cpubuild import cpuinfo, hwcap, uarch, x86_state
-from cpubuild.cores import CoreCount, usable_cores
 from cpubuild.features import AARCH64, ARCHES, X86_64, known_features
-from cpubuild.x86_state import AmxPermission
+from cpubuild.host import cpuinfo, hwcap, uarch, x86_state
+from cpubuild.host.cores import CoreCount, usable_cores
+from cpubuild.host.x86_state import AmxPermission
 
 
 class ProbeError(Exception):

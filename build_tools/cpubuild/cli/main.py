@@ -4,7 +4,7 @@ Each command lives in its own module that defines `register(app: typer.Typer) ->
 command(s) there with `@app.command(...)`. To add a command (for example `cpubuild wheel`), write
 such a module and append its dotted name to COMMAND_MODULES; nothing else changes. Keep heavy
 imports inside the command functions so `cpubuild --help` stays fast, report failures with
-`cli_common.fail()` (a sentence, exit code 1, no traceback), and read settings with the one
+`cli.common.fail()` (a sentence, exit code 1, no traceback), and read settings with the one
 precedence: command-line flag > CPUBUILD_* environment variable > default, through `cpubuild.env`
 (the registry of CPUBUILD_* variables; a new variable is a row there, never a bare os.environ read).
 """
@@ -27,10 +27,10 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES: Final = (
-    "cpubuild.cli_detect",
-    "cpubuild.cli_recipes",
-    "cpubuild.cli_flags",
-    "cpubuild.cli_wheels",
+    "cpubuild.cli.detect",
+    "cpubuild.cli.recipes",
+    "cpubuild.cli.flags",
+    "cpubuild.cli.wheels",
 )
 
 

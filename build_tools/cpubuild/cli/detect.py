@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cpubuild.cli_common import RECIPES_OPTION, fail, print_json
+from cpubuild.cli.common import RECIPES_OPTION, fail, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -28,10 +28,10 @@ def detect(
     ] = None,
 ) -> None:
     """Probe this CPU: features the OS lets us use, usable cores, and the best recipe."""
-    from cpubuild.host import ProbeError, detect_host, host_from_inputs, inputs_from_machine_file
+    from cpubuild.host.detect import ProbeError, detect_host, host_from_inputs, inputs_from_machine_file
     from cpubuild.recipes import RecipeError, load_recipes
     from cpubuild.report import detect_document
-    from cpubuild.select import select
+    from cpubuild.selection import select
 
     try:
         start = time.perf_counter()

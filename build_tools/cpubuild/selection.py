@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cpubuild.host import HostInfo
+from cpubuild.host.detect import HostInfo
 from cpubuild.recipes import Recipe, RecipeSet
 
 

@@ -1,0 +1,1 @@
+"""The `cpubuild` command (typer) and its subcommands."""

@@ -1,0 +1,1 @@
+"""Host probes: CPU features from cpuid/hwcaps/cpuinfo, OS state, microarchitecture, cores."""
