@@ -38,25 +38,20 @@ def test_tomli_is_declared_where_build_time_code_imports_tomllib():
 
 
 def test_recipes_script_runs_on_tomli_when_tomllib_is_missing(tmp_path):
-    """cmake/recipes.py as on Python 3.10: no tomllib, tomli instead (pip's vendored copy stands in)."""
+    """The recipe loader CMake runs, as on Python 3.10: no tomllib, tomli instead (pip's vendored copy)."""
     hide_tomllib = "import pip._vendor.tomli as t; sys.modules['tomllib'] = None; sys.modules['tomli'] = t"
     outputs = {}
     for mode, prelude in {"tomllib": "pass", "tomli": hide_tomllib}.items():
         out = tmp_path / mode
         out.mkdir()
-        args = [
-            str(REPO / "recipes"),
-            "x86_64",
-            "GNU",
-            "12.2.0",
-            "all",
-            str(out / "r.cmake"),
-            str(out / "v.json"),
-        ]
-        script = str(REPO / "cmake" / "recipes.py")
-        code = f"import runpy, sys; {prelude}; sys.argv = ['recipes.py', *{args!r}]; "
-        code += f"runpy.run_path({script!r}, run_name='__main__')"
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        args = ["--recipes", str(REPO / "recipes"), "--kernels", str(REPO / "csrc" / "kernels"),
+                "--arch", "x86_64", "--variants", "all", "--compiler-id", "GNU",
+                "--compiler-version", "12.2.0", "--compiler", "c++",
+                "--out-cmake", str(out / "r.cmake"), "--out-json", str(out / "v.json")]  # fmt: skip
+        code = f"import sys; {prelude}; sys.path.insert(0, sys.argv[1]); "
+        code += f"from cpubuild.recipes_cmake import main; sys.exit(main({args!r}))"
+        command = [sys.executable, "-I", "-c", code, str(REPO / "build_tools")]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         outputs[mode] = ((out / "r.cmake").read_text(), json.loads((out / "v.json").read_text()))
     assert outputs["tomli"] == outputs["tomllib"] and outputs["tomli"][1]["variants"]

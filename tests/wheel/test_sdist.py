@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 from wheel_support import REPO, clean_env, make_venv, x86_host
 
 pytestmark = pytest.mark.slow
@@ -20,8 +21,12 @@ pytestmark = pytest.mark.slow
 # and the readmes; everything else in the repository (toolchain, tests, CI, benchmarks) stays out.
 SDIST_ROOTS = ("CMakeLists.txt", "pyproject.toml", "LICENSE", "README.md", "cmake/", "csrc/", "recipes/",
                "engine/")  # fmt: skip
-NEEDED = ("CMakeLists.txt", "pyproject.toml", "LICENSE", "engine/README-pypi.md", "cmake/recipes.py",
-          "cmake/build_info.py", "csrc/runtime/probe.cc", "engine/cpullm/__init__.py",
+# The recipe loader CMakeLists.txt runs, from build_tools/ (pyproject's sdist.include).
+_SKBUILD = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["scikit-build"]
+LOADER = tuple(p.lstrip("/") for p in _SKBUILD["sdist"]["include"])
+NEEDED = ("CMakeLists.txt", "pyproject.toml", "LICENSE", "engine/README-pypi.md",
+          "build_tools/cpubuild/recipes_cmake.py", "cmake/build_info.py", "csrc/runtime/probe.cc",
+          "engine/cpullm/__init__.py",
           "recipes/x86_64/generic.toml", "recipes/aarch64/armv8.toml")  # fmt: skip
 JUNK_PARTS = ("__pycache__", ".venv", "build", "dist", "wheelhouse", ".git", ".pytest_cache", ".ruff_cache")
 JUNK_SUFFIXES = (".pyc", ".so", ".gguf", ".whl", ".o")
@@ -50,7 +55,21 @@ def _source_files() -> set[str]:
     command = ["git", "-C", str(REPO), "ls-files", "--cached", "--others", "--exclude-standard"]
     listed = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split("\n")
     present = [f for f in listed if f and (REPO / f).is_file()]  # not deleted in the working tree
-    return {f for f in present if f.startswith(SDIST_ROOTS) and (f in SDIST_ROOTS or "/" in f)}
+    return {f for f in present if f.startswith(SDIST_ROOTS) and (f in SDIST_ROOTS or "/" in f)} | set(LOADER)
+
+
+def test_the_recipe_loader_in_the_sdist_runs_on_its_own(sdist, tmp_path):
+    """CMake runs cpubuild.recipes_cmake from the unpacked sdist: it must import from there alone.
+
+    `python -I -S` ignores site-packages, so an installed cpubuild (the developer's editable one) cannot
+    stand in for a module the sdist forgot."""
+    with tarfile.open(sdist) as archive:
+        archive.extractall(tmp_path, filter="data")
+    (source,) = tmp_path.iterdir()
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import cpubuild.recipes_cmake"
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(source / "build_tools")],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
 
 
 def test_sdist_holds_the_build_inputs_and_nothing_else(sdist):

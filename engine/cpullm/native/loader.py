@@ -65,9 +65,9 @@ class Selection:
 
 
 def lib_dir() -> Path:
-    """Where the native libraries are: ``CPULLM_LIB_DIR`` or the package's ``_lib`` folder."""
+    """Where the native libraries are: ``CPULLM_LIB_DIR`` or the package's ``cpullm/_lib`` folder."""
     env = os.environ.get("CPULLM_LIB_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent / "_lib"
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "_lib"
 
 
 def _read_c_string(fn: ctypes._CFuncPtr) -> str:  # type: ignore[name-defined]
