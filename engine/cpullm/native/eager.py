@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
+from cpullm import env
 from cpullm.native import loader
 
 import_error: loader.VariantError | None = None
@@ -29,7 +30,7 @@ def _running_the_cpullm_command() -> bool:
 
 def load_at_import() -> None:
     global import_error
-    if not loader.lib_dir().is_dir() and "CPULLM_LIB_DIR" not in os.environ:
+    if not loader.lib_dir().is_dir() and env.get("CPULLM_LIB_DIR") is None:
         return
     try:
         loader.native()

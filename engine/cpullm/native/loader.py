@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+
+from cpullm import env
 
 ABI_VERSION = 1
 PROBE_ABI_VERSION = 1
@@ -66,8 +67,8 @@ class Selection:
 
 def lib_dir() -> Path:
     """Where the native libraries are: ``CPULLM_LIB_DIR`` or the package's ``cpullm/_lib`` folder."""
-    env = os.environ.get("CPULLM_LIB_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "_lib"
+    folder = env.get("CPULLM_LIB_DIR")
+    return Path(folder) if folder else Path(__file__).resolve().parents[1] / "_lib"
 
 
 def _read_c_string(fn: ctypes._CFuncPtr) -> str:  # type: ignore[name-defined]
@@ -135,7 +136,7 @@ def select(directory: Path | None = None, forced: str | None = None) -> Selectio
     table = _read_table(directory)
     variants = _variants(table)
     scores = {v.name: v.score(host) for v in variants}
-    forced = forced if forced is not None else os.environ.get("CPULLM_ISA") or None
+    forced = forced if forced is not None else env.get("CPULLM_ISA")
     if forced:
         chosen = next((v for v in variants if v.name == forced), None)
         if chosen is None:

@@ -25,6 +25,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from cpullm import env
+
 THREADS_ENV = "CPULLM_THREADS"
 
 
@@ -108,7 +110,7 @@ def usable_cores(root: Path = Path("/")) -> int:
 
 def default_threads() -> int:
     """``CPULLM_THREADS`` if set (a positive integer), else the usable cores."""
-    value = os.environ.get(THREADS_ENV)
+    value = env.get(THREADS_ENV)
     if value is None or not value.strip():
         return usable_cores()
     try:

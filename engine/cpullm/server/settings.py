@@ -116,6 +116,11 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
 }
 
 
+def env_names() -> list[str]:
+    """The server's environment variables: one per setting, ``CPULLM_<FIELD>``."""
+    return [ENV_PREFIX + f.name.upper() for f in fields(ServerSettings)]
+
+
 def resolve_model_path(model: str | os.PathLike[str]) -> Path:
     """The GGUF file to load: ``model`` itself, or the single ``.gguf`` file inside a folder."""
     path = Path(model)
