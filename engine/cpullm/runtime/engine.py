@@ -66,7 +66,6 @@ class _Sequence:
     table: BlockTable = field(default_factory=BlockTable)
     output: list[int] = field(default_factory=list)
     computed: int = 0  # tokens whose KV is in the cache
-    aborted: bool = False
 
     @property
     def tokens(self) -> list[int]:
@@ -150,7 +149,6 @@ class Engine:
         seq = self._by_id.pop(request_id, None)
         if seq is None:
             return False
-        seq.aborted = True
         self.blocks.release(seq.table)
         if seq in self.running:
             self.running.remove(seq)
