@@ -15,6 +15,7 @@ Several prompts passed to ``generate`` run together in one continuous batch.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,8 +48,13 @@ class LLM:
         """Load ``model`` (a GGUF path; default SmolLM2-135M-Instruct). Options go to :class:`Engine`."""
         self.engine = Engine(model, **engine_options)
         self.tokenizer = self.engine.tokenizer
-        self.chat_template = ChatTemplate.from_gguf(self.engine.model_file.gguf, self.tokenizer)
         self._ids = itertools.count()
+
+    @functools.cached_property
+    def chat_template(self) -> ChatTemplate:
+        """The model's chat template, compiled on first chat use: a file whose template is broken still
+        serves plain completions, and its chat calls raise the ChatTemplateError naming the fault."""
+        return ChatTemplate.from_gguf(self.engine.model_file.gguf, self.tokenizer)
 
     # ---- prompts ----
     def encode(self, prompt: Prompt) -> list[int]:

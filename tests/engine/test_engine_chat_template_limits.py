@@ -203,3 +203,19 @@ def test_a_template_too_long_to_compile_quickly_is_refused() -> None:
     with pytest.raises(ChatTemplateError, match=f"is {SOURCE_MAX_CHARS + 1:,} characters long"):
         ChatTemplate(("{{ x }}" * SOURCE_MAX_CHARS)[: SOURCE_MAX_CHARS + 1])
     assert time.perf_counter() - start < 0.1
+
+
+def test_a_broken_template_still_serves_completions_and_refuses_chat(tmp_path, native_lib_dir, monkeypatch):
+    """The template is compiled on first chat use: plain generation works, chat names the fault."""
+    from tiny_gguf import TinySpec, write_tiny_gguf
+
+    monkeypatch.setenv("CPULLM_LIB_DIR", str(native_lib_dir))
+    from cpullm import LLM, SamplingParams
+    from cpullm.model.chat_template import ChatTemplateError
+
+    path = write_tiny_gguf(tmp_path / "broken.gguf", TinySpec(chat_template="{% for x in %}"))
+    llm = LLM(path, threads=1)
+    (out,) = llm.generate(["hello"], SamplingParams(max_tokens=2, temperature=0.0))
+    assert len(out.token_ids) == 2
+    with pytest.raises(ChatTemplateError):
+        llm.chat([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=2))
