@@ -130,8 +130,8 @@ class Engine:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary of {self.config.vocab_size}")
         if len(prompt) >= self.max_model_len:
             raise ValueError(
-                f"the prompt has {len(prompt)} tokens, but this model's context is {self.max_model_len} "
-                "tokens; shorten the prompt"
+                f"the prompt has {_count(len(prompt), 'token')}, but this model's context is "
+                f"{_count(self.max_model_len, 'token')}; shorten the prompt"
             )
         seq = _Sequence(
             request_id,
@@ -262,3 +262,8 @@ class Engine:
         self.running.remove(seq)
         self.blocks.release(seq.table)
         self._by_id.pop(seq.request_id, None)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 token', '2 tokens'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
