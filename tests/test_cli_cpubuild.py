@@ -279,3 +279,20 @@ def test_every_cpubuild_variable_in_the_toolchain_is_registered():
             for line in text.splitlines():
                 reads = re.search(r"environ(\.get\(|\[)", line)
                 assert not (reads and ("CPUBUILD_" in line or "_ENV" in line)), (path.name, line)
+
+
+def test_wheel_unknown_isa_is_a_bad_argument_like_flags():
+    """The same unknown recipe name gets the same exit status from `flags` and `wheel`: 2, a bad argument."""
+    code, _, err = run("wheel", "--isa", "avx1024")
+    assert (code == 2 and "no x86_64 recipe named 'avx1024'" in err) or "no aarch64 recipe" in err
+
+
+def test_help_and_usage_errors_are_plain_text():
+    """No `<bool>` metavar on flags, no boxes around usage errors (greppable in CI logs)."""
+    code, out, _ = run("flags", "--help")
+    assert code == 0
+    json_line = next(line for line in out.splitlines() if line.strip().startswith("--json"))
+    assert "<bool>" not in json_line and "Print JSON" in json_line
+    assert not any(mark in out for mark in "╭│╰")
+    code, _, err = run("flags", "--bogus")
+    assert code == 2 and "No such option: --bogus" in err and not any(mark in err for mark in "╭│╰")

@@ -50,6 +50,10 @@ class WheelBuildError(Exception):
         self.log = log
 
 
+class UnknownRecipeError(WheelBuildError):
+    """--isa names no recipe: a bad argument (exit 2), not a failed build."""
+
+
 @dataclass(frozen=True)
 class WheelTarget:
     arch: str
@@ -128,7 +132,7 @@ def resolve_target(isa: str, arch: str | None, recipes_dir: Path | None = None) 
         return WheelTarget(arch, isa)
     names = [r.name for r in recipes.for_arch(arch)]
     if isa not in names:
-        raise WheelBuildError(
+        raise UnknownRecipeError(
             f"no {arch} recipe named {isa!r}; known: {', '.join(names)}, plus 'all' (portable) and 'native'"
         )
     return WheelTarget(arch, isa)

@@ -24,6 +24,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help and usage errors: no boxes, no "<bool>" metavar on flags, greppable in CI logs.
+    rich_markup_mode=None,
 )
 
 COMMAND_MODULES: Final = (

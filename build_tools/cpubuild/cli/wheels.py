@@ -76,12 +76,17 @@ def wheel(
     from rich.console import Console
 
     from cpubuild.recipes import RecipeError
-    from cpubuild.wheel import WheelBuildError, build, resolve_target
+    from cpubuild.wheel import UnknownRecipeError, WheelBuildError, build, resolve_target
 
     console = Console(stderr=True)
     isa, style = _isa(isa), _style(name_style)
     try:
         target = resolve_target(isa, env.text("CPUBUILD_ARCH", arch), recipes_dir)
+    except UnknownRecipeError as exc:
+        fail(str(exc), code=2)  # a bad argument, as for `cpubuild flags --isa`
+    except (WheelBuildError, RecipeError) as exc:
+        fail(str(exc))
+    try:
         if target.why:
             console.print(f"--isa native: {target.why}")
         with console.status(f"building the {target.isa} wheel for {target.arch}") as status:
