@@ -284,7 +284,7 @@ def test_every_cpubuild_variable_in_the_toolchain_is_registered():
 def test_wheel_unknown_isa_is_a_bad_argument_like_flags():
     """The same unknown recipe name gets the same exit status from `flags` and `wheel`: 2, a bad argument."""
     code, _, err = run("wheel", "--isa", "avx1024")
-    assert (code == 2 and "no x86_64 recipe named 'avx1024'" in err) or "no aarch64 recipe" in err
+    assert code == 2 and "recipe named 'avx1024'" in err
 
 
 def test_help_and_usage_errors_are_plain_text():
