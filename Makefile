@@ -18,7 +18,7 @@ $(STAMP): build_tools/pyproject.toml requirements-dev.txt scripts/install-system
 	@bash scripts/install-system-deps.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -U pip
-	$(PY) -m pip install -q --disable-pip-version-check -e build_tools -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check -e "build_tools[build]" -r requirements-dev.txt
 	@touch $@
 
 venv: $(STAMP)

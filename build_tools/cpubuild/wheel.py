@@ -42,6 +42,24 @@ _BACKEND: Final = (
 )
 
 
+# What `cpubuild wheel` runs (import name -> distribution): the `build` extra of cpubuild.
+BUILD_TOOLS: Final = {"scikit_build_core": "scikit-build-core", "cmake": "cmake", "ninja": "ninja",
+                      "auditwheel": "auditwheel"}  # fmt: skip
+
+
+def missing_build_tools() -> list[str]:
+    """The distributions of the `build` extra that this Python cannot import."""
+    import importlib.util
+
+    def importable(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # ValueError: a module in sys.modules as None
+            return False
+
+    return [dist for module, dist in BUILD_TOOLS.items() if not importable(module)]
+
+
 class WheelBuildError(Exception):
     """The wheel could not be built; `log` is the full build log when there is one."""
 
@@ -367,6 +385,12 @@ def build(
     build_dir = build_root / f"wheel-{target.slug}"
     log_path = build_root / "logs" / f"wheel-{target.slug}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    missing = missing_build_tools()
+    if missing:
+        raise WheelBuildError(
+            f"building a wheel needs {', '.join(missing)}, which this Python lacks; "
+            "install cpubuild with its build extra: pip install 'cpubuild[build]'"
+        )
     on_step("checking the compiler accepts the recipe's flags")
     record = check_compiler(target, compiler_for(target.arch, compiler), recipes_dir, source)
     record_path = None
