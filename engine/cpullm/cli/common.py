@@ -100,12 +100,11 @@ def sampling_params(args: argparse.Namespace) -> SamplingParams:
 
 
 def model_path(arg: str | None) -> Path:
-    """The model to load: ``arg``, or the default model (fetched on first use, with a progress bar)."""
-    if arg is not None:
-        return Path(arg)
-    from cpullm.model.default_model import default_model_path
+    """The model to load: a path, a Hub reference (org/repo[:QUANT]) or the default model (``None``);
+    fetched on first use, with a progress bar."""
+    from cpullm.model.hub import resolve_model
 
-    return default_model_path()
+    return resolve_model(arg)
 
 
 def variant_name() -> str:

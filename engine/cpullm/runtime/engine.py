@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cpullm.model.hub import resolve_model
 from cpullm.model.model_file import ModelFile
 from cpullm.model.tokenizer import Tokenizer
 from cpullm.native.runner import NativeModel, SeqChunk
@@ -89,11 +90,8 @@ class Engine:
         step_tokens: int = DEFAULT_STEP_TOKENS,
         kv_dtype: str = "f16",
     ) -> None:
-        if model_path is None:
-            from cpullm.model.default_model import default_model_path
-
-            model_path = default_model_path()
-        self.model_file = ModelFile.open(model_path)
+        # A path, None (the default model) or a Hub reference (org/repo[:QUANT], fetched here).
+        self.model_file = ModelFile.open(resolve_model(model_path))
         self.config = self.model_file.config
         self.tokenizer = Tokenizer.from_gguf(self.model_file.gguf)
         self.model = NativeModel(self.model_file)

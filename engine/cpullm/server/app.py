@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cpullm.model.default_model import DEFAULT_MODEL_FILE
+from cpullm.model.hub import is_hub_ref
 from cpullm.runtime.engine import Engine
 
 from .async_engine import AsyncEngine
@@ -39,7 +40,7 @@ log = logging.getLogger("cpullm.server")
 API_PREFIXES = ("/v1", "/openai/v1")
 
 
-def default_engine_factory(settings: ServerSettings, model_path: Path | None) -> Callable[[], Engine]:
+def default_engine_factory(settings: ServerSettings, model_path: Path | str | None) -> Callable[[], Engine]:
     def build() -> Engine:
         return Engine(
             model_path,
@@ -57,8 +58,13 @@ def create_app(
     engine_factory: Callable[[], Engine] | None = None,
     on_load_failure: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
-    model_path = resolve_model_path(settings.model) if settings.model else None
-    served = settings.served_model_name or default_served_name(model_path or Path(DEFAULT_MODEL_FILE))
+    model_path: Path | str | None = None
+    if settings.model and is_hub_ref(settings.model):
+        model_path = settings.model  # fetched by the engine, off the event loop, while /health says loading
+        served = settings.served_model_name or settings.model
+    else:
+        model_path = resolve_model_path(settings.model) if settings.model else None
+        served = settings.served_model_name or default_served_name(model_path or Path(DEFAULT_MODEL_FILE))
     metrics = Metrics()
     engine = AsyncEngine(
         engine_factory or default_engine_factory(settings, model_path), metrics, on_load_failure
