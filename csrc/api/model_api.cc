@@ -64,6 +64,7 @@ cpullm_model* cpullm_model_create(const cpullm_model_config* config, const cpull
         c.rope_theta = config->rope_theta;
         c.rope_freq_scale = config->rope_freq_scale;
         c.release_packed_sources = config->release_packed_sources != 0;
+        c.qk_norm = config->qk_norm != 0;
         std::vector<cpullm::TensorRef> refs;
         refs.reserve(static_cast<size_t>(n_tensors));
         for (int32_t i = 0; i < n_tensors; ++i) {

@@ -221,6 +221,11 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
         std::copy(row + qd, row + qd + kvd, k_.data() + t * kvd);
         std::copy(row + qd + kvd, row + qkvd, v_.data() + t * kvd);
       }
+      if (L.q_norm) {  // each head is one row of head_dim values
+        rmsnorm(q_.data() + t0 * qd, L.q_norm, q_.data() + t0 * qd, (t1 - t0) * c.n_heads, c.head_dim, c.rms_eps);
+        rmsnorm(k_.data() + t0 * kvd, L.k_norm, k_.data() + t0 * kvd, (t1 - t0) * c.n_kv_heads, c.head_dim,
+                c.rms_eps);
+      }
       rope(q_.data() + t0 * qd, t1 - t0, c.n_heads, c.head_dim, pos_.data() + t0, rope_p);
       rope(k_.data() + t0 * kvd, t1 - t0, c.n_kv_heads, c.head_dim, pos_.data() + t0, rope_p);
     });

@@ -120,6 +120,8 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
       std::memcpy(b + q + kv, vec(p + "attn_v.bias", kv), kv * sizeof(float));
       L.bqkv = b;
     }
+    L.q_norm = cfg.qk_norm ? vec(p + "attn_q_norm.weight", cfg.head_dim) : nullptr;
+    L.k_norm = cfg.qk_norm ? vec(p + "attn_k_norm.weight", cfg.head_dim) : nullptr;
     L.wo = weight(p + "attn_output.weight", d, q);
     L.ffn_norm = vec(p + "ffn_norm.weight", d);
     L.gate_up = Projection{{weight(p + "ffn_gate.weight", ff, d), weight(p + "ffn_up.weight", ff, d)}};

@@ -1,4 +1,5 @@
-// The transformer (Llama family: llama, mistral, qwen2) over the kernel library.
+// The transformer (Llama family: llama, mistral, qwen2, qwen3) over the kernel library: one block whose
+// options (QKV bias, per-head Q/K norm, ...) the architecture sets (engine/cpullm/config.py ARCHITECTURES).
 //
 // A Model borrows the weights (GGUF-layout bytes, usually the memory-mapped file) and owns only what it
 // repacks at load: each product's weights in the layout the variant's fast path prefers. Q/K/V (and
@@ -30,6 +31,7 @@ struct ModelConfig {
   int32_t rope_dims = 0;
   float rope_theta = 10000.0f;
   float rope_freq_scale = 1.0f;
+  bool qk_norm = false;  // per-head RMSNorm of queries and keys before RoPE (qwen3)
   bool release_packed_sources = false;  // weights are a file mapping: drop a tensor's pages once packed
 
   int32_t q_dim() const { return n_heads * head_dim; }
@@ -55,6 +57,8 @@ struct Layer {
   const float* attn_norm;  // [d_model]
   Projection qkv;          // -> [q_dim | kv_dim | kv_dim]
   const float* bqkv;       // [q_dim + 2 kv_dim] or nullptr (qwen2 has Q/K/V biases)
+  const float* q_norm;     // [head_dim] or nullptr: RMSNorm weights of every query head (qwen3)
+  const float* k_norm;     // [head_dim] or nullptr: the same for key heads
   Matrix wo;               // [d_model, q_dim]
   const float* ffn_norm;   // [d_model]
   Projection gate_up;      // -> [d_ff | d_ff]

@@ -8,7 +8,14 @@ Public API
 ``ModelConfig.expected_tensor_shapes()``
     ``{name: ne}`` (GGUF order) of every tensor the model needs; optional ones are listed in
     :data:`OPTIONAL_TENSORS`.
-``SUPPORTED_ARCHITECTURES``, ``RopeLayout``.
+``ARCHITECTURES``, ``SUPPORTED_ARCHITECTURES``, ``ArchSpec``, ``RopeLayout``.
+
+Architectures
+-------------
+:data:`ARCHITECTURES` is the one table of the architectures cpullm runs: each row names the GGUF
+``general.architecture`` value (which is also the prefix of its ``{arch}.*`` metadata keys) and sets the
+options of the one transformer block (RoPE layout, per-head Q/K RMSNorm, ...). A new family is a row
+here plus its reference test; anything a row does not set is refused with an error naming it.
 
 RoPE layout (the subtle part)
 -----------------------------
@@ -34,7 +41,6 @@ from dataclasses import dataclass
 
 from .gguf_file import MISSING, GGUFError, GGUFFile, Missing
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "mistral")
 SUPPORTED_ROPE_SCALING = ("none", "linear")
 
 # Tensors a model may lack: no `output.weight` means the output projection is tied to
@@ -56,10 +62,27 @@ _ROPE_SCALE_RANGE = (1e-6, 1e6, "the RoPE linear scaling factor")
 
 class RopeLayout(str, enum.Enum):
     NORMAL = "normal"  # rotate adjacent pairs (x[2i], x[2i+1]); llama, mistral
-    NEOX = "neox"  # rotate (x[i], x[i + rope_dim/2]); qwen2
+    NEOX = "neox"  # rotate (x[i], x[i + rope_dim/2]); qwen2, qwen3
 
 
-_ROPE_LAYOUTS = {"llama": RopeLayout.NORMAL, "mistral": RopeLayout.NORMAL, "qwen2": RopeLayout.NEOX}
+@dataclass(frozen=True)
+class ArchSpec:
+    """The block options of one architecture (see the module docstring)."""
+
+    rope_layout: RopeLayout
+    # RMSNorm of each query and key head (weights `attn_q_norm`/`attn_k_norm`, [head_dim]) before RoPE.
+    qk_norm: bool = False
+
+
+# The architectures cpullm runs, by their GGUF name (also their metadata prefix). QKV biases are read
+# from the file for any of them (qwen2 has them).
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "llama": ArchSpec(RopeLayout.NORMAL),
+    "qwen2": ArchSpec(RopeLayout.NEOX),
+    "mistral": ArchSpec(RopeLayout.NORMAL),
+    "qwen3": ArchSpec(RopeLayout.NEOX, qk_norm=True),
+}
+SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,7 @@ class ModelConfig:
     has_rope_freqs: bool  # llama3-style frequency factors in tensor `rope_freqs.weight`
     tied_embeddings: bool  # no `output.weight`: logits = token_embd @ h
     has_qkv_bias: bool
+    qk_norm: bool  # per-head RMSNorm of queries and keys before RoPE (qwen3)
     bos_id: int | None
     eos_id: int | None
 
@@ -107,6 +131,7 @@ class ModelConfig:
                 f"{gguf.path}: architecture {arch!r} is not supported (supported: "
                 f"{', '.join(SUPPORTED_ARCHITECTURES)})."
             )
+        spec = ARCHITECTURES[arch]
         md = _Metadata(gguf, arch)
         n_layers = md.count("block_count")
         _check_block_count(md, n_layers)
@@ -140,7 +165,7 @@ class ModelConfig:
             rms_eps=md.number("attention.layer_norm_rms_epsilon", *_RMS_EPS_RANGE),
             rope_theta=md.number("rope.freq_base", *_ROPE_BASE_RANGE, default=10000.0),
             rope_dim=rope_dim,
-            rope_layout=_ROPE_LAYOUTS[arch],
+            rope_layout=spec.rope_layout,
             rope_scaling=scaling,
             rope_scale=scale,
             rope_orig_context=md.count(
@@ -149,6 +174,7 @@ class ModelConfig:
             has_rope_freqs="rope_freqs.weight" in gguf.tensors,
             tied_embeddings="output.weight" not in gguf.tensors,
             has_qkv_bias="blk.0.attn_q.bias" in gguf.tensors,
+            qk_norm=spec.qk_norm,
             bos_id=gguf.get_token_id("bos", vocab_size),
             eos_id=gguf.get_token_id("eos", vocab_size),
         )
@@ -172,6 +198,9 @@ class ModelConfig:
                 shapes[p + "attn_q.bias"] = (q,)
                 shapes[p + "attn_k.bias"] = (kv,)
                 shapes[p + "attn_v.bias"] = (kv,)
+            if self.qk_norm:
+                shapes[p + "attn_q_norm.weight"] = (self.head_dim,)
+                shapes[p + "attn_k_norm.weight"] = (self.head_dim,)
         shapes["output_norm.weight"] = (d,)
         if not self.tied_embeddings:
             shapes["output.weight"] = (d, self.vocab_size)

@@ -48,6 +48,7 @@ class _Config(ctypes.Structure):
         ("rope_theta", ctypes.c_float),
         ("rope_freq_scale", ctypes.c_float),
         ("release_packed_sources", ctypes.c_int32),
+        ("qk_norm", ctypes.c_int32),
     ]
 
 
@@ -164,6 +165,7 @@ class NativeModel:
             # The tensors are views of the file's read-only mapping: once repacked, the native side may
             # drop their pages so the weights are not resident twice.
             release_packed_sources=int(model_file.gguf.mapping is not None),
+            qk_norm=int(c.qk_norm),
         )
         tensors = list(model_file.gguf.tensors.values())
         refs = (_Tensor * len(tensors))()

@@ -1,4 +1,5 @@
-"""An independent NumPy float64 forward pass for llama / mistral / qwen2: the oracle for the native engine.
+"""An independent NumPy float64 forward pass for the architectures of :data:`cpullm.config.ARCHITECTURES`:
+the oracle for the native engine.
 
 Public API
 ----------
@@ -7,9 +8,9 @@ Public API
     row-major: a matrix is ``(out_features, in_features)``.
 ``forward(config, weights, tokens, last_only=False) -> float64[T, vocab]``
     Logits for every position of ``tokens`` (or only the last, as ``[1, vocab]``), computed with a full
-    causal pass: embeddings -> per layer (RMSNorm, Q/K/V (+bias), RoPE, grouped-query causal attention,
-    output projection, residual, RMSNorm, SwiGLU FFN, residual) -> final RMSNorm -> output projection
-    (``token_embd`` when the embeddings are tied).
+    causal pass: embeddings -> per layer (RMSNorm, Q/K/V (+bias), per-head Q/K RMSNorm (qwen3), RoPE,
+    grouped-query causal attention, output projection, residual, RMSNorm, SwiGLU FFN, residual) -> final
+    RMSNorm -> output projection (``token_embd`` when the embeddings are tied).
 ``ReferenceModel(model_file)``
     Holds the dequantized weights; ``logits(tokens)`` and ``greedy(tokens, n, stop_ids)``.
 
@@ -101,10 +102,13 @@ def _layer(config: ModelConfig, w: Weights, i: int, x: np.ndarray, angles: np.nd
     v = h @ w[p + "attn_v.weight"].T
     if config.has_qkv_bias:
         q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
-    q = apply_rope(q.reshape(t, config.n_heads, config.head_dim), angles, config.rope_layout, config.rope_dim)
-    k = apply_rope(
-        k.reshape(t, config.n_kv_heads, config.head_dim), angles, config.rope_layout, config.rope_dim
-    )
+    q = q.reshape(t, config.n_heads, config.head_dim)
+    k = k.reshape(t, config.n_kv_heads, config.head_dim)
+    if config.qk_norm:  # each head normalized over its head_dim lanes, one weight vector for all heads
+        q = rms_norm(q, w[p + "attn_q_norm.weight"], config.rms_eps)
+        k = rms_norm(k, w[p + "attn_k_norm.weight"], config.rms_eps)
+    q = apply_rope(q, angles, config.rope_layout, config.rope_dim)
+    k = apply_rope(k, angles, config.rope_layout, config.rope_dim)
     v = v.reshape(t, config.n_kv_heads, config.head_dim)
     x = x + causal_attention(q, k, v) @ w[p + "attn_output.weight"].T
     h = rms_norm(x, w[p + "ffn_norm.weight"], config.rms_eps)

@@ -63,6 +63,7 @@ def test_reader_agrees_with_gguf_package(tiny_dir: Path, qtype: QT) -> None:
         ("llama", False, RopeLayout.NORMAL, False),
         ("mistral", False, RopeLayout.NORMAL, False),
         ("qwen2", True, RopeLayout.NEOX, True),
+        ("qwen3", True, RopeLayout.NEOX, False),
     ],
 )
 def test_config_fields(tiny_dir: Path, arch: str, tied: bool, layout: RopeLayout, bias: bool) -> None:
@@ -76,6 +77,7 @@ def test_config_fields(tiny_dir: Path, arch: str, tied: bool, layout: RopeLayout
     assert config.rope_layout is layout
     assert config.tied_embeddings is tied
     assert config.has_qkv_bias is bias
+    assert config.qk_norm is (arch == "qwen3")
     assert (config.bos_id, config.eos_id) == (1, 2)
     assert config.rope_scaling == "none" and config.rope_scale == 1.0
 
@@ -101,9 +103,25 @@ def test_yarn_rope_scaling_is_refused(tiny_dir: Path) -> None:
 def test_unknown_architecture_is_named(tiny_dir: Path) -> None:
     path = write_tiny_gguf(tiny_dir / "falcon.gguf", TinySpec(arch="falcon"))
     with pytest.raises(
-        GGUFError, match=r"architecture 'falcon' is not supported \(supported: llama, qwen2, mistral\)"
+        GGUFError, match=r"architecture 'falcon' is not supported \(supported: llama, qwen2, mistral, qwen3\)"
     ):
         ModelFile.open(path)
+
+
+def test_qwen3_needs_its_qk_norm_tensors(tiny_dir: Path) -> None:
+    spec = TinySpec(arch="qwen3", drop_tensors=["blk.1.attn_k_norm.weight"])
+    with pytest.raises(
+        GGUFError, match=r"required tensor 'blk.1.attn_k_norm.weight' is missing.*qwen3 model"
+    ):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "qwen3_no_k_norm.gguf", spec))
+    # head_dim is 256 / 8 = 32: a 64-value norm vector is the wrong shape
+    wrong = TinySpec(
+        arch="qwen3", n_heads=8, extra_tensors={"blk.0.attn_q_norm.weight": np.ones(64, np.float32)}
+    )
+    with pytest.raises(
+        GGUFError, match=r"tensor 'blk.0.attn_q_norm.weight' has shape \[64\].*expected \[32\]"
+    ):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "qwen3_bad_q_norm.gguf", wrong))
 
 
 def test_unsupported_tensor_type_names_tensor_and_type(tiny_dir: Path) -> None:

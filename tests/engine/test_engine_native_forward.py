@@ -47,6 +47,8 @@ CASES = [
     TinySpec(tied=False),
     TinySpec(arch="qwen2"),
     TinySpec(arch="mistral"),
+    TinySpec(arch="qwen3", head_dim=128),  # per-head Q/K norm; q_dim (512) != d_model (256), as Qwen3-0.6B
+    TinySpec(arch="qwen3", head_dim=128, weight_type=QT.Q8_0, tied=False),
     TinySpec(weight_type=QT.F16),
     TinySpec(weight_type=QT.BF16),
     TinySpec(weight_type=QT.Q8_0),
@@ -75,11 +77,12 @@ def test_logits_match_reference(tmp_path, lib, spec):
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.999
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
 @pytest.mark.parametrize(("block_size", "tol"), [(16, 1e-4), (4, 2e-3)])
-def test_decode_steps_match_prefill(tmp_path, lib, block_size, tol):
+def test_decode_steps_match_prefill(tmp_path, lib, block_size, tol, arch):
     # Block size 16 takes the SIMD attention, 4 the reference (f64 sums): the same path as the one-shot
     # prefill must agree to float rounding, the other to what 8-bit activations make of rounding.
-    path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(weight_type=QT.Q4_1))
+    path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(arch=arch, weight_type=QT.Q4_1))
     _, nm = _model(path, lib)
     full = _prefill(nm, TOKENS)
     cache = nm.new_cache(8, block_size, "f32")
@@ -111,8 +114,9 @@ def test_same_result_at_any_thread_count(tmp_path, lib):
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
 
 
-def test_batched_sequences_match_alone(tmp_path, lib):
-    path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(weight_type=QT.Q8_0))
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_batched_sequences_match_alone(tmp_path, lib, arch):
+    path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(arch=arch, weight_type=QT.Q8_0))
     _, nm = _model(path, lib)
     a, b = TOKENS[:9], TOKENS[4:]
     alone_a = _prefill(nm, a, 1)

@@ -50,6 +50,13 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
             q, k, v = (w[p + f"attn_{n}.weight"] @ h for n in "qkv")
             if config.has_qkv_bias:
                 q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
+            if config.qk_norm:  # one weight vector for every head, each head normalized alone
+                q = np.concatenate(
+                    [norm(qh, w[p + "attn_q_norm.weight"]) for qh in np.split(q, config.n_heads)]
+                )
+                k = np.concatenate(
+                    [norm(kh, w[p + "attn_k_norm.weight"]) for kh in np.split(k, config.n_kv_heads)]
+                )
             keys, values = cache[layer]
             keys.append(
                 np.concatenate([rotate(k[j * hd : (j + 1) * hd], pos) for j in range(config.n_kv_heads)])
@@ -74,11 +81,17 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
 
 @pytest.mark.parametrize(
     "spec",
-    [TinySpec(), TinySpec(tied=False, arch="mistral"), TinySpec(arch="qwen2", n_heads=8, n_kv_heads=2)],
-    ids=["llama-tied", "mistral-untied", "qwen2-bias"],
+    [
+        TinySpec(),
+        TinySpec(tied=False, arch="mistral"),
+        TinySpec(arch="qwen2", n_heads=8, n_kv_heads=2),
+        TinySpec(arch="qwen3", head_dim=128),
+    ],
+    ids=["llama-tied", "mistral-untied", "qwen2-bias", "qwen3-qk-norm"],
 )
 def test_forward_matches_naive_loop(tiny_dir: Path, spec: TinySpec) -> None:
     model = ModelFile.open(write_tiny_gguf(tiny_dir / f"naive_{spec.arch}_{spec.tied}.gguf", spec))
+    assert model.config.qk_norm is (spec.arch == "qwen3")
     ref = ReferenceModel(model)
     got = ref.logits(TOKENS)
     want = naive_logits(model.config, ref.weights, TOKENS)

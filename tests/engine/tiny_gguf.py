@@ -1,9 +1,9 @@
 """Write tiny random-weight GGUF models for tests (reusable by any test suite).
 
-``write_tiny_gguf(path, TinySpec(...))`` writes a complete model for ``llama``, ``mistral`` or ``qwen2``
-(tied or untied output, QKV biases for qwen2) whose 2-D weight matrices use ``spec.weight_type``
-(norms and biases stay F32, as in real files). Dimensions are multiples of 256 so every supported
-type, K-quants included, can hold every matrix.
+``write_tiny_gguf(path, TinySpec(...))`` writes a complete model for ``llama``, ``mistral``, ``qwen2`` or
+``qwen3`` (tied or untied output, QKV biases for qwen2, per-head Q/K norms for qwen3) whose 2-D weight
+matrices use ``spec.weight_type`` (norms and biases stay F32, as in real files). Dimensions are multiples
+of 256 so every supported type, K-quants included, can hold every matrix.
 
 Quantization: F32/F16 are plain casts; BF16, Q8_0, Q4_0 and Q4_1 use ``gguf.quants.quantize``.
 The gguf package cannot quantize Q4_K or Q6_K (only dequantize), so for those this module builds
@@ -11,7 +11,7 @@ valid random blocks by hand (random scales and quants with a chosen super-block 
 the file holds legal blocks; tests dequantize them with ``gguf.quants.dequantize``.
 
 ``model_matrix()`` lists (id, spec) for every architecture variant (llama tied/untied, mistral, qwen2
-with biases) times every supported weight type, for suites that must cover them all.
+with biases, qwen3) times every supported weight type, for suites that must cover them all.
 
 Tokenizers: ``"gpt2"`` writes a byte-level BPE vocabulary (3 control tokens, the 256 byte symbols,
 then the merges in ``GPT2_MERGES``); ``"llama"`` writes a SentencePiece-style vocabulary (<unk>, <s>,
@@ -34,6 +34,7 @@ ARCH_VARIANTS = {  # name -> (arch, tied): every architecture and output layout
     "llama-untied": ("llama", False),
     "mistral": ("mistral", False),
     "qwen2-bias": ("qwen2", True),
+    "qwen3": ("qwen3", True),
 }
 
 
@@ -70,6 +71,7 @@ class TinySpec:
     d_model: int = 256
     n_heads: int = 4
     n_kv_heads: int = 2
+    head_dim: int | None = None  # None = d_model / n_heads; else written as attention.key/value_length
     d_ff: int = 512
     context_length: int = 128
     rope_theta: float = 10000.0
@@ -166,7 +168,7 @@ def encode_tensor(values: np.ndarray, qtype: QT, rng: np.random.Generator) -> np
 
 def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """float32 weights, row-major (out_features, in_features)."""
-    d, ff, hd = spec.d_model, spec.d_ff, spec.d_model // spec.n_heads
+    d, ff, hd = spec.d_model, spec.d_ff, _head_dim(spec)
     q, kv = spec.n_heads * hd, spec.n_kv_heads * hd
 
     def mat(rows: int, cols: int) -> np.ndarray:
@@ -185,6 +187,13 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
         if spec.arch == "qwen2":
             for name, n in (("attn_q.bias", q), ("attn_k.bias", kv), ("attn_v.bias", kv)):
                 w[p + name] = (0.1 * rng.standard_normal(n)).astype(np.float32)
+        if spec.arch == "qwen3":
+            # Raw queries and keys far from unit RMS (as in real Qwen3), so that leaving out the per-head
+            # norms changes the logits well beyond any test's tolerance.
+            w[p + "attn_q.weight"] *= 4.0
+            w[p + "attn_k.weight"] *= 4.0
+            w[p + "attn_q_norm.weight"] = norm(hd)
+            w[p + "attn_k_norm.weight"] = norm(hd)
         w[p + "attn_output.weight"] = mat(d, q)
         w[p + "ffn_norm.weight"] = norm(d)
         w[p + "ffn_gate.weight"] = mat(ff, d)
@@ -194,6 +203,10 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
     if not spec.tied:
         w["output.weight"] = mat(vocab_size, d)
     return w
+
+
+def _head_dim(spec: TinySpec) -> int:
+    return spec.head_dim if spec.head_dim is not None else spec.d_model // spec.n_heads
 
 
 def _tensor_type(spec: TinySpec, name: str, values: np.ndarray) -> QT:
@@ -245,7 +258,10 @@ def write_tiny_gguf(path: str | Path, spec: TinySpec | None = None) -> Path:
     writer.add_head_count_kv(spec.n_kv_heads)
     writer.add_rope_freq_base(spec.rope_theta)
     writer.add_layer_norm_rms_eps(spec.rms_eps)
-    writer.add_rope_dimension_count(spec.d_model // spec.n_heads)
+    writer.add_rope_dimension_count(_head_dim(spec))
+    if spec.head_dim is not None:
+        writer.add_key_length(spec.head_dim)
+        writer.add_value_length(spec.head_dim)
     vocab_size = _add_tokenizer(writer, spec)
     for key, value in spec.extra_metadata.items():
         _add_metadata(writer, key, value)

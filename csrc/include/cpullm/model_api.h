@@ -24,6 +24,8 @@ typedef struct {
    * dropped from memory (madvise DONTNEED; a stray read pages them back in from the file), so the
    * weights are not held twice. Must be 0 for any other memory, which DONTNEED would zero. */
   int32_t release_packed_sources;
+  int32_t qk_norm; /* 1: per-head RMSNorm of queries and keys before RoPE (tensors blk.N.attn_q_norm.weight,
+                    * blk.N.attn_k_norm.weight, [head_dim] each; qwen3) */
 } cpullm_model_config;
 
 /* A tensor by GGUF name ("blk.0.attn_q.weight"), ggml type id, rows x cols (cols = GGUF ne[0]) and its
