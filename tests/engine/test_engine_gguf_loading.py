@@ -103,9 +103,47 @@ def test_yarn_rope_scaling_is_refused(tiny_dir: Path) -> None:
 def test_unknown_architecture_is_named(tiny_dir: Path) -> None:
     path = write_tiny_gguf(tiny_dir / "falcon.gguf", TinySpec(arch="falcon"))
     with pytest.raises(
-        GGUFError, match=r"architecture 'falcon' is not supported \(supported: llama, qwen2, mistral, qwen3\)"
+        GGUFError,
+        match=r"architecture 'falcon' is not supported \(supported: llama, qwen2, mistral, qwen3, gemma2\)",
     ):
         ModelFile.open(path)
+
+
+def test_gemma2_options_are_read(tiny_dir: Path) -> None:
+    spec = TinySpec(arch="gemma2", n_layers=3, sliding_window=5, attn_softcap=50.0, final_softcap=30.0)
+    c = ModelFile.open(write_tiny_gguf(tiny_dir / "gemma2_cfg.gguf", spec)).config
+    assert c.rope_layout is RopeLayout.NEOX and c.activation == "gelu_tanh" and c.post_norms
+    assert not c.qk_norm and not c.has_qkv_bias and c.tied_embeddings
+    assert c.embed_scale == 16.0 and c.attn_scale == pytest.approx(1 / 8)  # sqrt(256); head_dim 64
+    assert (c.attn_softcap, c.final_softcap) == (50.0, 30.0)
+    assert [c.layer_window(i) for i in range(3)] == [5, 0, 5]  # even layers local, odd ones global
+    llama = ModelFile.open(write_tiny_gguf(tiny_dir / "llama_cfg.gguf", TinySpec(n_layers=3))).config
+    assert (llama.activation, llama.post_norms, llama.embed_scale) == ("silu", False, 1.0)
+    assert (llama.attn_softcap, llama.final_softcap, llama.sliding_window) == (0.0, 0.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("gemma2.attn_logit_softcapping", 0.0, "a soft-capping value: a finite number greater than 0"),
+        ("gemma2.final_logit_softcapping", float("nan"), "a soft-capping value"),
+        ("gemma2.attention.sliding_window", 0, "an integer from 1 to"),
+    ],
+)
+def test_bad_gemma2_options_are_refused(tiny_dir: Path, key: str, value: object, expected: str) -> None:
+    path = write_tiny_gguf(tiny_dir / "gemma2_bad.gguf", TinySpec(arch="gemma2"))
+    gguf_file = GGUFFile.open(path)
+    gguf_file.metadata[key] = value
+    with pytest.raises(GGUFError, match=f"metadata '{key}' is .*; expected {expected}"):
+        ModelConfig.from_gguf(gguf_file)
+
+
+def test_gemma2_needs_its_post_norms(tiny_dir: Path) -> None:
+    spec = TinySpec(arch="gemma2", drop_tensors=["blk.1.post_ffw_norm.weight"])
+    with pytest.raises(
+        GGUFError, match=r"required tensor 'blk.1.post_ffw_norm.weight' is missing.*gemma2 model"
+    ):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "gemma2_no_post_norm.gguf", spec))
 
 
 def test_qwen3_needs_its_qk_norm_tensors(tiny_dir: Path) -> None:

@@ -21,7 +21,8 @@ TOKENS = [5, 77, 200, 3, 150, 42, 9, 260, 1, 100]
 
 
 def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int]) -> np.ndarray:
-    """Token-by-token with a KV cache and explicit loops over heads and rotation pairs."""
+    """Token-by-token with a KV cache and explicit loops over heads and rotation pairs (and, for gemma2,
+    keys and scalars written out as the definitions say)."""
     hd, group = config.head_dim, config.n_heads // config.n_kv_heads
     cache: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in range(config.n_layers)]
 
@@ -41,9 +42,15 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
             out[b] = vec[a] * math.sin(angle) + vec[b] * math.cos(angle)
         return out
 
+    def cap(value: float, limit: float) -> float:
+        return limit * math.tanh(value / limit) if limit else value
+
+    def gelu(g: float) -> float:
+        return 0.5 * g * (1 + math.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3)))
+
     rows = []
     for pos, token in enumerate(tokens):
-        x = w["token_embd.weight"][token].copy()
+        x = w["token_embd.weight"][token] * config.embed_scale
         for layer in range(config.n_layers):
             p = f"blk.{layer}."
             h = norm(x, w[p + "attn_norm.weight"])
@@ -66,16 +73,26 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
             for head in range(config.n_heads):
                 qh = rotate(q[head * hd : (head + 1) * hd], pos)
                 kv = slice((head // group) * hd, (head // group + 1) * hd)
-                scores = np.array([np.dot(qh, kk[kv]) / math.sqrt(hd) for kk in keys])
+                window = config.layer_window(layer) or pos + 1
+                seen = range(max(0, pos - window + 1), pos + 1)  # key positions this query attends to
+                scores = np.array(
+                    [cap(np.dot(qh, keys[j][kv]) * config.attn_scale, config.attn_softcap) for j in seen]
+                )
                 probs = np.exp(scores - scores.max())
                 probs /= probs.sum()
-                heads.append(sum(pr * vv[kv] for pr, vv in zip(probs, values, strict=True)))
-            x = x + w[p + "attn_output.weight"] @ np.concatenate(heads)
+                heads.append(sum(pr * values[j][kv] for pr, j in zip(probs, seen, strict=True)))
+            att = w[p + "attn_output.weight"] @ np.concatenate(heads)
+            x = x + (norm(att, w[p + "post_attention_norm.weight"]) if config.post_norms else att)
             h = norm(x, w[p + "ffn_norm.weight"])
             gate = w[p + "ffn_gate.weight"] @ h
-            x = x + w[p + "ffn_down.weight"] @ (gate / (1 + np.exp(-gate)) * (w[p + "ffn_up.weight"] @ h))
+            if config.activation == "gelu_tanh":
+                act = np.array([gelu(g) for g in gate])
+            else:
+                act = gate / (1 + np.exp(-gate))
+            ffn = w[p + "ffn_down.weight"] @ (act * (w[p + "ffn_up.weight"] @ h))
+            x = x + (norm(ffn, w[p + "post_ffw_norm.weight"]) if config.post_norms else ffn)
         out = w["token_embd.weight"] if config.tied_embeddings else w["output.weight"]
-        rows.append(out @ norm(x, w["output_norm.weight"]))
+        rows.append([cap(z, config.final_softcap) for z in out @ norm(x, w["output_norm.weight"])])
     return np.array(rows)
 
 
@@ -86,8 +103,9 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
         TinySpec(tied=False, arch="mistral"),
         TinySpec(arch="qwen2", n_heads=8, n_kv_heads=2),
         TinySpec(arch="qwen3", head_dim=128),
+        TinySpec(arch="gemma2", n_heads=8, n_kv_heads=4, sliding_window=4),
     ],
-    ids=["llama-tied", "mistral-untied", "qwen2-bias", "qwen3-qk-norm"],
+    ids=["llama-tied", "mistral-untied", "qwen2-bias", "qwen3-qk-norm", "gemma2"],
 )
 def test_forward_matches_naive_loop(tiny_dir: Path, spec: TinySpec) -> None:
     model = ModelFile.open(write_tiny_gguf(tiny_dir / f"naive_{spec.arch}_{spec.tied}.gguf", spec))

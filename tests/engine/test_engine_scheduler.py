@@ -16,9 +16,9 @@ from cpullm.sampling import SamplingParams
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen3"])
+@pytest.fixture(scope="module", params=["llama", "qwen3", "gemma2"])
 def tiny_model(native_lib_dir: Path, tmp_path_factory, request) -> Path:
-    """Every engine test runs on each block variant: llama, and qwen3's per-head Q/K norm."""
+    """Every engine test runs on each block variant: llama, qwen3 (Q/K norm), gemma2 (sliding window...)."""
     os.environ["CPULLM_LIB_DIR"] = str(native_lib_dir)
     spec = TinySpec(arch=request.param, weight_type=QT.Q8_0, context_length=128)
     return write_tiny_gguf(tmp_path_factory.mktemp("sched") / "m.gguf", spec)

@@ -1,9 +1,10 @@
 """Write tiny random-weight GGUF models for tests (reusable by any test suite).
 
-``write_tiny_gguf(path, TinySpec(...))`` writes a complete model for ``llama``, ``mistral``, ``qwen2`` or
-``qwen3`` (tied or untied output, QKV biases for qwen2, per-head Q/K norms for qwen3) whose 2-D weight
-matrices use ``spec.weight_type`` (norms and biases stay F32, as in real files). Dimensions are multiples
-of 256 so every supported type, K-quants included, can hold every matrix.
+``write_tiny_gguf(path, TinySpec(...))`` writes a complete model for ``llama``, ``mistral``, ``qwen2``,
+``qwen3`` or ``gemma2`` (tied or untied output, QKV biases for qwen2, per-head Q/K norms for qwen3,
+post-norms, soft-capping and a sliding window for gemma2) whose 2-D weight matrices use
+``spec.weight_type`` (norms and biases stay F32, as in real files). Dimensions are multiples of 256 so
+every supported type, K-quants included, can hold every matrix.
 
 Quantization: F32/F16 are plain casts; BF16, Q8_0, Q4_0 and Q4_1 use ``gguf.quants.quantize``.
 The gguf package cannot quantize Q4_K or Q6_K (only dequantize), so for those this module builds
@@ -11,7 +12,7 @@ valid random blocks by hand (random scales and quants with a chosen super-block 
 the file holds legal blocks; tests dequantize them with ``gguf.quants.dequantize``.
 
 ``model_matrix()`` lists (id, spec) for every architecture variant (llama tied/untied, mistral, qwen2
-with biases, qwen3) times every supported weight type, for suites that must cover them all.
+with biases, qwen3, gemma2) times every supported weight type, for suites that must cover them all.
 
 Tokenizers: ``"gpt2"`` writes a byte-level BPE vocabulary (3 control tokens, the 256 byte symbols,
 then the merges in ``GPT2_MERGES``); ``"llama"`` writes a SentencePiece-style vocabulary (<unk>, <s>,
@@ -35,6 +36,7 @@ ARCH_VARIANTS = {  # name -> (arch, tied): every architecture and output layout
     "mistral": ("mistral", False),
     "qwen2-bias": ("qwen2", True),
     "qwen3": ("qwen3", True),
+    "gemma2": ("gemma2", True),
 }
 
 
@@ -72,6 +74,10 @@ class TinySpec:
     n_heads: int = 4
     n_kv_heads: int = 2
     head_dim: int | None = None  # None = d_model / n_heads; else written as attention.key/value_length
+    # gemma2 only: small enough that the window and both caps change a tiny model's logits
+    sliding_window: int = 8
+    attn_softcap: float = 3.0
+    final_softcap: float = 3.0
     d_ff: int = 512
     context_length: int = 128
     rope_theta: float = 10000.0
@@ -177,7 +183,9 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
     def norm(n: int) -> np.ndarray:
         return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
-    w = {"token_embd.weight": rng.standard_normal((vocab_size, d)).astype(np.float32)}
+    # gemma2 scales embeddings by sqrt(d) on the way in: keep the residual stream near unit size
+    embd_std = 1.0 / np.sqrt(d) if spec.arch == "gemma2" else 1.0
+    w = {"token_embd.weight": (embd_std * rng.standard_normal((vocab_size, d))).astype(np.float32)}
     for i in range(spec.n_layers):
         p = f"blk.{i}."
         w[p + "attn_norm.weight"] = norm(d)
@@ -199,6 +207,9 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
         w[p + "ffn_gate.weight"] = mat(ff, d)
         w[p + "ffn_up.weight"] = mat(ff, d)
         w[p + "ffn_down.weight"] = mat(d, ff)
+        if spec.arch == "gemma2":
+            w[p + "post_attention_norm.weight"] = norm(d)
+            w[p + "post_ffw_norm.weight"] = norm(d)
     w["output_norm.weight"] = norm(d)
     if not spec.tied:
         w["output.weight"] = mat(vocab_size, d)
@@ -262,6 +273,10 @@ def write_tiny_gguf(path: str | Path, spec: TinySpec | None = None) -> Path:
     if spec.head_dim is not None:
         writer.add_key_length(spec.head_dim)
         writer.add_value_length(spec.head_dim)
+    if spec.arch == "gemma2":
+        writer.add_sliding_window(spec.sliding_window)
+        writer.add_attn_logit_softcapping(spec.attn_softcap)
+        writer.add_final_logit_softcapping(spec.final_softcap)
     vocab_size = _add_tokenizer(writer, spec)
     for key, value in spec.extra_metadata.items():
         _add_metadata(writer, key, value)
