@@ -75,6 +75,8 @@ cpullm_model* cpullm_model_create(const cpullm_model_config* config, const cpull
         c.attn_scale = config->attn_scale;
         c.attn_softcap = config->attn_softcap;
         c.final_softcap = config->final_softcap;
+        c.fused_qkv = config->fused_qkv != 0;
+        c.fused_gate_up = config->fused_gate_up != 0;
         if (config->layer_windows != nullptr && config->n_layers > 0) {
           c.layer_windows.assign(config->layer_windows, config->layer_windows + config->n_layers);
         }

@@ -119,8 +119,10 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
     const std::string p = "blk." + std::to_string(i) + ".";
     Layer& L = layers_[static_cast<size_t>(i)];
     L.attn_norm = vec(p + "attn_norm.weight", d);
-    L.qkv = Projection{{weight(p + "attn_q.weight", q, d), weight(p + "attn_k.weight", kv, d),
-                        weight(p + "attn_v.weight", kv, d)}};
+    // A fused matrix is the same product with one part: its rows are already [q | k | v] or [gate | up].
+    L.qkv = cfg.fused_qkv ? Projection{{weight(p + "attn_qkv.weight", q + 2 * kv, d)}}
+                          : Projection{{weight(p + "attn_q.weight", q, d), weight(p + "attn_k.weight", kv, d),
+                                        weight(p + "attn_v.weight", kv, d)}};
     L.bqkv = nullptr;
     if (bias) {
       owned_.emplace_back(static_cast<size_t>(q + 2 * kv) * sizeof(float));
@@ -135,7 +137,9 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
     L.wo = weight(p + "attn_output.weight", d, q);
     L.post_attn_norm = cfg.post_norms ? vec(p + "post_attention_norm.weight", d) : nullptr;
     L.ffn_norm = vec(p + "ffn_norm.weight", d);
-    L.gate_up = Projection{{weight(p + "ffn_gate.weight", ff, d), weight(p + "ffn_up.weight", ff, d)}};
+    L.gate_up = cfg.fused_gate_up
+                    ? Projection{{weight(p + "ffn_up.weight", 2 * ff, d)}}
+                    : Projection{{weight(p + "ffn_gate.weight", ff, d), weight(p + "ffn_up.weight", ff, d)}};
     L.wdown = weight(p + "ffn_down.weight", d, ff);
     L.post_ffn_norm = cfg.post_norms ? vec(p + "post_ffw_norm.weight", d) : nullptr;
   }

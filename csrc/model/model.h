@@ -1,4 +1,4 @@
-// The transformer (llama, mistral, qwen2, qwen3, gemma2) over the kernel library: one block whose options
+// The transformer (llama, mistral, qwen2, qwen3, gemma2, phi3) over the kernel library: one block whose options
 // (QKV bias, per-head Q/K norm, activation, post-norms, soft-capping, sliding window...) the architecture
 // sets (engine/cpullm/config.py ARCHITECTURES).
 //
@@ -42,6 +42,8 @@ struct ModelConfig {
   float attn_softcap = 0.0f;   // scores -> cap · tanh(score / cap) before the softmax; 0 = not
   float final_softcap = 0.0f;  // the same for the logits
   std::vector<int32_t> layer_windows;  // per layer: sliding window (0 = none); empty = none anywhere
+  bool fused_qkv = false;      // one attn_qkv matrix [q | k | v] (phi3)
+  bool fused_gate_up = false;  // ffn_up holds [gate | up] (2 d_ff rows), no ffn_gate (phi3)
   bool release_packed_sources = false;  // weights are a file mapping: drop a tensor's pages once packed
 
   int32_t q_dim() const { return n_heads * head_dim; }

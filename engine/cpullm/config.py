@@ -86,6 +86,10 @@ class ArchSpec:
     # Sliding-window attention (window `{arch}.attention.sliding_window`, default 4096) in layer i when
     # i % swa_pattern < swa_pattern - 1, as llama.cpp's swa pattern; 0 = no sliding window.
     swa_pattern: int = 0
+    # One `attn_qkv` matrix ([q | k | v] rows) instead of attn_q/k/v, one `ffn_up` ([gate | up] rows, 2 d_ff)
+    # instead of ffn_gate and ffn_up.
+    fused_qkv: bool = False
+    fused_gate_up: bool = False
 
 
 # The architectures cpullm runs, by their GGUF name (also their metadata prefix). QKV biases are read
@@ -105,6 +109,15 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         softcapping=True,
         swa_pattern=2,
     ),
+    # Phi-3: llama.cpp ignores its sliding_window metadata (Phi SWA disabled there), and so does cpullm.
+    # Its 128k models' LongRoPE factors (rope_factors_long/short) are refused for now.
+    "phi3": ArchSpec(RopeLayout.NEOX, fused_qkv=True, fused_gate_up=True),
+}
+# Tensors a file of a supported architecture may hold that cpullm cannot use yet: refused by name.
+UNSUPPORTED_TENSORS = {
+    "rope_factors_long.weight": "LongRoPE frequency factors (128k-context Phi-3 models)",
+    "rope_factors_short.weight": "LongRoPE frequency factors (128k-context Phi-3 models)",
+    "blk.0.attn_qkv.bias": "a fused Q/K/V bias",
 }
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 
@@ -139,6 +152,8 @@ class ModelConfig:
     final_softcap: float  # the same for the output logits; 0 = not
     sliding_window: int  # keys a query of a sliding-window layer sees, its own included; 0 = no such layers
     swa_pattern: int  # layer i has the sliding window when i % swa_pattern < swa_pattern - 1 (0: none)
+    fused_qkv: bool  # attn_qkv instead of attn_q/k/v (phi3)
+    fused_gate_up: bool  # ffn_up holds [gate | up], no ffn_gate (phi3)
     bos_id: int | None
     eos_id: int | None
 
@@ -169,6 +184,12 @@ class ModelConfig:
                 f"{', '.join(SUPPORTED_ARCHITECTURES)})."
             )
         spec = ARCHITECTURES[arch]
+        for name, what in UNSUPPORTED_TENSORS.items():
+            if name in gguf.tensors:
+                raise GGUFError(
+                    f"{gguf.path}: tensor {name!r} holds {what}, which cpullm does not support yet. Use a "
+                    "model without it (for Phi-3, a 4k-context one)."
+                )
         md = _Metadata(gguf, arch)
         n_layers = md.count("block_count")
         _check_block_count(md, n_layers)
@@ -233,6 +254,8 @@ class ModelConfig:
             final_softcap=final_cap,
             sliding_window=window,
             swa_pattern=spec.swa_pattern,
+            fused_qkv=spec.fused_qkv,
+            fused_gate_up=spec.fused_gate_up,
             bos_id=gguf.get_token_id("bos", vocab_size),
             eos_id=gguf.get_token_id("eos", vocab_size),
         )
@@ -244,13 +267,19 @@ class ModelConfig:
         for i in range(self.n_layers):
             p = f"blk.{i}."
             shapes[p + "attn_norm.weight"] = (d,)
-            shapes[p + "attn_q.weight"] = (d, q)
-            shapes[p + "attn_k.weight"] = (d, kv)
-            shapes[p + "attn_v.weight"] = (d, kv)
+            if self.fused_qkv:
+                shapes[p + "attn_qkv.weight"] = (d, q + 2 * kv)
+            else:
+                shapes[p + "attn_q.weight"] = (d, q)
+                shapes[p + "attn_k.weight"] = (d, kv)
+                shapes[p + "attn_v.weight"] = (d, kv)
             shapes[p + "attn_output.weight"] = (q, d)
             shapes[p + "ffn_norm.weight"] = (d,)
-            shapes[p + "ffn_gate.weight"] = (d, ff)
-            shapes[p + "ffn_up.weight"] = (d, ff)
+            if self.fused_gate_up:
+                shapes[p + "ffn_up.weight"] = (d, 2 * ff)
+            else:
+                shapes[p + "ffn_gate.weight"] = (d, ff)
+                shapes[p + "ffn_up.weight"] = (d, ff)
             shapes[p + "ffn_down.weight"] = (ff, d)
             if self.has_qkv_bias:
                 shapes[p + "attn_q.bias"] = (q,)

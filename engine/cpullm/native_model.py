@@ -57,6 +57,8 @@ class _Config(ctypes.Structure):
         ("attn_softcap", ctypes.c_float),
         ("final_softcap", ctypes.c_float),
         ("layer_windows", ctypes.POINTER(ctypes.c_int32)),
+        ("fused_qkv", ctypes.c_int32),
+        ("fused_gate_up", ctypes.c_int32),
     ]
 
 
@@ -180,6 +182,8 @@ class NativeModel:
             attn_scale=c.attn_scale,
             attn_softcap=c.attn_softcap,
             final_softcap=c.final_softcap,
+            fused_qkv=int(c.fused_qkv),
+            fused_gate_up=int(c.fused_gate_up),
         )
         windows = (ctypes.c_int32 * c.n_layers)(*(c.layer_window(i) for i in range(c.n_layers)))
         if any(windows):

@@ -120,9 +120,14 @@ def _layer(config: ModelConfig, w: Weights, i: int, x: np.ndarray, angles: np.nd
     p = f"blk.{i}."
     t = x.shape[0]
     h = rms_norm(x, w[p + "attn_norm.weight"], config.rms_eps)
-    q = h @ w[p + "attn_q.weight"].T  # [T, n_heads * hd]
-    k = h @ w[p + "attn_k.weight"].T  # [T, n_kv_heads * hd]
-    v = h @ w[p + "attn_v.weight"].T
+    if config.fused_qkv:  # rows [q | k | v]
+        q, k, v = np.split(
+            h @ w[p + "attn_qkv.weight"].T, [config.q_dim, config.q_dim + config.kv_dim], axis=1
+        )
+    else:
+        q = h @ w[p + "attn_q.weight"].T  # [T, n_heads * hd]
+        k = h @ w[p + "attn_k.weight"].T  # [T, n_kv_heads * hd]
+        v = h @ w[p + "attn_v.weight"].T
     if config.has_qkv_bias:
         q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
     q = q.reshape(t, config.n_heads, config.head_dim)
@@ -140,7 +145,11 @@ def _layer(config: ModelConfig, w: Weights, i: int, x: np.ndarray, angles: np.nd
     x = x + att
     h = rms_norm(x, w[p + "ffn_norm.weight"], config.rms_eps)
     act = gelu_tanh if config.activation == "gelu_tanh" else silu
-    ffn = act(h @ w[p + "ffn_gate.weight"].T) * (h @ w[p + "ffn_up.weight"].T)  # [T, d_ff]
+    if config.fused_gate_up:  # rows [gate | up]
+        gate, up = np.split(h @ w[p + "ffn_up.weight"].T, 2, axis=1)
+    else:
+        gate, up = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
+    ffn = act(gate) * up  # [T, d_ff]
     ffn = ffn @ w[p + "ffn_down.weight"].T
     if config.post_norms:
         ffn = rms_norm(ffn, w[p + "post_ffw_norm.weight"], config.rms_eps)

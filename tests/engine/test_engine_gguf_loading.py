@@ -104,7 +104,8 @@ def test_unknown_architecture_is_named(tiny_dir: Path) -> None:
     path = write_tiny_gguf(tiny_dir / "falcon.gguf", TinySpec(arch="falcon"))
     with pytest.raises(
         GGUFError,
-        match=r"architecture 'falcon' is not supported \(supported: llama, qwen2, mistral, qwen3, gemma2\)",
+        match=r"architecture 'falcon' is not supported \(supported: llama, qwen2, mistral, qwen3, gemma2, "
+        r"phi3\)",
     ):
         ModelFile.open(path)
 
@@ -136,6 +137,20 @@ def test_bad_gemma2_options_are_refused(tiny_dir: Path, key: str, value: object,
     gguf_file.metadata[key] = value
     with pytest.raises(GGUFError, match=f"metadata '{key}' is .*; expected {expected}"):
         ModelConfig.from_gguf(gguf_file)
+
+
+def test_phi3_reads_fused_matrices_and_refuses_longrope(tiny_dir: Path) -> None:
+    c = ModelFile.open(write_tiny_gguf(tiny_dir / "phi3.gguf", TinySpec(arch="phi3", tied=False))).config
+    assert c.fused_qkv and c.fused_gate_up and c.rope_layout is RopeLayout.NEOX
+    shapes = c.expected_tensor_shapes()
+    assert shapes["blk.0.attn_qkv.weight"] == (256, 512) and "blk.0.attn_q.weight" not in shapes
+    assert shapes["blk.0.ffn_up.weight"] == (256, 1024) and "blk.0.ffn_gate.weight" not in shapes
+    longrope = TinySpec(arch="phi3", extra_tensors={"rope_factors_long.weight": np.ones(32, np.float32)})
+    with pytest.raises(GGUFError, match=r"'rope_factors_long.weight' holds LongRoPE .* not support yet"):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "phi3_longrope.gguf", longrope))
+    unfused = TinySpec(arch="phi3", drop_tensors=["blk.0.attn_qkv.weight"])
+    with pytest.raises(GGUFError, match=r"required tensor 'blk.0.attn_qkv.weight' is missing.*phi3 model"):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "phi3_no_qkv.gguf", unfused))
 
 
 def test_gemma2_needs_its_post_norms(tiny_dir: Path) -> None:

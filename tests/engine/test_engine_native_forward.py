@@ -53,6 +53,8 @@ CASES = [
     # keys cross a 16-key tile, layer 1 all.
     TinySpec(arch="gemma2", n_heads=8, n_kv_heads=4),
     TinySpec(arch="gemma2", weight_type=QT.Q8_0, sliding_window=13),
+    TinySpec(arch="phi3", tied=False),  # fused QKV and gate-up: one-part projections
+    TinySpec(arch="phi3", weight_type=QT.Q4_0),
     TinySpec(weight_type=QT.F16),
     TinySpec(weight_type=QT.BF16),
     TinySpec(weight_type=QT.Q8_0),
@@ -88,14 +90,17 @@ DECODE_SPECS = {
     "llama": TinySpec(weight_type=QT.Q4_1),
     "qwen3": TinySpec(arch="qwen3", weight_type=QT.Q4_1),
     "gemma2": TinySpec(arch="gemma2", weight_type=QT.Q4_1, attn_softcap=50.0, final_softcap=30.0),
+    "phi3": TinySpec(arch="phi3", weight_type=QT.Q4_1),
 }
 
 
 @pytest.mark.parametrize("arch", list(DECODE_SPECS))
-@pytest.mark.parametrize(("block_size", "tol"), [(16, 1e-4), (4, 2e-3)])
+@pytest.mark.parametrize(("block_size", "tol"), [(16, 1e-4), (4, 5e-3)])
 def test_decode_steps_match_prefill(tmp_path, lib, block_size, tol, arch):
     # Block size 16 takes the SIMD attention, 4 the reference (f64 sums): the same path as the one-shot
-    # prefill must agree to float rounding, the other to what 8-bit activations make of rounding.
+    # prefill must agree to float rounding, the other to what 8-bit activations make of rounding (an
+    # activation whose rounding flips moves the logits by up to 3e-3 here: measured on phi3; llama's seed
+    # happens to flip none). test_reference_attention_matches holds the reference path to 1e-4.
     path = write_tiny_gguf(tmp_path / "m.gguf", DECODE_SPECS[arch])
     _, nm = _model(path, lib)
     full = _prefill(nm, TOKENS)
@@ -109,7 +114,7 @@ def test_decode_steps_match_prefill(tmp_path, lib, block_size, tol, arch):
     assert _rel_err(stepped, full) < tol
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3"])
 def test_reference_attention_matches(tmp_path, lib, arch):
     """Blocks of 4 tokens take the reference attention (kernels/attention/attention_ref.cc): with float
     weights it matches the float64 forward pass too, sliding window and soft-capping included."""
@@ -138,7 +143,7 @@ def test_same_result_at_any_thread_count(tmp_path, lib):
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "phi3"])
 def test_batched_sequences_match_alone(tmp_path, lib, arch):
     path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(arch=arch, weight_type=QT.Q8_0))
     _, nm = _model(path, lib)

@@ -54,7 +54,11 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
         for layer in range(config.n_layers):
             p = f"blk.{layer}."
             h = norm(x, w[p + "attn_norm.weight"])
-            q, k, v = (w[p + f"attn_{n}.weight"] @ h for n in "qkv")
+            if config.fused_qkv:  # one matrix, rows [q | k | v]
+                qkv = w[p + "attn_qkv.weight"] @ h
+                q, k, v = qkv[: config.q_dim], qkv[config.q_dim : -config.kv_dim], qkv[-config.kv_dim :]
+            else:
+                q, k, v = (w[p + f"attn_{n}.weight"] @ h for n in "qkv")
             if config.has_qkv_bias:
                 q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
             if config.qk_norm:  # one weight vector for every head, each head normalized alone
@@ -84,12 +88,15 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
             att = w[p + "attn_output.weight"] @ np.concatenate(heads)
             x = x + (norm(att, w[p + "post_attention_norm.weight"]) if config.post_norms else att)
             h = norm(x, w[p + "ffn_norm.weight"])
-            gate = w[p + "ffn_gate.weight"] @ h
+            if config.fused_gate_up:  # ffn_up's rows are [gate | up]
+                gate, up = np.split(w[p + "ffn_up.weight"] @ h, 2)
+            else:
+                gate, up = w[p + "ffn_gate.weight"] @ h, w[p + "ffn_up.weight"] @ h
             if config.activation == "gelu_tanh":
                 act = np.array([gelu(g) for g in gate])
             else:
                 act = gate / (1 + np.exp(-gate))
-            ffn = w[p + "ffn_down.weight"] @ (act * (w[p + "ffn_up.weight"] @ h))
+            ffn = w[p + "ffn_down.weight"] @ (act * up)
             x = x + (norm(ffn, w[p + "post_ffw_norm.weight"]) if config.post_norms else ffn)
         out = w["token_embd.weight"] if config.tied_embeddings else w["output.weight"]
         rows.append([cap(z, config.final_softcap) for z in out @ norm(x, w["output_norm.weight"])])
@@ -104,8 +111,9 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
         TinySpec(arch="qwen2", n_heads=8, n_kv_heads=2),
         TinySpec(arch="qwen3", head_dim=128),
         TinySpec(arch="gemma2", n_heads=8, n_kv_heads=4, sliding_window=4),
+        TinySpec(arch="phi3", tied=False),
     ],
-    ids=["llama-tied", "mistral-untied", "qwen2-bias", "qwen3-qk-norm", "gemma2"],
+    ids=["llama-tied", "mistral-untied", "qwen2-bias", "qwen3-qk-norm", "gemma2", "phi3-fused"],
 )
 def test_forward_matches_naive_loop(tiny_dir: Path, spec: TinySpec) -> None:
     model = ModelFile.open(write_tiny_gguf(tiny_dir / f"naive_{spec.arch}_{spec.tied}.gguf", spec))
@@ -232,7 +240,7 @@ def test_rope_freqs_tensor_is_used(tiny_dir: Path) -> None:
 def test_every_architecture_and_type_runs(tiny_dir: Path, name: str, spec: TinySpec) -> None:
     model = ModelFile.open(write_tiny_gguf(tiny_dir / f"matrix_{name}.gguf", spec))
     assert model.config.arch == spec.arch and model.config.tied_embeddings is spec.tied
-    assert model.tensor("blk.1.ffn_gate.weight").type == spec.weight_type
+    assert model.tensor("blk.1.ffn_down.weight").type == spec.weight_type
     logits = ReferenceModel(model).logits(TOKENS[:4])
     assert logits.shape == (4, model.config.vocab_size)
     assert np.isfinite(logits).all() and logits.std() > 0.01

@@ -1,8 +1,9 @@
 """Write tiny random-weight GGUF models for tests (reusable by any test suite).
 
 ``write_tiny_gguf(path, TinySpec(...))`` writes a complete model for ``llama``, ``mistral``, ``qwen2``,
-``qwen3`` or ``gemma2`` (tied or untied output, QKV biases for qwen2, per-head Q/K norms for qwen3,
-post-norms, soft-capping and a sliding window for gemma2) whose 2-D weight matrices use
+``qwen3``, ``gemma2`` or ``phi3`` (tied or untied output, QKV biases for qwen2, per-head Q/K norms for
+qwen3, post-norms, soft-capping and a sliding window for gemma2, fused QKV and gate-up matrices for
+phi3) whose 2-D weight matrices use
 ``spec.weight_type`` (norms and biases stay F32, as in real files). Dimensions are multiples of 256 so
 every supported type, K-quants included, can hold every matrix.
 
@@ -12,7 +13,7 @@ valid random blocks by hand (random scales and quants with a chosen super-block 
 the file holds legal blocks; tests dequantize them with ``gguf.quants.dequantize``.
 
 ``model_matrix()`` lists (id, spec) for every architecture variant (llama tied/untied, mistral, qwen2
-with biases, qwen3, gemma2) times every supported weight type, for suites that must cover them all.
+with biases, qwen3, gemma2, phi3) times every supported weight type, for suites that must cover them all.
 
 Tokenizers: ``"gpt2"`` writes a byte-level BPE vocabulary (3 control tokens, the 256 byte symbols,
 then the merges in ``GPT2_MERGES``); ``"llama"`` writes a SentencePiece-style vocabulary (<unk>, <s>,
@@ -37,6 +38,7 @@ ARCH_VARIANTS = {  # name -> (arch, tied): every architecture and output layout
     "qwen2-bias": ("qwen2", True),
     "qwen3": ("qwen3", True),
     "gemma2": ("gemma2", True),
+    "phi3": ("phi3", False),
 }
 
 
@@ -210,6 +212,11 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
         if spec.arch == "gemma2":
             w[p + "post_attention_norm.weight"] = norm(d)
             w[p + "post_ffw_norm.weight"] = norm(d)
+        if spec.arch == "phi3":  # fused as Phi-3's converter writes them: rows [q | k | v], [gate | up]
+            w[p + "attn_qkv.weight"] = np.concatenate([w.pop(p + f"attn_{n}.weight") for n in "qkv"])
+            w[p + "ffn_up.weight"] = np.concatenate(
+                [w.pop(p + "ffn_gate.weight"), w.pop(p + "ffn_up.weight")]
+            )
     w["output_norm.weight"] = norm(d)
     if not spec.tied:
         w["output.weight"] = mat(vocab_size, d)

@@ -36,6 +36,8 @@ typedef struct {
   /* n_layers values (read during cpullm_model_create only): layer i's queries see the last
    * layer_windows[i] positions up to their own (0 = all); NULL = no sliding window anywhere. */
   const int32_t* layer_windows;
+  int32_t fused_qkv;     /* 1: blk.N.attn_qkv.weight ([q | k | v] rows) instead of attn_q/k/v (phi3) */
+  int32_t fused_gate_up; /* 1: blk.N.ffn_up.weight holds [gate | up] (2 d_ff rows), no ffn_gate (phi3) */
 } cpullm_model_config;
 
 /* A tensor by GGUF name ("blk.0.attn_q.weight"), ggml type id, rows x cols (cols = GGUF ne[0]) and its
