@@ -64,6 +64,22 @@ cpullm_model* cpullm_model_create(const cpullm_model_config* config, const cpull
         c.rope_theta = config->rope_theta;
         c.rope_freq_scale = config->rope_freq_scale;
         c.release_packed_sources = config->release_packed_sources != 0;
+        c.qk_norm = config->qk_norm != 0;
+        if (config->activation != 0 && config->activation != 1) {
+          cpullm::set_last_error("activation must be 0 (SiLU) or 1 (GELU, tanh approximation)");
+          return nullptr;
+        }
+        c.activation = static_cast<cpullm::Activation>(config->activation);
+        c.post_norms = config->post_norms != 0;
+        c.embed_scale = config->embed_scale == 0.0f ? 1.0f : config->embed_scale;
+        c.attn_scale = config->attn_scale;
+        c.attn_softcap = config->attn_softcap;
+        c.final_softcap = config->final_softcap;
+        c.fused_qkv = config->fused_qkv != 0;
+        c.fused_gate_up = config->fused_gate_up != 0;
+        if (config->layer_windows != nullptr && config->n_layers > 0) {
+          c.layer_windows.assign(config->layer_windows, config->layer_windows + config->n_layers);
+        }
         std::vector<cpullm::TensorRef> refs;
         refs.reserve(static_cast<size_t>(n_tensors));
         for (int32_t i = 0; i < n_tensors; ++i) {

@@ -193,10 +193,14 @@ void test_matmul(Report& r, std::mt19937& rng) {
 }
 
 // Attention (the dispatching entry point, threaded) vs the reference on a paged cache with scattered
-// blocks, GQA, F32 and F16 storage: |fast - ref| <= 1e-4 · max(1, |ref|) (outputs are O(1) averages).
+// blocks, GQA, F32 and F16 storage, with and without a sliding window and soft-capped scores:
+// |fast - ref| <= 1e-4 · max(1, |ref|) (outputs are O(1) averages).
 void test_attention(Report& r, std::mt19937& rng) {
-  // (n_heads, n_kv_heads, head_dim, block_size, n_ctx, n_q)
-  const int shapes[][6] = {{9, 3, 64, 16, 37, 1}, {4, 4, 32, 8, 20, 20}, {6, 2, 48, 32, 70, 5}, {2, 1, 64, 4, 1, 1}};
+  // (n_heads, n_kv_heads, head_dim, block_size, n_ctx, n_q, window, softcap)
+  const int shapes[][8] = {{9, 3, 64, 16, 37, 1, 0, 0},   {4, 4, 32, 8, 20, 20, 0, 0},   {6, 2, 48, 32, 70, 5, 0, 0},
+                           {2, 1, 64, 4, 1, 1, 0, 0},     {8, 2, 64, 16, 70, 20, 13, 1}, {4, 2, 32, 16, 90, 1, 40, 0},
+                           {6, 3, 64, 32, 50, 7, 0, 1}};
+  const int n_shapes = static_cast<int>(sizeof shapes / sizeof shapes[0]);
   double worst = 0.0;
   for (DType t : {DType::F32, DType::F16}) {
     for (const auto& s : shapes) {
@@ -206,7 +210,9 @@ void test_attention(Report& r, std::mt19937& rng) {
       for (int b = 0; b < n_blocks; ++b) table[b] = n_blocks - 1 - b;  // physical order reversed
       const size_t pool = static_cast<size_t>(n_blocks) * bs * n_kv * hd * (t == DType::F16 ? 2 : 4);
       std::vector<uint8_t> kpool(pool), vpool(pool);
-      const cpullm::KVCache kv{t, bs, n_kv, hd, kpool.data(), vpool.data(), table.data()};
+      cpullm::KVCache kv{t, bs, n_kv, hd, kpool.data(), vpool.data(), table.data()};
+      kv.window = s[6];
+      kv.softcap = static_cast<float>(s[7]);
       auto k = random_floats(int64_t(n_ctx) * n_kv * hd, rng), v = random_floats(int64_t(n_ctx) * n_kv * hd, rng);
       cpullm::kv_write(kv, k.data(), v.data(), 0, n_ctx);
       auto q = random_floats(int64_t(n_q) * n_heads * hd, rng);
@@ -234,7 +240,8 @@ void test_attention(Report& r, std::mt19937& rng) {
       worst = std::fmax(worst, err / 1e-4);
     }
   }
-  r.line(fmt("attention: F32 and F16 caches, 4 shapes each, worst error/tolerance %.3g", worst));
+  r.line(fmt("attention: F32 and F16 caches, %g shapes each (windows, soft-caps), worst error/tolerance %.3g",
+             n_shapes, worst));
 }
 
 // Row ops through the dispatching entry points vs the references: 4e-6 relative (exp approximation).

@@ -129,6 +129,9 @@ void silu_mul(const float* g, const float* u, float* y, int64_t n) {
 #include "kernels/kernel_sets.def"
   ref::silu_mul(g, u, y, n);
 }
+// Gemma only, for now: the reference loops (their tanh is the cost, off the hot path of the other families).
+void gelu_tanh_mul(const float* g, const float* u, float* y, int64_t n) { ref::gelu_tanh_mul(g, u, y, n); }
+void softcap(float* x, int64_t n, float cap) { ref::softcap(x, n, cap); }
 // Compiled with the variant's flags, the reference loop is already vectorized.
 void add(const float* a, const float* b, float* y, int64_t n) { ref::add(a, b, y, n); }
 void softmax(float* x, int64_t n) {

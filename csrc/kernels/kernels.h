@@ -120,6 +120,11 @@ void dequantize(DType type, const void* data, int64_t n, float* y);
 void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps);
 // y = silu(g) * u = g / (1 + exp(-g)) * u; y may alias g or u.
 void silu_mul(const float* g, const float* u, float* y, int64_t n);
+// y = gelu(g) * u with GELU's tanh approximation, 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g³))) (Gemma);
+// y may alias g or u.
+void gelu_tanh_mul(const float* g, const float* u, float* y, int64_t n);
+// In place: x = cap * tanh(x / cap) (logit soft-capping, Gemma 2); cap > 0.
+void softcap(float* x, int64_t n, float cap);
 // y = a + b; y may alias a or b.
 void add(const float* a, const float* b, float* y, int64_t n);
 // In place, numerically stable: x = exp(x - max) / Σ exp(x - max).
@@ -159,6 +164,11 @@ struct KVCache {
   void* k_pool;            // base of the K block pool
   void* v_pool;            // base of the V block pool
   const int32_t* block_table;  // logical block -> physical block index
+  // How a query reads it (the layer's attention options): only the last `window` positions up to its own
+  // (0 = all: keys pos - window + 1 .. pos, Gemma's sliding-window layers); scores q·k·scale soft-capped
+  // to softcap · tanh(score / softcap) before the softmax (0 = not; Gemma 2).
+  int32_t window = 0;
+  float softcap = 0.0f;
 };
 
 // Store k, v [n_tokens × n_kv_heads × head_dim] f32 at positions pos0 .. pos0 + n_tokens - 1.
@@ -239,6 +249,8 @@ void matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
 void dequantize(DType type, const void* data, int64_t n, float* y);
 void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps);
 void silu_mul(const float* g, const float* u, float* y, int64_t n);
+void gelu_tanh_mul(const float* g, const float* u, float* y, int64_t n);
+void softcap(float* x, int64_t n, float cap);
 void add(const float* a, const float* b, float* y, int64_t n);
 void softmax(float* x, int64_t n);
 int64_t argmax(const float* x, int64_t n);

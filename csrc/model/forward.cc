@@ -145,6 +145,14 @@ void Forward::write_kv(KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_se
   }
 }
 
+KVCache Forward::layer_view(const KVStore& kv, int32_t l, const int32_t* block_table) const {
+  const ModelConfig& c = model_.config();
+  KVCache view = kv.view(l, block_table);
+  view.window = c.layer_windows.empty() ? 0 : c.layer_windows[static_cast<size_t>(l)];
+  view.softcap = c.attn_softcap;
+  return view;
+}
+
 void Forward::attend(const KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_seqs, int64_t T, float scale) {
   const ModelConfig& c = model_.config();
   ThreadPool* pool = global_pool();
@@ -154,7 +162,8 @@ void Forward::attend(const KVStore& kv, int32_t l, const SeqStep* seqs, int32_t 
   decode_.clear();
   for (int32_t s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, ++s) {
     if (seqs[s].n_tokens == 1) {
-      decode_.push_back({q_.data() + t * qd, seqs[s].pos0, kv.view(l, seqs[s].block_table), att_.data() + t * qd});
+      decode_.push_back(
+          {q_.data() + t * qd, seqs[s].pos0, layer_view(kv, l, seqs[s].block_table), att_.data() + t * qd});
     }
   }
   const bool split = !decode_.empty() &&
@@ -170,11 +179,20 @@ void Forward::attend(const KVStore& kv, int32_t l, const SeqStep* seqs, int32_t 
       const int64_t lo = std::max(i0, first), hi = std::min(i1, first + items);
       if (lo < hi) {
         attention_items(q_.data() + t * qd, seqs[s].n_tokens, seqs[s].pos0, c.n_heads,
-                        kv.view(l, seqs[s].block_table), scale, att_.data() + t * qd, lo - first, hi - first);
+                        layer_view(kv, l, seqs[s].block_table), scale, att_.data() + t * qd, lo - first,
+                        hi - first);
       }
       first += items;
     }
   });
+}
+
+void Forward::post_norm(const float* w, int64_t T) {
+  const ModelConfig& c = model_.config();
+  const int64_t d = c.d_model;
+  float* y = proj_.data();
+  for_rows(global_pool(), T,
+           [&](int64_t t0, int64_t t1) { rmsnorm(y + t0 * d, w, y + t0 * d, t1 - t0, d, c.rms_eps); });
 }
 
 int64_t Forward::norm_logit_rows(const SeqStep* seqs, int32_t n_seqs) {
@@ -199,11 +217,16 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
   float* xn = xn_.data(); // [T × d]
 
   for_rows(pool, T, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) dequant_row(model_.token_embd(), tokens[t], x + t * d);
+    for (int64_t t = t0; t < t1; ++t) {
+      dequant_row(model_.token_embd(), tokens[t], x + t * d);
+      if (c.embed_scale != 1.0f) {
+        for (int64_t i = 0; i < d; ++i) x[t * d + i] *= c.embed_scale;
+      }
+    }
   });
 
   const RopeParams rope_p{c.rope_mode, c.rope_dims, c.rope_theta, c.rope_freq_scale, model_.rope_freqs()};
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const float scale = c.attn_scale > 0.0f ? c.attn_scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
   for (int32_t l = 0; l < c.n_layers; ++l) {
     const Layer& L = model_.layers()[static_cast<size_t>(l)];
@@ -221,31 +244,49 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
         std::copy(row + qd, row + qd + kvd, k_.data() + t * kvd);
         std::copy(row + qd + kvd, row + qkvd, v_.data() + t * kvd);
       }
+      if (L.q_norm) {  // each head is one row of head_dim values
+        rmsnorm(q_.data() + t0 * qd, L.q_norm, q_.data() + t0 * qd, (t1 - t0) * c.n_heads, c.head_dim, c.rms_eps);
+        rmsnorm(k_.data() + t0 * kvd, L.k_norm, k_.data() + t0 * kvd, (t1 - t0) * c.n_kv_heads, c.head_dim,
+                c.rms_eps);
+      }
       rope(q_.data() + t0 * qd, t1 - t0, c.n_heads, c.head_dim, pos_.data() + t0, rope_p);
       rope(k_.data() + t0 * kvd, t1 - t0, c.n_kv_heads, c.head_dim, pos_.data() + t0, rope_p);
     });
     write_kv(kv, l, seqs, n_seqs);                      // k_, v_ -> the cache
     attend(kv, l, seqs, n_seqs, T, scale);              // q_ -> att_ [T × qd]
     matmul(L.wo, att_.data(), T, proj_.data(), pool);  // [T × d]
+    if (L.post_attn_norm) post_norm(L.post_attn_norm, T);
     add(x, proj_.data(), x, T * d);
 
-    // ---- feed-forward (SwiGLU) ----
+    // ---- feed-forward (SwiGLU or GeGLU) ----
     for_rows(pool, T, [&](int64_t t0, int64_t t1) {
       rmsnorm(x + t0 * d, L.ffn_norm, xn + t0 * d, t1 - t0, d, c.rms_eps);
     });
     project(L.gate_up, xn, T, gu_.data());  // [T × (ff | ff)]
     for_rows(pool, T, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
-        silu_mul(gu_.data() + t * 2 * ff, gu_.data() + t * 2 * ff + ff, h_.data() + t * ff, ff);
+        const float* g = gu_.data() + t * 2 * ff;
+        if (c.activation == Activation::GeluTanh) {
+          gelu_tanh_mul(g, g + ff, h_.data() + t * ff, ff);
+        } else {
+          silu_mul(g, g + ff, h_.data() + t * ff, ff);
+        }
       }
     });
     matmul(L.wdown, h_.data(), T, proj_.data(), pool);  // [T × d]
+    if (L.post_ffn_norm) post_norm(L.post_ffn_norm, T);
     add(x, proj_.data(), x, T * d);
   }
 
   // ---- logits of the requested rows: final norm, output projection ----
   const int64_t n_out = norm_logit_rows(seqs, n_seqs);               // xn [n_out × d]
   if (n_out > 0) matmul(model_.output(), xn, n_out, logits, pool);  // [n_out × vocab]
+  if (n_out > 0 && c.final_softcap > 0.0f) {
+    const int64_t vocab = c.vocab_size;
+    for_rows(pool, n_out, [&](int64_t r0, int64_t r1) {
+      softcap(logits + r0 * vocab, (r1 - r0) * vocab, c.final_softcap);
+    });
+  }
 }
 
 }  // namespace cpullm

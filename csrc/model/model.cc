@@ -64,6 +64,16 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
   if (cfg.rope_dims <= 0 || cfg.rope_dims > cfg.head_dim || cfg.rope_dims % 2 != 0) {
     throw std::runtime_error("rope_dims must be even and at most head_dim");
   }
+  if (!cfg.layer_windows.empty() && static_cast<int32_t>(cfg.layer_windows.size()) != cfg.n_layers) {
+    throw std::runtime_error("layer windows must be given for every layer");
+  }
+  for (int32_t w : cfg.layer_windows) {
+    if (w < 0) throw std::runtime_error("a layer's sliding window must be 0 (none) or positive");
+  }
+  if (!(cfg.attn_softcap >= 0.0f) || !(cfg.final_softcap >= 0.0f) || !(cfg.attn_scale >= 0.0f) ||
+      !(cfg.embed_scale > 0.0f)) {
+    throw std::runtime_error("soft-caps and the attention scale must be >= 0, the embedding scale > 0");
+  }
   TensorMap map;
   for (const TensorRef& t : tensors) map[t.name] = &t;
   const int64_t d = cfg.d_model, q = cfg.q_dim(), kv = cfg.kv_dim(), ff = cfg.d_ff;
@@ -109,8 +119,10 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
     const std::string p = "blk." + std::to_string(i) + ".";
     Layer& L = layers_[static_cast<size_t>(i)];
     L.attn_norm = vec(p + "attn_norm.weight", d);
-    L.qkv = Projection{{weight(p + "attn_q.weight", q, d), weight(p + "attn_k.weight", kv, d),
-                        weight(p + "attn_v.weight", kv, d)}};
+    // A fused matrix is the same product with one part: its rows are already [q | k | v] or [gate | up].
+    L.qkv = cfg.fused_qkv ? Projection{{weight(p + "attn_qkv.weight", q + 2 * kv, d)}}
+                          : Projection{{weight(p + "attn_q.weight", q, d), weight(p + "attn_k.weight", kv, d),
+                                        weight(p + "attn_v.weight", kv, d)}};
     L.bqkv = nullptr;
     if (bias) {
       owned_.emplace_back(static_cast<size_t>(q + 2 * kv) * sizeof(float));
@@ -120,10 +132,16 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
       std::memcpy(b + q + kv, vec(p + "attn_v.bias", kv), kv * sizeof(float));
       L.bqkv = b;
     }
+    L.q_norm = cfg.qk_norm ? vec(p + "attn_q_norm.weight", cfg.head_dim) : nullptr;
+    L.k_norm = cfg.qk_norm ? vec(p + "attn_k_norm.weight", cfg.head_dim) : nullptr;
     L.wo = weight(p + "attn_output.weight", d, q);
+    L.post_attn_norm = cfg.post_norms ? vec(p + "post_attention_norm.weight", d) : nullptr;
     L.ffn_norm = vec(p + "ffn_norm.weight", d);
-    L.gate_up = Projection{{weight(p + "ffn_gate.weight", ff, d), weight(p + "ffn_up.weight", ff, d)}};
+    L.gate_up = cfg.fused_gate_up
+                    ? Projection{{weight(p + "ffn_up.weight", 2 * ff, d)}}
+                    : Projection{{weight(p + "ffn_gate.weight", ff, d), weight(p + "ffn_up.weight", ff, d)}};
     L.wdown = weight(p + "ffn_down.weight", d, ff);
+    L.post_ffn_norm = cfg.post_norms ? vec(p + "post_ffw_norm.weight", d) : nullptr;
   }
 
 }

@@ -1,4 +1,6 @@
-// The transformer (Llama family: llama, mistral, qwen2) over the kernel library.
+// The transformer (llama, mistral, qwen2, qwen3, gemma2, phi3) over the kernel library: one block whose options
+// (QKV bias, per-head Q/K norm, activation, post-norms, soft-capping, sliding window...) the architecture
+// sets (engine/cpullm/config.py ARCHITECTURES).
 //
 // A Model borrows the weights (GGUF-layout bytes, usually the memory-mapped file) and owns only what it
 // repacks at load: each product's weights in the layout the variant's fast path prefers. Q/K/V (and
@@ -17,6 +19,8 @@
 
 namespace cpullm {
 
+enum class Activation : int32_t { Silu = 0, GeluTanh = 1 };  // the FFN gate's: SwiGLU or GeGLU
+
 struct ModelConfig {
   int32_t n_layers = 0;
   int32_t d_model = 0;
@@ -30,6 +34,16 @@ struct ModelConfig {
   int32_t rope_dims = 0;
   float rope_theta = 10000.0f;
   float rope_freq_scale = 1.0f;
+  bool qk_norm = false;  // per-head RMSNorm of queries and keys before RoPE (qwen3)
+  Activation activation = Activation::Silu;
+  bool post_norms = false;     // RMSNorm of each sub-layer's output before its residual add (gemma2)
+  float embed_scale = 1.0f;    // token embeddings are multiplied by it (gemma2: sqrt(d_model))
+  float attn_scale = 0.0f;     // attention score factor; 0 = 1 / sqrt(head_dim)
+  float attn_softcap = 0.0f;   // scores -> cap · tanh(score / cap) before the softmax; 0 = not
+  float final_softcap = 0.0f;  // the same for the logits
+  std::vector<int32_t> layer_windows;  // per layer: sliding window (0 = none); empty = none anywhere
+  bool fused_qkv = false;      // one attn_qkv matrix [q | k | v] (phi3)
+  bool fused_gate_up = false;  // ffn_up holds [gate | up] (2 d_ff rows), no ffn_gate (phi3)
   bool release_packed_sources = false;  // weights are a file mapping: drop a tensor's pages once packed
 
   int32_t q_dim() const { return n_heads * head_dim; }
@@ -55,10 +69,14 @@ struct Layer {
   const float* attn_norm;  // [d_model]
   Projection qkv;          // -> [q_dim | kv_dim | kv_dim]
   const float* bqkv;       // [q_dim + 2 kv_dim] or nullptr (qwen2 has Q/K/V biases)
+  const float* q_norm;     // [head_dim] or nullptr: RMSNorm weights of every query head (qwen3)
+  const float* k_norm;     // [head_dim] or nullptr: the same for key heads
   Matrix wo;               // [d_model, q_dim]
+  const float* post_attn_norm;  // [d_model] or nullptr: RMSNorm of the attention output (gemma2)
   const float* ffn_norm;   // [d_model]
   Projection gate_up;      // -> [d_ff | d_ff]
   Matrix wdown;            // [d_model, d_ff]
+  const float* post_ffn_norm;  // [d_model] or nullptr: RMSNorm of the FFN output (gemma2)
 };
 
 class Model {
@@ -161,6 +179,10 @@ class Forward {
   void write_kv(KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_seqs);
   // Layer l's attention of every new token (q_) over its sequence's cache, into att_.
   void attend(const KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_seqs, int64_t T, float scale);
+  // Layer l's view of one sequence's cache, with the layer's attention options (window, soft-cap).
+  KVCache layer_view(const KVStore& kv, int32_t l, const int32_t* block_table) const;
+  // proj_'s T rows normalized in place with weights w (a sub-layer's post-norm, before the residual add).
+  void post_norm(const float* w, int64_t T);
   // The final norm of the rows whose logits are wanted, packed into xn_; returns their count.
   int64_t norm_logit_rows(const SeqStep* seqs, int32_t n_seqs);
 };

@@ -63,6 +63,7 @@ def test_reader_agrees_with_gguf_package(tiny_dir: Path, qtype: QT) -> None:
         ("llama", False, RopeLayout.NORMAL, False),
         ("mistral", False, RopeLayout.NORMAL, False),
         ("qwen2", True, RopeLayout.NEOX, True),
+        ("qwen3", True, RopeLayout.NEOX, False),
     ],
 )
 def test_config_fields(tiny_dir: Path, arch: str, tied: bool, layout: RopeLayout, bias: bool) -> None:
@@ -76,6 +77,7 @@ def test_config_fields(tiny_dir: Path, arch: str, tied: bool, layout: RopeLayout
     assert config.rope_layout is layout
     assert config.tied_embeddings is tied
     assert config.has_qkv_bias is bias
+    assert config.qk_norm is (arch == "qwen3")
     assert (config.bos_id, config.eos_id) == (1, 2)
     assert config.rope_scaling == "none" and config.rope_scale == 1.0
 
@@ -101,9 +103,78 @@ def test_yarn_rope_scaling_is_refused(tiny_dir: Path) -> None:
 def test_unknown_architecture_is_named(tiny_dir: Path) -> None:
     path = write_tiny_gguf(tiny_dir / "falcon.gguf", TinySpec(arch="falcon"))
     with pytest.raises(
-        GGUFError, match=r"architecture 'falcon' is not supported \(supported: llama, qwen2, mistral\)"
+        GGUFError,
+        match=r"architecture 'falcon' is not supported \(supported: llama, qwen2, mistral, qwen3, gemma2, "
+        r"phi3\)",
     ):
         ModelFile.open(path)
+
+
+def test_gemma2_options_are_read(tiny_dir: Path) -> None:
+    spec = TinySpec(arch="gemma2", n_layers=3, sliding_window=5, attn_softcap=50.0, final_softcap=30.0)
+    c = ModelFile.open(write_tiny_gguf(tiny_dir / "gemma2_cfg.gguf", spec)).config
+    assert c.rope_layout is RopeLayout.NEOX and c.activation == "gelu_tanh" and c.post_norms
+    assert not c.qk_norm and not c.has_qkv_bias and c.tied_embeddings
+    assert c.embed_scale == 16.0 and c.attn_scale == pytest.approx(1 / 8)  # sqrt(256); head_dim 64
+    assert (c.attn_softcap, c.final_softcap) == (50.0, 30.0)
+    assert [c.layer_window(i) for i in range(3)] == [5, 0, 5]  # even layers local, odd ones global
+    llama = ModelFile.open(write_tiny_gguf(tiny_dir / "llama_cfg.gguf", TinySpec(n_layers=3))).config
+    assert (llama.activation, llama.post_norms, llama.embed_scale) == ("silu", False, 1.0)
+    assert (llama.attn_softcap, llama.final_softcap, llama.sliding_window) == (0.0, 0.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("gemma2.attn_logit_softcapping", 0.0, "a soft-capping value: a finite number greater than 0"),
+        ("gemma2.final_logit_softcapping", float("nan"), "a soft-capping value"),
+        ("gemma2.attention.sliding_window", 0, "an integer from 1 to"),
+    ],
+)
+def test_bad_gemma2_options_are_refused(tiny_dir: Path, key: str, value: object, expected: str) -> None:
+    path = write_tiny_gguf(tiny_dir / "gemma2_bad.gguf", TinySpec(arch="gemma2"))
+    gguf_file = GGUFFile.open(path)
+    gguf_file.metadata[key] = value
+    with pytest.raises(GGUFError, match=f"metadata '{key}' is .*; expected {expected}"):
+        ModelConfig.from_gguf(gguf_file)
+
+
+def test_phi3_reads_fused_matrices_and_refuses_longrope(tiny_dir: Path) -> None:
+    c = ModelFile.open(write_tiny_gguf(tiny_dir / "phi3.gguf", TinySpec(arch="phi3", tied=False))).config
+    assert c.fused_qkv and c.fused_gate_up and c.rope_layout is RopeLayout.NEOX
+    shapes = c.expected_tensor_shapes()
+    assert shapes["blk.0.attn_qkv.weight"] == (256, 512) and "blk.0.attn_q.weight" not in shapes
+    assert shapes["blk.0.ffn_up.weight"] == (256, 1024) and "blk.0.ffn_gate.weight" not in shapes
+    longrope = TinySpec(arch="phi3", extra_tensors={"rope_factors_long.weight": np.ones(32, np.float32)})
+    with pytest.raises(GGUFError, match=r"'rope_factors_long.weight' holds LongRoPE .* not support yet"):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "phi3_longrope.gguf", longrope))
+    unfused = TinySpec(arch="phi3", drop_tensors=["blk.0.attn_qkv.weight"])
+    with pytest.raises(GGUFError, match=r"required tensor 'blk.0.attn_qkv.weight' is missing.*phi3 model"):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "phi3_no_qkv.gguf", unfused))
+
+
+def test_gemma2_needs_its_post_norms(tiny_dir: Path) -> None:
+    spec = TinySpec(arch="gemma2", drop_tensors=["blk.1.post_ffw_norm.weight"])
+    with pytest.raises(
+        GGUFError, match=r"required tensor 'blk.1.post_ffw_norm.weight' is missing.*gemma2 model"
+    ):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "gemma2_no_post_norm.gguf", spec))
+
+
+def test_qwen3_needs_its_qk_norm_tensors(tiny_dir: Path) -> None:
+    spec = TinySpec(arch="qwen3", drop_tensors=["blk.1.attn_k_norm.weight"])
+    with pytest.raises(
+        GGUFError, match=r"required tensor 'blk.1.attn_k_norm.weight' is missing.*qwen3 model"
+    ):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "qwen3_no_k_norm.gguf", spec))
+    # head_dim is 256 / 8 = 32: a 64-value norm vector is the wrong shape
+    wrong = TinySpec(
+        arch="qwen3", n_heads=8, extra_tensors={"blk.0.attn_q_norm.weight": np.ones(64, np.float32)}
+    )
+    with pytest.raises(
+        GGUFError, match=r"tensor 'blk.0.attn_q_norm.weight' has shape \[64\].*expected \[32\]"
+    ):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "qwen3_bad_q_norm.gguf", wrong))
 
 
 def test_unsupported_tensor_type_names_tensor_and_type(tiny_dir: Path) -> None:

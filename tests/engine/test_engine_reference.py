@@ -21,7 +21,8 @@ TOKENS = [5, 77, 200, 3, 150, 42, 9, 260, 1, 100]
 
 
 def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int]) -> np.ndarray:
-    """Token-by-token with a KV cache and explicit loops over heads and rotation pairs."""
+    """Token-by-token with a KV cache and explicit loops over heads and rotation pairs (and, for gemma2,
+    keys and scalars written out as the definitions say)."""
     hd, group = config.head_dim, config.n_heads // config.n_kv_heads
     cache: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in range(config.n_layers)]
 
@@ -41,15 +42,32 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
             out[b] = vec[a] * math.sin(angle) + vec[b] * math.cos(angle)
         return out
 
+    def cap(value: float, limit: float) -> float:
+        return limit * math.tanh(value / limit) if limit else value
+
+    def gelu(g: float) -> float:
+        return 0.5 * g * (1 + math.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3)))
+
     rows = []
     for pos, token in enumerate(tokens):
-        x = w["token_embd.weight"][token].copy()
+        x = w["token_embd.weight"][token] * config.embed_scale
         for layer in range(config.n_layers):
             p = f"blk.{layer}."
             h = norm(x, w[p + "attn_norm.weight"])
-            q, k, v = (w[p + f"attn_{n}.weight"] @ h for n in "qkv")
+            if config.fused_qkv:  # one matrix, rows [q | k | v]
+                qkv = w[p + "attn_qkv.weight"] @ h
+                q, k, v = qkv[: config.q_dim], qkv[config.q_dim : -config.kv_dim], qkv[-config.kv_dim :]
+            else:
+                q, k, v = (w[p + f"attn_{n}.weight"] @ h for n in "qkv")
             if config.has_qkv_bias:
                 q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
+            if config.qk_norm:  # one weight vector for every head, each head normalized alone
+                q = np.concatenate(
+                    [norm(qh, w[p + "attn_q_norm.weight"]) for qh in np.split(q, config.n_heads)]
+                )
+                k = np.concatenate(
+                    [norm(kh, w[p + "attn_k_norm.weight"]) for kh in np.split(k, config.n_kv_heads)]
+                )
             keys, values = cache[layer]
             keys.append(
                 np.concatenate([rotate(k[j * hd : (j + 1) * hd], pos) for j in range(config.n_kv_heads)])
@@ -59,26 +77,47 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
             for head in range(config.n_heads):
                 qh = rotate(q[head * hd : (head + 1) * hd], pos)
                 kv = slice((head // group) * hd, (head // group + 1) * hd)
-                scores = np.array([np.dot(qh, kk[kv]) / math.sqrt(hd) for kk in keys])
+                window = config.layer_window(layer) or pos + 1
+                seen = range(max(0, pos - window + 1), pos + 1)  # key positions this query attends to
+                scores = np.array(
+                    [cap(np.dot(qh, keys[j][kv]) * config.attn_scale, config.attn_softcap) for j in seen]
+                )
                 probs = np.exp(scores - scores.max())
                 probs /= probs.sum()
-                heads.append(sum(pr * vv[kv] for pr, vv in zip(probs, values, strict=True)))
-            x = x + w[p + "attn_output.weight"] @ np.concatenate(heads)
+                heads.append(sum(pr * values[j][kv] for pr, j in zip(probs, seen, strict=True)))
+            att = w[p + "attn_output.weight"] @ np.concatenate(heads)
+            x = x + (norm(att, w[p + "post_attention_norm.weight"]) if config.post_norms else att)
             h = norm(x, w[p + "ffn_norm.weight"])
-            gate = w[p + "ffn_gate.weight"] @ h
-            x = x + w[p + "ffn_down.weight"] @ (gate / (1 + np.exp(-gate)) * (w[p + "ffn_up.weight"] @ h))
+            if config.fused_gate_up:  # ffn_up's rows are [gate | up]
+                gate, up = np.split(w[p + "ffn_up.weight"] @ h, 2)
+            else:
+                gate, up = w[p + "ffn_gate.weight"] @ h, w[p + "ffn_up.weight"] @ h
+            if config.activation == "gelu_tanh":
+                act = np.array([gelu(g) for g in gate])
+            else:
+                act = gate / (1 + np.exp(-gate))
+            ffn = w[p + "ffn_down.weight"] @ (act * up)
+            x = x + (norm(ffn, w[p + "post_ffw_norm.weight"]) if config.post_norms else ffn)
         out = w["token_embd.weight"] if config.tied_embeddings else w["output.weight"]
-        rows.append(out @ norm(x, w["output_norm.weight"]))
+        rows.append([cap(z, config.final_softcap) for z in out @ norm(x, w["output_norm.weight"])])
     return np.array(rows)
 
 
 @pytest.mark.parametrize(
     "spec",
-    [TinySpec(), TinySpec(tied=False, arch="mistral"), TinySpec(arch="qwen2", n_heads=8, n_kv_heads=2)],
-    ids=["llama-tied", "mistral-untied", "qwen2-bias"],
+    [
+        TinySpec(),
+        TinySpec(tied=False, arch="mistral"),
+        TinySpec(arch="qwen2", n_heads=8, n_kv_heads=2),
+        TinySpec(arch="qwen3", head_dim=128),
+        TinySpec(arch="gemma2", n_heads=8, n_kv_heads=4, sliding_window=4),
+        TinySpec(arch="phi3", tied=False),
+    ],
+    ids=["llama-tied", "mistral-untied", "qwen2-bias", "qwen3-qk-norm", "gemma2", "phi3-fused"],
 )
 def test_forward_matches_naive_loop(tiny_dir: Path, spec: TinySpec) -> None:
     model = ModelFile.open(write_tiny_gguf(tiny_dir / f"naive_{spec.arch}_{spec.tied}.gguf", spec))
+    assert model.config.qk_norm is (spec.arch == "qwen3")
     ref = ReferenceModel(model)
     got = ref.logits(TOKENS)
     want = naive_logits(model.config, ref.weights, TOKENS)
@@ -201,7 +240,7 @@ def test_rope_freqs_tensor_is_used(tiny_dir: Path) -> None:
 def test_every_architecture_and_type_runs(tiny_dir: Path, name: str, spec: TinySpec) -> None:
     model = ModelFile.open(write_tiny_gguf(tiny_dir / f"matrix_{name}.gguf", spec))
     assert model.config.arch == spec.arch and model.config.tied_embeddings is spec.tied
-    assert model.tensor("blk.1.ffn_gate.weight").type == spec.weight_type
+    assert model.tensor("blk.1.ffn_down.weight").type == spec.weight_type
     logits = ReferenceModel(model).logits(TOKENS[:4])
     assert logits.shape == (4, model.config.vocab_size)
     assert np.isfinite(logits).all() and logits.std() > 0.01

@@ -16,10 +16,12 @@ from cpullm.runtime.sampling import SamplingParams
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(native_lib_dir: Path, tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=["llama", "qwen3", "gemma2", "phi3"])
+def tiny_model(native_lib_dir: Path, tmp_path_factory, request) -> Path:
+    """Every engine test runs on each block variant: llama, qwen3 (Q/K norm), gemma2 (sliding window,
+    soft-caps...), phi3 (fused projections)."""
     os.environ["CPULLM_LIB_DIR"] = str(native_lib_dir)
-    spec = TinySpec(weight_type=QT.Q8_0, context_length=128)
+    spec = TinySpec(arch=request.param, weight_type=QT.Q8_0, context_length=128)
     return write_tiny_gguf(tmp_path_factory.mktemp("sched") / "m.gguf", spec)
 
 

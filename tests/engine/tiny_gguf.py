@@ -1,9 +1,11 @@
 """Write tiny random-weight GGUF models for tests (reusable by any test suite).
 
-``write_tiny_gguf(path, TinySpec(...))`` writes a complete model for ``llama``, ``mistral`` or ``qwen2``
-(tied or untied output, QKV biases for qwen2) whose 2-D weight matrices use ``spec.weight_type``
-(norms and biases stay F32, as in real files). Dimensions are multiples of 256 so every supported
-type, K-quants included, can hold every matrix.
+``write_tiny_gguf(path, TinySpec(...))`` writes a complete model for ``llama``, ``mistral``, ``qwen2``,
+``qwen3``, ``gemma2`` or ``phi3`` (tied or untied output, QKV biases for qwen2, per-head Q/K norms for
+qwen3, post-norms, soft-capping and a sliding window for gemma2, fused QKV and gate-up matrices for
+phi3) whose 2-D weight matrices use
+``spec.weight_type`` (norms and biases stay F32, as in real files). Dimensions are multiples of 256 so
+every supported type, K-quants included, can hold every matrix.
 
 Quantization: F32/F16 are plain casts; BF16, Q8_0, Q4_0 and Q4_1 use ``gguf.quants.quantize``.
 The gguf package cannot quantize Q4_K or Q6_K (only dequantize), so for those this module builds
@@ -11,7 +13,7 @@ valid random blocks by hand (random scales and quants with a chosen super-block 
 the file holds legal blocks; tests dequantize them with ``gguf.quants.dequantize``.
 
 ``model_matrix()`` lists (id, spec) for every architecture variant (llama tied/untied, mistral, qwen2
-with biases) times every supported weight type, for suites that must cover them all.
+with biases, qwen3, gemma2, phi3) times every supported weight type, for suites that must cover them all.
 
 Tokenizers: ``"gpt2"`` writes a byte-level BPE vocabulary (3 control tokens, the 256 byte symbols,
 then the merges in ``GPT2_MERGES``); ``"llama"`` writes a SentencePiece-style vocabulary (<unk>, <s>,
@@ -34,6 +36,9 @@ ARCH_VARIANTS = {  # name -> (arch, tied): every architecture and output layout
     "llama-untied": ("llama", False),
     "mistral": ("mistral", False),
     "qwen2-bias": ("qwen2", True),
+    "qwen3": ("qwen3", True),
+    "gemma2": ("gemma2", True),
+    "phi3": ("phi3", False),
 }
 
 
@@ -70,6 +75,11 @@ class TinySpec:
     d_model: int = 256
     n_heads: int = 4
     n_kv_heads: int = 2
+    head_dim: int | None = None  # None = d_model / n_heads; else written as attention.key/value_length
+    # gemma2 only: small enough that the window and both caps change a tiny model's logits
+    sliding_window: int = 8
+    attn_softcap: float = 3.0
+    final_softcap: float = 3.0
     d_ff: int = 512
     context_length: int = 128
     rope_theta: float = 10000.0
@@ -166,7 +176,7 @@ def encode_tensor(values: np.ndarray, qtype: QT, rng: np.random.Generator) -> np
 
 def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """float32 weights, row-major (out_features, in_features)."""
-    d, ff, hd = spec.d_model, spec.d_ff, spec.d_model // spec.n_heads
+    d, ff, hd = spec.d_model, spec.d_ff, _head_dim(spec)
     q, kv = spec.n_heads * hd, spec.n_kv_heads * hd
 
     def mat(rows: int, cols: int) -> np.ndarray:
@@ -175,7 +185,9 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
     def norm(n: int) -> np.ndarray:
         return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
-    w = {"token_embd.weight": rng.standard_normal((vocab_size, d)).astype(np.float32)}
+    # gemma2 scales embeddings by sqrt(d) on the way in: keep the residual stream near unit size
+    embd_std = 1.0 / np.sqrt(d) if spec.arch == "gemma2" else 1.0
+    w = {"token_embd.weight": (embd_std * rng.standard_normal((vocab_size, d))).astype(np.float32)}
     for i in range(spec.n_layers):
         p = f"blk.{i}."
         w[p + "attn_norm.weight"] = norm(d)
@@ -185,15 +197,34 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
         if spec.arch == "qwen2":
             for name, n in (("attn_q.bias", q), ("attn_k.bias", kv), ("attn_v.bias", kv)):
                 w[p + name] = (0.1 * rng.standard_normal(n)).astype(np.float32)
+        if spec.arch == "qwen3":
+            # Raw queries and keys far from unit RMS (as in real Qwen3), so that leaving out the per-head
+            # norms changes the logits well beyond any test's tolerance.
+            w[p + "attn_q.weight"] *= 4.0
+            w[p + "attn_k.weight"] *= 4.0
+            w[p + "attn_q_norm.weight"] = norm(hd)
+            w[p + "attn_k_norm.weight"] = norm(hd)
         w[p + "attn_output.weight"] = mat(d, q)
         w[p + "ffn_norm.weight"] = norm(d)
         w[p + "ffn_gate.weight"] = mat(ff, d)
         w[p + "ffn_up.weight"] = mat(ff, d)
         w[p + "ffn_down.weight"] = mat(d, ff)
+        if spec.arch == "gemma2":
+            w[p + "post_attention_norm.weight"] = norm(d)
+            w[p + "post_ffw_norm.weight"] = norm(d)
+        if spec.arch == "phi3":  # fused as Phi-3's converter writes them: rows [q | k | v], [gate | up]
+            w[p + "attn_qkv.weight"] = np.concatenate([w.pop(p + f"attn_{n}.weight") for n in "qkv"])
+            w[p + "ffn_up.weight"] = np.concatenate(
+                [w.pop(p + "ffn_gate.weight"), w.pop(p + "ffn_up.weight")]
+            )
     w["output_norm.weight"] = norm(d)
     if not spec.tied:
         w["output.weight"] = mat(vocab_size, d)
     return w
+
+
+def _head_dim(spec: TinySpec) -> int:
+    return spec.head_dim if spec.head_dim is not None else spec.d_model // spec.n_heads
 
 
 def _tensor_type(spec: TinySpec, name: str, values: np.ndarray) -> QT:
@@ -245,7 +276,14 @@ def write_tiny_gguf(path: str | Path, spec: TinySpec | None = None) -> Path:
     writer.add_head_count_kv(spec.n_kv_heads)
     writer.add_rope_freq_base(spec.rope_theta)
     writer.add_layer_norm_rms_eps(spec.rms_eps)
-    writer.add_rope_dimension_count(spec.d_model // spec.n_heads)
+    writer.add_rope_dimension_count(_head_dim(spec))
+    if spec.head_dim is not None:
+        writer.add_key_length(spec.head_dim)
+        writer.add_value_length(spec.head_dim)
+    if spec.arch == "gemma2":
+        writer.add_sliding_window(spec.sliding_window)
+        writer.add_attn_logit_softcapping(spec.attn_softcap)
+        writer.add_final_logit_softcapping(spec.final_softcap)
     vocab_size = _add_tokenizer(writer, spec)
     for key, value in spec.extra_metadata.items():
         _add_metadata(writer, key, value)

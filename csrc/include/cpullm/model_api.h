@@ -24,6 +24,20 @@ typedef struct {
    * dropped from memory (madvise DONTNEED; a stray read pages them back in from the file), so the
    * weights are not held twice. Must be 0 for any other memory, which DONTNEED would zero. */
   int32_t release_packed_sources;
+  int32_t qk_norm; /* 1: per-head RMSNorm of queries and keys before RoPE (tensors blk.N.attn_q_norm.weight,
+                    * blk.N.attn_k_norm.weight, [head_dim] each; qwen3) */
+  int32_t activation; /* the FFN gate's: 0 = SiLU (SwiGLU), 1 = tanh-approximated GELU (GeGLU; gemma2) */
+  int32_t post_norms; /* 1: RMSNorm of each sub-layer's output before the residual add (tensors
+                       * blk.N.post_attention_norm.weight, blk.N.post_ffw_norm.weight; gemma2) */
+  float embed_scale;   /* token embeddings are multiplied by it; 0 = 1 */
+  float attn_scale;    /* attention scores are q.k times it; 0 = 1 / sqrt(head_dim) */
+  float attn_softcap;  /* scores -> cap * tanh(score / cap) before the softmax; 0 = none */
+  float final_softcap; /* the same for the logits; 0 = none */
+  /* n_layers values (read during cpullm_model_create only): layer i's queries see the last
+   * layer_windows[i] positions up to their own (0 = all); NULL = no sliding window anywhere. */
+  const int32_t* layer_windows;
+  int32_t fused_qkv;     /* 1: blk.N.attn_qkv.weight ([q | k | v] rows) instead of attn_q/k/v (phi3) */
+  int32_t fused_gate_up; /* 1: blk.N.ffn_up.weight holds [gate | up] (2 d_ff rows), no ffn_gate (phi3) */
 } cpullm_model_config;
 
 /* A tensor by GGUF name ("blk.0.attn_q.weight"), ggml type id, rows x cols (cols = GGUF ne[0]) and its

@@ -1,4 +1,5 @@
-// Reference attention over a paged KV cache, and the KV write. Causal, grouped-query heads.
+// Reference attention over a paged KV cache, and the KV write. Causal, grouped-query heads, optionally a
+// sliding window and soft-capped scores (KVCache::window, KVCache::softcap).
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -53,19 +54,22 @@ void attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads,
     const int32_t h = static_cast<int32_t>(item % n_heads);
     const int32_t kvh = h / group;
     const float* qv = q + item * hd;
-    const int64_t len = pos0 + t + 1;  // causal: positions 0 .. pos0 + t
+    const int64_t pos = pos0 + t;  // causal: positions lo .. pos
+    const int64_t lo = kv.window > 0 && pos - kv.window + 1 > 0 ? pos - kv.window + 1 : 0;
+    const int64_t len = pos - lo + 1;
     p.resize(static_cast<size_t>(len));
     for (int64_t j = 0; j < len; ++j) {
       double s = 0.0;
       for (int32_t i = 0; i < hd; ++i) {
-        s += static_cast<double>(qv[i]) * load(kv, kv.k_pool, kvlayout::k_index(kv, j, kvh, i));
+        s += static_cast<double>(qv[i]) * load(kv, kv.k_pool, kvlayout::k_index(kv, lo + j, kvh, i));
       }
       p[j] = static_cast<float>(s) * scale;
+      if (kv.softcap > 0.0f) p[j] = kv.softcap * std::tanh(p[j] / kv.softcap);
     }
     softmax(p.data(), len);
     std::fill(o.begin(), o.end(), 0.0);
     for (int64_t j = 0; j < len; ++j) {
-      const size_t row = kvlayout::v_row(kv, j, kvh);
+      const size_t row = kvlayout::v_row(kv, lo + j, kvh);
       for (int32_t i = 0; i < hd; ++i) o[i] += static_cast<double>(p[j]) * load(kv, kv.v_pool, row + i);
     }
     for (int32_t i = 0; i < hd; ++i) out[item * hd + i] = static_cast<float>(o[i]);

@@ -8,6 +8,8 @@
 // Per query it keeps a running max m, a running sum l and an output accumulator (online softmax):
 //   s = q·K_tile * scale;  m' = max(m, max s);  p = exp(s - m');  l = l·e^(m-m') + Σp;
 //   acc = acc·e^(m-m') + Σ_j p_j V_j;  out = acc / l.
+// Options of the layer (KVCache): s is soft-capped (kv.softcap), keys before the sliding window
+// (kv.window) are masked like future ones and their tiles skipped.
 // Everything here has internal linkage: each kernel set's copy stays in its own file.
 #ifndef CPULLM_KERNELS_ATTENTION_SIMD_H
 #define CPULLM_KERNELS_ATTENTION_SIMD_H
@@ -122,9 +124,19 @@ inline float hsum(v16 v) {
   return v[0] + v[1];
 }
 
+// cap · tanh(x / cap) with tanh(|y|) = (1 - e^(-2|y|)) / (1 + e^(-2|y|)), sign restored.
+inline v16 softcap_v(v16 x, float cap) {
+  const v16 y = x * (1.0f / cap);
+  const v16 a = y < 0.0f ? -y : y;
+  const v16 t = exp_nonpositive(-2.0f * a);
+  const v16 th = (1.0f - t) / (1.0f + t);
+  return (y < 0.0f ? -th : th) * cap;
+}
+
 struct QueryState {
   int64_t item;  // t * n_heads + h
-  int64_t pos;   // the query's position: it sees keys 0 .. pos
+  int64_t pos;   // the query's position: it sees keys lo .. pos
+  int64_t lo;    // its first key: 0, or pos - window + 1 in a sliding-window layer
   float m, l;
   alignas(64) float q[kMaxHeadDim];    // scaled query
   alignas(64) float acc[kMaxHeadDim];  // Σ p V, rescaled as m grows
@@ -206,13 +218,17 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
       QueryState& s = st[i];
       corr[i] = 1.0f;
       std::memset(p[i], 0, sizeof p[i]);
-      if (k0 > s.pos) continue;  // every key of this tile is in the query's future
+      if (k0 > s.pos || k0 + nk <= s.lo) continue;  // every key of the tile: in its future or before its window
       const int valid = static_cast<int>(s.pos - k0 + 1 < nk ? s.pos - k0 + 1 : nk);
-      const v16 sc = lane < valid ? (s0[i] + s1[i]) + (s2[i] + s3[i]) : splat(neg_inf);
+      const int first = static_cast<int>(s.lo > k0 ? s.lo - k0 : 0);
+      const v16i in = (lane >= first) & (lane < valid);
+      v16 sc = (s0[i] + s1[i]) + (s2[i] + s3[i]);
+      if (kv.softcap > 0.0f) sc = softcap_v(sc, kv.softcap);
+      sc = in ? sc : splat(neg_inf);
       const float m_new = std::fmax(s.m, hmax(sc));
       corr[i] = std::exp(s.m - m_new);  // 0 on the query's first tile (s.m = -inf)
       v16 e = exp_nonpositive(sc - m_new);
-      e = lane < valid ? e : v16{};
+      e = in ? e : v16{};
       s.l = s.l * corr[i] + hsum(e);
       s.m = m_new;
       std::memcpy(p[i], &e, sizeof e);
@@ -243,11 +259,14 @@ inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int
     if (max_pos < 0) {
       for (int i = i0; i < i0 + nb; ++i) max_pos = st[i].pos > max_pos ? st[i].pos : max_pos;
     }
+    int64_t lo = st[i0].lo;  // tiles before every query's window are skipped
+    for (int i = i0; i < i0 + nb; ++i) lo = st[i].lo < lo ? st[i].lo : lo;
+    const int64_t first = lo / kLanes * kLanes > k_first ? lo / kLanes * kLanes : k_first;
     switch (nb) {
-      case 4: run_batch<kF16, 4>(kv, kvh, st + i0, k_first, max_pos); break;
-      case 3: run_batch<kF16, 3>(kv, kvh, st + i0, k_first, max_pos); break;
-      case 2: run_batch<kF16, 2>(kv, kvh, st + i0, k_first, max_pos); break;
-      default: run_batch<kF16, 1>(kv, kvh, st + i0, k_first, max_pos); break;
+      case 4: run_batch<kF16, 4>(kv, kvh, st + i0, first, max_pos); break;
+      case 3: run_batch<kF16, 3>(kv, kvh, st + i0, first, max_pos); break;
+      case 2: run_batch<kF16, 2>(kv, kvh, st + i0, first, max_pos); break;
+      default: run_batch<kF16, 1>(kv, kvh, st + i0, first, max_pos); break;
     }
   }
 }
@@ -260,9 +279,10 @@ inline bool handles(const KVCache& kv, int32_t n_heads) {
 
 // Starts query state s for head h of query row q (already at its position).
 inline void start_query(QueryState& s, const float* q, int32_t h, int32_t hd, float scale, int64_t item,
-                        int64_t pos) {
+                        int64_t pos, int32_t window) {
   s.item = item;
   s.pos = pos;
+  s.lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
   s.m = -std::numeric_limits<float>::infinity();
   s.l = 0.0f;
   for (int32_t d = 0; d < hd; ++d) {
@@ -288,7 +308,7 @@ inline bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n
         for (int32_t h = kvh * group; h < (kvh + 1) * group; ++h) {
           const int64_t item = t * n_heads + h;
           if (item < i0 || item >= i1) continue;
-          start_query(st[n++], q + t * n_heads * hd, h, hd, scale, item, pos0 + t);
+          start_query(st[n++], q + t * n_heads * hd, h, hd, scale, item, pos0 + t, kv.window);
         }
       }
       if (n == 0) continue;
@@ -331,7 +351,9 @@ inline bool attention_decode(const DecodeQuery* qs, int64_t n, int32_t n_heads, 
       const auto kvh = static_cast<int32_t>(local / n_seg);
       const int64_t k_first = local % n_seg * kDecodeSplitKeys;
       const int64_t k_last = k_first + kDecodeSplitKeys - 1 < dq.pos ? k_first + kDecodeSplitKeys - 1 : dq.pos;
-      for (int32_t g = 0; g < group; ++g) start_query(st[g], dq.q, kvh * group + g, hd, scale, 0, dq.pos);
+      for (int32_t g = 0; g < group; ++g) {
+        start_query(st[g], dq.q, kvh * group + g, hd, scale, 0, dq.pos, dq.kv.window);
+      }
       if (dq.kv.type == DType::F16) {
         run_group<true>(dq.kv, kvh, st, group, k_first, k_last);
       } else {
@@ -351,7 +373,8 @@ inline bool attention_decode(const DecodeQuery* qs, int64_t n, int32_t n_heads, 
     pool->parallel_for(items, 1, run);
   }
   // Merge: m = max_s m_s, l = Σ_s l_s e^(m_s - m), acc = Σ_s acc_s e^(m_s - m), out = acc / l, segments
-  // in order. With one segment the weights are exactly 1 and this is attention_items' last step.
+  // in order. With one segment the weights are exactly 1 and this is attention_items' last step. A segment
+  // wholly before a sliding window saw no key (m = -inf, l = 0): its weight is 0.
   alignas(64) float acc[kMaxHeadDim];
   for (int64_t i = 0; i < n; ++i) {
     const int64_t n_seg = qs[i].pos / kDecodeSplitKeys + 1;

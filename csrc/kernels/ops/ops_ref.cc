@@ -1,4 +1,4 @@
-// Reference element-wise and row ops: RMSNorm, SiLU·mul, add, softmax, argmax, RoPE.
+// Reference element-wise and row ops: RMSNorm, SiLU·mul, GELU·mul, soft-capping, add, softmax, argmax, RoPE.
 #include <cmath>
 #include <vector>
 
@@ -18,6 +18,19 @@ void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, 
 
 void silu_mul(const float* g, const float* u, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+void gelu_tanh_mul(const float* g, const float* u, float* y, int64_t n) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = g[i];
+    y[i] = 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x))) * u[i];
+  }
+}
+
+void softcap(float* x, int64_t n, float cap) {
+  const float inv = 1.0f / cap;
+  for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] * inv);
 }
 
 void add(const float* a, const float* b, float* y, int64_t n) {

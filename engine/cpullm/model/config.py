@@ -8,7 +8,14 @@ Public API
 ``ModelConfig.expected_tensor_shapes()``
     ``{name: ne}`` (GGUF order) of every tensor the model needs; optional ones are listed in
     :data:`OPTIONAL_TENSORS`.
-``SUPPORTED_ARCHITECTURES``, ``RopeLayout``.
+``ARCHITECTURES``, ``SUPPORTED_ARCHITECTURES``, ``ArchSpec``, ``RopeLayout``.
+
+Architectures
+-------------
+:data:`ARCHITECTURES` is the one table of the architectures cpullm runs: each row names the GGUF
+``general.architecture`` value (which is also the prefix of its ``{arch}.*`` metadata keys) and sets the
+options of the one transformer block (RoPE layout, per-head Q/K RMSNorm, ...). A new family is a row
+here plus its reference test; anything a row does not set is refused with an error naming it.
 
 RoPE layout (the subtle part)
 -----------------------------
@@ -34,7 +41,6 @@ from dataclasses import dataclass
 
 from cpullm.model.gguf_file import MISSING, GGUFError, GGUFFile, Missing
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "mistral")
 SUPPORTED_ROPE_SCALING = ("none", "linear")
 
 # Tensors a model may lack: no `output.weight` means the output projection is tied to
@@ -52,14 +58,68 @@ MAX_CONTEXT_LENGTH = 1 << 24
 _RMS_EPS_RANGE = (0.0, 1.0, "the RMSNorm epsilon")
 _ROPE_BASE_RANGE = (1.0, _FLOAT32_MAX, "the RoPE frequency base")
 _ROPE_SCALE_RANGE = (1e-6, 1e6, "the RoPE linear scaling factor")
+_SOFTCAP_RANGE = (0.0, _FLOAT32_MAX, "a soft-capping value")
 
 
 class RopeLayout(str, enum.Enum):
     NORMAL = "normal"  # rotate adjacent pairs (x[2i], x[2i+1]); llama, mistral
-    NEOX = "neox"  # rotate (x[i], x[i + rope_dim/2]); qwen2
+    NEOX = "neox"  # rotate (x[i], x[i + rope_dim/2]); qwen2, qwen3
 
 
-_ROPE_LAYOUTS = {"llama": RopeLayout.NORMAL, "mistral": RopeLayout.NORMAL, "qwen2": RopeLayout.NEOX}
+ACTIVATIONS = ("silu", "gelu_tanh")  # the FFN's gate activation: SwiGLU, or GeGLU with tanh-approximated GELU
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """The block options of one architecture (see the module docstring)."""
+
+    rope_layout: RopeLayout
+    # RMSNorm of each query and key head (weights `attn_q_norm`/`attn_k_norm`, [head_dim]) before RoPE.
+    qk_norm: bool = False
+    activation: str = "silu"  # one of ACTIVATIONS
+    # RMSNorm of each sub-layer's output before its residual add (`post_attention_norm`, `post_ffw_norm`).
+    post_norms: bool = False
+    embed_scale_sqrt_d: bool = False  # token embeddings multiplied by sqrt(d_model)
+    # Attention scores and final logits soft-capped, cap * tanh(x / cap): the caps are the metadata
+    # `{arch}.attn_logit_softcapping` / `final_logit_softcapping` (llama.cpp's defaults 50 and 30 if absent).
+    softcapping: bool = False
+    # Sliding-window attention (window `{arch}.attention.sliding_window`, default 4096) in layer i when
+    # i % swa_pattern < swa_pattern - 1, as llama.cpp's swa pattern; 0 = no sliding window.
+    swa_pattern: int = 0
+    # One `attn_qkv` matrix ([q | k | v] rows) instead of attn_q/k/v, one `ffn_up` ([gate | up] rows, 2 d_ff)
+    # instead of ffn_gate and ffn_up.
+    fused_qkv: bool = False
+    fused_gate_up: bool = False
+
+
+# The architectures cpullm runs, by their GGUF name (also their metadata prefix). QKV biases are read
+# from the file for any of them (qwen2 has them).
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "llama": ArchSpec(RopeLayout.NORMAL),
+    "qwen2": ArchSpec(RopeLayout.NEOX),
+    "mistral": ArchSpec(RopeLayout.NORMAL),
+    "qwen3": ArchSpec(RopeLayout.NEOX, qk_norm=True),
+    # Gemma 2: its converter stores RMSNorm weights with Gemma's (1 + w) already folded in (plain RMSNorm
+    # here); even layers are local (sliding window), odd ones global.
+    "gemma2": ArchSpec(
+        RopeLayout.NEOX,
+        activation="gelu_tanh",
+        post_norms=True,
+        embed_scale_sqrt_d=True,
+        softcapping=True,
+        swa_pattern=2,
+    ),
+    # Phi-3: llama.cpp ignores its sliding_window metadata (Phi SWA disabled there), and so does cpullm.
+    # Its 128k models' LongRoPE factors (rope_factors_long/short) are refused for now.
+    "phi3": ArchSpec(RopeLayout.NEOX, fused_qkv=True, fused_gate_up=True),
+}
+# Tensors a file of a supported architecture may hold that cpullm cannot use yet: refused by name.
+UNSUPPORTED_TENSORS = {
+    "rope_factors_long.weight": "LongRoPE frequency factors (128k-context Phi-3 models)",
+    "rope_factors_short.weight": "LongRoPE frequency factors (128k-context Phi-3 models)",
+    "blk.0.attn_qkv.bias": "a fused Q/K/V bias",
+}
+SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 
 
 @dataclass(frozen=True)
@@ -83,6 +143,17 @@ class ModelConfig:
     has_rope_freqs: bool  # llama3-style frequency factors in tensor `rope_freqs.weight`
     tied_embeddings: bool  # no `output.weight`: logits = token_embd @ h
     has_qkv_bias: bool
+    qk_norm: bool  # per-head RMSNorm of queries and keys before RoPE (qwen3)
+    activation: str  # one of ACTIVATIONS
+    post_norms: bool  # RMSNorm of the attention and FFN outputs before each residual add (gemma2)
+    embed_scale: float  # token embeddings are multiplied by it (1.0, or sqrt(d_model) for gemma2)
+    attn_scale: float  # attention scores are q·k times it (usually 1 / sqrt(head_dim))
+    attn_softcap: float  # scores become cap * tanh(score / cap) before the softmax; 0 = not
+    final_softcap: float  # the same for the output logits; 0 = not
+    sliding_window: int  # keys a query of a sliding-window layer sees, its own included; 0 = no such layers
+    swa_pattern: int  # layer i has the sliding window when i % swa_pattern < swa_pattern - 1 (0: none)
+    fused_qkv: bool  # attn_qkv instead of attn_q/k/v (phi3)
+    fused_gate_up: bool  # ffn_up holds [gate | up], no ffn_gate (phi3)
     bos_id: int | None
     eos_id: int | None
 
@@ -93,6 +164,11 @@ class ModelConfig:
     @property
     def kv_dim(self) -> int:
         return self.n_kv_heads * self.head_dim
+
+    def layer_window(self, layer: int) -> int:
+        """The sliding window of ``layer`` (0: the layer attends to every earlier position)."""
+        local = self.swa_pattern > 0 and layer % self.swa_pattern < self.swa_pattern - 1
+        return self.sliding_window if local else 0
 
     @classmethod
     def from_gguf(cls, gguf: GGUFFile) -> ModelConfig:
@@ -107,6 +183,13 @@ class ModelConfig:
                 f"{gguf.path}: architecture {arch!r} is not supported (supported: "
                 f"{', '.join(SUPPORTED_ARCHITECTURES)})."
             )
+        spec = ARCHITECTURES[arch]
+        for name, what in UNSUPPORTED_TENSORS.items():
+            if name in gguf.tensors:
+                raise GGUFError(
+                    f"{gguf.path}: tensor {name!r} holds {what}, which cpullm does not support yet. Use a "
+                    "model without it (for Phi-3, a 4k-context one)."
+                )
         md = _Metadata(gguf, arch)
         n_layers = md.count("block_count")
         _check_block_count(md, n_layers)
@@ -127,6 +210,19 @@ class ModelConfig:
         context_length = md.count("context_length", maximum=MAX_CONTEXT_LENGTH)
         scaling, scale = _rope_scaling(md)
         vocab_size = _vocab_size(md)
+        attn_cap, final_cap = (
+            (
+                md.number("attn_logit_softcapping", *_SOFTCAP_RANGE, default=50.0),
+                md.number("final_logit_softcapping", *_SOFTCAP_RANGE, default=30.0),
+            )
+            if spec.softcapping
+            else (0.0, 0.0)
+        )
+        window = (
+            md.count("attention.sliding_window", default=4096, maximum=MAX_CONTEXT_LENGTH)
+            if spec.swa_pattern
+            else 0
+        )
         return cls(
             arch=arch,
             n_layers=n_layers,
@@ -140,7 +236,7 @@ class ModelConfig:
             rms_eps=md.number("attention.layer_norm_rms_epsilon", *_RMS_EPS_RANGE),
             rope_theta=md.number("rope.freq_base", *_ROPE_BASE_RANGE, default=10000.0),
             rope_dim=rope_dim,
-            rope_layout=_ROPE_LAYOUTS[arch],
+            rope_layout=spec.rope_layout,
             rope_scaling=scaling,
             rope_scale=scale,
             rope_orig_context=md.count(
@@ -149,6 +245,17 @@ class ModelConfig:
             has_rope_freqs="rope_freqs.weight" in gguf.tensors,
             tied_embeddings="output.weight" not in gguf.tensors,
             has_qkv_bias="blk.0.attn_q.bias" in gguf.tensors,
+            qk_norm=spec.qk_norm,
+            activation=spec.activation,
+            post_norms=spec.post_norms,
+            embed_scale=math.sqrt(d_model) if spec.embed_scale_sqrt_d else 1.0,
+            attn_scale=_attn_scale(arch, n_layers, d_model, n_heads, head_dim),
+            attn_softcap=attn_cap,
+            final_softcap=final_cap,
+            sliding_window=window,
+            swa_pattern=spec.swa_pattern,
+            fused_qkv=spec.fused_qkv,
+            fused_gate_up=spec.fused_gate_up,
             bos_id=gguf.get_token_id("bos", vocab_size),
             eos_id=gguf.get_token_id("eos", vocab_size),
         )
@@ -160,18 +267,30 @@ class ModelConfig:
         for i in range(self.n_layers):
             p = f"blk.{i}."
             shapes[p + "attn_norm.weight"] = (d,)
-            shapes[p + "attn_q.weight"] = (d, q)
-            shapes[p + "attn_k.weight"] = (d, kv)
-            shapes[p + "attn_v.weight"] = (d, kv)
+            if self.fused_qkv:
+                shapes[p + "attn_qkv.weight"] = (d, q + 2 * kv)
+            else:
+                shapes[p + "attn_q.weight"] = (d, q)
+                shapes[p + "attn_k.weight"] = (d, kv)
+                shapes[p + "attn_v.weight"] = (d, kv)
             shapes[p + "attn_output.weight"] = (q, d)
             shapes[p + "ffn_norm.weight"] = (d,)
-            shapes[p + "ffn_gate.weight"] = (d, ff)
-            shapes[p + "ffn_up.weight"] = (d, ff)
+            if self.fused_gate_up:
+                shapes[p + "ffn_up.weight"] = (d, 2 * ff)
+            else:
+                shapes[p + "ffn_gate.weight"] = (d, ff)
+                shapes[p + "ffn_up.weight"] = (d, ff)
             shapes[p + "ffn_down.weight"] = (ff, d)
             if self.has_qkv_bias:
                 shapes[p + "attn_q.bias"] = (q,)
                 shapes[p + "attn_k.bias"] = (kv,)
                 shapes[p + "attn_v.bias"] = (kv,)
+            if self.qk_norm:
+                shapes[p + "attn_q_norm.weight"] = (self.head_dim,)
+                shapes[p + "attn_k_norm.weight"] = (self.head_dim,)
+            if self.post_norms:
+                shapes[p + "post_attention_norm.weight"] = (d,)
+                shapes[p + "post_ffw_norm.weight"] = (d,)
         shapes["output_norm.weight"] = (d,)
         if not self.tied_embeddings:
             shapes["output.weight"] = (d, self.vocab_size)
@@ -244,6 +363,14 @@ def _head_dim(md: _Metadata, d_model: int, n_heads: int) -> int:
             "attention.value_length", value_length, f"the key length {head_dim} (cpullm needs both equal)"
         )
     return head_dim
+
+
+def _attn_scale(arch: str, n_layers: int, d_model: int, n_heads: int, head_dim: int) -> float:
+    """The factor of attention scores. Gemma 2 27B (its 46 layers tell it apart, as llama.cpp does: the
+    GGUF carries no query_pre_attn_scalar) scales by 1/sqrt(d_model / n_heads), not 1/sqrt(head_dim)."""
+    if arch == "gemma2" and n_layers == 46:
+        return 1.0 / math.sqrt(d_model / n_heads)
+    return 1.0 / math.sqrt(head_dim)
 
 
 def _rope_scaling(md: _Metadata) -> tuple[str, float]:

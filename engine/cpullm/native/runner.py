@@ -26,6 +26,7 @@ from cpullm.model.model_file import ModelFile
 from cpullm.native import loader
 
 _ROPE_MODES = {RopeLayout.NORMAL: 0, RopeLayout.NEOX: 2}
+_ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}
 _KV_TYPES = {"f32": 0, "f16": 1}
 
 
@@ -48,6 +49,16 @@ class _Config(ctypes.Structure):
         ("rope_theta", ctypes.c_float),
         ("rope_freq_scale", ctypes.c_float),
         ("release_packed_sources", ctypes.c_int32),
+        ("qk_norm", ctypes.c_int32),
+        ("activation", ctypes.c_int32),
+        ("post_norms", ctypes.c_int32),
+        ("embed_scale", ctypes.c_float),
+        ("attn_scale", ctypes.c_float),
+        ("attn_softcap", ctypes.c_float),
+        ("final_softcap", ctypes.c_float),
+        ("layer_windows", ctypes.POINTER(ctypes.c_int32)),
+        ("fused_qkv", ctypes.c_int32),
+        ("fused_gate_up", ctypes.c_int32),
     ]
 
 
@@ -164,7 +175,19 @@ class NativeModel:
             # The tensors are views of the file's read-only mapping: once repacked, the native side may
             # drop their pages so the weights are not resident twice.
             release_packed_sources=int(model_file.gguf.mapping is not None),
+            qk_norm=int(c.qk_norm),
+            activation=_ACTIVATIONS[c.activation],
+            post_norms=int(c.post_norms),
+            embed_scale=c.embed_scale,
+            attn_scale=c.attn_scale,
+            attn_softcap=c.attn_softcap,
+            final_softcap=c.final_softcap,
+            fused_qkv=int(c.fused_qkv),
+            fused_gate_up=int(c.fused_gate_up),
         )
+        windows = (ctypes.c_int32 * c.n_layers)(*(c.layer_window(i) for i in range(c.n_layers)))
+        if any(windows):
+            cfg.layer_windows = windows  # read by cpullm_model_create only
         tensors = list(model_file.gguf.tensors.values())
         refs = (_Tensor * len(tensors))()
         for i, t in enumerate(tensors):

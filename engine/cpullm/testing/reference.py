@@ -1,4 +1,5 @@
-"""An independent NumPy float64 forward pass for llama / mistral / qwen2: the oracle for the native engine.
+"""An independent NumPy float64 forward pass for the architectures of :data:`cpullm.config.ARCHITECTURES`:
+the oracle for the native engine.
 
 Public API
 ----------
@@ -7,9 +8,11 @@ Public API
     row-major: a matrix is ``(out_features, in_features)``.
 ``forward(config, weights, tokens, last_only=False) -> float64[T, vocab]``
     Logits for every position of ``tokens`` (or only the last, as ``[1, vocab]``), computed with a full
-    causal pass: embeddings -> per layer (RMSNorm, Q/K/V (+bias), RoPE, grouped-query causal attention,
-    output projection, residual, RMSNorm, SwiGLU FFN, residual) -> final RMSNorm -> output projection
-    (``token_embd`` when the embeddings are tied).
+    causal pass: embeddings (times ``embed_scale``) -> per layer (RMSNorm, Q/K/V (+bias), per-head Q/K
+    RMSNorm (qwen3), RoPE, grouped-query causal attention (soft-capped scores and a sliding window where
+    the config has them), output projection (+ post-norm), residual, RMSNorm, SwiGLU or GeGLU FFN
+    (+ post-norm), residual) -> final RMSNorm -> output projection (``token_embd`` when the embeddings are
+    tied) -> final soft-capping.
 ``ReferenceModel(model_file)``
     Holds the dequantized weights; ``logits(tokens)`` and ``greedy(tokens, n, stop_ids)``.
 
@@ -49,6 +52,15 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
 
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def soft_cap(x: np.ndarray, cap: float) -> np.ndarray:
+    """cap * tanh(x / cap); cap 0 leaves x as it is."""
+    return cap * np.tanh(x / cap) if cap else x
+
+
 def rope_angles(config: ModelConfig, positions: np.ndarray, freq_factors: np.ndarray | None) -> np.ndarray:
     """positions: [T] -> angles [T, rope_dim/2]."""
     half = config.rope_dim // 2
@@ -75,17 +87,29 @@ def apply_rope(x: np.ndarray, angles: np.ndarray, layout: RopeLayout, rope_dim: 
     return out
 
 
-def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+def causal_attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    scale: float | None = None,
+    softcap: float = 0.0,
+    window: int = 0,
+) -> np.ndarray:
     """q: [T, n_heads, hd], k/v: [T, n_kv_heads, hd] -> [T, n_heads * hd].
 
     Query head h reads key/value head h // (n_heads / n_kv_heads), as llama.cpp and transformers do.
+    Scores are q·k * scale (default 1/sqrt(hd)), then soft-capped (``softcap`` > 0); with ``window`` > 0
+    query i sees keys i - window + 1 .. i only.
     """
     t, n_heads, hd = q.shape
     group = n_heads // k.shape[1]
     k = np.repeat(k, group, axis=1)  # [T, n_heads, hd]
     v = np.repeat(v, group, axis=1)
-    scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd)  # [heads, T, T]
-    scores = np.where(np.tril(np.ones((t, t), dtype=bool)), scores, -np.inf)
+    scores = np.einsum("qhd,khd->hqk", q, k) * (scale if scale is not None else 1.0 / np.sqrt(hd))
+    scores = soft_cap(scores, softcap)  # [heads, T, T]
+    i, j = np.indices((t, t))
+    visible = (j <= i) & ((j > i - window) if window > 0 else True)
+    scores = np.where(visible, scores, -np.inf)
     scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
     probs = scores / scores.sum(axis=-1, keepdims=True)
     return np.einsum("hqk,khd->qhd", probs, v).reshape(t, n_heads * hd)
@@ -96,20 +120,40 @@ def _layer(config: ModelConfig, w: Weights, i: int, x: np.ndarray, angles: np.nd
     p = f"blk.{i}."
     t = x.shape[0]
     h = rms_norm(x, w[p + "attn_norm.weight"], config.rms_eps)
-    q = h @ w[p + "attn_q.weight"].T  # [T, n_heads * hd]
-    k = h @ w[p + "attn_k.weight"].T  # [T, n_kv_heads * hd]
-    v = h @ w[p + "attn_v.weight"].T
+    if config.fused_qkv:  # rows [q | k | v]
+        q, k, v = np.split(
+            h @ w[p + "attn_qkv.weight"].T, [config.q_dim, config.q_dim + config.kv_dim], axis=1
+        )
+    else:
+        q = h @ w[p + "attn_q.weight"].T  # [T, n_heads * hd]
+        k = h @ w[p + "attn_k.weight"].T  # [T, n_kv_heads * hd]
+        v = h @ w[p + "attn_v.weight"].T
     if config.has_qkv_bias:
         q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
-    q = apply_rope(q.reshape(t, config.n_heads, config.head_dim), angles, config.rope_layout, config.rope_dim)
-    k = apply_rope(
-        k.reshape(t, config.n_kv_heads, config.head_dim), angles, config.rope_layout, config.rope_dim
-    )
+    q = q.reshape(t, config.n_heads, config.head_dim)
+    k = k.reshape(t, config.n_kv_heads, config.head_dim)
+    if config.qk_norm:  # each head normalized over its head_dim lanes, one weight vector for all heads
+        q = rms_norm(q, w[p + "attn_q_norm.weight"], config.rms_eps)
+        k = rms_norm(k, w[p + "attn_k_norm.weight"], config.rms_eps)
+    q = apply_rope(q, angles, config.rope_layout, config.rope_dim)
+    k = apply_rope(k, angles, config.rope_layout, config.rope_dim)
     v = v.reshape(t, config.n_kv_heads, config.head_dim)
-    x = x + causal_attention(q, k, v) @ w[p + "attn_output.weight"].T
+    att = causal_attention(q, k, v, config.attn_scale, config.attn_softcap, config.layer_window(i))
+    att = att @ w[p + "attn_output.weight"].T
+    if config.post_norms:
+        att = rms_norm(att, w[p + "post_attention_norm.weight"], config.rms_eps)
+    x = x + att
     h = rms_norm(x, w[p + "ffn_norm.weight"], config.rms_eps)
-    ffn = silu(h @ w[p + "ffn_gate.weight"].T) * (h @ w[p + "ffn_up.weight"].T)  # [T, d_ff]
-    return x + ffn @ w[p + "ffn_down.weight"].T
+    act = gelu_tanh if config.activation == "gelu_tanh" else silu
+    if config.fused_gate_up:  # rows [gate | up]
+        gate, up = np.split(h @ w[p + "ffn_up.weight"].T, 2, axis=1)
+    else:
+        gate, up = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
+    ffn = act(gate) * up  # [T, d_ff]
+    ffn = ffn @ w[p + "ffn_down.weight"].T
+    if config.post_norms:
+        ffn = rms_norm(ffn, w[p + "post_ffw_norm.weight"], config.rms_eps)
+    return x + ffn
 
 
 def forward(
@@ -121,7 +165,7 @@ def forward(
         raise ValueError("forward needs a non-empty 1-D list of token ids.")
     if ids.min() < 0 or ids.max() >= config.vocab_size:
         raise ValueError(f"token ids must be in [0, {config.vocab_size}), got {ids.min()}..{ids.max()}.")
-    x = weights["token_embd.weight"][ids]  # [T, d_model]
+    x = weights["token_embd.weight"][ids] * config.embed_scale  # [T, d_model]
     angles = rope_angles(config, np.arange(ids.size), weights.get("rope_freqs.weight"))
     for i in range(config.n_layers):
         x = _layer(config, weights, i, x, angles)
@@ -129,7 +173,7 @@ def forward(
         x = x[-1:]
     x = rms_norm(x, weights["output_norm.weight"], config.rms_eps)
     out = weights["token_embd.weight"] if config.tied_embeddings else weights["output.weight"]
-    return x @ out.T  # [T, vocab]
+    return soft_cap(x @ out.T, config.final_softcap)  # [T, vocab]
 
 
 class ReferenceModel:
