@@ -7,6 +7,7 @@ weights load. ``engine_factory`` replaces the default ``Engine(...)`` built from
 Routes
 ------
 - ``/v1/...`` and ``/openai/v1/...`` (KServe's prefix): ``models``, ``completions``, ``chat/completions``
+- ``/tokenize``, ``/detokenize`` (vLLM's; also under both prefixes) and ``/version``
 - ``/health``: 200 when ready, 503 while loading or after a failed load
 - ``/v2/health/live`` (always 200 while the process serves), ``/v2/health/ready``,
   ``/v2/models/{name}/ready`` (KServe's open inference protocol health routes)
@@ -33,6 +34,8 @@ from .metrics import CONTENT_TYPE, Metrics
 from .openai_api import ModelContext, ServerState, router
 from .request_guard import RequestGuard
 from .settings import ServerSettings, default_served_name, resolve_model_path
+from .tokenize_api import open_router as version_router
+from .tokenize_api import router as tokenize_router
 
 log = logging.getLogger("cpullm.server")
 API_PREFIXES = ("/v1", "/openai/v1")
@@ -82,6 +85,9 @@ def create_app(
     install_error_handlers(app)
     for prefix in API_PREFIXES:
         app.include_router(router, prefix=prefix)
+    for prefix in ("", *API_PREFIXES):
+        app.include_router(tokenize_router, prefix=prefix)
+    app.include_router(version_router)
     _add_health_routes(app, state)
 
     @app.get("/metrics")

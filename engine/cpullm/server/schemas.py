@@ -174,6 +174,17 @@ class CompletionRequest(_Sampling):
         return list(p)
 
 
+def _few_enough_messages(value: Any) -> Any:
+    # before the messages are validated one by one (Field(max_length) counts after that)
+    if isinstance(value, list) and len(value) > MAX_MESSAGES:
+        raise PydanticCustomError(
+            "too_many_messages",
+            "at most {limit} messages are allowed, got {n}",
+            {"limit": MAX_MESSAGES, "n": len(value)},
+        )
+    return value
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow", **_STRICT)
 
@@ -209,14 +220,7 @@ class ChatCompletionRequest(_Sampling):
     @field_validator("messages", mode="before")
     @classmethod
     def _few_enough_messages(cls, value: Any) -> Any:
-        # before the messages are validated one by one (Field(max_length) counts after that)
-        if isinstance(value, list) and len(value) > MAX_MESSAGES:
-            raise PydanticCustomError(
-                "too_many_messages",
-                "at most {limit} messages are allowed, got {n}",
-                {"limit": MAX_MESSAGES, "n": len(value)},
-            )
-        return value
+        return _few_enough_messages(value)
 
     def check_supported(self) -> None:
         super().check_supported()
@@ -230,3 +234,34 @@ class ChatCompletionRequest(_Sampling):
 
     def requested_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's ``/tokenize`` body: a ``prompt`` text, or chat ``messages`` rendered by the chat template."""
+
+    model_config = ConfigDict(extra="ignore", **_STRICT)
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool | None = None  # prompt: default true; messages: see tokenize_api
+    add_generation_prompt: bool | None = True
+    return_token_strs: bool | None = False
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _few_enough_messages(cls, value: Any) -> Any:
+        return _few_enough_messages(value)
+
+    def check_supported(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise bad_request("Send either 'prompt' (a text) or 'messages' (a chat) to tokenize, not both.")
+        if self.messages == []:
+            raise bad_request("messages is empty; send at least one message.", param="messages")
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", **_STRICT)
+
+    model: str | None = None
+    tokens: list[int]
