@@ -12,6 +12,8 @@ Routes
 - ``/v2/health/live`` (always 200 while the process serves), ``/v2/health/ready``,
   ``/v2/models/{name}/ready`` (KServe's open inference protocol health routes)
 - ``/metrics``: Prometheus text format
+
+CORS headers are sent only for the origins in ``settings.allowed_origins`` (none by default).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..default_model import DEFAULT_MODEL_FILE
 from ..engine import Engine
 from .async_engine import AsyncEngine
+from .auth import key_digests
 from .errors import APIError, install_error_handlers
 from .metrics import CONTENT_TYPE, Metrics
 from .openai_api import ModelContext, ServerState, router
@@ -80,7 +84,7 @@ def create_app(
 
     app = FastAPI(title="cpullm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = state
-    app.state.api_key = settings.api_key
+    app.state.api_key_digests = key_digests(settings.api_keys())
     app.state.metrics = metrics
     install_error_handlers(app)
     for prefix in API_PREFIXES:
@@ -95,7 +99,14 @@ def create_app(
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes, timeout=settings.body_timeout)
-    app.add_middleware(_CountRequests, metrics=metrics)  # outermost: counts the guard's answers too
+    app.add_middleware(_CountRequests, metrics=metrics)  # counts the guard's answers too
+    if settings.allowed_origins:  # outermost: answers browsers' preflight requests, which carry no key
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     return app
 
 
