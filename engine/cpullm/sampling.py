@@ -8,12 +8,14 @@ Public API
     ``logit_bias`` is (token id, bias in [-100, 100]) pairs added to the logits (ids past the
     vocabulary are the engine's to refuse). ``prompt_logprobs`` asks for the log-probability of every
     prompt token after the first, with that many alternatives (the engine computes them at prefill).
+    ``constraint`` (a :class:`~cpullm.structured.Constraint`, one per sequence: it holds the grammar's
+    state) masks every token the grammar does not allow next.
 ``Sampler(params, vocab_size, prompt_ids=())``
     ``sample(logits: float32[vocab]) -> SampleResult`` picks the next token and records it for the
     penalties. Order (as transformers' logits processors): repetition/presence/frequency penalties ->
-    logit bias -> temperature -> top-k -> top-p -> min-p -> draw. Greedy is one ``argmax`` (after
-    penalties and bias, if any); top-k uses ``argpartition`` so the 49152-token vocabulary is never
-    fully sorted when it is set.
+    logit bias -> grammar mask -> temperature -> top-k -> top-p -> min-p -> draw. Greedy is one
+    ``argmax`` (after penalties, bias and mask, if any); top-k uses ``argpartition`` so the
+    49152-token vocabulary is never fully sorted when it is set.
     Each sampler owns a ``numpy.random.Generator`` seeded from ``params.seed``: same seed, same tokens.
     Penalties follow vLLM/OpenAI: repetition over prompt + output (divide positive logits, multiply
     negative ones), presence and frequency over output tokens only.
@@ -31,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -62,6 +64,7 @@ class SamplingParams:
     skip_special_tokens: bool = True
     logit_bias: tuple[tuple[int, float], ...] = ()
     prompt_logprobs: int | None = None
+    constraint: Any = field(default=None, compare=False, repr=False)  # structured.Constraint
 
     def __post_init__(self) -> None:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
@@ -181,7 +184,12 @@ class Sampler:
         scores = self._apply_penalties(logits) if self._penalized else logits
         if self._bias is not None:
             scores = scores + self._bias  # a new array: logits may be the engine's buffer
+        constraint = self.params.constraint
+        if constraint is not None:
+            scores = np.where(constraint.allowed(), scores, np.float32(-np.inf))
         token = int(np.argmax(scores)) if self.params.greedy else self._draw(scores)
+        if constraint is not None:
+            constraint.accept(token)
         self._counts[token] += 1
         self._seen[token] = True
         if self.params.logprobs is None:

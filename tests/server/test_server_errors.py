@@ -129,10 +129,10 @@ def test_explicit_nulls_from_clients_mean_the_defaults(http):
     assert http.post("/v1/chat/completions", json=chat).status_code == 200
 
 
-def test_json_mode_is_refused_not_ignored(http):
-    body = {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}
+def test_unknown_response_format_is_refused_not_ignored(http):
+    body = {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}}
     error = _error(http.post("/v1/chat/completions", json=body), 400)
-    assert error["param"] == "response_format"
+    assert error["param"] == "response_format.type"
     plain = {**body, "response_format": {"type": "text"}, "max_tokens": 2}
     assert http.post("/v1/chat/completions", json=plain).status_code == 200
 

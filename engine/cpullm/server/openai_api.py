@@ -32,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 from ..chat_template import ChatTemplate, ChatTemplateError
 from ..engine import Engine, StepOutput
 from ..sampling import SamplingParams
+from ..structured import Constraint, GrammarError, Grammars
 from ..tokenizer import Tokenizer
 from .async_engine import AsyncEngine
 from .auth import require_api_key
@@ -53,6 +54,7 @@ class ModelContext:
     max_model_len: int
     vocab_size: int
     bytes_per_token: int | None  # the most text bytes one token covers (None: unbounded)
+    grammars: Grammars
 
     @classmethod
     def from_engine(cls, engine: Engine) -> ModelContext:
@@ -63,7 +65,9 @@ class ModelContext:
         except ChatTemplateError as e:
             error = str(e)
         bound = max_bytes_per_token(engine.tokenizer, metadata.get("tokenizer.ggml.pre"))
-        return cls(engine.tokenizer, template, error, engine.max_model_len, engine.config.vocab_size, bound)
+        vocab = engine.config.vocab_size
+        grammars = Grammars(engine.tokenizer, vocab)
+        return cls(engine.tokenizer, template, error, engine.max_model_len, vocab, bound, grammars)
 
     def prompt_tokenizer(self, param: str) -> ContextBoundTokenizer:
         return ContextBoundTokenizer(self.tokenizer, self.max_model_len, self.bytes_per_token, param)
@@ -189,6 +193,17 @@ def _encode_chat(ctx: ModelContext, body: ChatCompletionRequest) -> list[int]:
     return _check_token_ids(ids, ctx.vocab_size)
 
 
+def _constraints(ctx: ModelContext, schema: dict[str, Any] | None, n: int) -> list[Constraint | None]:
+    """One grammar state per sequence for ``response_format`` (compiled here, in a worker thread)."""
+    if schema is None:
+        return [None] * n
+    try:
+        grammar = ctx.grammars.compile_json_schema(schema)
+    except GrammarError as e:
+        raise bad_request(f"The response_format cannot be used: {e}", param="response_format") from e
+    return [grammar.constraint() for _ in range(n)]
+
+
 # ---- logprobs in OpenAI's two formats ----
 def _token_text(tok: Tokenizer, token_id: int) -> str:
     return tok.token_bytes(token_id).decode("utf-8", errors="replace")
@@ -305,12 +320,16 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
     want_logprobs = body.logprobs is not None
     logprobs = 0 if ranked and not want_logprobs else body.logprobs  # best_of ranks by logprobs
     prompt_logprobs = body.logprobs if body.echo else None
+    constraints = await asyncio.to_thread(_constraints, ctx, body.json_schema(), len(prompts) * k)
     seq_prompts, params = [], []
     for p in prompts:
         max_tokens = _max_tokens(body.max_tokens, len(p), ctx.max_model_len, COMPLETIONS_DEFAULT_MAX_TOKENS)
         for j in range(k):
+            constraint = constraints[len(params)]
             seq_prompts.append(p)
-            params.append(body.sampling_params(max_tokens, logprobs, ctx.vocab_size, j, prompt_logprobs))
+            params.append(
+                body.sampling_params(max_tokens, logprobs, ctx.vocab_size, j, prompt_logprobs, constraint)
+            )
     gen = await _start(state, request, seq_prompts, params)
     response_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     head = {
@@ -395,8 +414,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     prompt = await asyncio.to_thread(_encode_chat, ctx, body)
     max_tokens = _max_tokens(body.requested_max_tokens(), len(prompt), ctx.max_model_len, None)
     n = body.choices
+    logprobs = body.requested_logprobs()
+    constraints = await asyncio.to_thread(_constraints, ctx, body.json_schema(), n)
     params = [
-        body.sampling_params(max_tokens, body.requested_logprobs(), ctx.vocab_size, j) for j in range(n)
+        body.sampling_params(max_tokens, logprobs, ctx.vocab_size, j, constraint=c)
+        for j, c in enumerate(constraints)
     ]
     gen = await _start(state, request, [prompt] * n, params)
     response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

@@ -1,7 +1,9 @@
 """OpenAI request bodies (pydantic) and their translation into engine :class:`SamplingParams`.
 
 Unknown fields are ignored, as OpenAI-compatible servers do; fields we cannot honour (``suffix``,
-images, tools, structured outputs) are refused with a 400 that names them. Besides OpenAI's
+images, tools) are refused with a 400 that names them. ``response_format`` is ``text``,
+``json_object`` or ``json_schema`` (``{"json_schema": {"name", "schema", "strict"}}``; the schema
+nested at most ``MAX_SCHEMA_DEPTH`` levels) and constrains the output with a grammar. Besides OpenAI's
 fields, the engine's extra sampling knobs (``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos``,
 ``stop_token_ids``, ``skip_special_tokens``) can be sent, e.g. with the openai client's ``extra_body``.
 
@@ -32,6 +34,8 @@ MAX_CHOICES = 128  # choices (prompts, or n) in one request: OpenAI's limit on n
 # 27 ms here), and at a few tokens each of template alone 8192 messages fill most contexts.
 MAX_MESSAGES = 8192
 _STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+# JSON schemas are compiled by native code that recurses into them: nesting is bounded first.
+MAX_SCHEMA_DEPTH = 64
 
 Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
@@ -73,11 +77,36 @@ class _Sampling(BaseModel):
     def check_supported(self) -> None:
         if self.stream_options is not None and not self.stream:
             raise bad_request("stream_options is only allowed with stream=true.", param="stream_options")
-        if self.response_format and self.response_format.get("type", "text") != "text":
+        self.json_schema()  # refuses a malformed response_format before any work
+
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON schema ``response_format`` asks the output to follow; None for plain text."""
+        rf = self.response_format or {}
+        kind = rf.get("type", "text")
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return {"type": "object"}
+        if kind != "json_schema":
             raise bad_request(
-                "response_format other than text (JSON mode, JSON schema) is not supported by this server.",
-                param="response_format",
+                f"response_format type {str(kind)[:40]!r} is not supported; use text, json_object or "
+                "json_schema.",
+                param="response_format.type",
             )
+        spec = rf.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise bad_request(
+                'response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}, '
+                "the schema a JSON object.",
+                param="response_format.json_schema",
+            )
+        if _depth(schema) > MAX_SCHEMA_DEPTH:
+            raise bad_request(
+                f"The JSON schema nests more than {MAX_SCHEMA_DEPTH} levels deep; flatten it.",
+                param="response_format.json_schema",
+            )
+        return schema
 
     @property
     def include_usage(self) -> bool:
@@ -108,6 +137,7 @@ class _Sampling(BaseModel):
         vocab_size: int,
         choice: int = 0,
         prompt_logprobs: int | None = None,
+        constraint: Any = None,
     ) -> SamplingParams:
         """Engine parameters of one choice; ``ValueError`` from their validation becomes a 400 naming
         the field."""
@@ -130,6 +160,7 @@ class _Sampling(BaseModel):
             "logprobs": logprobs,
             "logit_bias": self.logit_bias_pairs(vocab_size),
             "prompt_logprobs": prompt_logprobs,
+            "constraint": constraint,
         }
         try:
             return SamplingParams(**{k: v for k, v in options.items() if v is not None})
@@ -137,6 +168,17 @@ class _Sampling(BaseModel):
             message = str(e)
             named = [name for name in options if name in message]  # the field the message is about
             raise bad_request(message, param=max(named, key=len) if named else None) from e
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (iterative: no recursion on hostile input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 Prompt = str | list[str] | list[int] | list[list[int]]
