@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -32,10 +33,15 @@ class ServerProcess:
     proc: subprocess.Popen[str]
     port: int
     log_path: Path
+    tls_ca: Path | None = None  # the certificate to trust when the server speaks HTTPS
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else True
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -65,6 +71,7 @@ def running_server(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     wait: bool = True,
+    tls_ca: Path | None = None,
 ) -> Iterator[ServerProcess]:
     port = free_port()
     cmd = [sys.executable, "-m", "cpullm", "serve", *args, "--port", str(port), "--host", "127.0.0.1"]
@@ -72,7 +79,7 @@ def running_server(
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=server_env(lib_dir, env)
         )
-    server = ServerProcess(proc, port, log_path)
+    server = ServerProcess(proc, port, log_path, tls_ca)
     try:
         if wait:
             wait_ready(server)
@@ -92,7 +99,7 @@ def wait_ready(server: ServerProcess, timeout: float = READY_TIMEOUT_S) -> None:
         if server.proc.poll() is not None:
             raise RuntimeError(f"the server exited with {server.proc.returncode}:\n{server.log()}")
         try:
-            if httpx.get(server.base_url + "/health", timeout=2).status_code == 200:
+            if httpx.get(server.base_url + "/health", timeout=2, verify=server.verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass

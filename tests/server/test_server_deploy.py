@@ -95,7 +95,7 @@ def test_server_extra_matches_the_dockerfile():
 
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["server"]
     names = {re.split(r"[<>=!~ ]", dep)[0] for dep in extra}
-    assert names == {"fastapi", "uvicorn", "prometheus-client"}
+    assert names == {"fastapi", "uvicorn", "prometheus-client", "llguidance"}
 
 
 # ---- KServe manifests ----

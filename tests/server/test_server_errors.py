@@ -32,8 +32,14 @@ BAD_BODIES = [
     ("/v1/completions", {"prompt": "x", "max_tokens": 0}, "max_tokens", "max_tokens"),
     ("/v1/completions", {"prompt": "x", "max_tokens": "many"}, "max_tokens", "integer"),
     ("/v1/completions", {"prompt": "x", "logprobs": 50}, "logprobs", "logprobs"),
-    ("/v1/completions", {"prompt": "x", "n": 2}, "n", "n=1"),
-    ("/v1/completions", {"prompt": "x", "echo": True}, "echo", "echo"),
+    ("/v1/completions", {"prompt": "x", "n": 3, "best_of": 2}, "best_of", "at least n"),
+    ("/v1/completions", {"prompt": ["x"] * 5, "n": 26}, "n", "at most 128"),
+    ("/v1/completions", {"prompt": "x", "best_of": 2, "stream": True}, "best_of", "streamed"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"x1": 5}}, "logit_bias", "token id"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"1000000": 5}}, "logit_bias", "token id"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"1": 101}}, "logit_bias.1", "100"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "logit_bias": {"-1": 1}},
+     "logit_bias", "token id"),
     ("/v1/completions", {"prompt": ""}, "prompt", "empty"),
     ("/v1/completions", {"prompt": [5, 10**9]}, None, "vocabulary"),
     ("/v1/completions", {"prompt": "x", "stream_options": {"include_usage": True}},
@@ -123,10 +129,10 @@ def test_explicit_nulls_from_clients_mean_the_defaults(http):
     assert http.post("/v1/chat/completions", json=chat).status_code == 200
 
 
-def test_json_mode_is_refused_not_ignored(http):
-    body = {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}
+def test_unknown_response_format_is_refused_not_ignored(http):
+    body = {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}}
     error = _error(http.post("/v1/chat/completions", json=body), 400)
-    assert error["param"] == "response_format"
+    assert error["param"] == "response_format.type"
     plain = {**body, "response_format": {"type": "text"}, "max_tokens": 2}
     assert http.post("/v1/chat/completions", json=plain).status_code == 200
 

@@ -26,9 +26,9 @@ TINY_BLOCK_BYTES = 2 * 2 * 16 * 128 * 2
 def test_flag_beats_env_beats_default():
     env = {"CPULLM_PORT": "9000", "CPULLM_MAX_NUM_SEQS": "4", "CPULLM_API_KEY": "from-env"}
     s = ServerSettings.resolve({"port": 7000, "max_num_seqs": None}, env)
-    assert (s.port, s.max_num_seqs, s.api_key) == (7000, 4, "from-env")
+    assert (s.port, s.max_num_seqs, s.api_key) == (7000, 4, ("from-env",))
     assert s.host == "127.0.0.1" and s.kv_cache_gb == 1.0  # defaults
-    assert ServerSettings.resolve({}, {}).api_key is None
+    assert ServerSettings.resolve({}, {}).api_key == ()
 
 
 @pytest.mark.parametrize(

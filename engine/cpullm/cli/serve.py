@@ -17,7 +17,13 @@ from cpullm.server.settings import ServerSettings, SettingsError
 _FLAGS = (
     ("--host", str, "address to listen on (default 127.0.0.1; 0.0.0.0 in containers)"),
     ("--port", int, "port to listen on (default 8000)"),
-    ("--api-key", str, "require 'Authorization: Bearer KEY' on the /v1 routes"),
+    ("--api-key", str, "require 'Authorization: Bearer KEY' on the API routes; repeat the flag to accept "
+     "several keys (the env variable holds one)"),
+    ("--api-key-file", str, "a file of accepted API keys, one per line (# comments and blank lines skipped)"),
+    ("--ssl-certfile", str, "PEM certificate (chain) to serve HTTPS; needs --ssl-keyfile"),
+    ("--ssl-keyfile", str, "PEM private key of --ssl-certfile (unencrypted)"),
+    ("--allowed-origins", str, "an origin browsers may call the API from (CORS), e.g. "
+     "https://app.example.com, or *; repeat for several (env: comma-separated); default none"),
     ("--served-model-name", str, "model name clients send (default: the model file's name without .gguf)"),
     ("--max-num-seqs", int, "most sequences decoded together in one step (default 16)"),
     ("--kv-cache-gb", float, "memory cap of the paged KV cache in GiB (default 1.0)"),
@@ -36,6 +42,9 @@ _FLAGS = (
 )  # fmt: skip
 
 
+_REPEATABLE = ("--api-key", "--allowed-origins")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
@@ -45,8 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for flag, kind, help_text in _FLAGS:
         name = flag.removeprefix("--").replace("-", "_")
-        help_text = help_text.format(default=getattr(ServerSettings, name))
-        parser.add_argument(flag, type=kind, default=None, help=f"{help_text}; env CPULLM_{name.upper()}")
+        help_text = help_text.format(default=getattr(ServerSettings, name, None))
+        action = "append" if flag in _REPEATABLE else "store"
+        parser.add_argument(
+            flag, type=kind, default=None, action=action, help=f"{help_text}; env CPULLM_{name.upper()}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:

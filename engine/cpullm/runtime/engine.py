@@ -11,7 +11,12 @@ Public API
     One scheduling round: running sequences decode one token each, waiting prompts are prefilled in
     chunks within a token budget, and all of it is one native call. New requests join between steps;
     when the KV cache is full new work waits (and, if a running sequence cannot grow, the newest one is
-    preempted and recomputed later) instead of failing.
+    preempted and recomputed later) instead of failing. A waiting prompt whose first block is being
+    prefilled by another sequence in this step waits one step, then takes those blocks from the prefix
+    cache: the n choices of one request (or any burst of requests sharing a system prompt) compute
+    their common prefix once. A request with ``params.prompt_logprobs`` is prefilled in full (no
+    prefix cache: its logits are needed), in chunks of at most ``PROMPT_LOGPROBS_CHUNK`` tokens so
+    the step's logits stay small, and its first output carries ``prompt_logprobs``.
 ``Engine.abort(request_id)``
     Cancel a request (e.g. a client that disconnected); its KV blocks are freed at once.
 ``Engine.stats()``
@@ -34,13 +39,16 @@ from cpullm.model.tokenizer import Tokenizer
 from cpullm.native.runner import NativeModel, SeqChunk
 from cpullm.native.threads import default_threads, usable_cores
 from cpullm.runtime.kv_blocks import BlockManager, BlockTable, OutOfBlocks
-from cpullm.runtime.sampling import FinishReason, Sampler, SamplingParams, TextStream
+from cpullm.runtime.sampling import FinishReason, Sampler, SamplingParams, TextStream, token_logprobs
 
 __all__ = ["Engine", "StepOutput", "usable_cores"]
 
 DEFAULT_BLOCK_SIZE = 16
 DEFAULT_KV_CACHE_GB = 1.0
 DEFAULT_STEP_TOKENS = 512  # prompt tokens prefilled per step, shared by the batch
+# Prompt tokens per step of a request that wants prompt logprobs: each costs a logits row (vocab x 4
+# bytes, 600 KB at a 152K vocabulary), so 64 bound the step's logits to about 40 MB.
+PROMPT_LOGPROBS_CHUNK = 64
 
 
 @dataclass
@@ -54,6 +62,9 @@ class StepOutput:
     completion_tokens: int
     logprobs: list[dict] = field(default_factory=list)  # per new token: token, logprob, top
     first_token: bool = False  # this output carries the request's first generated token
+    # with params.prompt_logprobs, in the first output: None for the first prompt token, then one
+    # entry (token, logprob, top) per prompt token
+    prompt_logprobs: list[dict | None] | None = None
 
 
 @dataclass
@@ -67,6 +78,12 @@ class _Sequence:
     table: BlockTable = field(default_factory=BlockTable)
     output: list[int] = field(default_factory=list)
     computed: int = 0  # tokens whose KV is in the cache
+    prompt_logprobs: list[dict | None] = field(default_factory=lambda: [None])
+
+    @property
+    def wants_prompt_logprobs(self) -> bool:
+        """Prompt logprobs asked for and not all computed yet (they are complete before decoding)."""
+        return self.params.prompt_logprobs is not None and len(self.prompt_logprobs) < len(self.prompt)
 
     @property
     def tokens(self) -> list[int]:
@@ -191,11 +208,21 @@ class Engine:
                     self._preempt_newest()
         plan: list[tuple[_Sequence, int]] = [(seq, 1) for seq in self.running]
         budget = self.step_tokens
+        heads: set[tuple[int, ...]] = set()  # first blocks of the prompts prefilled from scratch this step
+        bs = self.blocks.block_size
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
             if seq.computed == 0 and not seq.table.blocks:
-                seq.computed = self.blocks.match_prefix(seq.table, seq.tokens)
+                head = tuple(seq.tokens[:bs]) if len(seq.tokens) > bs else None
+                if not seq.wants_prompt_logprobs:
+                    if head in heads:
+                        break  # its prefix is being computed right now: share it from the next step
+                    seq.computed = self.blocks.match_prefix(seq.table, seq.tokens)
+                if head is not None and seq.computed < (len(seq.tokens) - 1) // bs * bs:
+                    heads.add(head)  # it computes full blocks that the next prompts may share
             n = min(seq.n_prompt_left, budget)
+            if seq.wants_prompt_logprobs:
+                n = min(n, PROMPT_LOGPROBS_CHUNK)
             try:
                 self.blocks.ensure(seq.table, seq.computed + n)
             except OutOfBlocks:
@@ -221,16 +248,33 @@ class Engine:
         for seq, n in plan:
             toks = seq.tokens[seq.computed : seq.computed + n]
             wants = 1 if seq.computed + n == len(seq.tokens) else 0
+            if seq.wants_prompt_logprobs:
+                wants = n  # every position: each predicts the next prompt token (the last, the first output)
             batch.append(SeqChunk(toks, seq.computed, seq.table.blocks, wants))
         logits = self.model.step(self.cache, batch)
         outputs, row = [], 0
         for (seq, n), chunk in zip(plan, batch, strict=True):
+            if seq.wants_prompt_logprobs:
+                row += self._record_prompt_logprobs(seq, seq.computed, logits[row : row + chunk.n_logits])
             seq.computed += n
             self.blocks.register_full(seq.table, seq.tokens[: seq.computed])
-            if chunk.n_logits:
+            if seq.computed == len(seq.tokens):
                 outputs.append(self._emit(seq, logits[row]))
                 row += 1
         return outputs
+
+    def _record_prompt_logprobs(self, seq: _Sequence, pos0: int, rows: np.ndarray) -> int:
+        """Log-probabilities of the prompt tokens that the rows of a chunk starting at ``pos0``
+        predict (row i predicts token pos0 + i + 1); returns the rows that were not the last
+        position's. Tokens already recorded (a chunk recomputed after it had to wait) are skipped."""
+        n = min(len(rows), len(seq.prompt) - pos0 - 1)
+        top = seq.params.prompt_logprobs or 0
+        for i in range(n):
+            index = pos0 + i + 1
+            if index == len(seq.prompt_logprobs):
+                r = token_logprobs(seq.prompt[index], rows[i], top)
+                seq.prompt_logprobs.append({"token": r.token_id, "logprob": r.logprob, "top": r.top_logprobs})
+        return n
 
     def _emit(self, seq: _Sequence, logits: np.ndarray) -> StepOutput:
         result = seq.sampler.sample(logits)
@@ -244,6 +288,7 @@ class Engine:
         finished = reason is not None
         if finished:
             self._finish(seq)
+        first = len(seq.output) == 1
         return StepOutput(
             seq.request_id,
             text,
@@ -253,7 +298,8 @@ class Engine:
             len(seq.prompt),
             len(seq.output),
             logprobs,
-            first_token=len(seq.output) == 1,
+            first_token=first,
+            prompt_logprobs=seq.prompt_logprobs if first and seq.params.prompt_logprobs is not None else None,
         )
 
     def _finish(self, seq: _Sequence) -> None:

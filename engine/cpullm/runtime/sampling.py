@@ -5,11 +5,17 @@ Public API
 ``SamplingParams``
     Frozen dataclass; invalid values raise ``ValueError`` with a sentence naming the field (the server
     turns these into HTTP 400s). ``temperature == 0`` means greedy. ``top_k`` 0 or -1 means off.
+    ``logit_bias`` is (token id, bias in [-100, 100]) pairs added to the logits (ids past the
+    vocabulary are the engine's to refuse). ``prompt_logprobs`` asks for the log-probability of every
+    prompt token after the first, with that many alternatives (the engine computes them at prefill).
+    ``constraint`` (a :class:`~cpullm.runtime.structured.Constraint`, one per sequence: it holds the grammar's
+    state) masks every token the grammar does not allow next.
 ``Sampler(params, vocab_size, prompt_ids=())``
     ``sample(logits: float32[vocab]) -> SampleResult`` picks the next token and records it for the
     penalties. Order (as transformers' logits processors): repetition/presence/frequency penalties ->
-    temperature -> top-k -> top-p -> min-p -> draw. Greedy is one ``argmax`` (after penalties, if any);
-    top-k uses ``argpartition`` so the 49152-token vocabulary is never fully sorted when it is set.
+    logit bias -> grammar mask -> temperature -> top-k -> top-p -> min-p -> draw. Greedy is one
+    ``argmax`` (after penalties, bias and mask, if any); top-k uses ``argpartition`` so the
+    49152-token vocabulary is never fully sorted when it is set.
     Each sampler owns a ``numpy.random.Generator`` seeded from ``params.seed``: same seed, same tokens.
     Penalties follow vLLM/OpenAI: repetition over prompt + output (divide positive logits, multiply
     negative ones), presence and frequency over output tokens only.
@@ -27,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
 FinishReason = Literal["stop", "length"]
 MAX_LOGPROBS = 20
 MAX_STOP_STRINGS = 16
+MAX_LOGIT_BIAS = 100.0  # OpenAI's range for a logit_bias value: -100 bans a token, 100 forces it
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,15 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None  # also return this many most likely alternatives per token
     skip_special_tokens: bool = True
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    prompt_logprobs: int | None = None
+    constraint: Any = field(default=None, compare=False, repr=False)  # structured.Constraint
 
     def __post_init__(self) -> None:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         object.__setattr__(self, "stop", stop)
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        object.__setattr__(self, "logit_bias", tuple((t, b) for t, b in self.logit_bias))
         for check in _CHECKS:
             check(self)
 
@@ -81,8 +92,10 @@ def _check_counts(p: SamplingParams) -> None:
         raise ValueError(f"max_tokens must be an integer of at least 1, got {p.max_tokens!r}.")
     if not _is_int(p.top_k) or p.top_k < -1:
         raise ValueError(f"top_k must be an integer: -1 or 0 to disable, or at least 1; got {p.top_k!r}.")
-    if p.logprobs is not None and (not _is_int(p.logprobs) or not 0 <= p.logprobs <= MAX_LOGPROBS):
-        raise ValueError(f"logprobs must be an integer from 0 to {MAX_LOGPROBS}, got {p.logprobs!r}.")
+    for name in ("logprobs", "prompt_logprobs"):
+        n = getattr(p, name)
+        if n is not None and (not _is_int(n) or not 0 <= n <= MAX_LOGPROBS):
+            raise ValueError(f"{name} must be an integer from 0 to {MAX_LOGPROBS}, got {n!r}.")
     if p.seed is not None and not _is_int(p.seed):
         raise ValueError(f"seed must be an integer, got {p.seed!r}.")
 
@@ -116,7 +129,18 @@ def _check_stops(p: SamplingParams) -> None:
             raise ValueError(f"stop_token_ids must be non-negative integers, got {t!r}.")
 
 
-_CHECKS = (_check_counts, _check_probabilities, _check_penalties, _check_stops)
+def _check_logit_bias(p: SamplingParams) -> None:
+    for token, bias in p.logit_bias:
+        if not _is_int(token) or token < 0:
+            raise ValueError(f"logit_bias keys must be token ids (integers >= 0), got {token!r}.")
+        if not _is_number(bias) or not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+            raise ValueError(
+                f"logit_bias values must be numbers from -{MAX_LOGIT_BIAS:g} to {MAX_LOGIT_BIAS:g}, "
+                f"got {bias!r} for token {token}."
+            )
+
+
+_CHECKS = (_check_counts, _check_probabilities, _check_penalties, _check_stops, _check_logit_bias)
 
 
 @dataclass(frozen=True)
@@ -143,13 +167,29 @@ class Sampler:
             or params.presence_penalty != 0.0
             or params.frequency_penalty != 0.0
         )
+        self._bias: np.ndarray | None = None  # dense: one vector add per token, however many entries
+        if params.logit_bias:
+            ids = np.array([t for t, _ in params.logit_bias], dtype=np.int64)
+            if ids.max() >= vocab_size:
+                raise ValueError(
+                    f"logit_bias names token {ids.max()}, outside the vocabulary of {vocab_size}."
+                )
+            self._bias = np.zeros(vocab_size, dtype=np.float32)
+            np.add.at(self._bias, ids, np.array([b for _, b in params.logit_bias], dtype=np.float32))
 
     def sample(self, logits: np.ndarray) -> SampleResult:
         """logits: float[vocab] for the next position -> the chosen token (recorded for penalties)."""
         if logits.shape != (self.vocab_size,):
             raise ValueError(f"expected logits of shape ({self.vocab_size},), got {logits.shape}.")
         scores = self._apply_penalties(logits) if self._penalized else logits
+        if self._bias is not None:
+            scores = scores + self._bias  # a new array: logits may be the engine's buffer
+        constraint = self.params.constraint
+        if constraint is not None:
+            scores = np.where(constraint.allowed(), scores, np.float32(-np.inf))
         token = int(np.argmax(scores)) if self.params.greedy else self._draw(scores)
+        if constraint is not None:
+            constraint.accept(token)
         self._counts[token] += 1
         self._seen[token] = True
         if self.params.logprobs is None:
@@ -235,6 +275,11 @@ def _nucleus_candidates(probs: np.ndarray, top_p: float) -> np.ndarray:
             return head[np.argsort(-probs[head], kind="stable")]
         m *= 4
     return np.argsort(-probs, kind="stable")
+
+
+def token_logprobs(token: int, logits: np.ndarray, n: int) -> SampleResult:
+    """``token`` with its model log-probability under ``logits`` and the ``n`` most likely tokens'."""
+    return _with_logprobs(token, logits, n)
 
 
 def _with_logprobs(token: int, logits: np.ndarray, n: int) -> SampleResult:

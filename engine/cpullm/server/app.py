@@ -7,10 +7,13 @@ weights load. ``engine_factory`` replaces the default ``Engine(...)`` built from
 Routes
 ------
 - ``/v1/...`` and ``/openai/v1/...`` (KServe's prefix): ``models``, ``completions``, ``chat/completions``
+- ``/tokenize``, ``/detokenize`` (vLLM's; also under both prefixes) and ``/version``
 - ``/health``: 200 when ready, 503 while loading or after a failed load
 - ``/v2/health/live`` (always 200 while the process serves), ``/v2/health/ready``,
   ``/v2/models/{name}/ready`` (KServe's open inference protocol health routes)
 - ``/metrics``: Prometheus text format
+
+CORS headers are sent only for the origins in ``settings.allowed_origins`` (none by default).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,11 +34,14 @@ from cpullm.model.hub import is_hub_ref
 from cpullm.runtime.engine import Engine
 
 from .async_engine import AsyncEngine
+from .auth import key_digests
 from .errors import APIError, install_error_handlers
 from .metrics import CONTENT_TYPE, Metrics
 from .openai_api import ModelContext, ServerState, router
 from .request_guard import RequestGuard
 from .settings import ServerSettings, default_served_name, resolve_model_path
+from .tokenize_api import open_router as version_router
+from .tokenize_api import router as tokenize_router
 
 log = logging.getLogger("cpullm.server")
 API_PREFIXES = ("/v1", "/openai/v1")
@@ -84,11 +91,14 @@ def create_app(
 
     app = FastAPI(title="cpullm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = state
-    app.state.api_key = settings.api_key
+    app.state.api_key_digests = key_digests(settings.api_keys())
     app.state.metrics = metrics
     install_error_handlers(app)
     for prefix in API_PREFIXES:
         app.include_router(router, prefix=prefix)
+    for prefix in ("", *API_PREFIXES):
+        app.include_router(tokenize_router, prefix=prefix)
+    app.include_router(version_router)
     _add_health_routes(app, state)
 
     @app.get("/metrics")
@@ -96,7 +106,14 @@ def create_app(
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes, timeout=settings.body_timeout)
-    app.add_middleware(_CountRequests, metrics=metrics)  # outermost: counts the guard's answers too
+    app.add_middleware(_CountRequests, metrics=metrics)  # counts the guard's answers too
+    if settings.allowed_origins:  # outermost: answers browsers' preflight requests, which carry no key
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     return app
 
 

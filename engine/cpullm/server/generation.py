@@ -31,6 +31,12 @@ class ChoiceResult:
     logprobs: list[dict] = field(default_factory=list)
     finish_reason: str | None = None
     prompt_tokens: int = 0
+    prompt_logprobs: list[dict | None] | None = None
+
+    @property
+    def cumulative_logprob(self) -> float:
+        """Sum of the generated tokens' logprobs (needs logprobs asked for), to rank best_of choices."""
+        return sum(e["logprob"] for e in self.logprobs)
 
 
 class Generation:
@@ -91,6 +97,8 @@ class Generation:
             r.token_ids += out.token_ids
             r.logprobs += out.logprobs
             r.prompt_tokens = out.prompt_tokens
+            if out.prompt_logprobs is not None:
+                r.prompt_logprobs = out.prompt_logprobs
             if out.finished:
                 r.finish_reason = str(out.finish_reason)
         return results

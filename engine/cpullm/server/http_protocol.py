@@ -84,4 +84,6 @@ def uvicorn_config(app: Any, settings: ServerSettings) -> uvicorn.Config:
         http=protocol_with_deadline(settings.header_timeout),  # h11 even where httptools is installed
         timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
         limit_concurrency=settings.max_connections,
+        ssl_certfile=settings.ssl_certfile,  # checked by ServerSettings.check_tls
+        ssl_keyfile=settings.ssl_keyfile,
     )

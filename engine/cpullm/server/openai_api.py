@@ -6,6 +6,13 @@ event loop nor the engine thread. A prompt that does not fit the context, or a `
 would overflow it, is a 400 with the numbers; a text far too long for the context is refused from its
 length before it is tokenized (:mod:`.prompt_limits`). Streams end with ``data: [DONE]``; with
 ``stream_options.include_usage`` a last chunk carries the usage and no choices, as OpenAI sends it.
+
+Several choices (``n``, ``best_of``, several prompts) are one engine sequence each; choice ``i * n + j``
+is prompt ``i``'s ``j``-th, and the engine's prefix cache shares the prompt's full KV blocks among
+them. ``best_of`` ranks its candidates by the sum of their tokens' logprobs and returns the best
+``n``. ``echo`` puts the prompt before the completion (in a stream: in each choice's first chunk);
+with ``logprobs`` it brings the prompt tokens' logprobs too (the first token's is null), computed
+at prefill by every choice's sequence (such prompts do not use the prefix cache).
 """
 
 from __future__ import annotations
@@ -26,13 +33,14 @@ from cpullm.model.chat_template import ChatTemplate, ChatTemplateError
 from cpullm.model.tokenizer import Tokenizer
 from cpullm.runtime.engine import Engine, StepOutput
 from cpullm.runtime.sampling import SamplingParams
+from cpullm.runtime.structured import Constraint, GrammarError, Grammars
 
 from .async_engine import AsyncEngine
 from .auth import require_api_key
 from .errors import APIError, bad_request
 from .generation import ChoiceResult, Generation
 from .prompt_limits import ContextBoundTokenizer, max_bytes_per_token
-from .schemas import COMPLETIONS_DEFAULT_MAX_TOKENS, ChatCompletionRequest, CompletionRequest
+from .schemas import COMPLETIONS_DEFAULT_MAX_TOKENS, MAX_CHOICES, ChatCompletionRequest, CompletionRequest
 
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
 
@@ -47,6 +55,7 @@ class ModelContext:
     max_model_len: int
     vocab_size: int
     bytes_per_token: int | None  # the most text bytes one token covers (None: unbounded)
+    grammars: Grammars
 
     @classmethod
     def from_engine(cls, engine: Engine) -> ModelContext:
@@ -57,7 +66,9 @@ class ModelContext:
         except ChatTemplateError as e:
             error = str(e)
         bound = max_bytes_per_token(engine.tokenizer, metadata.get("tokenizer.ggml.pre"))
-        return cls(engine.tokenizer, template, error, engine.max_model_len, engine.config.vocab_size, bound)
+        vocab = engine.config.vocab_size
+        grammars = Grammars(engine.tokenizer, vocab)
+        return cls(engine.tokenizer, template, error, engine.max_model_len, vocab, bound, grammars)
 
     def prompt_tokenizer(self, param: str) -> ContextBoundTokenizer:
         return ContextBoundTokenizer(self.tokenizer, self.max_model_len, self.bytes_per_token, param)
@@ -151,8 +162,11 @@ def _check_token_ids(ids: list[int], vocab_size: int) -> list[int]:
     return ids
 
 
-def _encode_completion_prompts(ctx: ModelContext, prompts: list[str | list[int]]) -> list[list[int]]:
-    out = []
+def _encode_completion_prompts(
+    ctx: ModelContext, prompts: list[str | list[int]], echo: bool
+) -> tuple[list[list[int]], list[str]]:
+    """The prompts' token ids and, with ``echo``, their texts (token-id prompts decoded)."""
+    out, texts = [], []
     tokenizer = ctx.prompt_tokenizer("prompt")
     for p in prompts:
         if isinstance(p, str):
@@ -160,7 +174,9 @@ def _encode_completion_prompts(ctx: ModelContext, prompts: list[str | list[int]]
             out.append(_check_token_ids(ids, ctx.vocab_size))
         else:
             out.append(_check_token_ids(list(p), ctx.vocab_size))
-    return out
+        if echo:
+            texts.append(p if isinstance(p, str) else ctx.tokenizer.decode(out[-1]))
+    return out, texts
 
 
 def _encode_chat(ctx: ModelContext, body: ChatCompletionRequest) -> list[int]:
@@ -178,6 +194,17 @@ def _encode_chat(ctx: ModelContext, body: ChatCompletionRequest) -> list[int]:
     return _check_token_ids(ids, ctx.vocab_size)
 
 
+def _constraints(ctx: ModelContext, schema: dict[str, Any] | None, n: int) -> list[Constraint | None]:
+    """One grammar state per sequence for ``response_format`` (compiled here, in a worker thread)."""
+    if schema is None:
+        return [None] * n
+    try:
+        grammar = ctx.grammars.compile_json_schema(schema)
+    except GrammarError as e:
+        raise bad_request(f"The response_format cannot be used: {e}", param="response_format") from e
+    return [grammar.constraint() for _ in range(n)]
+
+
 # ---- logprobs in OpenAI's two formats ----
 def _token_text(tok: Tokenizer, token_id: int) -> str:
     return tok.token_bytes(token_id).decode("utf-8", errors="replace")
@@ -189,10 +216,16 @@ def _completion_logprobs(tok: Tokenizer, entries: list[dict], text_offset: int) 
         text = _token_text(tok, e["token"])
         tokens.append(text)
         lps.append(e["logprob"])
-        tops.append({_token_text(tok, t): lp for t, lp in e["top"]})
+        tops.append(None if e["top"] is None else {_token_text(tok, t): lp for t, lp in e["top"]})
         offsets.append(text_offset)
         text_offset += len(text)
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def _prompt_entries(prompt: list[int], prompt_logprobs: list[dict | None] | None) -> list[dict]:
+    """The echoed prompt's logprob entries: the first token has none (nothing predicts it)."""
+    first = {"token": prompt[0], "logprob": None, "top": None}
+    return [first, *(e for e in (prompt_logprobs or [])[1:] if e is not None)]
 
 
 def _chat_logprobs(tok: Tokenizer, entries: list[dict]) -> dict[str, Any]:
@@ -276,15 +309,29 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
     state = _state(request)
     ctx = _ready_context(state, body.model)
     body.check_supported()
-    prompts = await asyncio.to_thread(_encode_completion_prompts, ctx, body.prompts())
-    params = [
-        body.sampling_params(
-            _max_tokens(body.max_tokens, len(p), ctx.max_model_len, COMPLETIONS_DEFAULT_MAX_TOKENS),
-            body.logprobs,
+    texts, k, n = body.prompts(), body.candidates, body.choices
+    if len(texts) * k > MAX_CHOICES:
+        raise bad_request(
+            f"{len(texts)} prompts times {k} choices each is {len(texts) * k} sequences; at most "
+            f"{MAX_CHOICES} are allowed in one request. Send fewer prompts or a smaller n/best_of.",
+            param="best_of" if k > n else "n",
         )
-        for p in prompts
-    ]
-    gen = await _start(state, request, prompts, params)
+    prompts, echoes = await asyncio.to_thread(_encode_completion_prompts, ctx, texts, bool(body.echo))
+    ranked = k > n
+    want_logprobs = body.logprobs is not None
+    logprobs = 0 if ranked and not want_logprobs else body.logprobs  # best_of ranks by logprobs
+    prompt_logprobs = body.logprobs if body.echo else None
+    constraints = await asyncio.to_thread(_constraints, ctx, body.json_schema(), len(prompts) * k)
+    seq_prompts, params = [], []
+    for p in prompts:
+        max_tokens = _max_tokens(body.max_tokens, len(p), ctx.max_model_len, COMPLETIONS_DEFAULT_MAX_TOKENS)
+        for j in range(k):
+            constraint = constraints[len(params)]
+            seq_prompts.append(p)
+            params.append(
+                body.sampling_params(max_tokens, logprobs, ctx.vocab_size, j, prompt_logprobs, constraint)
+            )
+    gen = await _start(state, request, seq_prompts, params)
     response_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     head = {
         "id": response_id,
@@ -292,43 +339,66 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
         "created": created,
         "model": state.served_model_name,
     }
-    want_logprobs = body.logprobs is not None
+    prompt_tokens = sum(len(p) for p in prompts)
     if body.stream:
-        return SSEResponse(_completion_stream(gen, ctx, head, want_logprobs, body.include_usage), gen)
+        stream = _completion_stream(gen, ctx, head, want_logprobs, body.include_usage, prompt_tokens, echoes)
+        return SSEResponse(stream, gen)
     results = await _collect_unless_disconnected(gen, request)
-    choices = [
-        {
-            "index": i,
-            "text": r.text,
-            "logprobs": _completion_logprobs(ctx.tokenizer, r.logprobs, 0) if want_logprobs else None,
-            "finish_reason": r.finish_reason,
-        }
-        for i, r in enumerate(results)
-    ]
-    usage = _usage(sum(len(p) for p in prompts), sum(len(r.token_ids) for r in results))
+    choices = []
+    for i, p in enumerate(prompts):
+        group = results[i * k : (i + 1) * k]
+        if ranked:
+            group = sorted(group, key=lambda r: r.cumulative_logprob, reverse=True)[:n]
+        for j, r in enumerate(group):
+            text, entries = r.text, r.logprobs
+            if echoes:
+                text = echoes[i] + text
+                entries = _prompt_entries(p, r.prompt_logprobs) + entries if want_logprobs else entries
+            choices.append(
+                {
+                    "index": i * n + j,
+                    "text": text,
+                    "logprobs": _completion_logprobs(ctx.tokenizer, entries, 0) if want_logprobs else None,
+                    "finish_reason": r.finish_reason,
+                }
+            )
+    usage = _usage(prompt_tokens, sum(len(r.token_ids) for r in results))
     return JSONResponse({**head, "choices": choices, "usage": usage})
 
 
 async def _completion_stream(
-    gen: Generation, ctx: ModelContext, head: dict[str, Any], want_logprobs: bool, include_usage: bool
+    gen: Generation,
+    ctx: ModelContext,
+    head: dict[str, Any],
+    want_logprobs: bool,
+    include_usage: bool,
+    prompt_tokens: int,
+    echoes: list[str],
 ) -> AsyncIterator[str]:
+    """Streamed completions are never ranked (best_of > n is refused), so sequence = choice index."""
     offsets = [0] * len(gen.prompts)
+    per_prompt = len(gen.prompts) // max(len(echoes), 1)
+    echoed: set[int] = set()
     completion_tokens = 0
     try:
         async for index, out in gen.outputs():
             completion_tokens += len(out.token_ids)
+            text, entries = out.text, out.logprobs
+            if echoes and index not in echoed:  # the choice's first chunk carries the prompt
+                echoed.add(index)
+                text = echoes[index // per_prompt] + text
+                if want_logprobs:
+                    entries = _prompt_entries(gen.prompts[index], out.prompt_logprobs) + entries
             logprobs = None
             if want_logprobs:
-                logprobs = _completion_logprobs(ctx.tokenizer, out.logprobs, offsets[index])
-            offsets[index] += len(out.text)
-            if out.text or out.finished or logprobs:
-                choice = {"index": index, "text": out.text, "logprobs": logprobs,
+                logprobs = _completion_logprobs(ctx.tokenizer, entries, offsets[index])
+            offsets[index] += len(text)
+            if text or out.finished or logprobs:
+                choice = {"index": index, "text": text, "logprobs": logprobs,
                           "finish_reason": str(out.finish_reason) if out.finished else None}  # fmt: skip
                 yield _sse({**head, "choices": [choice]})
         if include_usage:
-            yield _sse(
-                {**head, "choices": [], "usage": _usage(sum(map(len, gen.prompts)), completion_tokens)}
-            )
+            yield _sse({**head, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)})
         yield "data: [DONE]\n\n"
     except Exception as e:
         yield _stream_error(e)
@@ -344,29 +414,38 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     body.check_supported()
     prompt = await asyncio.to_thread(_encode_chat, ctx, body)
     max_tokens = _max_tokens(body.requested_max_tokens(), len(prompt), ctx.max_model_len, None)
-    params = body.sampling_params(max_tokens, body.requested_logprobs())
-    gen = await _start(state, request, [prompt], [params])
+    n = body.choices
+    logprobs = body.requested_logprobs()
+    constraints = await asyncio.to_thread(_constraints, ctx, body.json_schema(), n)
+    params = [
+        body.sampling_params(max_tokens, logprobs, ctx.vocab_size, j, constraint=c)
+        for j, c in enumerate(constraints)
+    ]
+    gen = await _start(state, request, [prompt] * n, params)
     response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     want_logprobs = bool(body.logprobs)
     if body.stream:
         head = {"id": response_id, "object": "chat.completion.chunk", "created": created,
                 "model": state.served_model_name}  # fmt: skip
         return SSEResponse(_chat_stream(gen, ctx, head, want_logprobs, body.include_usage), gen)
-    (result,) = await _collect_unless_disconnected(gen, request)
-    choice = {
-        "index": 0,
-        "message": {"role": "assistant", "content": result.text},
-        "logprobs": _chat_logprobs(ctx.tokenizer, result.logprobs) if want_logprobs else None,
-        "finish_reason": result.finish_reason,
-    }
+    results = await _collect_unless_disconnected(gen, request)
+    choices = [
+        {
+            "index": j,
+            "message": {"role": "assistant", "content": r.text},
+            "logprobs": _chat_logprobs(ctx.tokenizer, r.logprobs) if want_logprobs else None,
+            "finish_reason": r.finish_reason,
+        }
+        for j, r in enumerate(results)
+    ]
     return JSONResponse(
         {
             "id": response_id,
             "object": "chat.completion",
             "created": created,
             "model": state.served_model_name,
-            "choices": [choice],
-            "usage": _usage(len(prompt), len(result.token_ids)),
+            "choices": choices,
+            "usage": _usage(len(prompt), sum(len(r.token_ids) for r in results)),
         }
     )
 
@@ -374,21 +453,22 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
 async def _chat_stream(
     gen: Generation, ctx: ModelContext, head: dict[str, Any], want_logprobs: bool, include_usage: bool
 ) -> AsyncIterator[str]:
-    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
-        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return _sse({**head, "choices": [choice]})
 
     completion_tokens = 0
     try:
-        yield chunk({"role": "assistant", "content": ""})
+        for index in range(len(gen.prompts)):
+            yield chunk(index, {"role": "assistant", "content": ""})
         out: StepOutput
-        async for _, out in gen.outputs():
+        async for index, out in gen.outputs():
             completion_tokens += len(out.token_ids)
             logprobs = _chat_logprobs(ctx.tokenizer, out.logprobs) if want_logprobs else None
             if out.text or logprobs:
-                yield chunk({"content": out.text}, logprobs=logprobs)
+                yield chunk(index, {"content": out.text}, logprobs=logprobs)
             if out.finished:
-                yield chunk({}, finish=str(out.finish_reason))
+                yield chunk(index, {}, finish=str(out.finish_reason))
         if include_usage:
             yield _sse({**head, "choices": [], "usage": _usage(len(gen.prompts[0]), completion_tokens)})
         yield "data: [DONE]\n\n"

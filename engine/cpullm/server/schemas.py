@@ -1,15 +1,21 @@
 """OpenAI request bodies (pydantic) and their translation into engine :class:`SamplingParams`.
 
-Unknown fields are ignored, as OpenAI-compatible servers do; fields we cannot honour (``n > 1``,
-``echo``, ``suffix``, ``logit_bias``, images) are refused with a 400 that names them. Besides OpenAI's
+Unknown fields are ignored, as OpenAI-compatible servers do; fields we cannot honour (``suffix``,
+images, tools) are refused with a 400 that names them. ``response_format`` is ``text``,
+``json_object`` or ``json_schema`` (``{"json_schema": {"name", "schema", "strict"}}``; the schema
+nested at most ``MAX_SCHEMA_DEPTH`` levels) and constrains the output with a grammar. Besides OpenAI's
 fields, the engine's extra sampling knobs (``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos``,
 ``stop_token_ids``, ``skip_special_tokens``) can be sent, e.g. with the openai client's ``extra_body``.
 
 Types are strict, as in OpenAI's API: a boolean is ``true``/``false`` (not ``"yes"`` or ``1``), a
 number is a JSON number (not ``"0.5"``), and infinities/NaN are refused. Ranges are OpenAI's:
 ``temperature`` 0..2, ``top_p`` (0, 1], ``presence_penalty``/``frequency_penalty`` -2..2,
-``max_tokens``/``max_completion_tokens`` >= 1, ``top_logprobs`` 0..20, ``seed`` a 64-bit integer;
+``max_tokens``/``max_completion_tokens`` >= 1, ``top_logprobs`` 0..20, ``seed`` a 64-bit integer,
+``n`` and ``best_of`` 1..128 (``best_of >= n``, not streamed; all prompts times choices at most 128),
+``logit_bias`` token ids of the vocabulary (as strings, OpenAI's form) with values -100..100;
 the engine checks the rest (``stop``: non-empty strings, as one string or a list, at most 16).
+With a ``seed`` and several choices, choice ``j`` is sampled with ``seed + j`` (same seed, same
+answers; different choices, different draws).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from cpullm.runtime.sampling import MAX_LOGPROBS, SamplingParams
+from cpullm.runtime.sampling import MAX_LOGIT_BIAS, MAX_LOGPROBS, SamplingParams
 
 from .errors import bad_request
 
@@ -29,9 +35,13 @@ MAX_CHOICES = 128  # choices (prompts, or n) in one request: OpenAI's limit on n
 # 27 ms here), and at a few tokens each of template alone 8192 messages fill most contexts.
 MAX_MESSAGES = 8192
 _STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+# JSON schemas are compiled by native code that recurses into them: nesting is bounded first.
+MAX_SCHEMA_DEPTH = 64
 
 Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
+Choices = Annotated[int, Field(ge=1, le=MAX_CHOICES)]
+Bias = Annotated[float, Field(ge=-MAX_LOGIT_BIAS, le=MAX_LOGIT_BIAS)]
 
 
 class StreamOptions(BaseModel):
@@ -47,14 +57,14 @@ class _Sampling(BaseModel):
     max_tokens: Count | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = 1
+    n: Choices | None = 1
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     seed: Annotated[int, Field(ge=-(2**63), lt=2**63)] | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, Bias] | None = None
     user: str | None = None
     # engine extras
     top_k: int | None = None
@@ -66,24 +76,73 @@ class _Sampling(BaseModel):
     response_format: dict[str, Any] | None = None
 
     def check_supported(self) -> None:
-        if self.n not in (None, 1):
-            raise bad_request("Only n=1 is supported; send several requests instead.", param="n")
-        if self.logit_bias:
-            raise bad_request("logit_bias is not supported by this server.", param="logit_bias")
         if self.stream_options is not None and not self.stream:
             raise bad_request("stream_options is only allowed with stream=true.", param="stream_options")
-        if self.response_format and self.response_format.get("type", "text") != "text":
+        self.json_schema()  # refuses a malformed response_format before any work
+
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON schema ``response_format`` asks the output to follow; None for plain text."""
+        rf = self.response_format or {}
+        kind = rf.get("type", "text")
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return {"type": "object"}
+        if kind != "json_schema":
             raise bad_request(
-                "response_format other than text (JSON mode, JSON schema) is not supported by this server.",
-                param="response_format",
+                f"response_format type {str(kind)[:40]!r} is not supported; use text, json_object or "
+                "json_schema.",
+                param="response_format.type",
             )
+        spec = rf.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise bad_request(
+                'response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}, '
+                "the schema a JSON object.",
+                param="response_format.json_schema",
+            )
+        if _depth(schema) > MAX_SCHEMA_DEPTH:
+            raise bad_request(
+                f"The JSON schema nests more than {MAX_SCHEMA_DEPTH} levels deep; flatten it.",
+                param="response_format.json_schema",
+            )
+        return schema
 
     @property
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
-    def sampling_params(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
-        """Engine parameters; ``ValueError`` from their validation becomes a 400 naming the field."""
+    @property
+    def choices(self) -> int:
+        return self.n or 1
+
+    def logit_bias_pairs(self, vocab_size: int) -> tuple[tuple[int, float], ...]:
+        """``logit_bias`` as (token id, bias) pairs; a key that is not a token id of the model is a 400."""
+        pairs = []
+        for key, bias in (self.logit_bias or {}).items():
+            token = int(key) if key.isascii() and key.isdigit() and len(key) <= 10 else -1
+            if not 0 <= token < vocab_size:
+                raise bad_request(
+                    f"logit_bias key {key[:40]!r} is not a token id of this model; keys are token ids "
+                    f"from 0 to {vocab_size - 1}, written as strings.",
+                    param="logit_bias",
+                )
+            pairs.append((token, bias))
+        return tuple(pairs)
+
+    def sampling_params(
+        self,
+        max_tokens: int,
+        logprobs: int | None,
+        vocab_size: int,
+        choice: int = 0,
+        prompt_logprobs: int | None = None,
+        constraint: Any = None,
+    ) -> SamplingParams:
+        """Engine parameters of one choice; ``ValueError`` from their validation becomes a 400 naming
+        the field."""
+        seed = None if self.seed is None else self.seed + choice
         options: dict[str, Any] = {
             "max_tokens": max_tokens,
             "temperature": self.temperature,
@@ -93,13 +152,16 @@ class _Sampling(BaseModel):
             "repetition_penalty": self.repetition_penalty,
             "presence_penalty": self.presence_penalty,
             "frequency_penalty": self.frequency_penalty,
-            "seed": self.seed,
+            "seed": seed,
             # "" and [""] alike reach the engine, which refuses empty stop strings
             "stop": tuple(self.stop) if isinstance(self.stop, list) else self.stop,
             "stop_token_ids": tuple(self.stop_token_ids or ()),
             "ignore_eos": self.ignore_eos,
             "skip_special_tokens": self.skip_special_tokens,
             "logprobs": logprobs,
+            "logit_bias": self.logit_bias_pairs(vocab_size),
+            "prompt_logprobs": prompt_logprobs,
+            "constraint": constraint,
         }
         try:
             return SamplingParams(**{k: v for k, v in options.items() if v is not None})
@@ -107,6 +169,17 @@ class _Sampling(BaseModel):
             message = str(e)
             named = [name for name in options if name in message]  # the field the message is about
             raise bad_request(message, param=max(named, key=len) if named else None) from e
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (iterative: no recursion on hostile input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 Prompt = str | list[str] | list[int] | list[list[int]]
@@ -125,16 +198,23 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = None
     echo: bool | None = False
     suffix: str | None = None
-    best_of: Count | None = None
+    best_of: Choices | None = None
 
     def check_supported(self) -> None:
         super().check_supported()
-        if self.echo:
-            raise bad_request("echo is not supported by this server.", param="echo")
         if self.suffix:
             raise bad_request("suffix (insertion) is not supported by this server.", param="suffix")
-        if self.best_of not in (None, 1):
-            raise bad_request("Only best_of=1 is supported.", param="best_of")
+        if self.best_of is not None and self.best_of < self.choices:
+            raise bad_request(
+                f"best_of ({self.best_of}) must be at least n ({self.choices}).", param="best_of"
+            )
+        if self.stream and self.candidates > self.choices:
+            raise bad_request("best_of cannot be streamed; send stream=false, or best_of=n.", param="best_of")
+
+    @property
+    def candidates(self) -> int:
+        """Sequences generated per prompt: best_of, of which the n most likely are returned."""
+        return max(self.best_of or 1, self.choices)
 
     @field_validator("prompt", mode="plain")
     @classmethod
@@ -175,6 +255,17 @@ class CompletionRequest(_Sampling):
         return list(p)
 
 
+def _few_enough_messages(value: Any) -> Any:
+    # before the messages are validated one by one (Field(max_length) counts after that)
+    if isinstance(value, list) and len(value) > MAX_MESSAGES:
+        raise PydanticCustomError(
+            "too_many_messages",
+            "at most {limit} messages are allowed, got {n}",
+            {"limit": MAX_MESSAGES, "n": len(value)},
+        )
+    return value
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow", **_STRICT)
 
@@ -210,14 +301,7 @@ class ChatCompletionRequest(_Sampling):
     @field_validator("messages", mode="before")
     @classmethod
     def _few_enough_messages(cls, value: Any) -> Any:
-        # before the messages are validated one by one (Field(max_length) counts after that)
-        if isinstance(value, list) and len(value) > MAX_MESSAGES:
-            raise PydanticCustomError(
-                "too_many_messages",
-                "at most {limit} messages are allowed, got {n}",
-                {"limit": MAX_MESSAGES, "n": len(value)},
-            )
-        return value
+        return _few_enough_messages(value)
 
     def check_supported(self) -> None:
         super().check_supported()
@@ -231,3 +315,34 @@ class ChatCompletionRequest(_Sampling):
 
     def requested_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's ``/tokenize`` body: a ``prompt`` text, or chat ``messages`` rendered by the chat template."""
+
+    model_config = ConfigDict(extra="ignore", **_STRICT)
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool | None = None  # prompt: default true; messages: see tokenize_api
+    add_generation_prompt: bool | None = True
+    return_token_strs: bool | None = False
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _few_enough_messages(cls, value: Any) -> Any:
+        return _few_enough_messages(value)
+
+    def check_supported(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise bad_request("Send either 'prompt' (a text) or 'messages' (a chat) to tokenize, not both.")
+        if self.messages == []:
+            raise bad_request("messages is empty; send at least one message.", param="messages")
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", **_STRICT)
+
+    model: str | None = None
+    tokens: list[int]

@@ -2,6 +2,14 @@
 
 ``ServerSettings.resolve(cli, environ)`` merges the two sources; ``cli`` holds ``None`` for a flag the
 user did not give. A malformed environment value raises ``SettingsError`` naming the variable.
+
+Security settings: ``api_key`` is several keys (``--api-key`` given several times; the environment's
+``CPULLM_API_KEY`` is one key), and ``api_key_file`` a file of more, one per line (blank lines and
+``#`` comments skipped); a request may use any of them. ``ssl_certfile`` and ``ssl_keyfile`` (PEM)
+turn on TLS; both are loaded once at startup, so a wrong path or a key that does not match the
+certificate is refused with a sentence before the model loads. ``allowed_origins`` lists the
+origins browsers may call the API from (CORS); none by default, ``*`` for any
+(``CPULLM_ALLOWED_ORIGINS`` is comma-separated).
 ``resolve_model_path(path)`` accepts a ``.gguf`` file or a folder holding exactly one (KServe mounts
 the model's storage as a folder at ``/mnt/models``).
 """
@@ -9,12 +17,14 @@ the model's storage as a folder at ``/mnt/models``).
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "CPULLM_"
+MAX_KEY_FILE_BYTES = 1 << 20
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -27,7 +37,11 @@ class ServerSettings:
     model: str | None = None  # GGUF file or folder; None = the default SmolLM2 model
     host: str = "127.0.0.1"
     port: int = 8000
-    api_key: str | None = None
+    api_key: tuple[str, ...] = ()  # a str is taken as one key
+    api_key_file: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    allowed_origins: tuple[str, ...] = ()  # CORS; a str is taken as one origin
     served_model_name: str | None = None  # None = the model file's stem
     max_num_seqs: int = 16
     kv_cache_gb: float = 1.0
@@ -40,6 +54,11 @@ class ServerSettings:
     body_timeout: float = 30.0  # seconds from the request head to the end of its body
     keep_alive_timeout: float = 5.0  # idle seconds before a kept-alive connection is closed
     max_connections: int = 512  # connections and requests in flight; more get 503
+
+    def __post_init__(self) -> None:
+        for name in ("api_key", "allowed_origins"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
 
     @classmethod
     def resolve(cls, cli: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -80,12 +99,72 @@ class ServerSettings:
                 raise SettingsError(f"{name} must be a number of seconds in (0, 3600], got {value}.")
         if self.max_connections < 1:
             raise SettingsError(f"max_connections must be at least 1, got {self.max_connections}.")
-        if self.api_key == "":
-            raise SettingsError("api_key is empty; give a non-empty key or leave it unset to disable auth.")
+        self.api_keys()
+        self.check_tls()
+        for origin in self.allowed_origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise SettingsError(
+                    f"allowed_origins holds {origin!r}; give origins such as https://app.example.com, or *."
+                )
+
+    def api_keys(self) -> tuple[str, ...]:
+        """Every accepted key: ``api_key`` and the lines of ``api_key_file``; () = no auth."""
+        keys = list(self.api_key)
+        if self.api_key_file is not None:
+            keys += _read_key_file(Path(self.api_key_file))
+        for key in keys:
+            if not key:
+                raise SettingsError("an API key is empty; give non-empty keys, or none to disable auth.")
+            if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+                raise SettingsError(
+                    "an API key holds a space or a character that is not printable ASCII; clients send it "
+                    "in an HTTP header, so use letters, digits and punctuation only."
+                )
+        return tuple(keys)
+
+    def check_tls(self) -> None:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise SettingsError("TLS needs both ssl_certfile and ssl_keyfile; give the two or neither.")
+        if self.ssl_certfile is None:
+            return
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        except (OSError, ssl.SSLError) as e:
+            raise SettingsError(
+                f"the TLS certificate {self.ssl_certfile} and key {self.ssl_keyfile} could not be loaded "
+                f"({e}); give a PEM certificate and its matching private key (unencrypted)."
+            ) from None
 
 
 def _text(_: str, raw: str) -> str:
     return raw
+
+
+def _one(_: str, raw: str) -> tuple[str, ...]:
+    return (raw,)
+
+
+def _comma_list(_: str, raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _read_key_file(path: Path) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as e:
+        message = f"the API key file {path} cannot be read ({e.strerror}); check its path."
+        raise SettingsError(message) from None
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise SettingsError(f"the API key file {path} is over 1 MiB; it should hold one key per line.")
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise SettingsError(f"the API key file {path} is not UTF-8 text; write one key per line.") from None
+    keys = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not keys:
+        raise SettingsError(f"the API key file {path} holds no key; write one key per line.")
+    return keys
 
 
 def _int(name: str, raw: str) -> int:
@@ -103,6 +182,8 @@ def _float(name: str, raw: str) -> float:
 
 
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "api_key": _one,
+    "allowed_origins": _comma_list,
     "port": _int,
     "max_num_seqs": _int,
     "max_model_len": _int,

@@ -1,4 +1,4 @@
-"""An independent NumPy float64 forward pass for the architectures of :data:`cpullm.config.ARCHITECTURES`:
+"""An independent NumPy float64 forward pass for the architectures of :data:`cpullm.model.config.ARCHITECTURES`:
 the oracle for the native engine.
 
 Public API
