@@ -1,5 +1,5 @@
-"""An independent NumPy float64 forward pass for the architectures of :data:`cpullm.model.config.ARCHITECTURES`:
-the oracle for the native engine.
+"""An independent NumPy float64 forward pass for the architectures of
+:data:`cpullm.model.config.ARCHITECTURES`: the oracle for the native engine.
 
 Public API
 ----------
