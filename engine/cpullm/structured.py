@@ -43,7 +43,8 @@ class Constraint:
     def allowed(self) -> np.ndarray:
         """bool[vocab]: the tokens the grammar allows next (end of sequence only, once it errs)."""
         self._matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
-        mask = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self._vocab_size].astype(bool)
+        bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self._vocab_size]
+        mask = bits.view(np.bool_)  # 0/1 bytes: a view, no copy
         if not mask.any():  # an error state (it should not happen): let the sequence end
             mask[self._fallback] = True
         return mask
