@@ -86,6 +86,9 @@ def test_completions_json_schema_and_json_object(client):
         ({"type": "json_schema", "json_schema": {"schema": json.loads('{"items":' * 70 + "{}" + "}" * 70)}},
          "response_format.json_schema", "64 levels"),
         ({"type": "grammar"}, "response_format.type", "not supported"),
+        # over llguidance's grammar size limit: refused, not compiled for seconds
+        ({"type": "json_schema", "json_schema": {"schema": {"enum": [f"v{i}" for i in range(120_000)]}}},
+         "response_format", "too big"),
     ],
 )  # fmt: skip
 def test_bad_response_formats_are_400(client, response_format, param, words):
