@@ -172,8 +172,10 @@ void test_matmul_shape(Report& r, DType t, int64_t rows, int64_t cols, int64_t m
 }
 
 void test_matmul(Report& r, std::mt19937& rng) {
-  const DType types[] = {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K,
-                         DType::F32,  DType::F16,  DType::BF16};
+  const DType types[] = {
+#define CPULLM_DTYPE(name, id, block_size, block_bytes) DType::name,
+#include "kernels/dtypes.def"
+  };
   for (DType t : types) {
     const int64_t bs = cpullm::block_size(t);
     const int64_t unit = bs == 1 ? 1 : bs;

@@ -106,15 +106,6 @@ def test_unknown_architecture_is_named(tiny_dir: Path) -> None:
         ModelFile.open(path)
 
 
-def test_unsupported_tensor_type_names_tensor_and_type(tiny_dir: Path) -> None:
-    spec = TinySpec(tensor_types={"blk.1.attn_k.weight": QT.Q5_0})
-    path = write_tiny_gguf(tiny_dir / "q5_0.gguf", spec)
-    with pytest.raises(
-        GGUFError, match=r"tensor 'blk.1.attn_k.weight' has type Q5_0, which cpullm does not support"
-    ):
-        ModelFile.open(path)
-
-
 def test_missing_tensor_is_named(tiny_dir: Path) -> None:
     path = write_tiny_gguf(tiny_dir / "missing.gguf", TinySpec(drop_tensors=["blk.1.ffn_up.weight"]))
     with pytest.raises(GGUFError, match=r"required tensor 'blk.1.ffn_up.weight' is missing"):

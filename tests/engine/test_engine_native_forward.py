@@ -11,6 +11,7 @@ from gguf import GGMLQuantizationType as QT
 from tiny_gguf import TinySpec, write_tiny_gguf
 
 from cpullm import reference
+from cpullm.gguf_file import GGUFError
 from cpullm.model_file import ModelFile
 from cpullm.native_model import NativeError, NativeModel, SeqChunk
 
@@ -143,6 +144,15 @@ def test_bad_batches_are_refused_with_a_reason(tmp_path, lib):
 
 
 @pytest.mark.slow
+def test_unsupported_tensor_type_names_tensor_and_type(tmp_path, lib):
+    # The library's own table decides (MXFP4 is a type the gguf package can write and cpullm cannot run).
+    path = write_tiny_gguf(tmp_path / "mxfp4.gguf", TinySpec(tensor_types={"blk.1.attn_k.weight": QT.MXFP4}))
+    mf = ModelFile.open(path)  # the file itself is valid
+    msg = r"tensor 'blk.1.attn_k.weight' has type MXFP4, which cpullm does not support \(supported: .*Q4_K"
+    with pytest.raises(GGUFError, match=msg):
+        NativeModel(mf, lib)
+
+
 def test_smollm2_answers_paris_and_tracks_the_float_reference(smollm2_path, lib):
     from cpullm.tokenizer import Tokenizer
 

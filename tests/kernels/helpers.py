@@ -13,13 +13,13 @@ from gguf import quants as gq
 
 from cpubuild.recipes import Recipe, load_recipes
 from cpullm import _native
-from cpullm.kernels import BLOCK, DType, Kernels
+from cpullm.kernels import DType, Kernels, block
 
 REPO = Path(__file__).resolve().parents[2]
 
 QUANT_TYPES = [DType.Q4_0, DType.Q4_1, DType.Q8_0, DType.Q4_K, DType.Q6_K]
 FLOAT_TYPES = [DType.F32, DType.F16, DType.BF16]
-ALL_TYPES = QUANT_TYPES + FLOAT_TYPES
+ALL_TYPES = QUANT_TYPES + FLOAT_TYPES  # test_kernel_dequant checks it is the library's whole table
 
 # |fast - ref| <= TOL[type] · Σ_c |W[r,c]|·|x̂[c]| (x̂: the activations as the kernel sees them).
 # Quantized types: block dots are exact integers, only the float sum over blocks is reordered.
@@ -63,7 +63,7 @@ def random_weights(dtype: DType, rows: int, cols: int, rng: np.random.Generator)
         # The independent quantizer of the gguf package (the way real model files are made).
         w = rng.standard_normal((rows, cols), dtype=np.float32)
         return gq.quantize(w, GGMLQuantizationType(int(dtype)))
-    per, size = BLOCK[dtype]
+    per, size = block(dtype)
     raw = rng.integers(0, 256, size=(rows * cols // per, size), dtype=np.uint8)
     n = raw.shape[0]
     if dtype == DType.Q4_K:
@@ -89,4 +89,4 @@ def act_values(blocks: np.ndarray) -> np.ndarray:
 
 
 def block_multiple(dtype: DType) -> int:
-    return BLOCK[dtype][0]
+    return block(dtype)[0]
