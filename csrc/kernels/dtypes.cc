@@ -37,6 +37,8 @@ constexpr int64_t table_block_bytes(DType type) {
 // The block layouts of blocks.h are the table's byte counts.
 static_assert(table_block_bytes(DType::Q4_0) == sizeof(BlockQ4_0) &&
                   table_block_bytes(DType::Q4_1) == sizeof(BlockQ4_1) &&
+                  table_block_bytes(DType::Q5_0) == sizeof(BlockQ5_0) &&
+                  table_block_bytes(DType::Q5_1) == sizeof(BlockQ5_1) &&
                   table_block_bytes(DType::Q8_0) == sizeof(BlockQ8_0) &&
                   table_block_bytes(DType::Q4_K) == sizeof(BlockQ4_K) &&
                   table_block_bytes(DType::Q6_K) == sizeof(BlockQ6_K),

@@ -59,6 +59,23 @@ CASES = [
     TinySpec(
         weight_type=QT.Q4_0, tensor_types={"blk.0.attn_v.weight": QT.Q8_0, "blk.1.ffn_up.weight": QT.F16}
     ),
+    TinySpec(weight_type=QT.Q5_0),
+    TinySpec(weight_type=QT.Q5_1, arch="mistral", tied=False),
+    # A llama.cpp-style _K_M mix: K-quants with Q5_0 / Q5_1 / Q6_K / Q8_0 tensors, in the embedding and
+    # the output matrix too.
+    TinySpec(
+        weight_type=QT.Q4_K,
+        tied=False,
+        tensor_types={
+            "token_embd.weight": QT.Q5_1,
+            "output.weight": QT.Q5_0,
+            "blk.0.attn_k.weight": QT.Q5_0,
+            "blk.0.attn_v.weight": QT.Q6_K,
+            "blk.1.attn_q.weight": QT.Q5_1,
+            "blk.0.ffn_down.weight": QT.Q6_K,
+            "blk.1.ffn_gate.weight": QT.Q8_0,
+        },
+    ),
 ]
 
 

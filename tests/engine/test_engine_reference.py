@@ -145,7 +145,9 @@ def test_rope_scaling_and_frequency_factors(tiny_llama: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("qtype", [QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1], ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    "qtype", [QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1], ids=lambda t: t.name
+)
 def test_quantized_models_track_the_f32_model(tiny_dir: Path, qtype: QT) -> None:
     """Same float weights quantized: logits stay highly correlated with the F32 file's."""
     spec = TinySpec(tied=False, seed=11)

@@ -28,7 +28,7 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-ALL_TENSOR_TYPES = (QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q4_K, QT.Q6_K)
+ALL_TENSOR_TYPES = (QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q4_K, QT.Q6_K)
 ARCH_VARIANTS = {  # name -> (arch, tied): every architecture and output layout
     "llama-tied": ("llama", True),
     "llama-untied": ("llama", False),

@@ -17,7 +17,7 @@ from cpullm.kernels import DType, Kernels, block
 
 REPO = Path(__file__).resolve().parents[2]
 
-QUANT_TYPES = [DType.Q4_0, DType.Q4_1, DType.Q8_0, DType.Q4_K, DType.Q6_K]
+QUANT_TYPES = [DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q8_0, DType.Q4_K, DType.Q6_K]
 FLOAT_TYPES = [DType.F32, DType.F16, DType.BF16]
 ALL_TYPES = QUANT_TYPES + FLOAT_TYPES  # test_kernel_dequant checks it is the library's whole table
 
@@ -59,7 +59,7 @@ def random_weights(dtype: DType, rows: int, cols: int, rng: np.random.Generator)
         return rng.standard_normal((rows, cols), dtype=np.float32).view(np.uint8)
     if dtype == DType.F16:
         return rng.standard_normal((rows, cols)).astype(np.float16).view(np.uint8)
-    if dtype in (DType.BF16, DType.Q4_0, DType.Q4_1, DType.Q8_0):
+    if dtype in (DType.BF16, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q8_0):
         # The independent quantizer of the gguf package (the way real model files are made).
         w = rng.standard_normal((rows, cols), dtype=np.float32)
         return gq.quantize(w, GGMLQuantizationType(int(dtype)))

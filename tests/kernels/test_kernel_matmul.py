@@ -67,7 +67,7 @@ def test_reference_matches_numpy_on_gguf_dequantized_weights(kernels, dtype):
     np.testing.assert_array_less(np.abs(got - want), 1e-5 * (np.abs(xa) @ np.abs(wf).T) + 1e-30)
 
 
-THREAD_TYPES = [DType.Q4_1, DType.Q8_0, DType.Q4_K, DType.F16, DType.BF16]
+THREAD_TYPES = [DType.Q4_1, DType.Q5_0, DType.Q8_0, DType.Q4_K, DType.F16, DType.BF16]
 
 
 @pytest.mark.parametrize("dtype", THREAD_TYPES, ids=lambda t: t.name)
@@ -110,7 +110,7 @@ def test_bad_arguments_raise_sentences(kernels):
         kernels.set_num_threads(0)
 
 
-PACKED_TYPES = [DType.Q4_0, DType.Q4_1, DType.Q8_0, DType.Q4_K, DType.Q6_K]
+PACKED_TYPES = [DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q8_0, DType.Q4_K, DType.Q6_K]
 
 
 @pytest.mark.parametrize("dtype", PACKED_TYPES, ids=lambda t: t.name)
