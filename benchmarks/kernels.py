@@ -51,7 +51,7 @@ def _weights(dtype: DType, rows: int, cols: int, copies: int, rng: np.random.Gen
     # Random bytes with tame f16 scales: speed does not depend on the values.
     per_row = row_bytes(dtype, cols)
     raw = rng.integers(0, 256, size=rows * per_row, dtype=np.uint8).reshape(rows, per_row)
-    if dtype in (DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q8_0):
+    if dtype in (DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q8_0, DType.IQ4_NL):
         blocks = raw.reshape(-1, block(dtype)[1])
         blocks[:, 0:2] = np.array([0.01], np.float16).view(np.uint8)
         if dtype in (DType.Q4_1, DType.Q5_1):
@@ -151,6 +151,7 @@ def main() -> None:
         (DType.Q4_0, (1536, 576)),
         (DType.Q5_0, (1536, 576)),
         (DType.Q5_1, (1536, 576)),
+        (DType.IQ4_NL, (1536, 576)),
         (DType.Q4_K, (576, 1536)),
         (DType.Q6_K, (576, 1536)),
         (DType.F16, (1536, 576)),

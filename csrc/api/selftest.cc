@@ -68,7 +68,7 @@ std::vector<uint8_t> random_weights(DType t, int64_t rows, int64_t cols, std::mt
       case DType::F32: { const float v = normal(rng); std::memcpy(w.data() + base, &v, 4); break; }
       case DType::F16: put16(base, cpullm::f32_to_f16(normal(rng))); break;
       case DType::BF16: put16(base, cpullm::f32_to_bf16(normal(rng))); break;
-      case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: put16(base, cpullm::f32_to_f16(0.01f * normal(rng))); break;
+      case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: case DType::IQ4_NL: put16(base, cpullm::f32_to_f16(0.01f * normal(rng))); break;
       case DType::Q4_1: case DType::Q5_1:
         put16(base, cpullm::f32_to_f16(0.01f * normal(rng)));
         put16(base + 2, cpullm::f32_to_f16(0.1f * normal(rng)));

@@ -32,6 +32,12 @@ struct BlockQ5_1 {
   uint8_t qh[4];
   uint8_t qs[16];
 };
+struct BlockIQ4_NL {
+  uint16_t d;       // f16 scale
+  uint8_t qs[16];   // as Q4_0; element i's weight is kIQ4NL[its nibble] * d
+};
+// IQ4_NL's non-linear codebook (ggml kvalues_iq4nl), in order; every value fits int8 with |v| <= 127.
+constexpr int8_t kIQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 struct BlockQ8_0 {
   uint16_t d;
   int8_t qs[32];
@@ -49,7 +55,7 @@ struct BlockQ6_K {
   uint16_t d;         // f16
 };
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ8_0) == 34, "ggml layout");
-static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "ggml layout");
+static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24 && sizeof(BlockIQ4_NL) == 18, "ggml layout");
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ6_K) == 210, "ggml layout");
 
 // Sub-block j (0..7, 32 weights each) of a Q4_K super-block: 6-bit scale and min (ggml get_scale_min_k4).

@@ -9,13 +9,13 @@ import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
-from tiny_gguf import TinySpec, write_tiny_gguf
+from tiny_gguf import ALL_TENSOR_TYPES, TinySpec, write_tiny_gguf
 
 from cpullm.config import ModelConfig, RopeLayout
 from cpullm.gguf_file import GGUFError, GGUFFile
 from cpullm.model_file import ModelFile
 
-ALL_TYPES = [QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q4_K, QT.Q6_K]
+ALL_TYPES = ALL_TENSOR_TYPES
 
 
 def _assert_matches_reference_reader(path: Path) -> None:

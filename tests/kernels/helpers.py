@@ -17,7 +17,16 @@ from cpullm.kernels import DType, Kernels, block
 
 REPO = Path(__file__).resolve().parents[2]
 
-QUANT_TYPES = [DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q8_0, DType.Q4_K, DType.Q6_K]
+QUANT_TYPES = [
+    DType.Q4_0,
+    DType.Q4_1,
+    DType.Q5_0,
+    DType.Q5_1,
+    DType.Q8_0,
+    DType.IQ4_NL,
+    DType.Q4_K,
+    DType.Q6_K,
+]
 FLOAT_TYPES = [DType.F32, DType.F16, DType.BF16]
 ALL_TYPES = QUANT_TYPES + FLOAT_TYPES  # test_kernel_dequant checks it is the library's whole table
 
@@ -66,7 +75,9 @@ def random_weights(dtype: DType, rows: int, cols: int, rng: np.random.Generator)
     per, size = block(dtype)
     raw = rng.integers(0, 256, size=(rows * cols // per, size), dtype=np.uint8)
     n = raw.shape[0]
-    if dtype == DType.Q4_K:
+    if dtype == DType.IQ4_NL:  # gguf cannot quantize it: random nibbles (every codebook entry), realistic d
+        _put_f16(raw, 0, rng.uniform(1e-4, 2e-4, n))
+    elif dtype == DType.Q4_K:
         _put_f16(raw, 0, rng.uniform(1e-4, 2e-3, n))
         _put_f16(raw, 2, rng.uniform(1e-4, 2e-3, n))
     else:  # Q6_K: d is the last field

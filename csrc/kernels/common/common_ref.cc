@@ -118,6 +118,17 @@ void dequantize(DType type, const void* data, int64_t n, float* y) {
       }
       return;
     }
+    case DType::IQ4_NL: {
+      const auto* b = static_cast<const BlockIQ4_NL*>(data);
+      for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {
+        const float d = f16_to_f32(b[k].d);
+        for (int i = 0; i < 16; ++i) {
+          y[i] = d * static_cast<float>(kIQ4NL[b[k].qs[i] & 0xF]);
+          y[i + 16] = d * static_cast<float>(kIQ4NL[b[k].qs[i] >> 4]);
+        }
+      }
+      return;
+    }
     case DType::Q8_0: {
       const auto* b = static_cast<const BlockQ8_0*>(data);
       for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {

@@ -92,6 +92,20 @@ struct Q5_1T {
   }
 };
 
+// IQ4_NL: nibbles looked up in the codebook (tbl), signed values, no min.
+struct IQ4_NLT {
+  using Block = BlockIQ4_NL;
+  static constexpr int kSubs = 1;
+  static constexpr bool kHasMin = false;
+  static constexpr bool kHalves = false;
+  static Sub sub(const Block& b, int) {
+    const uint8x16_t v = vld1q_u8(b.qs);
+    const int8x16_t book = vld1q_s8(kIQ4NL);
+    return {vqtbl1q_s8(book, vandq_u8(v, vdupq_n_u8(0x0F))), vqtbl1q_s8(book, vshrq_n_u8(v, 4)), f16_scalar(b.d),
+            0.0f};
+  }
+};
+
 struct Q8_0T {
   using Block = BlockQ8_0;
   static constexpr int kSubs = 1;
@@ -207,6 +221,7 @@ bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t 
     case DType::Q5_0: quant_rows<Q5_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q5_1: quant_rows<Q5_1T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q8_0: quant_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::IQ4_NL: quant_rows<IQ4_NLT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_K: quant_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q6_K: quant_rows<Q6_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     default: return false;

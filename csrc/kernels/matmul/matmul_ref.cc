@@ -53,6 +53,17 @@ float dot_row(DType type, const void* wrow, const void* xrow, int64_t cols) {
       }
       return acc;
     }
+    case DType::IQ4_NL: {
+      const auto* w = static_cast<const BlockIQ4_NL*>(wrow);
+      for (int64_t k = 0; k < nb; ++k) {
+        int32_t s = 0;
+        for (int i = 0; i < 16; ++i) {
+          s += kIQ4NL[w[k].qs[i] & 0xF] * a[k].q[i] + kIQ4NL[w[k].qs[i] >> 4] * a[k].q[i + 16];
+        }
+        acc += f16_to_f32(w[k].d) * a[k].d * static_cast<float>(s);
+      }
+      return acc;
+    }
     case DType::Q8_0: {
       const auto* w = static_cast<const BlockQ8_0*>(wrow);
       for (int64_t k = 0; k < nb; ++k) {

@@ -1,5 +1,5 @@
-// Row-interleaved ("packed") layout for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q6_K on x86, and its
-// products.
+// Row-interleaved ("packed") layout for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q6_K on x86,
+// and its products.
 //
 // Rows are taken in groups of 8 (rows beyond the last full group stay in GGUF layout, read from W.data).
 // For each group and each 32-weight block column k, one record of exactly 8 GGUF blocks' bytes:
@@ -7,7 +7,7 @@
 //   f16 m[8]                         (Q4_1 / Q5_1 only: row r's minimum)
 //   Q5:  one chunk of the fifth bits: row r's 32 bits at 4r, bit 8b+g the fifth bit of element 4g+b and
 //        bit 8b+4+g that of element 16+4g+b (g, b in 0..3), so byte b of a row serves all 4 nibble chunks;
-//   Q4, Q5: 4 chunks × 32 bytes: chunk g holds, for rows 0..7, GGUF qs[4g .. 4g+3] (4 bytes per row);
+//   Q4, Q5, IQ4_NL: 4 chunks × 32 bytes: chunk g holds, for rows 0..7, GGUF qs[4g .. 4g+3] (4 bytes per row);
 //        low nibbles are elements 4g..4g+3, high nibbles elements 16+4g..16+4g+3.
 //   Q8_0: 8 chunks × 32 bytes: chunk g holds, for rows 0..7, elements 4g .. 4g+3 (int8).
 // Q4_K: one record per 256-weight super-block column (1184 bytes for 8 rows, 32 more than GGUF):
@@ -38,7 +38,7 @@ constexpr int64_t kPrefetch = 8192;
 
 inline bool packable(DType t) {
   return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 || t == DType::Q8_0 ||
-         t == DType::Q4_K || t == DType::Q6_K;
+         t == DType::IQ4_NL || t == DType::Q4_K || t == DType::Q6_K;
 }
 
 // Byte offsets inside one record (the layouts above), ints like the loop indices they combine with. Every
@@ -77,6 +77,7 @@ constexpr int64_t record_bytes(DType t) {
          : t == DType::Q4_1 ? kPackRows * int64_t{sizeof(BlockQ4_1)}
          : t == DType::Q5_0 ? kPackRows * int64_t{sizeof(BlockQ5_0)}
          : t == DType::Q5_1 ? kPackRows * int64_t{sizeof(BlockQ5_1)}
+         : t == DType::IQ4_NL ? kPackRows * int64_t{sizeof(BlockIQ4_NL)}
                             : kPackRows * int64_t{sizeof(BlockQ8_0)};
 }
 inline int64_t records_per_row(DType t, int64_t cols) {
@@ -307,6 +308,14 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
           hi[g] = _mm256_or_si256(hi[g], _mm256_and_si256(_mm256_srli_epi16(h, g), bit4));
         }
       }
+      if constexpr (T == DType::IQ4_NL) {  // nibbles -> the codebook's int8 values
+        const __m128i book = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NL));
+        const __m256i book2 = _mm256_set_m128i(book, book);
+        for (int g = 0; g < 4; ++g) {
+          lo[g] = _mm256_shuffle_epi8(book2, lo[g]);
+          hi[g] = _mm256_shuffle_epi8(book2, hi[g]);
+        }
+      }
       __m256 mw = _mm256_setzero_ps();
       if constexpr (has_min(T)) {
         mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + kMinOffset)));
@@ -315,8 +324,16 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
         const ActBlock& x = a[i][k];
         __m256i dot = _mm256_setzero_si256();
         for (int g = 0; g < 4; ++g) {
-          dot = Dot::acc_u(dot, lo[g], bcast4(x.q + 4 * g));
-          dot = Dot::acc_u(dot, hi[g], bcast4(x.q + 16 + 4 * g));
+          if constexpr (T == DType::IQ4_NL) {
+            dot = Dot::acc_s(dot, lo[g], bcast4(x.q + 4 * g));
+            dot = Dot::acc_s(dot, hi[g], bcast4(x.q + 16 + 4 * g));
+          } else {
+            dot = Dot::acc_u(dot, lo[g], bcast4(x.q + 4 * g));
+            dot = Dot::acc_u(dot, hi[g], bcast4(x.q + 16 + 4 * g));
+          }
+        }
+        if constexpr (T == DType::IQ4_NL) {
+          if (Dot::kSignedBias) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(Dot::kSignedBias * x.sum));
         }
         if constexpr (T == DType::Q4_0) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(8 * x.sum));
         if constexpr (T == DType::Q5_0) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(16 * x.sum));
@@ -385,6 +402,7 @@ bool matmul_packed(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t
       case DType::Q4_1: packed_rows<Dot, DType::Q4_1>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q5_0: packed_rows<Dot, DType::Q5_0>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q5_1: packed_rows<Dot, DType::Q5_1>(W, Xq, m, Y, ldy, r0, split); break;
+      case DType::IQ4_NL: packed_rows<Dot, DType::IQ4_NL>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q4_K: packed_rows<Dot, DType::Q4_K>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q6_K: packed_rows<Dot, DType::Q6_K>(W, Xq, m, Y, ldy, r0, split); break;
       default: packed_rows<Dot, DType::Q8_0>(W, Xq, m, Y, ldy, r0, split); break;
