@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "engine"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from cpullm.native import loader  # noqa: E402
-from cpullm.testing.kernels import BEST, DType, Kernels, row_bytes  # noqa: E402
+from cpullm.testing.kernels import BEST, DType, Kernels, block, row_bytes  # noqa: E402
 from support.native_build import build_native  # noqa: E402
 
 # (rows, cols): attention q/o, ffn down, ffn gate/up, output/embedding of SmolLM2-135M.
@@ -51,11 +51,10 @@ def _weights(dtype: DType, rows: int, cols: int, copies: int, rng: np.random.Gen
     # Random bytes with tame f16 scales: speed does not depend on the values.
     per_row = row_bytes(dtype, cols)
     raw = rng.integers(0, 256, size=rows * per_row, dtype=np.uint8).reshape(rows, per_row)
-    if dtype in (DType.Q4_0, DType.Q4_1, DType.Q8_0):
-        block = {DType.Q4_0: 18, DType.Q4_1: 20, DType.Q8_0: 34}[dtype]
-        blocks = raw.reshape(-1, block)
+    if dtype in (DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q8_0, DType.IQ4_NL):
+        blocks = raw.reshape(-1, block(dtype)[1])
         blocks[:, 0:2] = np.array([0.01], np.float16).view(np.uint8)
-        if dtype == DType.Q4_1:
+        if dtype in (DType.Q4_1, DType.Q5_1):
             blocks[:, 2:4] = np.array([-0.05], np.float16).view(np.uint8)
     return np.tile(raw.ravel(), copies)
 
@@ -95,7 +94,7 @@ def main() -> None:
     kern = {v: Kernels(loader.load_variant(loader.select(lib_dir, forced=v))) for v in variants}
     rounds = 1 if args.quick else args.rounds
     types = {t.upper() for t in args.types.split(",") if t}
-    unknown = types - set(DType.__members__)
+    unknown = types - {t.name for t in kern[variants[-1]].tensor_types}
     if unknown:
         ap.error(f"unknown weight type(s): {', '.join(sorted(unknown))}")
     rng = np.random.default_rng(0)
@@ -150,6 +149,9 @@ def main() -> None:
     # Other formats at one shape (K-quants need cols % 256 == 0: 576 is not).
     for dtype, (rows, cols) in [
         (DType.Q4_0, (1536, 576)),
+        (DType.Q5_0, (1536, 576)),
+        (DType.Q5_1, (1536, 576)),
+        (DType.IQ4_NL, (1536, 576)),
         (DType.Q4_K, (576, 1536)),
         (DType.Q6_K, (576, 1536)),
         (DType.F16, (1536, 576)),

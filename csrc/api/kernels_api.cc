@@ -29,8 +29,10 @@ int check_impl(int impl) {
 // The type is supported and cols is a whole number of its blocks.
 int check_type(int32_t type, int64_t cols) {
   if (!cpullm::dtype_supported(type)) {
-    return fail("weight type %lld is not supported; use F32 0, F16 1, Q4_0 2, Q4_1 3, Q8_0 8, Q4_K 12, Q6_K 14 "
-                "or BF16 30", type);
+    fail("weight type %lld is not supported; use one of ", type);
+    g_error += cpullm_tensor_types();
+    g_error += " (name:id:weights per block:bytes per block)";
+    return -1;
   }
   const int64_t bs = cpullm::block_size(static_cast<cpullm::DType>(type));
   if (cols <= 0 || cols % bs != 0) {
@@ -76,6 +78,18 @@ int cpullm_set_num_threads(int n) {
 int cpullm_get_num_threads(void) { return cpullm::num_threads(); }
 
 const char* cpullm_best_kernel_set(void) { return cpullm::best_kernel_set(); }
+
+const char* cpullm_tensor_types(void) {
+  static const std::string list = [] {
+    std::string joined;
+#define CPULLM_DTYPE(name, id, block_size, block_bytes)                                                 \
+  joined += std::string(joined.empty() ? "" : ",") + #name ":" + std::to_string(id) + ":" +              \
+            std::to_string(block_size) + ":" + std::to_string(block_bytes);
+#include "kernels/dtypes.def"
+    return joined;
+  }();
+  return list.c_str();
+}
 
 int64_t cpullm_row_bytes(int32_t type, int64_t cols) {
   if (check_type(type, cols)) return -1;

@@ -68,8 +68,8 @@ std::vector<uint8_t> random_weights(DType t, int64_t rows, int64_t cols, std::mt
       case DType::F32: { const float v = normal(rng); std::memcpy(w.data() + base, &v, 4); break; }
       case DType::F16: put16(base, cpullm::f32_to_f16(normal(rng))); break;
       case DType::BF16: put16(base, cpullm::f32_to_bf16(normal(rng))); break;
-      case DType::Q4_0: case DType::Q8_0: put16(base, cpullm::f32_to_f16(0.01f * normal(rng))); break;
-      case DType::Q4_1:
+      case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: case DType::IQ4_NL: put16(base, cpullm::f32_to_f16(0.01f * normal(rng))); break;
+      case DType::Q4_1: case DType::Q5_1:
         put16(base, cpullm::f32_to_f16(0.01f * normal(rng)));
         put16(base + 2, cpullm::f32_to_f16(0.1f * normal(rng)));
         break;
@@ -172,8 +172,10 @@ void test_matmul_shape(Report& r, DType t, int64_t rows, int64_t cols, int64_t m
 }
 
 void test_matmul(Report& r, std::mt19937& rng) {
-  const DType types[] = {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K,
-                         DType::F32,  DType::F16,  DType::BF16};
+  const DType types[] = {
+#define CPULLM_DTYPE(name, id, block_size, block_bytes) DType::name,
+#include "kernels/dtypes.def"
+  };
   for (DType t : types) {
     const int64_t bs = cpullm::block_size(t);
     const int64_t unit = bs == 1 ? 1 : bs;

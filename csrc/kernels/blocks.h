@@ -21,6 +21,23 @@ struct BlockQ4_1 {
   uint16_t m;       // f16 minimum
   uint8_t qs[16];
 };
+struct BlockQ5_0 {
+  uint16_t d;       // f16 scale
+  uint8_t qh[4];    // bit i: bit 4 of element i (little-endian u32)
+  uint8_t qs[16];   // bits 0-3, as Q4_0: element i in qs[i] & 15 (i < 16), qs[i - 16] >> 4 (i >= 16)
+};
+struct BlockQ5_1 {
+  uint16_t d;       // f16 scale
+  uint16_t m;       // f16 minimum
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+struct BlockIQ4_NL {
+  uint16_t d;       // f16 scale
+  uint8_t qs[16];   // as Q4_0; element i's weight is kIQ4NL[its nibble] * d
+};
+// IQ4_NL's non-linear codebook (ggml kvalues_iq4nl), in order; every value fits int8 with |v| <= 127.
+constexpr int8_t kIQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 struct BlockQ8_0 {
   uint16_t d;
   int8_t qs[32];
@@ -38,6 +55,7 @@ struct BlockQ6_K {
   uint16_t d;         // f16
 };
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ8_0) == 34, "ggml layout");
+static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24 && sizeof(BlockIQ4_NL) == 18, "ggml layout");
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ6_K) == 210, "ggml layout");
 
 // Sub-block j (0..7, 32 weights each) of a Q4_K super-block: 6-bit scale and min (ggml get_scale_min_k4).
@@ -49,6 +67,14 @@ inline void q4k_scale_min(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
     *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
     *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
   }
+}
+
+// Element e (0..31) of a Q5_0 / Q5_1 block as its unsigned 5-bit value (Q5_0 weights are q - 16).
+inline int q5_value(const uint8_t* qh, const uint8_t* qs, int e) {
+  uint32_t h;
+  std::memcpy(&h, qh, 4);
+  const int lo = e < 16 ? (qs[e] & 0xF) : (qs[e - 16] >> 4);
+  return lo | static_cast<int>(((h >> e) & 1) << 4);
 }
 
 // Element e (0..255) of a Q6_K super-block as the signed 6-bit value q - 32.

@@ -6,9 +6,9 @@
 namespace cpullm {
 
 bool dtype_supported(int32_t type) {
-  switch (static_cast<DType>(type)) {
-    case DType::F32: case DType::F16: case DType::BF16: case DType::Q4_0:
-    case DType::Q4_1: case DType::Q8_0: case DType::Q4_K: case DType::Q6_K:
+  switch (type) {
+#define CPULLM_DTYPE(name, id, block_size, block_bytes) case id:
+#include "kernels/dtypes.def"
       return true;
   }
   return false;
@@ -16,37 +16,46 @@ bool dtype_supported(int32_t type) {
 
 int64_t block_size(DType type) {
   switch (type) {
-    case DType::Q4_0: case DType::Q4_1: case DType::Q8_0: return kQK;
-    case DType::Q4_K: case DType::Q6_K: return kQKK;
-    default: return 1;
+#define CPULLM_DTYPE(name, id, block_size, block_bytes) \
+  case DType::name:                                     \
+    return block_size;
+#include "kernels/dtypes.def"
   }
+  return 1;
 }
 
-int64_t block_bytes(DType type) {
+namespace {
+constexpr int64_t table_block_bytes(DType type) {
   switch (type) {
-    case DType::F32: return 4;
-    case DType::F16: case DType::BF16: return 2;
-    case DType::Q4_0: return sizeof(BlockQ4_0);
-    case DType::Q4_1: return sizeof(BlockQ4_1);
-    case DType::Q8_0: return sizeof(BlockQ8_0);
-    case DType::Q4_K: return sizeof(BlockQ4_K);
-    case DType::Q6_K: return sizeof(BlockQ6_K);
+#define CPULLM_DTYPE(name, id, block_size, block_bytes) \
+  case DType::name:                                     \
+    return block_bytes;
+#include "kernels/dtypes.def"
   }
   return 0;
 }
+// The block layouts of blocks.h are the table's byte counts.
+static_assert(table_block_bytes(DType::Q4_0) == sizeof(BlockQ4_0) &&
+                  table_block_bytes(DType::Q4_1) == sizeof(BlockQ4_1) &&
+                  table_block_bytes(DType::Q5_0) == sizeof(BlockQ5_0) &&
+                  table_block_bytes(DType::Q5_1) == sizeof(BlockQ5_1) &&
+                  table_block_bytes(DType::Q8_0) == sizeof(BlockQ8_0) &&
+                  table_block_bytes(DType::IQ4_NL) == sizeof(BlockIQ4_NL) &&
+                  table_block_bytes(DType::Q4_K) == sizeof(BlockQ4_K) &&
+                  table_block_bytes(DType::Q6_K) == sizeof(BlockQ6_K),
+              "dtypes.def and blocks.h disagree");
+}  // namespace
+
+int64_t block_bytes(DType type) { return table_block_bytes(type); }
 
 int64_t row_bytes(DType type, int64_t cols) { return cols / block_size(type) * block_bytes(type); }
 
 const char* dtype_name(DType type) {
   switch (type) {
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::Q4_0: return "Q4_0";
-    case DType::Q4_1: return "Q4_1";
-    case DType::Q8_0: return "Q8_0";
-    case DType::Q4_K: return "Q4_K";
-    case DType::Q6_K: return "Q6_K";
+#define CPULLM_DTYPE(name, id, block_size, block_bytes) \
+  case DType::name:                                     \
+    return #name;
+#include "kernels/dtypes.def"
   }
   return "unknown";
 }

@@ -24,21 +24,15 @@
 
 namespace cpullm {
 
-// ggml/GGUF tensor type ids (the numbers GGUF files store).
+// ggml/GGUF tensor type ids (the numbers GGUF files store): the rows of kernels/dtypes.def.
 enum class DType : int32_t {
-  F32 = 0,
-  F16 = 1,
-  Q4_0 = 2,   // 32 weights: f16 d, 16 bytes nibbles; w = (q - 8) * d; low nibbles = elements 0..15
-  Q4_1 = 3,   // 32 weights: f16 d, f16 m, 16 bytes nibbles; w = q * d + m
-  Q8_0 = 8,   // 32 weights: f16 d, 32 int8; w = q * d
-  Q4_K = 12,  // 256 weights: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes nibbles
-  Q6_K = 14,  // 256 weights: 128 bytes low 4 bits, 64 bytes high 2 bits, 16 int8 scales, f16 d
-  BF16 = 30,
+#define CPULLM_DTYPE(name, id, block_size, block_bytes) name = id,
+#include "kernels/dtypes.def"
 };
 
-// True for the types above; false for any other id (e.g. read from a GGUF file).
+// True for the types of dtypes.def; false for any other id (e.g. read from a GGUF file).
 bool dtype_supported(int32_t type);
-// Weights per block: 1 for F32/F16/BF16, 32 for Q4_0/Q4_1/Q8_0, 256 for Q4_K/Q6_K.
+// Weights per block (dtypes.def): 1 for F32/F16/BF16, 32 for Q4_0/Q8_0 etc., 256 for the K-quants.
 int64_t block_size(DType type);
 // Bytes of one block (of block_size(type) weights).
 int64_t block_bytes(DType type);

@@ -10,6 +10,7 @@ import pytest
 from gguf import GGMLQuantizationType as QT
 from tiny_gguf import TinySpec, write_tiny_gguf
 
+from cpullm.model.gguf_file import GGUFError
 from cpullm.model.model_file import ModelFile
 from cpullm.native.runner import NativeError, NativeModel, SeqChunk
 from cpullm.testing import reference
@@ -65,6 +66,24 @@ CASES = [
     # Q/K/V of different types cannot be fused: the projection runs part by part.
     TinySpec(
         weight_type=QT.Q4_0, tensor_types={"blk.0.attn_v.weight": QT.Q8_0, "blk.1.ffn_up.weight": QT.F16}
+    ),
+    TinySpec(weight_type=QT.Q5_0),
+    TinySpec(weight_type=QT.Q5_1, arch="mistral", tied=False),
+    TinySpec(weight_type=QT.IQ4_NL, arch="qwen2", embed_type=QT.Q8_0),
+    # A llama.cpp-style _K_M mix: K-quants with Q5_0 / Q5_1 / Q6_K / Q8_0 tensors, in the embedding and
+    # the output matrix too.
+    TinySpec(
+        weight_type=QT.Q4_K,
+        tied=False,
+        tensor_types={
+            "token_embd.weight": QT.Q5_1,
+            "output.weight": QT.Q5_0,
+            "blk.0.attn_k.weight": QT.Q5_0,
+            "blk.0.attn_v.weight": QT.Q6_K,
+            "blk.1.attn_q.weight": QT.Q5_1,
+            "blk.0.ffn_down.weight": QT.Q6_K,
+            "blk.1.ffn_gate.weight": QT.Q8_0,
+        },
     ),
 ]
 
@@ -176,6 +195,15 @@ def test_bad_batches_are_refused_with_a_reason(tmp_path, lib):
 
 
 @pytest.mark.slow
+def test_unsupported_tensor_type_names_tensor_and_type(tmp_path, lib):
+    # The library's own table decides (MXFP4 is a type the gguf package can write and cpullm cannot run).
+    path = write_tiny_gguf(tmp_path / "mxfp4.gguf", TinySpec(tensor_types={"blk.1.attn_k.weight": QT.MXFP4}))
+    mf = ModelFile.open(path)  # the file itself is valid
+    msg = r"tensor 'blk.1.attn_k.weight' has type MXFP4, which cpullm does not support \(supported: .*Q4_K"
+    with pytest.raises(GGUFError, match=msg):
+        NativeModel(mf, lib)
+
+
 def test_smollm2_answers_paris_and_tracks_the_float_reference(smollm2_path, lib):
     from cpullm.model.tokenizer import Tokenizer
 

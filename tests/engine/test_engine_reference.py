@@ -184,7 +184,9 @@ def test_rope_scaling_and_frequency_factors(tiny_llama: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("qtype", [QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1], ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    "qtype", [QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1], ids=lambda t: t.name
+)
 def test_quantized_models_track_the_f32_model(tiny_dir: Path, qtype: QT) -> None:
     """Same float weights quantized: logits stay highly correlated with the F32 file's."""
     spec = TinySpec(tied=False, seed=11)
@@ -197,7 +199,7 @@ def test_quantized_models_track_the_f32_model(tiny_dir: Path, qtype: QT) -> None
     assert not np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("qtype", [QT.Q4_K, QT.Q6_K], ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", [QT.Q4_K, QT.Q6_K, QT.IQ4_NL], ids=lambda t: t.name)
 def test_k_quant_models_run(tiny_dir: Path, qtype: QT) -> None:
     model = ModelFile.open(write_tiny_gguf(tiny_dir / f"run_{qtype.name}.gguf", TinySpec(weight_type=qtype)))
     logits = ReferenceModel(model).logits(TOKENS)

@@ -13,13 +13,22 @@ from gguf import quants as gq
 
 from cpubuild.recipes import Recipe, load_recipes
 from cpullm.native import loader
-from cpullm.testing.kernels import BLOCK, DType, Kernels
+from cpullm.testing.kernels import DType, Kernels, block
 
 REPO = Path(__file__).resolve().parents[2]
 
-QUANT_TYPES = [DType.Q4_0, DType.Q4_1, DType.Q8_0, DType.Q4_K, DType.Q6_K]
+QUANT_TYPES = [
+    DType.Q4_0,
+    DType.Q4_1,
+    DType.Q5_0,
+    DType.Q5_1,
+    DType.Q8_0,
+    DType.IQ4_NL,
+    DType.Q4_K,
+    DType.Q6_K,
+]
 FLOAT_TYPES = [DType.F32, DType.F16, DType.BF16]
-ALL_TYPES = QUANT_TYPES + FLOAT_TYPES
+ALL_TYPES = QUANT_TYPES + FLOAT_TYPES  # test_kernel_dequant checks it is the library's whole table
 
 # |fast - ref| <= TOL[type] · Σ_c |W[r,c]|·|x̂[c]| (x̂: the activations as the kernel sees them).
 # Quantized types: block dots are exact integers, only the float sum over blocks is reordered.
@@ -59,14 +68,16 @@ def random_weights(dtype: DType, rows: int, cols: int, rng: np.random.Generator)
         return rng.standard_normal((rows, cols), dtype=np.float32).view(np.uint8)
     if dtype == DType.F16:
         return rng.standard_normal((rows, cols)).astype(np.float16).view(np.uint8)
-    if dtype in (DType.BF16, DType.Q4_0, DType.Q4_1, DType.Q8_0):
+    if dtype in (DType.BF16, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q8_0):
         # The independent quantizer of the gguf package (the way real model files are made).
         w = rng.standard_normal((rows, cols), dtype=np.float32)
         return gq.quantize(w, GGMLQuantizationType(int(dtype)))
-    per, size = BLOCK[dtype]
+    per, size = block(dtype)
     raw = rng.integers(0, 256, size=(rows * cols // per, size), dtype=np.uint8)
     n = raw.shape[0]
-    if dtype == DType.Q4_K:
+    if dtype == DType.IQ4_NL:  # gguf cannot quantize it: random nibbles (every codebook entry), realistic d
+        _put_f16(raw, 0, rng.uniform(1e-4, 2e-4, n))
+    elif dtype == DType.Q4_K:
         _put_f16(raw, 0, rng.uniform(1e-4, 2e-3, n))
         _put_f16(raw, 2, rng.uniform(1e-4, 2e-3, n))
     else:  # Q6_K: d is the last field
@@ -89,4 +100,4 @@ def act_values(blocks: np.ndarray) -> np.ndarray:
 
 
 def block_multiple(dtype: DType) -> int:
-    return BLOCK[dtype][0]
+    return block(dtype)[0]

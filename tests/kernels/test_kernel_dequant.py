@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cpullm.testing.kernels import DType
+from cpullm.testing.kernels import DType, KernelError, block
 from kernels.helpers import ALL_TYPES, block_multiple, gguf_dequantize, random_weights
 
 
@@ -22,7 +22,17 @@ def test_dequantize_matches_gguf_package(kernels, dtype):
 
 @pytest.mark.parametrize("variant", ["generic"])
 def test_dequantize_rejects_partial_blocks(kernels):
-    from cpullm.testing.kernels import KernelError
-
     with pytest.raises(KernelError, match="multiple of 32"):
         kernels.dequantize(DType.Q4_1, np.zeros(40, np.uint8), 31)
+
+
+@pytest.mark.parametrize("variant", ["generic"])
+def test_library_type_table_is_what_the_tests_cover_and_ggml_sizes(kernels):
+    # The library's table (csrc/kernels/dtypes.def) is the one list of types: these tests must cover each,
+    # and each row's block geometry must be ggml's.
+    table = kernels.tensor_types
+    assert set(table) == set(ALL_TYPES)
+    for dtype, geometry in table.items():
+        assert geometry == block(dtype), dtype.name
+    with pytest.raises(KernelError, match=r"weight type 23 is not supported; use one of F32:0:1:4,"):
+        kernels._check(kernels.lib.cpullm_dequantize(23, b"x" * 64, 32, b"x" * 128))

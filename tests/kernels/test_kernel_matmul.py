@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from cpullm.testing.kernels import ACT_BLOCK, BEST, REF, DType, KernelError
-from kernels.helpers import ALL_TYPES, TOL, act_values, block_multiple, gguf_dequantize, random_weights
+from kernels.helpers import (
+    ALL_TYPES,
+    QUANT_TYPES,
+    TOL,
+    act_values,
+    block_multiple,
+    gguf_dequantize,
+    random_weights,
+)
 
 # (rows, cols in blocks or for float types an odd count, activation rows m)
 SHAPES = [
@@ -67,7 +75,7 @@ def test_reference_matches_numpy_on_gguf_dequantized_weights(kernels, dtype):
     np.testing.assert_array_less(np.abs(got - want), 1e-5 * (np.abs(xa) @ np.abs(wf).T) + 1e-30)
 
 
-THREAD_TYPES = [DType.Q4_1, DType.Q8_0, DType.Q4_K, DType.F16, DType.BF16]
+THREAD_TYPES = [DType.Q4_1, DType.Q5_0, DType.Q8_0, DType.Q4_K, DType.F16, DType.BF16]
 
 
 @pytest.mark.parametrize("dtype", THREAD_TYPES, ids=lambda t: t.name)
@@ -110,7 +118,7 @@ def test_bad_arguments_raise_sentences(kernels):
         kernels.set_num_threads(0)
 
 
-PACKED_TYPES = [DType.Q4_0, DType.Q4_1, DType.Q8_0, DType.Q4_K, DType.Q6_K]
+PACKED_TYPES = QUANT_TYPES  # the x86 packed layout has every quantized type (Arm's: Q4_0, Q4_1, Q8_0)
 
 
 @pytest.mark.parametrize("dtype", PACKED_TYPES, ids=lambda t: t.name)

@@ -30,8 +30,8 @@ CPULLM_API const char* cpullm_variant_kernel_sets(void);
 /* ---- kernels ---------------------------------------------------------------------------------------
  * Every kernel of the library, for Python and tests. `impl` picks the implementation inside this one
  * library: CPULLM_IMPL_BEST (the fastest path compiled in, threaded over the library's pool) or
- * CPULLM_IMPL_REF (the scalar reference, single-threaded). Types are ggml/GGUF type ids: F32 0, F16 1,
- * Q4_0 2, Q4_1 3, Q8_0 8, Q4_K 12, Q6_K 14, BF16 30. Matrices are row-major; a weight matrix is
+ * CPULLM_IMPL_REF (the scalar reference, single-threaded). Types are ggml/GGUF type ids, those that
+ * cpullm_tensor_types() lists. Matrices are row-major; a weight matrix is
  * [rows x cols] in GGUF block layout (cols = GGUF ne[0], a multiple of the type's block size).
  * Functions returning int return 0 on success and -1 on bad arguments; cpullm_last_error() then says
  * what was wrong (per thread). Arrays are never NULL unless a size is 0. */
@@ -46,6 +46,10 @@ CPULLM_API int cpullm_get_num_threads(void);
 
 /* The fast-path kernel set the BEST kernels use here, e.g. "avx512_vnni", or "ref". */
 CPULLM_API const char* cpullm_best_kernel_set(void);
+
+/* The tensor types this library runs (kernels/dtypes.def), comma separated, each
+ * "name:id:weights per block:bytes per block", e.g. "F32:0:1:4,F16:1:1:2,Q4_0:2:32:18,...". */
+CPULLM_API const char* cpullm_tensor_types(void);
 
 /* Bytes of one weight row of `cols` values of `type`, or -1 (unsupported type or cols not a multiple of
  * the block size). */

@@ -102,6 +102,33 @@ void dequantize(DType type, const void* data, int64_t n, float* y) {
       }
       return;
     }
+    case DType::Q5_0: {
+      const auto* b = static_cast<const BlockQ5_0*>(data);
+      for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {
+        const float d = f16_to_f32(b[k].d);
+        for (int e = 0; e < kQK; ++e) y[e] = d * static_cast<float>(q5_value(b[k].qh, b[k].qs, e) - 16);
+      }
+      return;
+    }
+    case DType::Q5_1: {
+      const auto* b = static_cast<const BlockQ5_1*>(data);
+      for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {
+        const float d = f16_to_f32(b[k].d), m = f16_to_f32(b[k].m);
+        for (int e = 0; e < kQK; ++e) y[e] = d * static_cast<float>(q5_value(b[k].qh, b[k].qs, e)) + m;
+      }
+      return;
+    }
+    case DType::IQ4_NL: {
+      const auto* b = static_cast<const BlockIQ4_NL*>(data);
+      for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {
+        const float d = f16_to_f32(b[k].d);
+        for (int i = 0; i < 16; ++i) {
+          y[i] = d * static_cast<float>(kIQ4NL[b[k].qs[i] & 0xF]);
+          y[i + 16] = d * static_cast<float>(kIQ4NL[b[k].qs[i] >> 4]);
+        }
+      }
+      return;
+    }
     case DType::Q8_0: {
       const auto* b = static_cast<const BlockQ8_0*>(data);
       for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {

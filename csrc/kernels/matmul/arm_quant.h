@@ -57,6 +57,55 @@ struct Q4_1T {
   }
 };
 
+// Q5: bits 16·half .. 16·half+15 of the block's fifth bits as 0x10 / 0 bytes (element order).
+inline uint8x16_t q5_high(const uint8_t* qh, int half) {
+  const uint8x16_t bit = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  const uint8x16_t bytes = vcombine_u8(vdup_n_u8(qh[2 * half]), vdup_n_u8(qh[2 * half + 1]));
+  return vandq_u8(vtstq_u8(bytes, bit), vdupq_n_u8(0x10));
+}
+
+// Q5_0 as signed values q - 16 (-16..15), no min; Q5_1 as q (0..31) with its min.
+struct Q5_0T {
+  using Block = BlockQ5_0;
+  static constexpr int kSubs = 1;
+  static constexpr bool kHasMin = false;
+  static constexpr bool kHalves = false;
+  static Sub sub(const Block& b, int) {
+    const uint8x16_t v = vld1q_u8(b.qs);
+    const int8x16_t k16 = vdupq_n_s8(16);
+    const uint8x16_t q0 = vorrq_u8(vandq_u8(v, vdupq_n_u8(0x0F)), q5_high(b.qh, 0));
+    const uint8x16_t q1 = vorrq_u8(vshrq_n_u8(v, 4), q5_high(b.qh, 1));
+    return {vsubq_s8(vreinterpretq_s8_u8(q0), k16), vsubq_s8(vreinterpretq_s8_u8(q1), k16), f16_scalar(b.d), 0.0f};
+  }
+};
+
+struct Q5_1T {
+  using Block = BlockQ5_1;
+  static constexpr int kSubs = 1;
+  static constexpr bool kHasMin = true;
+  static constexpr bool kHalves = false;
+  static Sub sub(const Block& b, int) {
+    const uint8x16_t v = vld1q_u8(b.qs);
+    const uint8x16_t q0 = vorrq_u8(vandq_u8(v, vdupq_n_u8(0x0F)), q5_high(b.qh, 0));
+    const uint8x16_t q1 = vorrq_u8(vshrq_n_u8(v, 4), q5_high(b.qh, 1));
+    return {vreinterpretq_s8_u8(q0), vreinterpretq_s8_u8(q1), f16_scalar(b.d), f16_scalar(b.m)};
+  }
+};
+
+// IQ4_NL: nibbles looked up in the codebook (tbl), signed values, no min.
+struct IQ4_NLT {
+  using Block = BlockIQ4_NL;
+  static constexpr int kSubs = 1;
+  static constexpr bool kHasMin = false;
+  static constexpr bool kHalves = false;
+  static Sub sub(const Block& b, int) {
+    const uint8x16_t v = vld1q_u8(b.qs);
+    const int8x16_t book = vld1q_s8(kIQ4NL);
+    return {vqtbl1q_s8(book, vandq_u8(v, vdupq_n_u8(0x0F))), vqtbl1q_s8(book, vshrq_n_u8(v, 4)), f16_scalar(b.d),
+            0.0f};
+  }
+};
+
 struct Q8_0T {
   using Block = BlockQ8_0;
   static constexpr int kSubs = 1;
@@ -169,7 +218,10 @@ bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t 
   switch (W.type) {
     case DType::Q4_0: quant_rows<Q4_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_1: quant_rows<Q4_1T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q5_0: quant_rows<Q5_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q5_1: quant_rows<Q5_1T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q8_0: quant_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::IQ4_NL: quant_rows<IQ4_NLT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_K: quant_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q6_K: quant_rows<Q6_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     default: return false;

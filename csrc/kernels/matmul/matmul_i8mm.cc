@@ -77,7 +77,10 @@ bool matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
   switch (W.type) {
     case DType::Q4_0: rows<arm::Q4_0T>(W, Xq, m, Y, ldy, r0, rmain); break;
     case DType::Q4_1: rows<arm::Q4_1T>(W, Xq, m, Y, ldy, r0, rmain); break;
+    case DType::Q5_0: rows<arm::Q5_0T>(W, Xq, m, Y, ldy, r0, rmain); break;
+    case DType::Q5_1: rows<arm::Q5_1T>(W, Xq, m, Y, ldy, r0, rmain); break;
     case DType::Q8_0: rows<arm::Q8_0T>(W, Xq, m, Y, ldy, r0, rmain); break;
+    case DType::IQ4_NL: rows<arm::IQ4_NLT>(W, Xq, m, Y, ldy, r0, rmain); break;
     case DType::Q4_K: rows<arm::Q4_KT>(W, Xq, m, Y, ldy, r0, rmain); break;
     default: return false;
   }

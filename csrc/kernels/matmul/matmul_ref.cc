@@ -34,6 +34,36 @@ float dot_row(DType type, const void* wrow, const void* xrow, int64_t cols) {
       }
       return acc;
     }
+    case DType::Q5_0: {
+      const auto* w = static_cast<const BlockQ5_0*>(wrow);
+      for (int64_t k = 0; k < nb; ++k) {
+        int32_t s = 0;
+        for (int e = 0; e < kQK; ++e) s += (q5_value(w[k].qh, w[k].qs, e) - 16) * a[k].q[e];
+        acc += f16_to_f32(w[k].d) * a[k].d * static_cast<float>(s);
+      }
+      return acc;
+    }
+    case DType::Q5_1: {
+      const auto* w = static_cast<const BlockQ5_1*>(wrow);
+      for (int64_t k = 0; k < nb; ++k) {
+        int32_t s = 0;
+        for (int e = 0; e < kQK; ++e) s += q5_value(w[k].qh, w[k].qs, e) * a[k].q[e];
+        acc += f16_to_f32(w[k].d) * a[k].d * static_cast<float>(s) +
+               f16_to_f32(w[k].m) * (a[k].d * static_cast<float>(a[k].sum));
+      }
+      return acc;
+    }
+    case DType::IQ4_NL: {
+      const auto* w = static_cast<const BlockIQ4_NL*>(wrow);
+      for (int64_t k = 0; k < nb; ++k) {
+        int32_t s = 0;
+        for (int i = 0; i < 16; ++i) {
+          s += kIQ4NL[w[k].qs[i] & 0xF] * a[k].q[i] + kIQ4NL[w[k].qs[i] >> 4] * a[k].q[i + 16];
+        }
+        acc += f16_to_f32(w[k].d) * a[k].d * static_cast<float>(s);
+      }
+      return acc;
+    }
     case DType::Q8_0: {
       const auto* w = static_cast<const BlockQ8_0*>(wrow);
       for (int64_t k = 0; k < nb; ++k) {

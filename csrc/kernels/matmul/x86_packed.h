@@ -1,10 +1,13 @@
-// Row-interleaved ("packed") layout for Q4_0 / Q4_1 / Q8_0 / Q4_K / Q6_K on x86, and its products.
+// Row-interleaved ("packed") layout for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q6_K on x86,
+// and its products.
 //
 // Rows are taken in groups of 8 (rows beyond the last full group stay in GGUF layout, read from W.data).
 // For each group and each 32-weight block column k, one record of exactly 8 GGUF blocks' bytes:
 //   f16 d[8]                         (row r's scale)
-//   f16 m[8]                         (Q4_1 only: row r's minimum)
-//   Q4:  4 chunks × 32 bytes: chunk g holds, for rows 0..7, GGUF qs[4g .. 4g+3] (4 bytes per row);
+//   f16 m[8]                         (Q4_1 / Q5_1 only: row r's minimum)
+//   Q5:  one chunk of the fifth bits: row r's 32 bits at 4r, bit 8b+g the fifth bit of element 4g+b and
+//        bit 8b+4+g that of element 16+4g+b (g, b in 0..3), so byte b of a row serves all 4 nibble chunks;
+//   Q4, Q5, IQ4_NL: 4 chunks × 32 bytes: chunk g holds, for rows 0..7, GGUF qs[4g .. 4g+3] (4 bytes per row);
 //        low nibbles are elements 4g..4g+3, high nibbles elements 16+4g..16+4g+3.
 //   Q8_0: 8 chunks × 32 bytes: chunk g holds, for rows 0..7, elements 4g .. 4g+3 (int8).
 // Q4_K: one record per 256-weight super-block column (1184 bytes for 8 rows, 32 more than GGUF):
@@ -34,15 +37,20 @@ constexpr int kPackRows = 8;
 constexpr int64_t kPrefetch = 8192;
 
 inline bool packable(DType t) {
-  return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q8_0 || t == DType::Q4_K || t == DType::Q6_K;
+  return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 || t == DType::Q8_0 ||
+         t == DType::IQ4_NL || t == DType::Q4_K || t == DType::Q6_K;
 }
 
 // Byte offsets inside one record (the layouts above), ints like the loop indices they combine with. Every
 // record starts with the 8 rows' f16 d at 0; a chunk holds 4 bytes of each of the 8 rows.
 constexpr int kChunk = 4 * kPackRows;
-// Q4_0 / Q4_1 / Q8_0: Q4_1's f16 m[8] follows d; the chunks follow the scales.
+// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0: the f16 m[8] of Q4_1 / Q5_1 follows d; Q5's chunk of fifth bits
+// follows the scales; the chunks of nibbles (or int8) follow.
+constexpr bool has_min(DType t) { return t == DType::Q4_1 || t == DType::Q5_1; }
+constexpr bool is_q5(DType t) { return t == DType::Q5_0 || t == DType::Q5_1; }
 constexpr int kMinOffset = 2 * kPackRows;
-constexpr int chunks_offset(DType t) { return t == DType::Q4_1 ? 4 * kPackRows : 2 * kPackRows; }
+constexpr int high_bits_offset(DType t) { return (has_min(t) ? 4 : 2) * kPackRows; }
+constexpr int chunks_offset(DType t) { return high_bits_offset(t) + (is_q5(t) ? kChunk : 0); }
 struct Q4KRecord {
   static constexpr int kDmin = 2 * kPackRows;            // f16 dmin[8]
   static constexpr int kScales = kDmin + 2 * kPackRows;  // u8 scale[8 sub-blocks][8 rows]
@@ -67,6 +75,9 @@ constexpr int64_t record_bytes(DType t) {
          : t == DType::Q6_K ? Q6KRecord::kBytes
          : t == DType::Q4_0 ? kPackRows * int64_t{sizeof(BlockQ4_0)}
          : t == DType::Q4_1 ? kPackRows * int64_t{sizeof(BlockQ4_1)}
+         : t == DType::Q5_0 ? kPackRows * int64_t{sizeof(BlockQ5_0)}
+         : t == DType::Q5_1 ? kPackRows * int64_t{sizeof(BlockQ5_1)}
+         : t == DType::IQ4_NL ? kPackRows * int64_t{sizeof(BlockIQ4_NL)}
                             : kPackRows * int64_t{sizeof(BlockQ8_0)};
 }
 inline int64_t records_per_row(DType t, int64_t cols) {
@@ -142,8 +153,10 @@ inline void repack(const Matrix& W, void* dst) {
     return;
   }
   const int64_t rb = row_bytes(W.type, W.cols), nb = W.cols / kQK, bb = block_bytes(W.type);
-  const int header = W.type == DType::Q4_1 ? 4 : 2;  // bytes of d (and m) per GGUF block
-  const int qbytes = static_cast<int>(bb) - header;  // 16 (Q4) or 32 (Q8_0)
+  const int scales = has_min(W.type) ? 4 : 2;             // bytes of d (and m) per GGUF block
+  const int header = scales + (is_q5(W.type) ? 4 : 0);   // and of Q5's fifth bits
+  const int qbytes = static_cast<int>(bb) - header;      // 16 (Q4, Q5) or 32 (Q8_0)
+  const int chunks = chunks_offset(W.type);
   const auto* src = static_cast<const uint8_t*>(W.data);
   auto* out = static_cast<uint8_t*>(dst);
   for (int64_t g = 0; g < W.rows / kPackRows; ++g) {
@@ -151,9 +164,20 @@ inline void repack(const Matrix& W, void* dst) {
       for (int r = 0; r < kPackRows; ++r) {
         const uint8_t* blk = src + (g * kPackRows + r) * rb + k * bb;
         std::memcpy(out + 2 * r, blk, 2);                                    // d
-        if (header == 4) std::memcpy(out + kMinOffset + 2 * r, blk + 2, 2);  // m
-        for (int c = 0; c < qbytes / 4; ++c) {  // the chunks start at header * kPackRows = chunks_offset(type)
-          std::memcpy(out + header * kPackRows + kChunk * c + 4 * r, blk + header + 4 * c, 4);
+        if (scales == 4) std::memcpy(out + kMinOffset + 2 * r, blk + 2, 2);  // m
+        if (is_q5(W.type)) {
+          uint32_t h, packed = 0;
+          std::memcpy(&h, blk + scales, 4);
+          for (int c = 0; c < 4; ++c) {
+            for (int b = 0; b < 4; ++b) {
+              packed |= ((h >> (4 * c + b)) & 1u) << (8 * b + c);
+              packed |= ((h >> (16 + 4 * c + b)) & 1u) << (8 * b + 4 + c);
+            }
+          }
+          std::memcpy(out + high_bits_offset(W.type) + 4 * r, &packed, 4);
+        }
+        for (int c = 0; c < qbytes / 4; ++c) {
+          std::memcpy(out + chunks + kChunk * c + 4 * r, blk + header + 4 * c, 4);
         }
       }
       out += record_bytes(W.type);
@@ -274,20 +298,47 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
         lo[g] = _mm256_and_si256(v, low4);
         hi[g] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
       }
+      if constexpr (is_q5(T)) {
+        // Chunk g's fifth bits are bits g (elements 4g+b) and 4+g (16+4g+b) of each byte: moved to bit 4.
+        // The 16-bit shifts move no bit that survives the mask across a byte boundary (shifts <= 4).
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + high_bits_offset(T)));
+        const __m256i bit4 = _mm256_set1_epi8(0x10);
+        for (int g = 0; g < 4; ++g) {
+          lo[g] = _mm256_or_si256(lo[g], _mm256_and_si256(_mm256_slli_epi16(h, 4 - g), bit4));
+          hi[g] = _mm256_or_si256(hi[g], _mm256_and_si256(_mm256_srli_epi16(h, g), bit4));
+        }
+      }
+      if constexpr (T == DType::IQ4_NL) {  // nibbles -> the codebook's int8 values
+        const __m128i book = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NL));
+        const __m256i book2 = _mm256_set_m128i(book, book);
+        for (int g = 0; g < 4; ++g) {
+          lo[g] = _mm256_shuffle_epi8(book2, lo[g]);
+          hi[g] = _mm256_shuffle_epi8(book2, hi[g]);
+        }
+      }
       __m256 mw = _mm256_setzero_ps();
-      if constexpr (T == DType::Q4_1) {
+      if constexpr (has_min(T)) {
         mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + kMinOffset)));
       }
       for (int i = 0; i < MR; ++i) {
         const ActBlock& x = a[i][k];
         __m256i dot = _mm256_setzero_si256();
         for (int g = 0; g < 4; ++g) {
-          dot = Dot::acc_u(dot, lo[g], bcast4(x.q + 4 * g));
-          dot = Dot::acc_u(dot, hi[g], bcast4(x.q + 16 + 4 * g));
+          if constexpr (T == DType::IQ4_NL) {
+            dot = Dot::acc_s(dot, lo[g], bcast4(x.q + 4 * g));
+            dot = Dot::acc_s(dot, hi[g], bcast4(x.q + 16 + 4 * g));
+          } else {
+            dot = Dot::acc_u(dot, lo[g], bcast4(x.q + 4 * g));
+            dot = Dot::acc_u(dot, hi[g], bcast4(x.q + 16 + 4 * g));
+          }
+        }
+        if constexpr (T == DType::IQ4_NL) {
+          if (Dot::kSignedBias) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(Dot::kSignedBias * x.sum));
         }
         if constexpr (T == DType::Q4_0) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(8 * x.sum));
+        if constexpr (T == DType::Q5_0) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(16 * x.sum));
         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[i]);
-        if constexpr (T == DType::Q4_1) {
+        if constexpr (has_min(T)) {
           accm[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x.d * static_cast<float>(x.sum)), accm[i]);
         }
       }
@@ -349,6 +400,9 @@ bool matmul_packed(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t
     switch (W.type) {
       case DType::Q4_0: packed_rows<Dot, DType::Q4_0>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q4_1: packed_rows<Dot, DType::Q4_1>(W, Xq, m, Y, ldy, r0, split); break;
+      case DType::Q5_0: packed_rows<Dot, DType::Q5_0>(W, Xq, m, Y, ldy, r0, split); break;
+      case DType::Q5_1: packed_rows<Dot, DType::Q5_1>(W, Xq, m, Y, ldy, r0, split); break;
+      case DType::IQ4_NL: packed_rows<Dot, DType::IQ4_NL>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q4_K: packed_rows<Dot, DType::Q4_K>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q6_K: packed_rows<Dot, DType::Q6_K>(W, Xq, m, Y, ldy, r0, split); break;
       default: packed_rows<Dot, DType::Q8_0>(W, Xq, m, Y, ldy, r0, split); break;

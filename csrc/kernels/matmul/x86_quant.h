@@ -1,5 +1,5 @@
 // Quantized matrix products for x86 (AVX2 / AVX-512 / AVX512-VNNI), one template for every kernel set
-// (Q4_0, Q4_1, Q8_0 in GGUF layout — see x86_packed.h for the faster packed layout — and Q4_K, Q6_K):
+// (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL in GGUF layout — see x86_packed.h for the faster packed layout — and Q4_K, Q6_K):
 // a kernel set supplies only its 32-byte integer dot product (Dot::dot(u8 weights, s8 activations)).
 //
 // Tile: NR weight rows × MR activation rows. Per 32-weight (sub-)block and per (row, act row) pair:
@@ -55,6 +55,59 @@ struct Q4_1T {
     m[0] = f16_scalar(b.m);
   }
   static __m256i quants(const Block& b, int) { return unpack_nibbles(b.qs); }
+};
+
+// 32 bits -> 32 bytes: byte i is 0x10 where bit i of the little-endian u32 at p is set, else 0 (the fifth
+// bit of Q5 element i, in the element order of unpack_nibbles).
+inline __m256i q5_high_bits(const uint8_t* p) {
+  uint32_t bits;
+  std::memcpy(&bits, p, 4);
+  const __m256i spread = _mm256_shuffle_epi8(  // byte i holds byte i / 8 of bits
+      _mm256_set1_epi32(static_cast<int32_t>(bits)),
+      _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000));
+  // Every bit but bit i % 8 set: all ones exactly when bit i was set.
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)),
+                                        _mm256_set1_epi64x(-1));
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+struct Q5_0T {
+  using Block = BlockQ5_0;
+  static constexpr int kSubs = 1;
+  static constexpr bool kSigned = false, kHasMin = true, kHalves = false;  // w = d·q - 16d
+  static void scales(const Block& b, float* d, float* m) {
+    d[0] = f16_scalar(b.d);
+    m[0] = -16.0f * d[0];
+  }
+  static __m256i quants(const Block& b, int) { return _mm256_or_si256(unpack_nibbles(b.qs), q5_high_bits(b.qh)); }
+};
+
+struct Q5_1T {
+  using Block = BlockQ5_1;
+  static constexpr int kSubs = 1;
+  static constexpr bool kSigned = false, kHasMin = true, kHalves = false;
+  static void scales(const Block& b, float* d, float* m) {
+    d[0] = f16_scalar(b.d);
+    m[0] = f16_scalar(b.m);
+  }
+  static __m256i quants(const Block& b, int) { return _mm256_or_si256(unpack_nibbles(b.qs), q5_high_bits(b.qh)); }
+};
+
+// IQ4_NL: the codebook values (int8) looked up by nibble, signed like Q8_0.
+inline __m256i iq4nl_values(__m256i nibbles) {
+  const __m128i book = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NL));
+  return _mm256_shuffle_epi8(_mm256_set_m128i(book, book), nibbles);
+}
+
+struct IQ4_NLT {
+  using Block = BlockIQ4_NL;
+  static constexpr int kSubs = 1;
+  static constexpr bool kSigned = true, kHasMin = false, kHalves = false;
+  static void scales(const Block& b, float* d, float* m) {
+    d[0] = f16_scalar(b.d);
+    m[0] = 0.0f;
+  }
+  static __m256i quants(const Block& b, int) { return iq4nl_values(unpack_nibbles(b.qs)); }
 };
 
 struct Q8_0T {
@@ -209,7 +262,10 @@ bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t 
   switch (W.type) {
     case DType::Q4_0: matmul_rows<Q4_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_1: matmul_rows<Q4_1T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q5_0: matmul_rows<Q5_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q5_1: matmul_rows<Q5_1T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q8_0: matmul_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::IQ4_NL: matmul_rows<IQ4_NLT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_K: matmul_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q6_K: matmul_rows<Q6_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     default: return false;

@@ -17,8 +17,9 @@ Public API
     ``tokenizer.ggml.{name}_token_id`` and checks that it names a token.
 ``GGUFError``
     A ``ValueError`` whose message names the file and says what is wrong.
-``SUPPORTED_TENSOR_TYPES``
-    The tensor types the engine runs; :meth:`GGUFFile.check_tensor_types` enforces them.
+``GGUFFile.check_tensor_types(supported)``
+    Names the first tensor whose type is not in ``supported`` (the native library's own table, read by
+    ``cpullm.native.loader.tensor_types``; the reader itself sizes every type the gguf package knows).
 
 Why not ``gguf.GGUFReader``: it builds a numpy view per metadata element, which takes about 2 s on
 SmolLM2-135M (49152 tokens + 48900 merges). This reader parses strings with ``struct`` instead and
@@ -50,6 +51,7 @@ import math
 import mmap
 import os
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,19 +62,6 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
-
-SUPPORTED_TENSOR_TYPES: frozenset[GGMLQuantizationType] = frozenset(
-    {
-        GGMLQuantizationType.F32,
-        GGMLQuantizationType.F16,
-        GGMLQuantizationType.BF16,
-        GGMLQuantizationType.Q8_0,
-        GGMLQuantizationType.Q4_0,
-        GGMLQuantizationType.Q4_1,
-        GGMLQuantizationType.Q4_K,
-        GGMLQuantizationType.Q6_K,
-    }
-)
 
 # struct format and numpy dtype of each fixed-size scalar value type (little-endian).
 _SCALAR_FORMATS: dict[GGUFValueType, tuple[str, type[np.generic]]] = {
@@ -466,8 +455,9 @@ class GGUFFile:
     def _wrong_type(self, key: str, value: object, expected: str) -> GGUFError:
         return GGUFError(f"{self.path}: metadata {key!r} is {_describe(value)}, expected {expected}.")
 
-    def check_tensor_types(self, supported: frozenset[GGMLQuantizationType] = SUPPORTED_TENSOR_TYPES) -> None:
-        """Raise GGUFError naming the first tensor whose type the engine cannot run."""
+    def check_tensor_types(self, supported: Collection[GGMLQuantizationType]) -> None:
+        """Raise GGUFError naming the first tensor whose type is not in ``supported`` (the types the
+        loaded native library runs)."""
         names = ", ".join(sorted(t.name for t in supported))
         for tensor in self.tensors.values():
             if tensor.type not in supported:

@@ -4,9 +4,10 @@ Public API
 ----------
 ``ModelFile.open(path)`` -> ``ModelFile`` with ``.gguf`` (:class:`GGUFFile`), ``.config``
 (:class:`ModelConfig`) and ``.tensor(name)``. It raises :class:`GGUFError` (a ``ValueError``) when the
-file is not GGUF v2/v3, is truncated or corrupt, has an unsupported architecture or tensor type,
-inconsistent or out-of-range hyperparameters, or lacks a required tensor or has one with the wrong
-shape; every message names the file and the culprit. Validation is O(metadata + tensors): weights are
+file is not GGUF v2/v3, is truncated or corrupt, has an unsupported architecture, inconsistent or
+out-of-range hyperparameters, or lacks a required tensor or has one with the wrong shape; every message
+names the file and the culprit. Tensor types are checked against the native library that will run the
+file (its own table) when ``NativeModel`` loads it. Validation is O(metadata + tensors): weights are
 never read, except the few values of ``rope_freqs.weight``.
 """
 
@@ -31,7 +32,6 @@ class ModelFile:
     def open(cls, path: str | os.PathLike[str]) -> ModelFile:
         gguf = GGUFFile.open(path)
         config = ModelConfig.from_gguf(gguf)  # checks the architecture first
-        gguf.check_tensor_types()
         check_tensor_shapes(gguf, config)
         check_rope_freqs(gguf)
         return cls(gguf, config)

@@ -183,6 +183,25 @@ def load_variant(selection: Selection) -> ctypes.CDLL:
     return lib
 
 
+@dataclass(frozen=True)
+class TensorType:
+    """One row of a library's tensor type table (csrc/kernels/dtypes.def)."""
+
+    name: str
+    id: int  # the ggml/GGUF type id files store
+    block_size: int  # weights per block
+    block_bytes: int
+
+
+def tensor_types(lib: ctypes.CDLL) -> dict[int, TensorType]:
+    """The tensor types ``lib`` runs, by ggml/GGUF id: the library's own table, never a list kept here."""
+    fn = lib.cpullm_tensor_types
+    fn.restype = ctypes.c_char_p
+    fn.argtypes = []
+    rows = [item.split(":") for item in fn().decode().split(",") if item]
+    return {int(i): TensorType(name, int(i), int(per), int(size)) for name, i, per, size in rows}
+
+
 @cache
 def native() -> tuple[ctypes.CDLL, Selection]:
     """The loaded variant library and why it was chosen (loaded once per process)."""

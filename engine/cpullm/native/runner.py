@@ -5,6 +5,7 @@ Public API
 ``NativeModel(model_file, lib=None)``
     Hands the file's memory-mapped tensors to ``cpullm_model_create`` (no copy, except the projections the
     native side fuses). Keeps ``model_file`` alive as long as the model: the native side borrows its bytes.
+    A tensor of a type the library does not run (its own table) raises GGUFError naming it first.
 ``NativeModel.new_cache(n_blocks, block_size=16, dtype="f16") -> KVCache``
     A paged KV cache of ``n_blocks`` blocks of ``block_size`` tokens in every layer.
 ``NativeModel.step(cache, batch) -> float32[Σ n_logits, vocab]``
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from gguf import GGMLQuantizationType as QT
 
 from cpullm.model.config import ModelConfig, RopeLayout
 from cpullm.model.model_file import ModelFile
@@ -28,6 +30,9 @@ from cpullm.native import loader
 _ROPE_MODES = {RopeLayout.NORMAL: 0, RopeLayout.NEOX: 2}
 _ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}
 _KV_TYPES = {"f32": 0, "f16": 1}
+
+
+_GGML_IDS = frozenset(int(t) for t in QT)
 
 
 class NativeError(RuntimeError):
@@ -156,6 +161,8 @@ class KVCache:
 class NativeModel:
     def __init__(self, model_file: ModelFile, lib: ctypes.CDLL | None = None) -> None:
         self.lib = _bind(lib if lib is not None else loader.native()[0])
+        supported = {QT(t) for t in loader.tensor_types(self.lib) if t in _GGML_IDS}
+        model_file.gguf.check_tensor_types(supported)  # a GGUFError naming the tensor and its type
         self.file = model_file  # the native side borrows the mapped bytes: keep them alive
         self.config: ModelConfig = model_file.config
         c = self.config

@@ -8,10 +8,12 @@ reference (``impl=REF``). Errors reported by the library are raised as ``KernelE
 from __future__ import annotations
 
 import ctypes
-import enum
 
 import numpy as np
 import numpy.typing as npt
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from cpullm.native import loader
 
 BEST = 0
 REF = 1
@@ -19,30 +21,15 @@ REF = 1
 F32Array = npt.NDArray[np.float32]
 
 
-class DType(enum.IntEnum):
-    """ggml/GGUF tensor type ids."""
-
-    F32 = 0
-    F16 = 1
-    Q4_0 = 2
-    Q4_1 = 3
-    Q8_0 = 8
-    Q4_K = 12
-    Q6_K = 14
-    BF16 = 30
+# ggml/GGUF tensor type ids (the gguf package's enum). Which of them a library runs is its own table:
+# ``Kernels.tensor_types``.
+DType = GGMLQuantizationType
 
 
-# (weights per block, bytes per block), as ggml defines them.
-BLOCK = {
-    DType.F32: (1, 4),
-    DType.F16: (1, 2),
-    DType.BF16: (1, 2),
-    DType.Q4_0: (32, 18),
-    DType.Q4_1: (32, 20),
-    DType.Q8_0: (32, 34),
-    DType.Q4_K: (256, 144),
-    DType.Q6_K: (256, 210),
-}
+def block(dtype: DType) -> tuple[int, int]:
+    """(weights per block, bytes per block), as ggml defines them."""
+    return GGML_QUANT_SIZES[DType(dtype)]
+
 
 # One quantized activation block: f32 d, i32 sum, 32 x i8.
 ACT_BLOCK = np.dtype([("d", "<f4"), ("sum", "<i4"), ("q", "i1", (32,))])
@@ -113,7 +100,7 @@ def _f32(a: npt.ArrayLike, name: str) -> F32Array:
 
 def row_bytes(dtype: DType, cols: int) -> int:
     """Bytes of one GGUF row of ``cols`` values (cols a multiple of the block size)."""
-    per, size = BLOCK[DType(dtype)]
+    per, size = block(dtype)
     if cols % per:
         raise KernelError(f"{DType(dtype).name} rows need a multiple of {per} values, not {cols}")
     return cols // per * size
@@ -136,6 +123,11 @@ class Kernels:
     @property
     def best_kernel_set(self) -> str:
         return self.lib.cpullm_best_kernel_set().decode()
+
+    @property
+    def tensor_types(self) -> dict[DType, tuple[int, int]]:
+        """The tensor types this library runs (its own table): (weights, bytes) per block of each."""
+        return {DType(t.id): (t.block_size, t.block_bytes) for t in loader.tensor_types(self.lib).values()}
 
     @property
     def kernel_sets(self) -> list[str]:
