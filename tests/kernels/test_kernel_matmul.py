@@ -112,8 +112,9 @@ def test_bad_arguments_raise_sentences(kernels):
     with pytest.raises(KernelError, match="not a positive multiple of the type's block size 256"):
         kernels.lib.cpullm_matmul(0, int(DType.Q4_K), b"x" * 144, 1, 100, b"x" * 400, 1, b"x" * 4)
         kernels._check(-1)
-    with pytest.raises(KernelError, match="weight type 7 is not supported"):
-        kernels._check(kernels.lib.cpullm_matmul(0, 7, b"x", 1, 32, b"x" * 128, 1, b"x" * 4))
+    unsupported = max(int(t) for t in kernels.tensor_types) + 1  # one past the library's table
+    with pytest.raises(KernelError, match=f"weight type {unsupported} is not supported"):
+        kernels._check(kernels.lib.cpullm_matmul(0, unsupported, b"x", 1, 32, b"x" * 128, 1, b"x" * 4))
     with pytest.raises(KernelError, match="thread count must be between 1 and 1024"):
         kernels.set_num_threads(0)
 
