@@ -172,8 +172,13 @@ def test_venv_without_pip_finds_the_base_pip(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     module = Path(default_model.__file__)
+    env_module = module.parents[1] / "env.py"  # stdlib only, like default_model.py
     probe = (
-        "import importlib.util, sys\n"
+        "import importlib.util, sys, types\n"
+        "pkg = types.ModuleType('cpullm'); pkg.__path__ = []; sys.modules['cpullm'] = pkg\n"
+        f"spec = importlib.util.spec_from_file_location('cpullm.env', {str(env_module)!r})\n"
+        "pkg.env = sys.modules['cpullm.env'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(pkg.env)\n"
         f"spec = importlib.util.spec_from_file_location('dm', {str(module)!r})\n"
         "dm = importlib.util.module_from_spec(spec); spec.loader.exec_module(dm)\n"
         "print([name for name, cmd in dm.pip_commands() if dm._pip_works(cmd) is None][0])\n"
