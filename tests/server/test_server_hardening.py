@@ -100,14 +100,21 @@ class HealthProbe:
         return max(self.latencies, default=float("inf"))
 
     def __enter__(self) -> HealthProbe:
+        # Wait for a first answer: on a loaded machine the client's first connection alone can take
+        # longer than a fast test body, which would leave no sample at all.
         self._thread.start()
-        time.sleep(0.1)
+        self._wait_for_samples(1)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        time.sleep(0.1)
+        self._wait_for_samples(len(self.latencies) + 1)  # one more answer, asked after the test's work
         self._stop.set()
         self._thread.join(15)
+
+    def _wait_for_samples(self, count: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.latencies) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 # ---- D1: body size, and prompts far over the context ----
