@@ -25,8 +25,6 @@ def run_selftest(lib: ctypes.CDLL) -> dict[str, Any]:
         fn = lib.cpullm_selftest
     except AttributeError:
         return {"ran": False, "passed": None, "report": "no self-test in this build"}
-    fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-    fn.restype = ctypes.c_int
     buf = ctypes.create_string_buffer(SELFTEST_REPORT_BYTES)
     status = fn(buf, SELFTEST_REPORT_BYTES)
     report = buf.value.decode(errors="replace")

@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 
 from cpullm import env
+from cpullm.native import abi
 
 ABI_VERSION = 1
 PROBE_ABI_VERSION = 1
@@ -72,8 +73,7 @@ def lib_dir() -> Path:
 
 
 def _read_c_string(fn: ctypes._CFuncPtr) -> str:  # type: ignore[name-defined]
-    fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-    fn.restype = ctypes.c_size_t
+    """Call ``size_t fn(char* buf, size_t cap)``: the size first, then the text."""
     need = fn(None, 0)
     buf = ctypes.create_string_buffer(need + 1)
     fn(buf, need + 1)
@@ -84,12 +84,10 @@ def probe_host(directory: Path) -> HostFeatures:
     path = directory / "libcpullm_probe.so"
     if not path.is_file():
         raise VariantError(f"cpullm is incomplete: {path} is missing; reinstall the cpullm wheel")
-    probe = ctypes.CDLL(str(path))
-    probe.cpullm_probe_abi_version.restype = ctypes.c_int
+    probe = abi.bind(ctypes.CDLL(str(path)), abi.PROBE_SIGNATURES)
     if probe.cpullm_probe_abi_version() != PROBE_ABI_VERSION:
         found = probe.cpullm_probe_abi_version()
         raise VariantError(f"{path} has probe ABI {found}, expected {PROBE_ABI_VERSION}; reinstall cpullm")
-    probe.cpullm_probe_arch.restype = ctypes.c_char_p
     usable = _read_c_string(probe.cpullm_probe_usable)
     unusable = _read_c_string(probe.cpullm_probe_unusable)
     reasons = dict(item.split(":", 1) for item in unusable.split(";") if item)
@@ -167,12 +165,9 @@ def select(directory: Path | None = None, forced: str | None = None) -> Selectio
 def load_variant(selection: Selection) -> ctypes.CDLL:
     """dlopen the selected variant and check it is what the table says."""
     path = selection.lib_dir / selection.variant.library
-    lib = ctypes.CDLL(str(path))
-    lib.cpullm_abi_version.restype = ctypes.c_int
+    lib = abi.bind(ctypes.CDLL(str(path)))
     if lib.cpullm_abi_version() != ABI_VERSION:
         raise VariantError(f"{path} has ABI {lib.cpullm_abi_version()}, this cpullm expects {ABI_VERSION}")
-    for fn in ("cpullm_variant_name", "cpullm_variant_features", "cpullm_variant_kernel_sets"):
-        getattr(lib, fn).restype = ctypes.c_char_p
     name = lib.cpullm_variant_name().decode()
     features = tuple(f for f in lib.cpullm_variant_features().decode().split(",") if f)
     if name != selection.variant.name or features != selection.variant.features:
@@ -195,10 +190,7 @@ class TensorType:
 
 def tensor_types(lib: ctypes.CDLL) -> dict[int, TensorType]:
     """The tensor types ``lib`` runs, by ggml/GGUF id: the library's own table, never a list kept here."""
-    fn = lib.cpullm_tensor_types
-    fn.restype = ctypes.c_char_p
-    fn.argtypes = []
-    rows = [item.split(":") for item in fn().decode().split(",") if item]
+    rows = [item.split(":") for item in abi.bind(lib).cpullm_tensor_types().decode().split(",") if item]
     return {int(i): TensorType(name, int(i), int(per), int(size)) for name, i, per, size in rows}
 
 

@@ -25,7 +25,7 @@ from gguf import GGMLQuantizationType as QT
 
 from cpullm.model.config import ModelConfig, RopeLayout
 from cpullm.model.model_file import ModelFile
-from cpullm.native import loader
+from cpullm.native import abi, loader
 
 _ROPE_MODES = {RopeLayout.NORMAL: 0, RopeLayout.NEOX: 2}
 _ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}
@@ -39,54 +39,6 @@ class NativeError(RuntimeError):
     """The native engine refused a call; the message is its explanation."""
 
 
-class _Config(ctypes.Structure):
-    _fields_ = [
-        ("n_layers", ctypes.c_int32),
-        ("d_model", ctypes.c_int32),
-        ("n_heads", ctypes.c_int32),
-        ("n_kv_heads", ctypes.c_int32),
-        ("head_dim", ctypes.c_int32),
-        ("d_ff", ctypes.c_int32),
-        ("vocab_size", ctypes.c_int32),
-        ("rms_eps", ctypes.c_float),
-        ("rope_mode", ctypes.c_int32),
-        ("rope_dims", ctypes.c_int32),
-        ("rope_theta", ctypes.c_float),
-        ("rope_freq_scale", ctypes.c_float),
-        ("release_packed_sources", ctypes.c_int32),
-        ("qk_norm", ctypes.c_int32),
-        ("activation", ctypes.c_int32),
-        ("post_norms", ctypes.c_int32),
-        ("embed_scale", ctypes.c_float),
-        ("attn_scale", ctypes.c_float),
-        ("attn_softcap", ctypes.c_float),
-        ("final_softcap", ctypes.c_float),
-        ("layer_windows", ctypes.POINTER(ctypes.c_int32)),
-        ("fused_qkv", ctypes.c_int32),
-        ("fused_gate_up", ctypes.c_int32),
-    ]
-
-
-class _Tensor(ctypes.Structure):
-    _fields_ = [
-        ("name", ctypes.c_char_p),
-        ("type", ctypes.c_int32),
-        ("rows", ctypes.c_int64),
-        ("cols", ctypes.c_int64),
-        ("data", ctypes.c_void_p),
-    ]
-
-
-class _Seq(ctypes.Structure):
-    _fields_ = [
-        ("n_tokens", ctypes.c_int32),
-        ("pos0", ctypes.c_int32),
-        ("block_table", ctypes.POINTER(ctypes.c_int32)),
-        ("n_blocks", ctypes.c_int32),
-        ("n_logits", ctypes.c_int32),
-    ]
-
-
 @dataclass
 class SeqChunk:
     """One sequence's share of a step: new ``tokens`` at positions ``pos0 ..``, KV in ``block_table``."""
@@ -95,40 +47,6 @@ class SeqChunk:
     pos0: int
     block_table: Sequence[int]
     n_logits: int = 1
-
-
-def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
-    if getattr(lib, "_cpullm_model_bound", False):
-        return lib
-    p = ctypes.c_void_p
-    lib.cpullm_last_error.restype = ctypes.c_char_p
-    lib.cpullm_model_create.argtypes = [ctypes.POINTER(_Config), ctypes.POINTER(_Tensor), ctypes.c_int32]
-    lib.cpullm_model_create.restype = p
-    lib.cpullm_model_free.argtypes = [p]
-    lib.cpullm_model_free.restype = None
-    lib.cpullm_model_repacked_bytes.argtypes = [p]
-    lib.cpullm_model_repacked_bytes.restype = ctypes.c_int64
-    lib.cpullm_model_packed_names.argtypes = [p, ctypes.c_char_p, ctypes.c_size_t]
-    lib.cpullm_model_packed_names.restype = ctypes.c_size_t
-    lib.cpullm_kv_create.argtypes = [p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
-    lib.cpullm_kv_create.restype = p
-    lib.cpullm_kv_free.argtypes = [p]
-    lib.cpullm_kv_free.restype = None
-    lib.cpullm_kv_bytes.argtypes = [p]
-    lib.cpullm_kv_bytes.restype = ctypes.c_int64
-    lib.cpullm_model_step.argtypes = [
-        p,
-        p,
-        ctypes.POINTER(ctypes.c_int32),
-        ctypes.POINTER(_Seq),
-        ctypes.c_int32,
-        p,
-    ]
-    lib.cpullm_model_step.restype = ctypes.c_int
-    lib.cpullm_set_num_threads.argtypes = [ctypes.c_int]
-    lib.cpullm_set_num_threads.restype = ctypes.c_int
-    lib._cpullm_model_bound = True
-    return lib
 
 
 def _error(lib: ctypes.CDLL) -> NativeError:
@@ -160,13 +78,13 @@ class KVCache:
 
 class NativeModel:
     def __init__(self, model_file: ModelFile, lib: ctypes.CDLL | None = None) -> None:
-        self.lib = _bind(lib if lib is not None else loader.native()[0])
+        self.lib = abi.bind(lib if lib is not None else loader.native()[0])
         supported = {QT(t) for t in loader.tensor_types(self.lib) if t in _GGML_IDS}
         model_file.gguf.check_tensor_types(supported)  # a GGUFError naming the tensor and its type
         self.file = model_file  # the native side borrows the mapped bytes: keep them alive
         self.config: ModelConfig = model_file.config
         c = self.config
-        cfg = _Config(
+        cfg = abi.ModelConfigC(
             n_layers=c.n_layers,
             d_model=c.d_model,
             n_heads=c.n_heads,
@@ -196,7 +114,7 @@ class NativeModel:
         if any(windows):
             cfg.layer_windows = windows  # read by cpullm_model_create only
         tensors = list(model_file.gguf.tensors.values())
-        refs = (_Tensor * len(tensors))()
+        refs = (abi.TensorC * len(tensors))()
         for i, t in enumerate(tensors):
             refs[i].name = t.name.encode()
             refs[i].type = int(t.type)
@@ -232,7 +150,7 @@ class NativeModel:
             raise ValueError("a step needs at least one sequence")
         tokens = np.ascontiguousarray(np.concatenate([np.asarray(s.tokens, dtype=np.int32) for s in batch]))
         tables = [np.ascontiguousarray(s.block_table, dtype=np.int32) for s in batch]
-        seqs = (_Seq * len(batch))()
+        seqs = (abi.SeqC * len(batch))()
         n_out = 0
         for i, (s, table) in enumerate(zip(batch, tables, strict=True)):
             seqs[i].n_tokens = len(s.tokens)

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from cpullm.native import loader
+from cpullm.native import abi, loader
 
 BEST = 0
 REF = 1
@@ -39,54 +39,6 @@ class KernelError(ValueError):
     """The library refused the call; the message says why."""
 
 
-_c_int64, _c_int32, _c_int, _c_float, _vp = (
-    ctypes.c_int64,
-    ctypes.c_int32,
-    ctypes.c_int,
-    ctypes.c_float,
-    ctypes.c_void_p,
-)
-
-_SIGNATURES: dict[str, tuple[type, list[type]]] = {
-    "cpullm_last_error": (ctypes.c_char_p, []),
-    "cpullm_set_num_threads": (_c_int, [_c_int]),
-    "cpullm_get_num_threads": (_c_int, []),
-    "cpullm_best_kernel_set": (ctypes.c_char_p, []),
-    "cpullm_variant_kernel_sets": (ctypes.c_char_p, []),
-    "cpullm_row_bytes": (_c_int64, [_c_int32, _c_int64]),
-    "cpullm_act_row_bytes": (_c_int64, [_c_int32, _c_int64]),
-    "cpullm_quantize_act": (_c_int, [_c_int, _vp, _c_int64, _vp]),
-    "cpullm_dequantize": (_c_int, [_c_int32, _vp, _c_int64, _vp]),
-    "cpullm_matmul": (_c_int, [_c_int, _c_int32, _vp, _c_int64, _c_int64, _vp, _c_int64, _vp]),
-    "cpullm_packed_bytes": (_c_int64, [_c_int32, _c_int64, _c_int64]),
-    "cpullm_repack": (_c_int, [_c_int32, _vp, _c_int64, _c_int64, _vp]),
-    "cpullm_matmul_packed": (_c_int, [_c_int32, _vp, _vp, _c_int64, _c_int64, _vp, _c_int64, _vp]),
-    "cpullm_bench_matmul": (
-        _c_int,
-        [_c_int, _c_int32, _vp, _c_int64, _c_int64, _c_int64, _vp, _c_int64, _vp, _c_int64, _vp],
-    ),
-    "cpullm_bench_stream_read": (_c_int, [_vp, _c_int64, _c_int64, _vp, _vp]),
-    "cpullm_rmsnorm": (_c_int, [_c_int, _vp, _vp, _vp, _c_int64, _c_int64, _c_float]),
-    "cpullm_silu_mul": (_c_int, [_c_int, _vp, _vp, _vp, _c_int64]),
-    "cpullm_add": (_c_int, [_c_int, _vp, _vp, _vp, _c_int64]),
-    "cpullm_softmax": (_c_int, [_c_int, _vp, _c_int64]),
-    "cpullm_argmax": (_c_int64, [_c_int, _vp, _c_int64]),
-    "cpullm_rope": (
-        _c_int,
-        [_c_int, _vp, _c_int64, _c_int32, _c_int32, _vp, _c_int32, _c_int32, _c_float, _c_float, _vp],
-    ),
-    "cpullm_kv_write": (
-        _c_int,
-        [_c_int32, _c_int32, _c_int32, _c_int32, _vp, _vp, _vp, _vp, _vp, _c_int64, _c_int64],
-    ),
-    "cpullm_attention": (
-        _c_int,
-        [_c_int, _vp, _c_int64, _c_int64, *[_c_int32] * 5, _vp, _vp, _vp, _c_float, _vp],
-    ),
-    "cpullm_selftest": (_c_int, [ctypes.c_char_p, ctypes.c_size_t]),
-}
-
-
 def _ptr(a: np.ndarray | None) -> int | None:
     return None if a is None else a.ctypes.data
 
@@ -110,11 +62,7 @@ class Kernels:
     """The kernels of one loaded variant library."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self.lib = lib
-        for name, (restype, argtypes) in _SIGNATURES.items():
-            fn = getattr(lib, name)
-            fn.restype = restype
-            fn.argtypes = argtypes
+        self.lib = abi.bind(lib)
 
     def _check(self, rc: int) -> None:
         if rc < 0:
