@@ -52,7 +52,8 @@ int cpullm_bench_matmul(int impl, int32_t type, const void* w, int64_t rows, int
       const void* act = x;
       if (cpullm::uses_act_blocks(t)) {
         for (int64_t i = 0; i < m; ++i) {
-          cpullm::ref::quantize_act(x + i * cols, cols, reinterpret_cast<cpullm::ActBlock*>(xq.data()) + i * (cols / 32));
+          cpullm::ref::quantize_act(x + i * cols, cols,
+                                    reinterpret_cast<cpullm::ActBlock*>(xq.data()) + i * (cols / 32));
         }
         act = xq.data();
       }
@@ -67,7 +68,8 @@ int cpullm_bench_matmul(int impl, int32_t type, const void* w, int64_t rows, int
 
 // Reads `bytes` (a multiple of 64) of buf `reps` times over the library's thread pool; seconds[k] per pass.
 // A plain streaming read: the DRAM read bandwidth the matvec benchmarks are compared with.
-int cpullm_bench_stream_read(const void* buf, int64_t bytes, int64_t reps, double* seconds, uint64_t* checksum) {
+int cpullm_bench_stream_read(const void* buf, int64_t bytes, int64_t reps, double* seconds,
+                             uint64_t* checksum) {
   if (!buf || bytes < 64 || bytes % 64 != 0 || reps < 1 || !seconds) return -1;
   struct Job {
     const uint64_t* p;
@@ -79,32 +81,35 @@ int cpullm_bench_stream_read(const void* buf, int64_t bytes, int64_t reps, doubl
   for (int64_t k = 0; k < reps; ++k) {
     std::fill(std::begin(job.partial), std::end(job.partial), 0);
     const double t0 = now();
-    pool->parallel_for(lines, 1024, [](void* ctx, int64_t l0, int64_t l1, int thread) {
-      auto* jb = static_cast<Job*>(ctx);
-      // Four independent 64-byte accumulators (vector extensions: the widest registers the variant has)
-      // and a software prefetch 4 KiB ahead: the fastest plain read we found on this machine.
-      typedef uint64_t line __attribute__((vector_size(64)));
-      line a0{}, a1{}, a2{}, a3{};
-      const auto* base = reinterpret_cast<const char*>(jb->p);
-      auto at = [&](int64_t l) {
-        line v;
-        std::memcpy(&v, base + l * 64, 64);
-        return v;
-      };
-      int64_t l = l0;
-      for (; l + 4 <= l1; l += 4) {
-        for (int q = 0; q < 4; ++q) __builtin_prefetch(base + (l + q) * 64 + 4096);
-        a0 ^= at(l);
-        a1 ^= at(l + 1);
-        a2 ^= at(l + 2);
-        a3 ^= at(l + 3);
-      }
-      for (; l < l1; ++l) a0 ^= at(l);
-      const line a = a0 ^ a1 ^ a2 ^ a3;
-      uint64_t s = 0;
-      for (int j = 0; j < 8; ++j) s ^= a[j];
-      jb->partial[thread % 1024] ^= s;  // a thread may run several chunks
-    }, &job);
+    pool->parallel_for(
+        lines, 1024,
+        [](void* ctx, int64_t l0, int64_t l1, int thread) {
+          auto* jb = static_cast<Job*>(ctx);
+          // Four independent 64-byte accumulators (vector extensions: the widest registers the variant has)
+          // and a software prefetch 4 KiB ahead: the fastest plain read we found on this machine.
+          typedef uint64_t line __attribute__((vector_size(64)));
+          line a0{}, a1{}, a2{}, a3{};
+          const auto* base = reinterpret_cast<const char*>(jb->p);
+          auto at = [&](int64_t l) {
+            line v;
+            std::memcpy(&v, base + l * 64, 64);
+            return v;
+          };
+          int64_t l = l0;
+          for (; l + 4 <= l1; l += 4) {
+            for (int q = 0; q < 4; ++q) __builtin_prefetch(base + (l + q) * 64 + 4096);
+            a0 ^= at(l);
+            a1 ^= at(l + 1);
+            a2 ^= at(l + 2);
+            a3 ^= at(l + 3);
+          }
+          for (; l < l1; ++l) a0 ^= at(l);
+          const line a = a0 ^ a1 ^ a2 ^ a3;
+          uint64_t s = 0;
+          for (int j = 0; j < 8; ++j) s ^= a[j];
+          jb->partial[thread % 1024] ^= s;  // a thread may run several chunks
+        },
+        &job);
     seconds[k] = now() - t0;
     for (int t = 0; t < std::min(pool->size(), 1024); ++t) total ^= job.partial[t];
   }

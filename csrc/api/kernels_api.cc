@@ -45,7 +45,8 @@ bool ref(int impl) { return impl == CPULLM_IMPL_REF; }
 
 int check_kv(int32_t kv_type, int32_t block_size, int32_t n_kv_heads, int32_t head_dim, const void* k_pool,
              const void* v_pool, const int32_t* block_table) {
-  if (kv_type != 0 && kv_type != 1) return fail("KV cache type must be F32 (0) or F16 (1), not %lld", kv_type);
+  if (kv_type != 0 && kv_type != 1)
+    return fail("KV cache type must be F32 (0) or F16 (1), not %lld", kv_type);
   if (block_size <= 0 || n_kv_heads <= 0 || head_dim <= 0) {
     return fail("block_size, n_kv_heads and head_dim must be positive (got block_size %lld, n_kv_heads %lld)",
                 block_size, n_kv_heads);
@@ -56,8 +57,9 @@ int check_kv(int32_t kv_type, int32_t block_size, int32_t n_kv_heads, int32_t he
 
 cpullm::KVCache make_kv(int32_t kv_type, int32_t block_size, int32_t n_kv_heads, int32_t head_dim,
                         const void* k_pool, const void* v_pool, const int32_t* block_table) {
-  return cpullm::KVCache{static_cast<cpullm::DType>(kv_type), block_size, n_kv_heads, head_dim,
-                         const_cast<void*>(k_pool), const_cast<void*>(v_pool), block_table};
+  return cpullm::KVCache{
+      static_cast<cpullm::DType>(kv_type), block_size, n_kv_heads, head_dim, const_cast<void*>(k_pool),
+      const_cast<void*>(v_pool),           block_table};
 }
 
 }  // namespace
@@ -82,8 +84,8 @@ const char* cpullm_best_kernel_set(void) { return cpullm::best_kernel_set(); }
 const char* cpullm_tensor_types(void) {
   static const std::string list = [] {
     std::string joined;
-#define CPULLM_DTYPE(name, id, block_size, block_bytes)                                                 \
-  joined += std::string(joined.empty() ? "" : ",") + #name ":" + std::to_string(id) + ":" +              \
+#define CPULLM_DTYPE(name, id, block_size, block_bytes)                                     \
+  joined += std::string(joined.empty() ? "" : ",") + #name ":" + std::to_string(id) + ":" + \
             std::to_string(block_size) + ":" + std::to_string(block_bytes);
 #include "kernels/dtypes.def"
     return joined;
@@ -106,8 +108,10 @@ int cpullm_quantize_act(int impl, const float* x, int64_t n, void* out) {
   if (n <= 0 || n % 32 != 0) return fail("activation length %lld is not a positive multiple of 32", n);
   if (!x || !out) return fail("x and out must not be NULL");
   auto* blocks = static_cast<cpullm::ActBlock*>(out);
-  if (ref(impl)) cpullm::ref::quantize_act(x, n, blocks);
-  else cpullm::quantize_act(x, n, blocks);
+  if (ref(impl))
+    cpullm::ref::quantize_act(x, n, blocks);
+  else
+    cpullm::quantize_act(x, n, blocks);
   return 0;
 }
 
@@ -118,8 +122,8 @@ int cpullm_dequantize(int32_t type, const void* data, int64_t n, float* y) {
   return 0;
 }
 
-int cpullm_matmul(int impl, int32_t type, const void* w, int64_t rows, int64_t cols, const float* x, int64_t m,
-                  float* y) {
+int cpullm_matmul(int impl, int32_t type, const void* w, int64_t rows, int64_t cols, const float* x,
+                  int64_t m, float* y) {
   if (check_impl(impl) || check_type(type, cols)) return -1;
   if (rows <= 0 || m <= 0) return fail("rows (%lld) and m (%lld) must be positive", rows, m);
   if (!w || !x || !y) return fail("w, x and y must not be NULL");
@@ -204,7 +208,8 @@ int64_t cpullm_argmax(int impl, const float* x, int64_t n) {
 }
 
 int cpullm_rope(int impl, float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const int32_t* pos,
-                int32_t mode, int32_t rot_dims, float theta_base, float freq_scale, const float* freq_factors) {
+                int32_t mode, int32_t rot_dims, float theta_base, float freq_scale,
+                const float* freq_factors) {
   if (check_impl(impl)) return -1;
   if (mode != 0 && mode != 2) return fail("rope mode must be 0 (interleaved) or 2 (neox), not %lld", mode);
   if (n_tokens <= 0 || n_heads <= 0 || head_dim <= 0) {
@@ -214,7 +219,8 @@ int cpullm_rope(int impl, float* x, int64_t n_tokens, int32_t n_heads, int32_t h
     return fail("rot_dims %lld must be even, positive and at most head_dim %lld", rot_dims, head_dim);
   }
   if (!x || !pos) return fail("x and pos must not be NULL");
-  const cpullm::RopeParams p{static_cast<cpullm::RopeMode>(mode), rot_dims, theta_base, freq_scale, freq_factors};
+  const cpullm::RopeParams p{static_cast<cpullm::RopeMode>(mode), rot_dims, theta_base, freq_scale,
+                             freq_factors};
   (ref(impl) ? cpullm::ref::rope : cpullm::rope)(x, n_tokens, n_heads, head_dim, pos, p);
   return 0;
 }
@@ -223,23 +229,28 @@ int cpullm_kv_write(int32_t kv_type, int32_t block_size, int32_t n_kv_heads, int
                     void* v_pool, const int32_t* block_table, const float* k, const float* v, int64_t pos0,
                     int64_t n_tokens) {
   if (check_kv(kv_type, block_size, n_kv_heads, head_dim, k_pool, v_pool, block_table)) return -1;
-  if (pos0 < 0 || n_tokens <= 0 || !k || !v) return fail("pos0 (%lld) must be >= 0, n_tokens (%lld) positive", pos0, n_tokens);
-  cpullm::kv_write(make_kv(kv_type, block_size, n_kv_heads, head_dim, k_pool, v_pool, block_table), k, v, pos0,
-                   n_tokens);
+  if (pos0 < 0 || n_tokens <= 0 || !k || !v)
+    return fail("pos0 (%lld) must be >= 0, n_tokens (%lld) positive", pos0, n_tokens);
+  cpullm::kv_write(make_kv(kv_type, block_size, n_kv_heads, head_dim, k_pool, v_pool, block_table), k, v,
+                   pos0, n_tokens);
   return 0;
 }
 
 int cpullm_attention(int impl, const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, int32_t kv_type,
                      int32_t block_size, int32_t n_kv_heads, int32_t head_dim, const void* k_pool,
                      const void* v_pool, const int32_t* block_table, float scale, float* out) {
-  if (check_impl(impl) || check_kv(kv_type, block_size, n_kv_heads, head_dim, k_pool, v_pool, block_table)) return -1;
+  if (check_impl(impl) || check_kv(kv_type, block_size, n_kv_heads, head_dim, k_pool, v_pool, block_table))
+    return -1;
   if (n_heads <= 0 || n_heads % n_kv_heads != 0) {
     return fail("n_heads %lld must be a positive multiple of n_kv_heads %lld", n_heads, n_kv_heads);
   }
-  if (pos0 < 0 || n_q <= 0 || !q || !out) return fail("pos0 (%lld) must be >= 0 and n_q (%lld) positive", pos0, n_q);
+  if (pos0 < 0 || n_q <= 0 || !q || !out)
+    return fail("pos0 (%lld) must be >= 0 and n_q (%lld) positive", pos0, n_q);
   const auto kv = make_kv(kv_type, block_size, n_kv_heads, head_dim, k_pool, v_pool, block_table);
-  if (ref(impl)) cpullm::ref::attention_items(q, n_q, pos0, n_heads, kv, scale, out, 0, n_q * n_heads);
-  else cpullm::attention(q, n_q, pos0, n_heads, kv, scale, out, cpullm::global_pool());
+  if (ref(impl))
+    cpullm::ref::attention_items(q, n_q, pos0, n_heads, kv, scale, out, 0, n_q * n_heads);
+  else
+    cpullm::attention(q, n_q, pos0, n_heads, kv, scale, out, cpullm::global_pool());
   return 0;
 }
 

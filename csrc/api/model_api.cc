@@ -2,9 +2,9 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
-#include <string>
 #include <memory>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "api/last_error.h"
@@ -28,9 +28,7 @@ auto guarded(F&& fn, decltype(fn()) on_error) -> decltype(fn()) {
     return fn();
   } catch (const std::bad_alloc&) {
     cpullm::set_last_error("out of memory");
-  } catch (const std::exception& e) {
-    cpullm::set_last_error(e.what());
-  }
+  } catch (const std::exception& e) { cpullm::set_last_error(e.what()); }
   return on_error;
 }
 
@@ -122,7 +120,8 @@ size_t cpullm_model_packed_names(const cpullm_model* model, char* buf, size_t n)
   return names.size();
 }
 
-cpullm_kv* cpullm_kv_create(const cpullm_model* model, int32_t n_blocks, int32_t block_size, int32_t kv_type) {
+cpullm_kv* cpullm_kv_create(const cpullm_model* model, int32_t n_blocks, int32_t block_size,
+                            int32_t kv_type) {
   return guarded(
       [&]() -> cpullm_kv* {
         if (model == nullptr) {

@@ -90,7 +90,8 @@ void matmul_prepared(const Matrix& W, const void* Xq, int64_t m, float* Y, int64
     matmul_rows(W, Xq, m, Y, ldy, 0, W.rows);
     return;
   }
-  pool->parallel_for(W.rows, kRowGrain, [&](int64_t r0, int64_t r1) { matmul_rows(W, Xq, m, Y, ldy, r0, r1); });
+  pool->parallel_for(W.rows, kRowGrain,
+                     [&](int64_t r0, int64_t r1) { matmul_rows(W, Xq, m, Y, ldy, r0, r1); });
 }
 
 void matmul(const Matrix& W, const float* X, int64_t m, float* Y, ThreadPool* pool) {

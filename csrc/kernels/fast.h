@@ -21,19 +21,21 @@ constexpr bool has(unsigned provides, KernelSetProvides what) { return (provides
 
 // Each compiled set's namespace declares the whole interface. A set defines what its row provides; the
 // dispatcher calls nothing else (behind `if constexpr`), so the rest needs no definition.
-#define CPULLM_KERNEL_SET(set, features, provides)                                                              \
-  namespace set {                                                                                               \
-  bool matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1);  \
-  bool quantize_act(const float* x, int64_t n, ActBlock* out);                                                  \
-  void silu_mul(const float* g, const float* u, float* y, int64_t n);                                           \
-  void softmax(float* x, int64_t n);                                                                            \
-  void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps);                   \
-  bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv,           \
-                       float scale, float* out, int64_t i0, int64_t i1);                                        \
-  bool attention_decode(const DecodeQuery* queries, int64_t n, int32_t n_heads, float scale, ThreadPool* pool); \
-  int64_t packed_bytes(const Matrix& W);                                                                        \
-  void repack(const Matrix& W, void* dst);                                                                      \
-  bool usable(); /* asks the OS for the set's state, once */                                                    \
+#define CPULLM_KERNEL_SET(set, features, provides)                                                    \
+  namespace set {                                                                                     \
+  bool matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0,     \
+                   int64_t r1);                                                                       \
+  bool quantize_act(const float* x, int64_t n, ActBlock* out);                                        \
+  void silu_mul(const float* g, const float* u, float* y, int64_t n);                                 \
+  void softmax(float* x, int64_t n);                                                                  \
+  void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps);         \
+  bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv, \
+                       float scale, float* out, int64_t i0, int64_t i1);                              \
+  bool attention_decode(const DecodeQuery* queries, int64_t n, int32_t n_heads, float scale,          \
+                        ThreadPool* pool);                                                            \
+  int64_t packed_bytes(const Matrix& W);                                                              \
+  void repack(const Matrix& W, void* dst);                                                            \
+  bool usable(); /* asks the OS for the set's state, once */                                          \
   }
 #include "kernels/kernel_sets.def"
 

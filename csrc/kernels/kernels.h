@@ -132,10 +132,10 @@ enum class RopeMode : int32_t {
 };
 struct RopeParams {
   RopeMode mode;
-  int32_t rot_dims;            // dimensions rotated per head (even, <= head_dim); usually head_dim
-  float theta_base;            // e.g. 10000 or 500000
-  float freq_scale;            // linear position scaling (1 = none): angle uses pos * freq_scale
-  const float* freq_factors;   // nullable; [rot_dims / 2]: angle_i is divided by freq_factors[i] (Llama 3)
+  int32_t rot_dims;           // dimensions rotated per head (even, <= head_dim); usually head_dim
+  float theta_base;           // e.g. 10000 or 500000
+  float freq_scale;           // linear position scaling (1 = none): angle uses pos * freq_scale
+  const float* freq_factors;  // nullable; [rot_dims / 2]: angle_i is divided by freq_factors[i] (Llama 3)
 };
 // x[n_tokens × n_heads × head_dim] rotated in place; token t is at position pos[t].
 // angle_i = pos * freq_scale * theta_base^(-2i / rot_dims) / freq_factors[i], i in [0, rot_dims/2).
@@ -151,12 +151,12 @@ void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const i
 // contiguous per dimension; a V tile is [block_size][head_dim]. Token position p of the sequence lives in
 // physical block block_table[p / block_size], slot p % block_size (kernels/attention/kv_layout.h).
 struct KVCache {
-  DType type;              // F32 or F16
-  int32_t block_size;      // tokens per block
+  DType type;          // F32 or F16
+  int32_t block_size;  // tokens per block
   int32_t n_kv_heads;
   int32_t head_dim;
-  void* k_pool;            // base of the K block pool
-  void* v_pool;            // base of the V block pool
+  void* k_pool;                // base of the K block pool
+  void* v_pool;                // base of the V block pool
   const int32_t* block_table;  // logical block -> physical block index
   // How a query reads it (the layer's attention options): only the last `window` positions up to its own
   // (0 = all: keys pos - window + 1 .. pos, Gemma's sliding-window layers); scores q·k·scale soft-capped

@@ -23,8 +23,8 @@
 namespace cpullm {
 
 namespace {
-constexpr int kSpins = 20000;   // ~ tens of microseconds of pause before yielding
-constexpr int kYields = 2000;   // then yield this many times before sleeping
+constexpr int kSpins = 20000;  // ~ tens of microseconds of pause before yielding
+constexpr int kYields = 2000;  // then yield this many times before sleeping
 }  // namespace
 
 // Each job's chunks are dealt out as contiguous home ranges, one per thread. A thread runs its own
@@ -41,7 +41,7 @@ struct alignas(64) Slot {
 struct ThreadPool::Impl {
   int n_threads = 1;
   std::vector<std::thread> workers;
-  std::unique_ptr<Slot[]> slots;       // one home range per thread
+  std::unique_ptr<Slot[]> slots;        // one home range per thread
   std::atomic<uint64_t> generation{0};  // bumped once per job; workers wait for it to change
   std::atomic<int64_t> chunks{0};       // chunks of the current job
   std::atomic<int64_t> done{0};         // chunks of the current job finished
@@ -139,7 +139,8 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
   // it must not claim a chunk against half-written fields (a server once hung that way). With every
   // range exhausted under the old generation, such a stale compare-exchange fails.
   for (int t = 0; t < nt; ++t) {
-    s.slots[t].next.store((static_cast<uint64_t>(s.last_generation) << 32) | 0xFFFFFFFFu, std::memory_order_release);
+    s.slots[t].next.store((static_cast<uint64_t>(s.last_generation) << 32) | 0xFFFFFFFFu,
+                          std::memory_order_release);
   }
   s.fn = fn;
   s.ctx = ctx;
@@ -163,8 +164,10 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
   s.run_chunks(gen, 0);
   int spins = 0;
   while (s.done.load(std::memory_order_acquire) != chunks) {
-    if (++spins < kSpins) CPULLM_CPU_RELAX();
-    else std::this_thread::yield();
+    if (++spins < kSpins)
+      CPULLM_CPU_RELAX();
+    else
+      std::this_thread::yield();
   }
 }
 

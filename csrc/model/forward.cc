@@ -40,20 +40,23 @@ void check_batch(const Model& model, const KVStore& kv, const int32_t* tokens, c
     if (q.n_tokens <= 0) throw std::invalid_argument(who + "needs at least one new token");
     if (q.pos0 < 0) throw std::invalid_argument(who + "negative start position");
     if (q.n_logits < 0 || q.n_logits > q.n_tokens) throw std::invalid_argument(who + "n_logits out of range");
-    const int64_t need_blocks = (static_cast<int64_t>(q.pos0) + q.n_tokens + kv.block_size() - 1) / kv.block_size();
+    const int64_t need_blocks =
+        (static_cast<int64_t>(q.pos0) + q.n_tokens + kv.block_size() - 1) / kv.block_size();
     if (q.block_table == nullptr || q.n_blocks < need_blocks) {
-      throw std::invalid_argument(who + "block table has " + std::to_string(q.n_blocks) + " blocks, positions up to " +
-                                  std::to_string(q.pos0 + q.n_tokens) + " need " + std::to_string(need_blocks));
+      throw std::invalid_argument(who + "block table has " + std::to_string(q.n_blocks) +
+                                  " blocks, positions up to " + std::to_string(q.pos0 + q.n_tokens) +
+                                  " need " + std::to_string(need_blocks));
     }
     for (int64_t b = 0; b < need_blocks; ++b) {
       if (q.block_table[b] < 0 || q.block_table[b] >= kv.n_blocks()) {
-        throw std::invalid_argument(who + "block id " + std::to_string(q.block_table[b]) + " is outside the cache");
+        throw std::invalid_argument(who + "block id " + std::to_string(q.block_table[b]) +
+                                    " is outside the cache");
       }
     }
     for (int32_t i = 0; i < q.n_tokens; ++i, ++t) {
       if (tokens[t] < 0 || tokens[t] >= c.vocab_size) {
-        throw std::invalid_argument(who + "token id " + std::to_string(tokens[t]) + " is outside the vocabulary of " +
-                                    std::to_string(c.vocab_size));
+        throw std::invalid_argument(who + "token id " + std::to_string(tokens[t]) +
+                                    " is outside the vocabulary of " + std::to_string(c.vocab_size));
       }
     }
   }
@@ -115,8 +118,8 @@ void Forward::step(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
       if (a >= b) continue;
       const int64_t wanted_from = seqs[s].n_tokens - seqs[s].n_logits;  // local index of the first logits row
       const auto n_logits = static_cast<int32_t>(std::max<int64_t>(0, b - std::max(a, wanted_from)));
-      part.push_back({static_cast<int32_t>(b - a), static_cast<int32_t>(seqs[s].pos0 + a), seqs[s].block_table,
-                      seqs[s].n_blocks, n_logits});
+      part.push_back({static_cast<int32_t>(b - a), static_cast<int32_t>(seqs[s].pos0 + a),
+                      seqs[s].block_table, seqs[s].n_blocks, n_logits});
     }
     pass(kv, tokens + g0, part.data(), static_cast<int32_t>(part.size()), logits + emitted * vocab);
     for (const SeqStep& p : part) emitted += p.n_logits;
@@ -153,7 +156,8 @@ KVCache Forward::layer_view(const KVStore& kv, int32_t l, const int32_t* block_t
   return view;
 }
 
-void Forward::attend(const KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_seqs, int64_t T, float scale) {
+void Forward::attend(const KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_seqs, int64_t T,
+                     float scale) {
   const ModelConfig& c = model_.config();
   ThreadPool* pool = global_pool();
   const int64_t qd = c.q_dim();
@@ -166,8 +170,9 @@ void Forward::attend(const KVStore& kv, int32_t l, const SeqStep* seqs, int32_t 
           {q_.data() + t * qd, seqs[s].pos0, layer_view(kv, l, seqs[s].block_table), att_.data() + t * qd});
     }
   }
-  const bool split = !decode_.empty() &&
-                     attention_decode(decode_.data(), static_cast<int64_t>(decode_.size()), c.n_heads, scale, pool);
+  const bool split =
+      !decode_.empty() &&
+      attention_decode(decode_.data(), static_cast<int64_t>(decode_.size()), c.n_heads, scale, pool);
   const int64_t item_tokens = split ? T - static_cast<int64_t>(decode_.size()) : T;
   if (item_tokens == 0) return;
   // Item i belongs to the sequence whose token range holds i, counting only the sequences in this loop.
@@ -213,8 +218,8 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
   ThreadPool* pool = global_pool();
   const int64_t d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff, qkvd = qd + 2 * kvd;
   const int64_t T = prepare(seqs, n_seqs);
-  float* x = x_.data();   // [T × d]
-  float* xn = xn_.data(); // [T × d]
+  float* x = x_.data();    // [T × d]
+  float* xn = xn_.data();  // [T × d]
 
   for_rows(pool, T, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
@@ -245,15 +250,16 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
         std::copy(row + qd + kvd, row + qkvd, v_.data() + t * kvd);
       }
       if (L.q_norm) {  // each head is one row of head_dim values
-        rmsnorm(q_.data() + t0 * qd, L.q_norm, q_.data() + t0 * qd, (t1 - t0) * c.n_heads, c.head_dim, c.rms_eps);
+        rmsnorm(q_.data() + t0 * qd, L.q_norm, q_.data() + t0 * qd, (t1 - t0) * c.n_heads, c.head_dim,
+                c.rms_eps);
         rmsnorm(k_.data() + t0 * kvd, L.k_norm, k_.data() + t0 * kvd, (t1 - t0) * c.n_kv_heads, c.head_dim,
                 c.rms_eps);
       }
       rope(q_.data() + t0 * qd, t1 - t0, c.n_heads, c.head_dim, pos_.data() + t0, rope_p);
       rope(k_.data() + t0 * kvd, t1 - t0, c.n_kv_heads, c.head_dim, pos_.data() + t0, rope_p);
     });
-    write_kv(kv, l, seqs, n_seqs);                      // k_, v_ -> the cache
-    attend(kv, l, seqs, n_seqs, T, scale);              // q_ -> att_ [T × qd]
+    write_kv(kv, l, seqs, n_seqs);                     // k_, v_ -> the cache
+    attend(kv, l, seqs, n_seqs, T, scale);             // q_ -> att_ [T × qd]
     matmul(L.wo, att_.data(), T, proj_.data(), pool);  // [T × d]
     if (L.post_attn_norm) post_norm(L.post_attn_norm, T);
     add(x, proj_.data(), x, T * d);
@@ -279,7 +285,7 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
   }
 
   // ---- logits of the requested rows: final norm, output projection ----
-  const int64_t n_out = norm_logit_rows(seqs, n_seqs);               // xn [n_out × d]
+  const int64_t n_out = norm_logit_rows(seqs, n_seqs);              // xn [n_out × d]
   if (n_out > 0) matmul(model_.output(), xn, n_out, logits, pool);  // [n_out × vocab]
   if (n_out > 0 && c.final_softcap > 0.0f) {
     const int64_t vocab = c.vocab_size;

@@ -32,8 +32,8 @@ Matrix matrix(const TensorMap& map, const std::string& name, int64_t rows, int64
                              shape(rows, cols));
   }
   if (cols % block_size(t.type) != 0) {
-    throw std::runtime_error("tensor '" + name + "': " + std::to_string(cols) + " columns is not a multiple of " +
-                             dtype_name(t.type) + "'s block size");
+    throw std::runtime_error("tensor '" + name + "': " + std::to_string(cols) +
+                             " columns is not a multiple of " + dtype_name(t.type) + "'s block size");
   }
   return Matrix{t.type, rows, cols, t.data};
 }
@@ -58,8 +58,9 @@ int64_t Projection::out_dim() const {
 Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cfg_(cfg) {
   if (cfg.n_layers <= 0 || cfg.d_model <= 0 || cfg.n_heads <= 0 || cfg.n_kv_heads <= 0 || cfg.head_dim <= 0 ||
       cfg.d_ff <= 0 || cfg.vocab_size <= 0 || cfg.n_heads % cfg.n_kv_heads != 0) {
-    throw std::runtime_error("model config is inconsistent (layers, sizes and heads must be positive; heads a "
-                             "multiple of kv heads)");
+    throw std::runtime_error(
+        "model config is inconsistent (layers, sizes and heads must be positive; heads a "
+        "multiple of kv heads)");
   }
   if (cfg.rope_dims <= 0 || cfg.rope_dims > cfg.head_dim || cfg.rope_dims % 2 != 0) {
     throw std::runtime_error("rope_dims must be even and at most head_dim");
@@ -82,8 +83,8 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
   auto vec = [&](const std::string& name, int64_t n) -> const float* {
     const TensorRef& t = need(map, name);
     if (t.rows * t.cols != n) {
-      throw std::runtime_error("tensor '" + name + "' has " + std::to_string(t.rows * t.cols) + " values, expected " +
-                               std::to_string(n));
+      throw std::runtime_error("tensor '" + name + "' has " + std::to_string(t.rows * t.cols) +
+                               " values, expected " + std::to_string(n));
     }
     if (t.type == DType::F32) return static_cast<const float*>(t.data);
     owned_.emplace_back(static_cast<size_t>(n) * sizeof(float));
@@ -143,7 +144,6 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
     L.wdown = weight(p + "ffn_down.weight", d, ff);
     L.post_ffn_norm = cfg.post_norms ? vec(p + "post_ffw_norm.weight", d) : nullptr;
   }
-
 }
 
 int64_t Model::repacked_bytes() const {
@@ -158,7 +158,8 @@ KVStore::KVStore(const ModelConfig& cfg, int32_t n_blocks, int32_t block_size, D
       n_kv_heads_(cfg.n_kv_heads),
       head_dim_(cfg.head_dim),
       type_(type) {
-  if (n_blocks <= 0 || block_size <= 0) throw std::runtime_error("KV cache needs a positive block count and size");
+  if (n_blocks <= 0 || block_size <= 0)
+    throw std::runtime_error("KV cache needs a positive block count and size");
   if (type != DType::F32 && type != DType::F16) throw std::runtime_error("KV cache type must be F32 or F16");
   const int64_t elem = type == DType::F16 ? 2 : 4;
   const int64_t block_stride = static_cast<int64_t>(block_size) * cfg.n_kv_heads * cfg.head_dim * elem;

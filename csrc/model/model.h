@@ -1,11 +1,12 @@
-// The transformer (llama, mistral, qwen2, qwen3, gemma2, phi3) over the kernel library: one block whose options
-// (QKV bias, per-head Q/K norm, activation, post-norms, soft-capping, sliding window...) the architecture
-// sets (engine/cpullm/config.py ARCHITECTURES).
+// The transformer (llama, mistral, qwen2, qwen3, gemma2, phi3) over the kernel library: one block whose
+// options (QKV bias, per-head Q/K norm, activation, post-norms, soft-capping, sliding window...) the
+// architecture sets (engine/cpullm/config.py ARCHITECTURES).
 //
 // A Model borrows the weights (GGUF-layout bytes, usually the memory-mapped file) and owns only what it
 // repacks at load: each product's weights in the layout the variant's fast path prefers. Q/K/V (and
-// gate/up) read the same input, so each group runs as one threaded product over all their rows. A KVStore owns the paged KV cache: per layer, a pool of fixed-size blocks of
-// `block_size` tokens that the sequences of a batch index through their own block tables.
+// gate/up) read the same input, so each group runs as one threaded product over all their rows. A KVStore
+// owns the paged KV cache: per layer, a pool of fixed-size blocks of `block_size` tokens that the sequences
+// of a batch index through their own block tables.
 #ifndef CPULLM_MODEL_MODEL_H
 #define CPULLM_MODEL_MODEL_H
 
@@ -36,14 +37,14 @@ struct ModelConfig {
   float rope_freq_scale = 1.0f;
   bool qk_norm = false;  // per-head RMSNorm of queries and keys before RoPE (qwen3)
   Activation activation = Activation::Silu;
-  bool post_norms = false;     // RMSNorm of each sub-layer's output before its residual add (gemma2)
-  float embed_scale = 1.0f;    // token embeddings are multiplied by it (gemma2: sqrt(d_model))
-  float attn_scale = 0.0f;     // attention score factor; 0 = 1 / sqrt(head_dim)
-  float attn_softcap = 0.0f;   // scores -> cap · tanh(score / cap) before the softmax; 0 = not
-  float final_softcap = 0.0f;  // the same for the logits
-  std::vector<int32_t> layer_windows;  // per layer: sliding window (0 = none); empty = none anywhere
-  bool fused_qkv = false;      // one attn_qkv matrix [q | k | v] (phi3)
-  bool fused_gate_up = false;  // ffn_up holds [gate | up] (2 d_ff rows), no ffn_gate (phi3)
+  bool post_norms = false;              // RMSNorm of each sub-layer's output before its residual add (gemma2)
+  float embed_scale = 1.0f;             // token embeddings are multiplied by it (gemma2: sqrt(d_model))
+  float attn_scale = 0.0f;              // attention score factor; 0 = 1 / sqrt(head_dim)
+  float attn_softcap = 0.0f;            // scores -> cap · tanh(score / cap) before the softmax; 0 = not
+  float final_softcap = 0.0f;           // the same for the logits
+  std::vector<int32_t> layer_windows;   // per layer: sliding window (0 = none); empty = none anywhere
+  bool fused_qkv = false;               // one attn_qkv matrix [q | k | v] (phi3)
+  bool fused_gate_up = false;           // ffn_up holds [gate | up] (2 d_ff rows), no ffn_gate (phi3)
   bool release_packed_sources = false;  // weights are a file mapping: drop a tensor's pages once packed
 
   int32_t q_dim() const { return n_heads * head_dim; }
@@ -66,17 +67,17 @@ struct Projection {
 };
 
 struct Layer {
-  const float* attn_norm;  // [d_model]
-  Projection qkv;          // -> [q_dim | kv_dim | kv_dim]
-  const float* bqkv;       // [q_dim + 2 kv_dim] or nullptr (qwen2 has Q/K/V biases)
-  const float* q_norm;     // [head_dim] or nullptr: RMSNorm weights of every query head (qwen3)
-  const float* k_norm;     // [head_dim] or nullptr: the same for key heads
-  Matrix wo;               // [d_model, q_dim]
+  const float* attn_norm;       // [d_model]
+  Projection qkv;               // -> [q_dim | kv_dim | kv_dim]
+  const float* bqkv;            // [q_dim + 2 kv_dim] or nullptr (qwen2 has Q/K/V biases)
+  const float* q_norm;          // [head_dim] or nullptr: RMSNorm weights of every query head (qwen3)
+  const float* k_norm;          // [head_dim] or nullptr: the same for key heads
+  Matrix wo;                    // [d_model, q_dim]
   const float* post_attn_norm;  // [d_model] or nullptr: RMSNorm of the attention output (gemma2)
-  const float* ffn_norm;   // [d_model]
-  Projection gate_up;      // -> [d_ff | d_ff]
-  Matrix wdown;            // [d_model, d_ff]
-  const float* post_ffn_norm;  // [d_model] or nullptr: RMSNorm of the FFN output (gemma2)
+  const float* ffn_norm;        // [d_model]
+  Projection gate_up;           // -> [d_ff | d_ff]
+  Matrix wdown;                 // [d_model, d_ff]
+  const float* post_ffn_norm;   // [d_model] or nullptr: RMSNorm of the FFN output (gemma2)
 };
 
 class Model {
@@ -155,25 +156,26 @@ class Forward {
  private:
   const Model& model_;
   // Scratch, grown on demand and reused across steps. T = total new tokens in the step.
-  std::vector<float> x_;     // [T × d_model]   residual stream
-  std::vector<float> xn_;    // [T × d_model]   normalized input of a sub-layer
-  std::vector<float> qkv_;   // [T × (q_dim + 2 kv_dim)]
-  std::vector<float> q_;     // [T × q_dim]
-  std::vector<float> k_;     // [T × kv_dim]
-  std::vector<float> v_;     // [T × kv_dim]
-  std::vector<float> att_;   // [T × q_dim]     attention output
-  std::vector<float> gu_;    // [T × 2 d_ff]    gate | up
-  std::vector<float> h_;     // [T × d_ff]      silu(gate) * up
-  std::vector<float> proj_;  // [T × d_model]   output of wo / wdown before the residual add
-  std::vector<int32_t> pos_; // [T]
-  std::vector<uint8_t> xq_;  // [T × act_row_bytes]  quantized activations shared by a projection's parts
+  std::vector<float> x_;      // [T × d_model]   residual stream
+  std::vector<float> xn_;     // [T × d_model]   normalized input of a sub-layer
+  std::vector<float> qkv_;    // [T × (q_dim + 2 kv_dim)]
+  std::vector<float> q_;      // [T × q_dim]
+  std::vector<float> k_;      // [T × kv_dim]
+  std::vector<float> v_;      // [T × kv_dim]
+  std::vector<float> att_;    // [T × q_dim]     attention output
+  std::vector<float> gu_;     // [T × 2 d_ff]    gate | up
+  std::vector<float> h_;      // [T × d_ff]      silu(gate) * up
+  std::vector<float> proj_;   // [T × d_model]   output of wo / wdown before the residual add
+  std::vector<int32_t> pos_;  // [T]
+  std::vector<uint8_t> xq_;   // [T × act_row_bytes]  quantized activations shared by a projection's parts
   std::vector<DecodeQuery> decode_;  // this layer's decode tokens, for attention_decode
 
   void project(const Projection& p, const float* X, int64_t T, float* Y);
   // One forward pass over a batch already checked by step(), at most kMaxPassTokens tokens: the layers.
   void pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits);
   // The pass's batch bookkeeping. Sequence s's new tokens are rows t .. t + n_tokens - 1 of the batch, t the
-  // earlier sequences' n_tokens summed. prepare: scratch for the batch's T tokens, their positions; returns T.
+  // earlier sequences' n_tokens summed. prepare: scratch for the batch's T tokens, their positions; returns
+  // T.
   int64_t prepare(const SeqStep* seqs, int32_t n_seqs);
   // Layer l's new keys and values (k_, v_) into each sequence's blocks.
   void write_kv(KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_seqs);

@@ -70,8 +70,8 @@ ProbeResult probe() {
   const Regs l71 = l7.a >= 1 ? cpuid(7, 1) : Regs{};
   const bool osxsave = bit(l1.c, 27);
   const unsigned long long xcr0 = osxsave ? xgetbv0() : 0;
-  const bool ymm = (xcr0 & 0x6) == 0x6;     // SSE + AVX state
-  const bool zmm = (xcr0 & 0xe6) == 0xe6;   // + opmask, ZMM_Hi256, Hi16_ZMM
+  const bool ymm = (xcr0 & 0x6) == 0x6;            // SSE + AVX state
+  const bool zmm = (xcr0 & 0xe6) == 0xe6;          // + opmask, ZMM_Hi256, Hi16_ZMM
   const bool tiles = (xcr0 & 0x60000) == 0x60000;  // XTILECFG + XTILEDATA
   const char* no_ymm = "AVX state not enabled by the OS (XCR0)";
   const char* no_zmm = "AVX-512 state not enabled by the OS (XCR0)";

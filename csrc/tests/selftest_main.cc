@@ -23,7 +23,9 @@ int main(int argc, char** argv) {
   auto selftest = reinterpret_cast<SelfTest>(dlsym(lib, "cpullm_selftest"));
   auto kernel_sets = reinterpret_cast<Names>(dlsym(lib, "cpullm_variant_kernel_sets"));
   if (selftest == nullptr || kernel_sets == nullptr) {
-    std::fprintf(stderr, "%s lacks cpullm_selftest or cpullm_variant_kernel_sets; is it a cpullm variant library?\n", argv[1]);
+    std::fprintf(stderr,
+                 "%s lacks cpullm_selftest or cpullm_variant_kernel_sets; is it a cpullm variant library?\n",
+                 argv[1]);
     return 2;
   }
   std::printf("kernel sets: %s\n", kernel_sets());

@@ -64,16 +64,16 @@ CPULLM_API int cpullm_dequantize(int32_t type, const void* data, int64_t n, floa
 
 /* Y[m x rows] = X[m x cols] . W^T, W [rows x cols] of `type`. Activations are quantized inside
  * (for quantized types) exactly as cpullm_quantize_act does. m = 1 is the decode matvec. */
-CPULLM_API int cpullm_matmul(int impl, int32_t type, const void* w, int64_t rows, int64_t cols, const float* x,
-                             int64_t m, float* y);
+CPULLM_API int cpullm_matmul(int impl, int32_t type, const void* w, int64_t rows, int64_t cols,
+                             const float* x, int64_t m, float* y);
 
 /* Repacking: bytes of this library's packed copy of a [rows x cols] `type` matrix (0 = no packed layout
  * for the type here), writing it, and the product using it (w, the GGUF data, is still read for the rows
  * the packed layout leaves out). The packed layout is private to this library. */
 CPULLM_API int64_t cpullm_packed_bytes(int32_t type, int64_t rows, int64_t cols);
 CPULLM_API int cpullm_repack(int32_t type, const void* w, int64_t rows, int64_t cols, void* packed);
-CPULLM_API int cpullm_matmul_packed(int32_t type, const void* w, const void* packed, int64_t rows, int64_t cols,
-                                    const float* x, int64_t m, float* y);
+CPULLM_API int cpullm_matmul_packed(int32_t type, const void* w, const void* packed, int64_t rows,
+                                    int64_t cols, const float* x, int64_t m, float* y);
 
 /* y[rows x n] = x / sqrt(mean(x^2) + eps) * w[n], per row. */
 CPULLM_API int cpullm_rmsnorm(int impl, const float* x, const float* w, float* y, int64_t rows, int64_t n,

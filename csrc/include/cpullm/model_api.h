@@ -26,9 +26,9 @@ typedef struct {
   int32_t release_packed_sources;
   int32_t qk_norm; /* 1: per-head RMSNorm of queries and keys before RoPE (tensors blk.N.attn_q_norm.weight,
                     * blk.N.attn_k_norm.weight, [head_dim] each; qwen3) */
-  int32_t activation; /* the FFN gate's: 0 = SiLU (SwiGLU), 1 = tanh-approximated GELU (GeGLU; gemma2) */
-  int32_t post_norms; /* 1: RMSNorm of each sub-layer's output before the residual add (tensors
-                       * blk.N.post_attention_norm.weight, blk.N.post_ffw_norm.weight; gemma2) */
+  int32_t activation;  /* the FFN gate's: 0 = SiLU (SwiGLU), 1 = tanh-approximated GELU (GeGLU; gemma2) */
+  int32_t post_norms;  /* 1: RMSNorm of each sub-layer's output before the residual add (tensors
+                        * blk.N.post_attention_norm.weight, blk.N.post_ffw_norm.weight; gemma2) */
   float embed_scale;   /* token embeddings are multiplied by it; 0 = 1 */
   float attn_scale;    /* attention scores are q.k times it; 0 = 1 / sqrt(head_dim) */
   float attn_softcap;  /* scores -> cap * tanh(score / cap) before the softmax; 0 = none */
@@ -78,8 +78,8 @@ typedef struct {
 } cpullm_seq;
 
 /* tokens: every sequence's new tokens, concatenated. logits: [sum of n_logits x vocab_size] floats. */
-CPULLM_API int cpullm_model_step(cpullm_model* model, cpullm_kv* kv, const int32_t* tokens, const cpullm_seq* seqs,
-                                 int32_t n_seqs, float* logits);
+CPULLM_API int cpullm_model_step(cpullm_model* model, cpullm_kv* kv, const int32_t* tokens,
+                                 const cpullm_seq* seqs, int32_t n_seqs, float* logits);
 
 #ifdef __cplusplus
 }

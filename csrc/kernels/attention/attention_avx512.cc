@@ -5,8 +5,8 @@
 
 namespace cpullm::avx512 {
 
-bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv, float scale,
-                     float* out, int64_t i0, int64_t i1) {
+bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads, const KVCache& kv,
+                     float scale, float* out, int64_t i0, int64_t i1) {
   return simd_attention::attention_items(q, n_q, pos0, n_heads, kv, scale, out, i0, i1);
 }
 

@@ -39,9 +39,9 @@ namespace cpullm {
 namespace {
 namespace simd_attention {
 
-constexpr int kLanes = 16;     // keys per tile = lanes of one score vector
-constexpr int kMaxTokens = 16; // query tokens per work group
-constexpr int kMaxGroup = 16;  // query heads per KV head we keep state for
+constexpr int kLanes = 16;      // keys per tile = lanes of one score vector
+constexpr int kMaxTokens = 16;  // query tokens per work group
+constexpr int kMaxGroup = 16;   // query heads per KV head we keep state for
 constexpr int kMaxHeadDim = 256;
 
 typedef float v16 __attribute__((vector_size(64)));
@@ -109,11 +109,14 @@ inline v16 exp_nonpositive(v16 x) {
 // Horizontal max / sum by halving (4 vector steps instead of 15 dependent scalar ones).
 inline float hmax(v16 v) {
   v = v > __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7)
-          ? v : __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+          ? v
+          : __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
   v = v > __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11)
-          ? v : __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+          ? v
+          : __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
   v = v > __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13)
-          ? v : __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+          ? v
+          : __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
   return v[0] > v[1] ? v[0] : v[1];
 }
 
@@ -218,7 +221,8 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
       QueryState& s = st[i];
       corr[i] = 1.0f;
       std::memset(p[i], 0, sizeof p[i]);
-      if (k0 > s.pos || k0 + nk <= s.lo) continue;  // every key of the tile: in its future or before its window
+      if (k0 > s.pos || k0 + nk <= s.lo)
+        continue;  // every key of the tile: in its future or before its window
       const int valid = static_cast<int>(s.pos - k0 + 1 < nk ? s.pos - k0 + 1 : nk);
       const int first = static_cast<int>(s.lo > k0 ? s.lo - k0 : 0);
       const v16i in = (lane >= first) & (lane < valid);
@@ -239,7 +243,8 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
       v16 a[N];
       for (int i = 0; i < N; ++i) a[i] = load_f32(st[i].acc + c * kLanes) * corr[i];
       for (int j = 0; j < nk; ++j) {
-        const v16 v = load_as<kF16>(kv.v_pool, tile + static_cast<size_t>(slot0 + j) * hd + static_cast<size_t>(c) * kLanes);
+        const v16 v = load_as<kF16>(
+            kv.v_pool, tile + static_cast<size_t>(slot0 + j) * hd + static_cast<size_t>(c) * kLanes);
         for (int i = 0; i < N; ++i) a[i] += p[i][j] * v;
       }
       for (int i = 0; i < N; ++i) std::memcpy(st[i].acc + c * kLanes, &a[i], sizeof a[i]);
@@ -252,7 +257,8 @@ constexpr int kBatch = 4;  // queries per run_batch: their accumulators stay in 
 // One KV head's queries st[0..n), in batches of up to kBatch, over keys k_first .. k_last (a multiple of
 // kLanes; k_last < 0: up to each batch's last query position).
 template <bool kF16>
-inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int64_t k_first, int64_t k_last) {
+inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int64_t k_first,
+                      int64_t k_last) {
   for (int i0 = 0; i0 < n; i0 += kBatch) {
     const int nb = n - i0 < kBatch ? n - i0 : kBatch;
     int64_t max_pos = k_last;
@@ -328,11 +334,12 @@ inline bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n
 
 // See attention_decode in kernels/kernels.h. Item = (query, KV head, segment); each item leaves, per
 // head of its group, the segment's running max m, sum l and unnormalized Σ p·V, merged per head below.
-inline bool attention_decode(const DecodeQuery* qs, int64_t n, int32_t n_heads, float scale, ThreadPool* pool) {
+inline bool attention_decode(const DecodeQuery* qs, int64_t n, int32_t n_heads, float scale,
+                             ThreadPool* pool) {
   if (n <= 0) return true;
   if (!handles(qs[0].kv, n_heads)) return false;
   const int32_t hd = qs[0].kv.head_dim, n_kv = qs[0].kv.n_kv_heads, group = n_heads / n_kv;
-  const int64_t stride = hd + 2;  // m, l, acc[hd]
+  const int64_t stride = hd + 2;            // m, l, acc[hd]
   thread_local std::vector<int64_t> first;  // first item of each query, [n + 1]
   thread_local std::vector<float> part;     // [items × group × stride]
   first.assign(static_cast<size_t>(n + 1), 0);
@@ -350,7 +357,8 @@ inline bool attention_decode(const DecodeQuery* qs, int64_t n, int32_t n_heads, 
       const int64_t n_seg = dq.pos / kDecodeSplitKeys + 1, local = item - fi[qi];
       const auto kvh = static_cast<int32_t>(local / n_seg);
       const int64_t k_first = local % n_seg * kDecodeSplitKeys;
-      const int64_t k_last = k_first + kDecodeSplitKeys - 1 < dq.pos ? k_first + kDecodeSplitKeys - 1 : dq.pos;
+      const int64_t k_last =
+          k_first + kDecodeSplitKeys - 1 < dq.pos ? k_first + kDecodeSplitKeys - 1 : dq.pos;
       for (int32_t g = 0; g < group; ++g) {
         start_query(st[g], dq.q, kvh * group + g, hd, scale, 0, dq.pos, dq.kv.window);
       }

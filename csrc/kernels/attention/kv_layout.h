@@ -27,7 +27,8 @@ inline size_t k_index(const KVCache& kv, int64_t p, int32_t h, int32_t i) {
 
 // V of position p: head_dim contiguous values starting here.
 inline size_t v_row(const KVCache& kv, int64_t p, int32_t h) {
-  return tile(kv, kv.block_table[p / kv.block_size], h) + static_cast<size_t>(p % kv.block_size) * kv.head_dim;
+  return tile(kv, kv.block_table[p / kv.block_size], h) +
+         static_cast<size_t>(p % kv.block_size) * kv.head_dim;
 }
 
 }  // namespace cpullm::kvlayout

@@ -51,7 +51,8 @@ void unpack_row(DType t, const uint8_t* row, int64_t k, uint8_t* out, float* d, 
   if (t == DType::Q8_0) {
     const auto& b = reinterpret_cast<const BlockQ8_0*>(row)[k];
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_xor_si256(q, _mm256_set1_epi8(static_cast<char>(0x80))));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                        _mm256_xor_si256(q, _mm256_set1_epi8(static_cast<char>(0x80))));
     *d = _cvtsh_ss(b.d);
     *m = 0.0f;
     return;
@@ -76,7 +77,8 @@ void unpack_row(DType t, const uint8_t* row, int64_t k, uint8_t* out, float* d, 
 }
 
 // Y[i0..i0+16) × rows [r, r+16).
-void tile16(const Matrix& W, const ActBlock* act, int64_t ablocks, float* Y, int64_t ldy, int64_t r, int64_t i0) {
+void tile16(const Matrix& W, const ActBlock* act, int64_t ablocks, float* Y, int64_t ldy, int64_t r,
+            int64_t i0) {
   const int64_t wstride = row_bytes(W.type, W.cols), nb = W.cols / kQK;
   const auto* base = static_cast<const uint8_t*>(W.data) + r * wstride;
   alignas(64) uint8_t a[16][32];
@@ -95,7 +97,8 @@ void tile16(const Matrix& W, const ActBlock* act, int64_t ablocks, float* Y, int
       sa[n] = x.d * static_cast<float>(x.sum);
       bias[n] = W.type == DType::Q8_0 ? 128 * x.sum : 0;
     }
-    for (int row = 0; row < 16; ++row) unpack_row(W.type, base + row * wstride, k, a[row], &dw[row], &mw[row]);
+    for (int row = 0; row < 16; ++row)
+      unpack_row(W.type, base + row * wstride, k, a[row], &dw[row], &mw[row]);
     _tile_zero(0);
     _tile_loadd(1, a, 32);
     _tile_loadd(2, b, 64);
@@ -141,8 +144,8 @@ bool matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
   plain.packed = nullptr;
   const int64_t xbytes = act_row_bytes(W.type, W.cols);
   if (mmain < m) {
-    avx512_vnni::matmul_rows(plain, static_cast<const uint8_t*>(Xq) + mmain * xbytes, m - mmain, Y + mmain * ldy, ldy,
-                             r0, rmain);
+    avx512_vnni::matmul_rows(plain, static_cast<const uint8_t*>(Xq) + mmain * xbytes, m - mmain,
+                             Y + mmain * ldy, ldy, r0, rmain);
   }
   if (rmain < r1) avx512_vnni::matmul_rows(plain, Xq, m, Y, ldy, rmain, r1);
   return true;

@@ -44,7 +44,8 @@ void tile(const uint16_t* const* w, const uint16_t* const* xhi, const uint16_t* 
     }
     for (int i = 0; i < MR; ++i) {
       const __m512bh hi = load_bh(xhi[i] + c), lo = load_bh(xlo[i] + c);
-      for (int a = 0; a < NR; ++a) acc[a][i] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc[a][i], wv[a], hi), wv[a], lo);
+      for (int a = 0; a < NR; ++a)
+        acc[a][i] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc[a][i], wv[a], hi), wv[a], lo);
     }
   }
   for (int a = 0; a < NR; ++a) {

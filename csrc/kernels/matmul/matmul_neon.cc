@@ -29,12 +29,15 @@ struct Dot {
 template <DType T>
 inline float32x4_t load4(const uint8_t* p) {
   if constexpr (T == DType::F32) return vld1q_f32(reinterpret_cast<const float*>(p));
-  if constexpr (T == DType::F16) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p))));
+  if constexpr (T == DType::F16)
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p))));
   return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p)), 16));
 }
 
 template <DType T>
-constexpr int64_t esize() { return T == DType::F32 ? 4 : 2; }
+constexpr int64_t esize() {
+  return T == DType::F32 ? 4 : 2;
+}
 
 // One weight row × MR activation rows; lane j sums columns c ≡ j mod 4, the ragged end zero-filled.
 template <DType T, int MR>

@@ -35,7 +35,9 @@ struct V8 {
 };
 
 template <DType T>
-constexpr int elem_bytes() { return T == DType::F32 ? 4 : 2; }
+constexpr int elem_bytes() {
+  return T == DType::F32 ? 4 : 2;
+}
 
 // Loads of the last, partial chunk go through a zero-filled copy (same lanes for every row).
 template <class V, DType T>
@@ -64,7 +66,8 @@ inline void float_tile(const uint8_t* w, int64_t wstride, const float* const* x,
   }
   if (full < cols) {
     typename V::Vec xv[MR];
-    for (int i = 0; i < MR; ++i) xv[i] = load_tail<V, DType::F32>(reinterpret_cast<const uint8_t*>(x[i] + full), cols - full);
+    for (int i = 0; i < MR; ++i)
+      xv[i] = load_tail<V, DType::F32>(reinterpret_cast<const uint8_t*>(x[i] + full), cols - full);
     for (int a = 0; a < NR; ++a) {
       const typename V::Vec wv = load_tail<V, T>(w + a * wstride + full * elem_bytes<T>(), cols - full);
       for (int i = 0; i < MR; ++i) acc[a][i] = V::fma(wv, xv[i], acc[a][i]);

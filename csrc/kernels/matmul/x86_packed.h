@@ -60,7 +60,7 @@ struct Q4KRecord {
   static constexpr int kBytes = kQuants + 8 * kSubBlock;
 };
 struct Q6KRecord {
-  static constexpr int kScales = 2 * kPackRows;            // i8 scale[16 halves][8 rows]
+  static constexpr int kScales = 2 * kPackRows;             // i8 scale[16 halves][8 rows]
   static constexpr int kQuants = kScales + 16 * kPackRows;  // then per sub-block:
   static constexpr int kHighBits = 4 * kChunk;              //   4 chunks of low 4 bits, then 2 of high 2 bits
   static constexpr int kSubBlock = kHighBits + 2 * kChunk;
@@ -71,14 +71,14 @@ static_assert(Q6KRecord::kBytes == kPackRows * int64_t{sizeof(BlockQ6_K)}, "1680
 
 // Bytes of one record (8 rows × one block column, or one super-block column for Q4_K / Q6_K).
 constexpr int64_t record_bytes(DType t) {
-  return t == DType::Q4_K   ? Q4KRecord::kBytes
-         : t == DType::Q6_K ? Q6KRecord::kBytes
-         : t == DType::Q4_0 ? kPackRows * int64_t{sizeof(BlockQ4_0)}
-         : t == DType::Q4_1 ? kPackRows * int64_t{sizeof(BlockQ4_1)}
-         : t == DType::Q5_0 ? kPackRows * int64_t{sizeof(BlockQ5_0)}
-         : t == DType::Q5_1 ? kPackRows * int64_t{sizeof(BlockQ5_1)}
+  return t == DType::Q4_K     ? Q4KRecord::kBytes
+         : t == DType::Q6_K   ? Q6KRecord::kBytes
+         : t == DType::Q4_0   ? kPackRows * int64_t{sizeof(BlockQ4_0)}
+         : t == DType::Q4_1   ? kPackRows * int64_t{sizeof(BlockQ4_1)}
+         : t == DType::Q5_0   ? kPackRows * int64_t{sizeof(BlockQ5_0)}
+         : t == DType::Q5_1   ? kPackRows * int64_t{sizeof(BlockQ5_1)}
          : t == DType::IQ4_NL ? kPackRows * int64_t{sizeof(BlockIQ4_NL)}
-                            : kPackRows * int64_t{sizeof(BlockQ8_0)};
+                              : kPackRows * int64_t{sizeof(BlockQ8_0)};
 }
 inline int64_t records_per_row(DType t, int64_t cols) {
   return cols / (t == DType::Q4_K || t == DType::Q6_K ? kQKK : kQK);
@@ -100,7 +100,8 @@ inline void repack_q4k(const Matrix& W, uint8_t* out) {
         std::memcpy(out + 2 * r, &b.d, 2);
         std::memcpy(out + R::kDmin + 2 * r, &b.dmin, 2);
         for (int j = 0; j < 8; ++j) {
-          q4k_scale_min(j, b.scales, out + R::kScales + kPackRows * j + r, out + R::kMins + kPackRows * j + r);
+          q4k_scale_min(j, b.scales, out + R::kScales + kPackRows * j + r,
+                        out + R::kMins + kPackRows * j + r);
           const uint8_t* q = b.qs + 32 * (j / 2);
           const int shift = 4 * (j % 2);
           for (int i = 0; i < 16; ++i) {
@@ -128,7 +129,8 @@ inline void repack_q6k(const Matrix& W, uint8_t* out) {
           uint8_t* q = out + R::kQuants + R::kSubBlock * j;
           auto v = [&](int e) { return q6k_value(b, 32 * j + e) + 32; };  // stored value 0..63
           for (int e = 0; e < 16; ++e) {
-            q[kChunk * (e / 4) + 4 * r + e % 4] = static_cast<uint8_t>((v(e) & 0xF) | ((v(e + 16) & 0xF) << 4));
+            q[kChunk * (e / 4) + 4 * r + e % 4] =
+                static_cast<uint8_t>((v(e) & 0xF) | ((v(e + 16) & 0xF) << 4));
           }
           for (int c = 0; c < 2; ++c) {
             for (int bb = 0; bb < 4; ++bb) {
@@ -153,9 +155,9 @@ inline void repack(const Matrix& W, void* dst) {
     return;
   }
   const int64_t rb = row_bytes(W.type, W.cols), nb = W.cols / kQK, bb = block_bytes(W.type);
-  const int scales = has_min(W.type) ? 4 : 2;             // bytes of d (and m) per GGUF block
-  const int header = scales + (is_q5(W.type) ? 4 : 0);   // and of Q5's fifth bits
-  const int qbytes = static_cast<int>(bb) - header;      // 16 (Q4, Q5) or 32 (Q8_0)
+  const int scales = has_min(W.type) ? 4 : 2;           // bytes of d (and m) per GGUF block
+  const int header = scales + (is_q5(W.type) ? 4 : 0);  // and of Q5's fifth bits
+  const int qbytes = static_cast<int>(bb) - header;     // 16 (Q4, Q5) or 32 (Q8_0)
   const int chunks = chunks_offset(W.type);
   const auto* src = static_cast<const uint8_t*>(W.data);
   auto* out = static_cast<uint8_t*>(dst);
@@ -195,8 +197,8 @@ inline __m256i bcast4(const int8_t* p) {
 // Dot: acc_u(acc, u8 weights, s8 act), acc_s(acc, s8 weights, s8 act) and kSignedBias (the bias acc_s
 // adds per act value, removed exactly in integers with the block's Σq).
 template <class Dot, DType T, int MR>
-inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* const* a, const int32_t* const* half0,
-                         float (*out)[8]) {
+inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* const* a,
+                         const int32_t* const* half0, float (*out)[8]) {
   constexpr int64_t kRec = record_bytes(T);
   __m256 acc[MR], accm[MR];
   for (int i = 0; i < MR; ++i) acc[i] = accm[i] = _mm256_setzero_ps();
@@ -213,13 +215,15 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
       const __m256i three = _mm256_set1_epi8(3);
       for (int j = 0; j < 8; ++j) {
         const uint8_t* q = rec + R::kQuants + R::kSubBlock * j;
-        const __m256i qh[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + R::kHighBits)),
-                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + R::kHighBits + kChunk))};
+        const __m256i qh[2] = {
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + R::kHighBits)),
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + R::kHighBits + kChunk))};
         __m256i lo[4], hi[4];  // stored 6-bit values: lo[g] elements 4g+b, hi[g] elements 16+4g+b
         for (int g = 0; g < 4; ++g) {
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + kChunk * g));
           const __m256i h = g % 2 ? _mm256_srli_epi16(qh[g / 2], 4) : qh[g / 2];
-          lo[g] = _mm256_or_si256(_mm256_and_si256(v, low4), _mm256_slli_epi16(_mm256_and_si256(h, three), 4));
+          lo[g] =
+              _mm256_or_si256(_mm256_and_si256(v, low4), _mm256_slli_epi16(_mm256_and_si256(h, three), 4));
           hi[g] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4),
                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), three), 4));
         }

@@ -23,7 +23,8 @@ struct VnniDot {
 
 // Rows [r0, r1) of a quantized product: the packed layout where W has one, else the GGUF layout.
 template <class Dot>
-bool quant_matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
+bool quant_matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, int64_t r0,
+                       int64_t r1) {
   if (matmul_packed<Dot>(W, Xq, m, Y, ldy, r0, r1, matmul_quant<Dot>)) return true;
   return matmul_quant<Dot>(W, Xq, m, Y, ldy, r0, r1);
 }
