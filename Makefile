@@ -33,9 +33,11 @@ wheel: venv
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff for the Python, clang-format (pinned in requirements-dev.txt, style in .clang-format) for csrc/.
 lint: venv
 	$(VENV)/bin/ruff check build_tools engine tests benchmarks
 	$(VENV)/bin/ruff format --check build_tools engine tests benchmarks
+	git ls-files 'csrc/*.cc' 'csrc/*.h' | xargs $(VENV)/bin/clang-format --dry-run --Werror
 
 # llama.cpp for `make bench`, in its own environment (never a test dependency). pip builds it from
 # source, tuned for this host: several minutes the first time, cached by pip afterwards.

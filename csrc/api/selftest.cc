@@ -25,7 +25,8 @@ using cpullm::DType;
 // BF16: the fast path may round activations to bf16 pairs (hi + lo), so a little more.
 double tolerance(DType t) {
   switch (t) {
-    case DType::F32: case DType::F16: return 2e-5;
+    case DType::F32:
+    case DType::F16: return 2e-5;
     case DType::BF16: return 1e-4;
     default: return 2e-5;
   }
@@ -65,11 +66,19 @@ std::vector<uint8_t> random_weights(DType t, int64_t rows, int64_t cols, std::mt
   for (int64_t k = 0; k < nblocks; ++k) {
     const size_t base = static_cast<size_t>(k * bb);
     switch (t) {
-      case DType::F32: { const float v = normal(rng); std::memcpy(w.data() + base, &v, 4); break; }
+      case DType::F32: {
+        const float v = normal(rng);
+        std::memcpy(w.data() + base, &v, 4);
+        break;
+      }
       case DType::F16: put16(base, cpullm::f32_to_f16(normal(rng))); break;
       case DType::BF16: put16(base, cpullm::f32_to_bf16(normal(rng))); break;
-      case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: case DType::IQ4_NL: put16(base, cpullm::f32_to_f16(0.01f * normal(rng))); break;
-      case DType::Q4_1: case DType::Q5_1:
+      case DType::Q4_0:
+      case DType::Q5_0:
+      case DType::Q8_0:
+      case DType::IQ4_NL: put16(base, cpullm::f32_to_f16(0.01f * normal(rng))); break;
+      case DType::Q4_1:
+      case DType::Q5_1:
         put16(base, cpullm::f32_to_f16(0.01f * normal(rng)));
         put16(base + 2, cpullm::f32_to_f16(0.1f * normal(rng)));
         break;
@@ -97,8 +106,9 @@ void test_quantize(Report& r, std::mt19937& rng) {
     std::vector<cpullm::ActBlock> a(n / 32), b(n / 32);
     cpullm::quantize_act(x.data(), n, a.data());
     cpullm::ref::quantize_act(x.data(), n, b.data());
-    r.check(std::memcmp(a.data(), b.data(), a.size() * sizeof(cpullm::ActBlock)) == 0,
-            fmt("quantize_act n=%g: fast path differs from the reference (must be bitwise equal)", double(n)));
+    r.check(
+        std::memcmp(a.data(), b.data(), a.size() * sizeof(cpullm::ActBlock)) == 0,
+        fmt("quantize_act n=%g: fast path differs from the reference (must be bitwise equal)", double(n)));
   }
 }
 
@@ -112,9 +122,11 @@ void test_matmul_shape(Report& r, DType t, int64_t rows, int64_t cols, int64_t m
   const int64_t xb = cpullm::act_row_bytes(t, cols);
   std::vector<uint8_t> xq(static_cast<size_t>(xb * m));
   for (int64_t i = 0; i < m; ++i) {
-    if (cpullm::uses_act_blocks(t)) cpullm::ref::quantize_act(x.data() + i * cols, cols,
-                                                              reinterpret_cast<cpullm::ActBlock*>(xq.data() + i * xb));
-    else std::memcpy(xq.data() + i * xb, x.data() + i * cols, cols * 4);
+    if (cpullm::uses_act_blocks(t))
+      cpullm::ref::quantize_act(x.data() + i * cols, cols,
+                                reinterpret_cast<cpullm::ActBlock*>(xq.data() + i * xb));
+    else
+      std::memcpy(xq.data() + i * xb, x.data() + i * cols, cols * 4);
   }
   std::vector<float> want(static_cast<size_t>(m * rows)), got1(want.size()), got(want.size());
   cpullm::ref::matmul_rows(W, xq.data(), m, want.data(), rows, 0, rows);
@@ -161,7 +173,8 @@ void test_matmul_shape(Report& r, DType t, int64_t rows, int64_t cols, int64_t m
       if (!(err <= tol)) {
         r.check(false, std::string("matmul ") + cpullm::dtype_name(t) +
                            fmt(" rows=%g cols=%g m=%g: output differs from the reference by %g", double(rows),
-                               double(cols), double(m), err) + fmt(" (tolerance %g)", tol));
+                               double(cols), double(m), err) +
+                           fmt(" (tolerance %g)", tol));
         ok = false;
         break;
       }
@@ -181,7 +194,7 @@ void test_matmul(Report& r, std::mt19937& rng) {
     const int64_t unit = bs == 1 ? 1 : bs;
     // (rows, cols in blocks, m): one row, odd rows, rows around tile sizes, several activation rows, and
     // m >= 16 with ragged edges (the AMX tile path).
-    const int64_t shapes[][3] = {{1, 1, 1}, {1, 3, 1}, {5, 7, 1}, {17, 2, 1}, {33, 5, 1}, {3, 1, 2},
+    const int64_t shapes[][3] = {{1, 1, 1},  {1, 3, 1},  {5, 7, 1},  {17, 2, 1}, {33, 5, 1}, {3, 1, 2},
                                  {19, 3, 5}, {16, 4, 4}, {40, 9, 7}, {7, 2, 13}, {35, 3, 19}};
     double worst = 0.0;
     for (const auto& s : shapes) {
@@ -199,8 +212,9 @@ void test_matmul(Report& r, std::mt19937& rng) {
 // |fast - ref| <= 1e-4 · max(1, |ref|) (outputs are O(1) averages).
 void test_attention(Report& r, std::mt19937& rng) {
   // (n_heads, n_kv_heads, head_dim, block_size, n_ctx, n_q, window, softcap)
-  const int shapes[][8] = {{9, 3, 64, 16, 37, 1, 0, 0},   {4, 4, 32, 8, 20, 20, 0, 0},   {6, 2, 48, 32, 70, 5, 0, 0},
-                           {2, 1, 64, 4, 1, 1, 0, 0},     {8, 2, 64, 16, 70, 20, 13, 1}, {4, 2, 32, 16, 90, 1, 40, 0},
+  const int shapes[][8] = {{9, 3, 64, 16, 37, 1, 0, 0},   {4, 4, 32, 8, 20, 20, 0, 0},
+                           {6, 2, 48, 32, 70, 5, 0, 0},   {2, 1, 64, 4, 1, 1, 0, 0},
+                           {8, 2, 64, 16, 70, 20, 13, 1}, {4, 2, 32, 16, 90, 1, 40, 0},
                            {6, 3, 64, 32, 50, 7, 0, 1}};
   const int n_shapes = static_cast<int>(sizeof shapes / sizeof shapes[0]);
   double worst = 0.0;
@@ -215,30 +229,35 @@ void test_attention(Report& r, std::mt19937& rng) {
       cpullm::KVCache kv{t, bs, n_kv, hd, kpool.data(), vpool.data(), table.data()};
       kv.window = s[6];
       kv.softcap = static_cast<float>(s[7]);
-      auto k = random_floats(int64_t(n_ctx) * n_kv * hd, rng), v = random_floats(int64_t(n_ctx) * n_kv * hd, rng);
+      auto k = random_floats(int64_t(n_ctx) * n_kv * hd, rng),
+           v = random_floats(int64_t(n_ctx) * n_kv * hd, rng);
       cpullm::kv_write(kv, k.data(), v.data(), 0, n_ctx);
       auto q = random_floats(int64_t(n_q) * n_heads * hd, rng);
       const int64_t pos0 = n_ctx - n_q;
       const float scale = 1.0f / std::sqrt(float(hd));
       std::vector<float> want(q.size()), got1(q.size()), got(q.size());
-      cpullm::ref::attention_items(q.data(), n_q, pos0, n_heads, kv, scale, want.data(), 0, int64_t(n_q) * n_heads);
+      cpullm::ref::attention_items(q.data(), n_q, pos0, n_heads, kv, scale, want.data(), 0,
+                                   int64_t(n_q) * n_heads);
       for (int threads : {1, 2, 3}) {
         cpullm::ThreadPool tp(threads);
-        cpullm::attention(q.data(), n_q, pos0, n_heads, kv, scale, threads == 1 ? got1.data() : got.data(), &tp);
+        cpullm::attention(q.data(), n_q, pos0, n_heads, kv, scale, threads == 1 ? got1.data() : got.data(),
+                          &tp);
         if (threads > 1) {
           r.check(std::memcmp(got1.data(), got.data(), got.size() * 4) == 0,
                   std::string("attention ") + cpullm::dtype_name(t) +
-                      fmt(" heads=%g ctx=%g n_q=%g: the result with %g threads differs from 1 thread", n_heads, n_ctx,
-                          n_q, threads));
+                      fmt(" heads=%g ctx=%g n_q=%g: the result with %g threads differs from 1 thread",
+                          n_heads, n_ctx, n_q, threads));
         }
       }
       double err = 0.0;
       for (size_t i = 0; i < q.size(); ++i) {
-        err = std::fmax(err, std::fabs(double(got1[i]) - want[i]) / std::fmax(1.0, std::fabs(double(want[i]))));
+        err =
+            std::fmax(err, std::fabs(double(got1[i]) - want[i]) / std::fmax(1.0, std::fabs(double(want[i]))));
       }
-      r.check(err <= 1e-4, std::string("attention ") + cpullm::dtype_name(t) +
-                               fmt(" heads=%g ctx=%g n_q=%g: differs from the reference by %g (tolerance 1e-4)",
-                                   n_heads, n_ctx, n_q, err));
+      r.check(err <= 1e-4,
+              std::string("attention ") + cpullm::dtype_name(t) +
+                  fmt(" heads=%g ctx=%g n_q=%g: differs from the reference by %g (tolerance 1e-4)", n_heads,
+                      n_ctx, n_q, err));
       worst = std::fmax(worst, err / 1e-4);
     }
   }
@@ -271,8 +290,9 @@ void test_ops(Report& r, std::mt19937& rng) {
     cpullm::rmsnorm(u.data(), w.data(), a.data(), 1, n, 1e-5f);
     cpullm::ref::rmsnorm(u.data(), w.data(), b.data(), 1, n, 1e-5f);
     const double e3 = close(a, b);
-    r.check(e1 <= 1 && e2 <= 1 && e3 <= 1,
-            fmt("row ops n=%g: silu_mul, softmax, rmsnorm error/tolerance %g, %g, %g", double(n), e1, e2, e3));
+    r.check(
+        e1 <= 1 && e2 <= 1 && e3 <= 1,
+        fmt("row ops n=%g: silu_mul, softmax, rmsnorm error/tolerance %g, %g, %g", double(n), e1, e2, e3));
     worst = std::fmax(worst, std::fmax(e1, std::fmax(e2, e3)));
   }
   r.line(fmt("row ops: silu_mul, softmax, rmsnorm, 4 lengths, worst error/tolerance %.3g", worst));

@@ -13,28 +13,28 @@ constexpr int kQK = 32;    // weights per Q4_0/Q4_1/Q8_0 block and per ActBlock
 constexpr int kQKK = 256;  // weights per K-quant super-block
 
 struct BlockQ4_0 {
-  uint16_t d;       // f16 scale
-  uint8_t qs[16];   // element i: qs[i] & 15 (i < 16), qs[i - 16] >> 4 (i >= 16)
+  uint16_t d;      // f16 scale
+  uint8_t qs[16];  // element i: qs[i] & 15 (i < 16), qs[i - 16] >> 4 (i >= 16)
 };
 struct BlockQ4_1 {
-  uint16_t d;       // f16 scale
-  uint16_t m;       // f16 minimum
+  uint16_t d;  // f16 scale
+  uint16_t m;  // f16 minimum
   uint8_t qs[16];
 };
 struct BlockQ5_0 {
-  uint16_t d;       // f16 scale
-  uint8_t qh[4];    // bit i: bit 4 of element i (little-endian u32)
-  uint8_t qs[16];   // bits 0-3, as Q4_0: element i in qs[i] & 15 (i < 16), qs[i - 16] >> 4 (i >= 16)
+  uint16_t d;      // f16 scale
+  uint8_t qh[4];   // bit i: bit 4 of element i (little-endian u32)
+  uint8_t qs[16];  // bits 0-3, as Q4_0: element i in qs[i] & 15 (i < 16), qs[i - 16] >> 4 (i >= 16)
 };
 struct BlockQ5_1 {
-  uint16_t d;       // f16 scale
-  uint16_t m;       // f16 minimum
+  uint16_t d;  // f16 scale
+  uint16_t m;  // f16 minimum
   uint8_t qh[4];
   uint8_t qs[16];
 };
 struct BlockIQ4_NL {
-  uint16_t d;       // f16 scale
-  uint8_t qs[16];   // as Q4_0; element i's weight is kIQ4NL[its nibble] * d
+  uint16_t d;      // f16 scale
+  uint8_t qs[16];  // as Q4_0; element i's weight is kIQ4NL[its nibble] * d
 };
 // IQ4_NL's non-linear codebook (ggml kvalues_iq4nl), in order; every value fits int8 with |v| <= 127.
 constexpr int8_t kIQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};

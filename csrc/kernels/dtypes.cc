@@ -9,7 +9,7 @@ bool dtype_supported(int32_t type) {
   switch (type) {
 #define CPULLM_DTYPE(name, id, block_size, block_bytes) case id:
 #include "kernels/dtypes.def"
-      return true;
+    return true;
   }
   return false;
 }
@@ -17,8 +17,7 @@ bool dtype_supported(int32_t type) {
 int64_t block_size(DType type) {
   switch (type) {
 #define CPULLM_DTYPE(name, id, block_size, block_bytes) \
-  case DType::name:                                     \
-    return block_size;
+  case DType::name: return block_size;
 #include "kernels/dtypes.def"
   }
   return 1;
@@ -28,8 +27,7 @@ namespace {
 constexpr int64_t table_block_bytes(DType type) {
   switch (type) {
 #define CPULLM_DTYPE(name, id, block_size, block_bytes) \
-  case DType::name:                                     \
-    return block_bytes;
+  case DType::name: return block_bytes;
 #include "kernels/dtypes.def"
   }
   return 0;
@@ -53,8 +51,7 @@ int64_t row_bytes(DType type, int64_t cols) { return cols / block_size(type) * b
 const char* dtype_name(DType type) {
   switch (type) {
 #define CPULLM_DTYPE(name, id, block_size, block_bytes) \
-  case DType::name:                                     \
-    return #name;
+  case DType::name: return #name;
 #include "kernels/dtypes.def"
   }
   return "unknown";

@@ -67,9 +67,7 @@ void quantize_act(const float* x, int64_t n, ActBlock* out) {
 
 void dequantize(DType type, const void* data, int64_t n, float* y) {
   switch (type) {
-    case DType::F32:
-      std::memcpy(y, data, n * 4);
-      return;
+    case DType::F32: std::memcpy(y, data, n * 4); return;
     case DType::F16: {
       const auto* h = static_cast<const uint16_t*>(data);
       for (int64_t i = 0; i < n; ++i) y[i] = f16_to_f32(h[i]);

@@ -41,7 +41,8 @@ struct Q4_0T {
   static Sub sub(const Block& b, int) {
     const uint8x16_t v = vld1q_u8(b.qs);
     const float d = f16_scalar(b.d);
-    return {vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), d, -8.0f * d};
+    return {vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), d,
+            -8.0f * d};
   }
 };
 
@@ -75,7 +76,8 @@ struct Q5_0T {
     const int8x16_t k16 = vdupq_n_s8(16);
     const uint8x16_t q0 = vorrq_u8(vandq_u8(v, vdupq_n_u8(0x0F)), q5_high(b.qh, 0));
     const uint8x16_t q1 = vorrq_u8(vshrq_n_u8(v, 4), q5_high(b.qh, 1));
-    return {vsubq_s8(vreinterpretq_s8_u8(q0), k16), vsubq_s8(vreinterpretq_s8_u8(q1), k16), f16_scalar(b.d), 0.0f};
+    return {vsubq_s8(vreinterpretq_s8_u8(q0), k16), vsubq_s8(vreinterpretq_s8_u8(q1), k16), f16_scalar(b.d),
+            0.0f};
   }
 };
 
@@ -101,8 +103,8 @@ struct IQ4_NLT {
   static Sub sub(const Block& b, int) {
     const uint8x16_t v = vld1q_u8(b.qs);
     const int8x16_t book = vld1q_s8(kIQ4NL);
-    return {vqtbl1q_s8(book, vandq_u8(v, vdupq_n_u8(0x0F))), vqtbl1q_s8(book, vshrq_n_u8(v, 4)), f16_scalar(b.d),
-            0.0f};
+    return {vqtbl1q_s8(book, vandq_u8(v, vdupq_n_u8(0x0F))), vqtbl1q_s8(book, vshrq_n_u8(v, 4)),
+            f16_scalar(b.d), 0.0f};
   }
 };
 
@@ -131,7 +133,8 @@ struct Q4_KT {
       v0 = vandq_u8(v0, vdupq_n_u8(0x0F));
       v1 = vandq_u8(v1, vdupq_n_u8(0x0F));
     }
-    return {vreinterpretq_s8_u8(v0), vreinterpretq_s8_u8(v1), f16_scalar(b.d) * sc, -(f16_scalar(b.dmin) * m)};
+    return {vreinterpretq_s8_u8(v0), vreinterpretq_s8_u8(v1), f16_scalar(b.d) * sc,
+            -(f16_scalar(b.dmin) * m)};
   }
 };
 
@@ -157,8 +160,8 @@ struct Q6_KT {
     const int8x16_t shift = vdupq_n_s8(static_cast<int8_t>(-2 * c));  // negative: shift right
     const uint8x16_t hi0 = vandq_u8(vshlq_u8(vld1q_u8(qh), shift), vdupq_n_u8(3));
     const uint8x16_t hi1 = vandq_u8(vshlq_u8(vld1q_u8(qh + 16), shift), vdupq_n_u8(3));
-    return {vreinterpretq_s8_u8(vorrq_u8(lo0, vshlq_n_u8(hi0, 4))), vreinterpretq_s8_u8(vorrq_u8(lo1, vshlq_n_u8(hi1, 4))),
-            f16_scalar(b.d), 0.0f};
+    return {vreinterpretq_s8_u8(vorrq_u8(lo0, vshlq_n_u8(hi0, 4))),
+            vreinterpretq_s8_u8(vorrq_u8(lo1, vshlq_n_u8(hi1, 4))), f16_scalar(b.d), 0.0f};
   }
 };
 
@@ -196,7 +199,8 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
           }
           const float32x4_t p = vmulq_n_f32(vcvtq_f32_s32(dot), a[i][ab].d);
           acc[ri][i] = vfmaq_n_f32(acc[ri][i], p, s.d);
-          if (T::kHasMin) mins[ri][i] = std::fma(s.m, a[i][ab].d * static_cast<float>(a[i][ab].sum), mins[ri][i]);
+          if (T::kHasMin)
+            mins[ri][i] = std::fma(s.m, a[i][ab].d * static_cast<float>(a[i][ab].sum), mins[ri][i]);
         }
       }
     }

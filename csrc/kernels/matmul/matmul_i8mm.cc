@@ -19,8 +19,8 @@ inline int8x16_t zip_hi(int8x16_t a, int8x16_t b) {  // [a[8..15], b[8..15]]
 
 // Rows r..r+3 × activation rows i, i+1: Y lanes ordered (row, act) = (0,0), (0,1), (1,0), (1,1) per pair.
 template <class T>
-void tile(const uint8_t* w, int64_t wstride, const ActBlock* a0, const ActBlock* a1, int64_t nblocks, float* Y,
-          int64_t ldy, int64_t r, int64_t i) {
+void tile(const uint8_t* w, int64_t wstride, const ActBlock* a0, const ActBlock* a1, int64_t nblocks,
+          float* Y, int64_t ldy, int64_t r, int64_t i) {
   float32x4_t acc[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
   float32x4_t accm[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
   for (int64_t k = 0; k < nblocks; ++k) {
@@ -28,13 +28,16 @@ void tile(const uint8_t* w, int64_t wstride, const ActBlock* a0, const ActBlock*
       const int64_t ab = k * T::kSubs + j;
       const int8x16_t x00 = vld1q_s8(a0[ab].q), x01 = vld1q_s8(a0[ab].q + 16);
       const int8x16_t x10 = vld1q_s8(a1[ab].q), x11 = vld1q_s8(a1[ab].q + 16);
-      const int8x16_t xa = zip_lo(x00, x10), xb = zip_hi(x00, x10), xc = zip_lo(x01, x11), xd = zip_hi(x01, x11);
+      const int8x16_t xa = zip_lo(x00, x10), xb = zip_hi(x00, x10), xc = zip_lo(x01, x11),
+                      xd = zip_hi(x01, x11);
       const float32x4_t da = {a0[ab].d, a1[ab].d, a0[ab].d, a1[ab].d};
-      const float32x4_t sa = {a0[ab].d * static_cast<float>(a0[ab].sum), a1[ab].d * static_cast<float>(a1[ab].sum),
-                              a0[ab].d * static_cast<float>(a0[ab].sum), a1[ab].d * static_cast<float>(a1[ab].sum)};
+      const float32x4_t sa = {
+          a0[ab].d * static_cast<float>(a0[ab].sum), a1[ab].d * static_cast<float>(a1[ab].sum),
+          a0[ab].d * static_cast<float>(a0[ab].sum), a1[ab].d * static_cast<float>(a1[ab].sum)};
       for (int p = 0; p < 2; ++p) {
         const arm::Sub s0 = T::sub(reinterpret_cast<const typename T::Block*>(w + (2 * p) * wstride)[k], j);
-        const arm::Sub s1 = T::sub(reinterpret_cast<const typename T::Block*>(w + (2 * p + 1) * wstride)[k], j);
+        const arm::Sub s1 =
+            T::sub(reinterpret_cast<const typename T::Block*>(w + (2 * p + 1) * wstride)[k], j);
         int32x4_t dot = vdupq_n_s32(0);
         dot = vmmlaq_s32(dot, zip_lo(s0.q0, s1.q0), xa);
         dot = vmmlaq_s32(dot, zip_hi(s0.q0, s1.q0), xb);
@@ -86,7 +89,8 @@ bool matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
   }
   const int64_t xbytes = act_row_bytes(W.type, W.cols);
   if (mmain < m) {
-    dotprod::matmul_rows(W, static_cast<const uint8_t*>(Xq) + mmain * xbytes, 1, Y + mmain * ldy, ldy, r0, rmain);
+    dotprod::matmul_rows(W, static_cast<const uint8_t*>(Xq) + mmain * xbytes, 1, Y + mmain * ldy, ldy, r0,
+                         rmain);
   }
   if (rmain < r1) dotprod::matmul_rows(W, Xq, m, Y, ldy, rmain, r1);
   return true;

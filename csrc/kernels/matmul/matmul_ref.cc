@@ -107,15 +107,20 @@ float dot_row(DType type, const void* wrow, const void* xrow, int64_t cols) {
       }
       return acc;
     }
-    case DType::F32: case DType::F16: case DType::BF16: {
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16: {
       // Float weights: accumulate in double, the reference being the accurate answer.
       const auto* x = static_cast<const float*>(xrow);
       double s = 0.0;
       for (int64_t c = 0; c < cols; ++c) {
         float wv;
-        if (type == DType::F32) wv = static_cast<const float*>(wrow)[c];
-        else if (type == DType::F16) wv = f16_to_f32(static_cast<const uint16_t*>(wrow)[c]);
-        else wv = bf16_to_f32(static_cast<const uint16_t*>(wrow)[c]);
+        if (type == DType::F32)
+          wv = static_cast<const float*>(wrow)[c];
+        else if (type == DType::F16)
+          wv = f16_to_f32(static_cast<const uint16_t*>(wrow)[c]);
+        else
+          wv = bf16_to_f32(static_cast<const uint16_t*>(wrow)[c]);
         s += static_cast<double>(wv) * x[c];
       }
       return static_cast<float>(s);

@@ -1,9 +1,11 @@
 // Quantized matrix products for x86 (AVX2 / AVX-512 / AVX512-VNNI), one template for every kernel set
-// (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL in GGUF layout — see x86_packed.h for the faster packed layout — and Q4_K, Q6_K):
-// a kernel set supplies only its 32-byte integer dot product (Dot::dot(u8 weights, s8 activations)).
+// (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL in GGUF layout — see x86_packed.h for the faster packed layout — and
+// Q4_K, Q6_K): a kernel set supplies only its 32-byte integer dot product (Dot::dot(u8 weights, s8
+// activations)).
 //
 // Tile: NR weight rows × MR activation rows. Per 32-weight (sub-)block and per (row, act row) pair:
-//   acc[r][i] (8 f32 lanes) += f32(int dot lanes) · d_act[i] · d_w[r];   min[r][i] += m_w[r] · d_act[i]·Σq_act[i]
+//   acc[r][i] (8 f32 lanes) += f32(int dot lanes) · d_act[i] · d_w[r];   min[r][i] += m_w[r] ·
+//   d_act[i]·Σq_act[i]
 // then y = hsum(acc) + min. Each output element goes through exactly these operations whatever the tile
 // shape or row range, so results do not depend on how rows are split over threads.
 // Included by matmul_<set>.cc only; compiled with that set's flags.
@@ -79,7 +81,9 @@ struct Q5_0T {
     d[0] = f16_scalar(b.d);
     m[0] = -16.0f * d[0];
   }
-  static __m256i quants(const Block& b, int) { return _mm256_or_si256(unpack_nibbles(b.qs), q5_high_bits(b.qh)); }
+  static __m256i quants(const Block& b, int) {
+    return _mm256_or_si256(unpack_nibbles(b.qs), q5_high_bits(b.qh));
+  }
 };
 
 struct Q5_1T {
@@ -90,7 +94,9 @@ struct Q5_1T {
     d[0] = f16_scalar(b.d);
     m[0] = f16_scalar(b.m);
   }
-  static __m256i quants(const Block& b, int) { return _mm256_or_si256(unpack_nibbles(b.qs), q5_high_bits(b.qh)); }
+  static __m256i quants(const Block& b, int) {
+    return _mm256_or_si256(unpack_nibbles(b.qs), q5_high_bits(b.qh));
+  }
 };
 
 // IQ4_NL: the codebook values (int8) looked up by nibble, signed like Q8_0.
@@ -118,7 +124,9 @@ struct Q8_0T {
     d[0] = f16_scalar(b.d);
     m[0] = 0.0f;
   }
-  static __m256i quants(const Block& b, int) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+  static __m256i quants(const Block& b, int) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+  }
 };
 
 struct Q4_KT {
@@ -136,10 +144,13 @@ struct Q4_KT {
     u[1] = (u[2] & lo4) | (((u[0] >> 6) & lo2) << 4);  // scales 4..7
     u[2] = mins03;
     u[0] &= lo6;  // scales 0..3
-    const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u))));
-    const __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 2))));
+    const __m256 sc =
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u))));
+    const __m256 mn =
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 2))));
     _mm256_storeu_ps(d, _mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.d)), sc));
-    _mm256_storeu_ps(m, _mm256_xor_ps(_mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.dmin)), mn), _mm256_set1_ps(-0.0f)));
+    _mm256_storeu_ps(
+        m, _mm256_xor_ps(_mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.dmin)), mn), _mm256_set1_ps(-0.0f)));
   }
   static __m256i quants(const Block& b, int j) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (j / 2)));
@@ -165,8 +176,7 @@ struct Q6_KT {
     const __m256i ql = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * h + 32 * (c % 2)));
     const __m256i lo = _mm256_and_si256(c < 2 ? ql : _mm256_srli_epi16(ql, 4), _mm256_set1_epi8(0x0F));
     const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh + 32 * h));
-    const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c)),
-                                        _mm256_set1_epi8(3));
+    const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c)), _mm256_set1_epi8(3));
     return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));  // hi <= 3, so the shift stays inside each byte
   }
   // Lanes 0..3 (elements 0..15) take the first half's scale, lanes 4..7 the second's.
@@ -200,7 +210,8 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
     for (int ri = 0; ri < NR; ++ri) {
       T::scales(reinterpret_cast<const typename T::Block*>(w + ri * wstride)[k], d[ri], m[ri]);
       // Rows are short streams the hardware prefetcher cannot ramp up on: fetch the next tile's block.
-      const char* next = reinterpret_cast<const char*>(w + (NR + ri) * wstride) + k * sizeof(typename T::Block);
+      const char* next =
+          reinterpret_cast<const char*>(w + (NR + ri) * wstride) + k * sizeof(typename T::Block);
       for (size_t off = 0; off < sizeof(typename T::Block); off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
     }
     if constexpr (kVecMin) {
@@ -208,7 +219,8 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
         alignas(32) float sa[8];  // d_act · Σq_act of the 8 activation blocks under this super-block
         for (int j = 0; j < 8; ++j) sa[j] = a[i][k * 8 + j].d * static_cast<float>(a[i][k * 8 + j].sum);
         const __m256 sav = _mm256_load_ps(sa);
-        for (int ri = 0; ri < NR; ++ri) vmins[ri][i] = _mm256_fmadd_ps(_mm256_load_ps(m[ri]), sav, vmins[ri][i]);
+        for (int ri = 0; ri < NR; ++ri)
+          vmins[ri][i] = _mm256_fmadd_ps(_mm256_load_ps(m[ri]), sav, vmins[ri][i]);
       }
     }
     for (int j = 0; j < T::kSubs; ++j) {
