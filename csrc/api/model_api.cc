@@ -75,6 +75,7 @@ cpullm_model* cpullm_model_create(const cpullm_model_config* config, const cpull
         c.final_softcap = config->final_softcap;
         c.fused_qkv = config->fused_qkv != 0;
         c.fused_gate_up = config->fused_gate_up != 0;
+        c.rope_theta_local = config->rope_theta_local;
         if (config->layer_windows != nullptr && config->n_layers > 0) {
           c.layer_windows.assign(config->layer_windows, config->layer_windows + config->n_layers);
         }

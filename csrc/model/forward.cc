@@ -230,11 +230,14 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
     }
   });
 
-  const RopeParams rope_p{c.rope_mode, c.rope_dims, c.rope_theta, c.rope_freq_scale, model_.rope_freqs()};
+  const RopeParams rope_global{c.rope_mode, c.rope_dims, c.rope_theta, c.rope_freq_scale, model_.rope_freqs()};
+  const RopeParams rope_local{c.rope_mode, c.rope_dims, c.rope_theta_local, 1.0f, model_.rope_freqs()};
   const float scale = c.attn_scale > 0.0f ? c.attn_scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
   for (int32_t l = 0; l < c.n_layers; ++l) {
     const Layer& L = model_.layers()[static_cast<size_t>(l)];
+    const bool local = c.rope_theta_local > 0.0f && !c.layer_windows.empty() && c.layer_windows[l] > 0;
+    const RopeParams& rope_p = local ? rope_local : rope_global;
 
     // ---- attention ----
     for_rows(pool, T, [&](int64_t t0, int64_t t1) {

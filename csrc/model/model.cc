@@ -1,4 +1,5 @@
 // Model construction: find and check every tensor, repack weights for the fast path, allocate the KV cache.
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -74,6 +75,9 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
   if (!(cfg.attn_softcap >= 0.0f) || !(cfg.final_softcap >= 0.0f) || !(cfg.attn_scale >= 0.0f) ||
       !(cfg.embed_scale > 0.0f)) {
     throw std::runtime_error("soft-caps and the attention scale must be >= 0, the embedding scale > 0");
+  }
+  if (!(cfg.rope_theta_local >= 0.0f) || !std::isfinite(cfg.rope_theta_local)) {
+    throw std::runtime_error("the local RoPE base must be 0 (none) or a finite positive number");
   }
   TensorMap map;
   for (const TensorRef& t : tensors) map[t.name] = &t;

@@ -1,5 +1,5 @@
-// The transformer (llama, mistral, qwen2, qwen3, gemma2, phi3) over the kernel library: one block whose
-// options (QKV bias, per-head Q/K norm, activation, post-norms, soft-capping, sliding window...) the
+// The transformer (llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3) over the kernel library: one block
+// whose options (QKV bias, per-head Q/K norm, activation, post-norms, soft-capping, sliding window...) the
 // architecture sets (engine/cpullm/config.py ARCHITECTURES).
 //
 // A Model borrows the weights (GGUF-layout bytes, usually the memory-mapped file) and owns only what it
@@ -46,6 +46,8 @@ struct ModelConfig {
   bool fused_qkv = false;               // one attn_qkv matrix [q | k | v] (phi3)
   bool fused_gate_up = false;           // ffn_up holds [gate | up] (2 d_ff rows), no ffn_gate (phi3)
   bool release_packed_sources = false;  // weights are a file mapping: drop a tensor's pages once packed
+  // RoPE base of the sliding-window layers, which rotate without linear scaling (gemma3); 0 = rope_theta
+  float rope_theta_local = 0.0f;
 
   int32_t q_dim() const { return n_heads * head_dim; }
   int32_t kv_dim() const { return n_kv_heads * head_dim; }

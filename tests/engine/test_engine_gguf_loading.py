@@ -105,7 +105,7 @@ def test_unknown_architecture_is_named(tiny_dir: Path) -> None:
     with pytest.raises(
         GGUFError,
         match=r"architecture 'falcon' is not supported \(supported: llama, qwen2, mistral, qwen3, gemma2, "
-        r"phi3\)",
+        r"gemma3, phi3\)",
     ):
         ModelFile.open(path)
 
@@ -121,6 +121,34 @@ def test_gemma2_options_are_read(tiny_dir: Path) -> None:
     llama = ModelFile.open(write_tiny_gguf(tiny_dir / "llama_cfg.gguf", TinySpec(n_layers=3))).config
     assert (llama.activation, llama.post_norms, llama.embed_scale) == ("silu", False, 1.0)
     assert (llama.attn_softcap, llama.final_softcap, llama.sliding_window) == (0.0, 0.0, 0)
+
+
+def test_gemma3_options_are_read(tiny_dir: Path) -> None:
+    # A 4B-style file: global RoPE base 1e6 scaled 8x; the local layers keep base 10000, unscaled.
+    spec = TinySpec(
+        arch="gemma3",
+        n_layers=7,
+        sliding_window=5,
+        rope_theta=1e6,
+        extra_metadata={"gemma3.rope.scaling.type": "linear", "gemma3.rope.scaling.factor": 8.0},
+    )
+    c = ModelFile.open(write_tiny_gguf(tiny_dir / "gemma3_cfg.gguf", spec)).config
+    assert c.qk_norm and c.post_norms and c.activation == "gelu_tanh" and c.embed_scale == 16.0
+    assert (c.attn_softcap, c.final_softcap) == (0.0, 0.0)
+    assert [c.layer_window(i) for i in range(7)] == [5, 5, 5, 5, 5, 0, 5]  # five local, one global
+    assert (c.rope_theta, c.rope_scale, c.rope_theta_local) == (1e6, 8.0, 10000.0)
+    # A final cap in the file is read; score caps are not Gemma 3's and stay off whatever the file says.
+    capped = TinySpec(
+        arch="gemma3", final_softcap=30.0, extra_metadata={"gemma3.attn_logit_softcapping": 50.0}
+    )
+    c = ModelFile.open(write_tiny_gguf(tiny_dir / "gemma3_cap.gguf", capped)).config
+    assert (c.attn_softcap, c.final_softcap) == (0.0, 30.0)
+    # Without a window every layer is global, with the file's RoPE base.
+    c = ModelFile.open(
+        write_tiny_gguf(tiny_dir / "gemma3_nowin.gguf", TinySpec(arch="gemma3", sliding_window=0))
+    ).config
+    assert (c.sliding_window, c.rope_theta_local) == (0, 0.0)
+    assert not any(c.layer_window(i) for i in range(c.n_layers))
 
 
 @pytest.mark.parametrize(

@@ -29,10 +29,13 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
     def norm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         return x / math.sqrt(float(np.dot(x, x)) / x.size + config.rms_eps) * weight
 
-    def rotate(vec: np.ndarray, pos: int) -> np.ndarray:
+    def rotate(vec: np.ndarray, pos: int, layer: int) -> np.ndarray:
+        # gemma3's sliding-window layers rotate with their own base and no linear scaling
+        local = config.rope_theta_local and config.layer_window(layer)
+        base, scale = (config.rope_theta_local, 1.0) if local else (config.rope_theta, config.rope_scale)
         out = vec.copy()
         for i in range(config.rope_dim // 2):
-            angle = pos * config.rope_theta ** (-2 * i / config.rope_dim)
+            angle = pos / scale * base ** (-2 * i / config.rope_dim)
             a, b = (
                 (2 * i, 2 * i + 1)
                 if config.rope_layout is RopeLayout.NORMAL
@@ -70,12 +73,14 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
                 )
             keys, values = cache[layer]
             keys.append(
-                np.concatenate([rotate(k[j * hd : (j + 1) * hd], pos) for j in range(config.n_kv_heads)])
+                np.concatenate(
+                    [rotate(k[j * hd : (j + 1) * hd], pos, layer) for j in range(config.n_kv_heads)]
+                )
             )
             values.append(v)
             heads = []
             for head in range(config.n_heads):
-                qh = rotate(q[head * hd : (head + 1) * hd], pos)
+                qh = rotate(q[head * hd : (head + 1) * hd], pos, layer)
                 kv = slice((head // group) * hd, (head // group + 1) * hd)
                 window = config.layer_window(layer) or pos + 1
                 seen = range(max(0, pos - window + 1), pos + 1)  # key positions this query attends to
@@ -112,12 +117,21 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
         TinySpec(arch="qwen3", head_dim=128),
         TinySpec(arch="gemma2", n_heads=8, n_kv_heads=4, sliding_window=4),
         TinySpec(arch="phi3", tied=False),
+        # six local layers (base 10000) around a global one (base 1e6, linear scaling 4)
+        TinySpec(
+            arch="gemma3",
+            n_layers=7,
+            sliding_window=4,
+            rope_theta=1e6,
+            final_softcap=5.0,
+            extra_metadata={"gemma3.rope.scaling.type": "linear", "gemma3.rope.scaling.factor": 4.0},
+        ),
     ],
-    ids=["llama-tied", "mistral-untied", "qwen2-bias", "qwen3-qk-norm", "gemma2", "phi3-fused"],
+    ids=["llama-tied", "mistral-untied", "qwen2-bias", "qwen3-qk-norm", "gemma2", "phi3-fused", "gemma3"],
 )
 def test_forward_matches_naive_loop(tiny_dir: Path, spec: TinySpec) -> None:
     model = ModelFile.open(write_tiny_gguf(tiny_dir / f"naive_{spec.arch}_{spec.tied}.gguf", spec))
-    assert model.config.qk_norm is (spec.arch == "qwen3")
+    assert model.config.qk_norm is (spec.arch in ("qwen3", "gemma3"))
     ref = ReferenceModel(model)
     got = ref.logits(TOKENS)
     want = naive_logits(model.config, ref.weights, TOKENS)

@@ -1,9 +1,9 @@
 """Write tiny random-weight GGUF models for tests (reusable by any test suite).
 
 ``write_tiny_gguf(path, TinySpec(...))`` writes a complete model for ``llama``, ``mistral``, ``qwen2``,
-``qwen3``, ``gemma2`` or ``phi3`` (tied or untied output, QKV biases for qwen2, per-head Q/K norms for
-qwen3, post-norms, soft-capping and a sliding window for gemma2, fused QKV and gate-up matrices for
-phi3) whose 2-D weight matrices use
+``qwen3``, ``gemma2``, ``gemma3`` or ``phi3`` (tied or untied output, QKV biases for qwen2, per-head Q/K
+norms for qwen3 and gemma3, post-norms, soft-capping and a sliding window for gemma2, gemma3's six-layer
+local/global pattern, fused QKV and gate-up matrices for phi3) whose 2-D weight matrices use
 ``spec.weight_type`` (norms and biases stay F32, as in real files). Dimensions are multiples of 256 so
 every supported type, K-quants included, can hold every matrix.
 
@@ -13,7 +13,8 @@ valid random blocks by hand (random scales and quants with a chosen super-block 
 the file holds legal blocks; tests dequantize them with ``gguf.quants.dequantize``.
 
 ``model_matrix()`` lists (id, spec) for every architecture variant (llama tied/untied, mistral, qwen2
-with biases, qwen3, gemma2, phi3) times every supported weight type, for suites that must cover them all.
+with biases, qwen3, gemma2, gemma3, phi3) times every supported weight type, for suites that must cover
+them all.
 
 Tokenizers: ``"gpt2"`` writes a byte-level BPE vocabulary (3 control tokens, the 256 byte symbols,
 then the merges in ``GPT2_MERGES``); ``"llama"`` writes a SentencePiece-style vocabulary (<unk>, <s>,
@@ -40,6 +41,7 @@ ARCH_VARIANTS = {  # name -> (arch, tied): every architecture and output layout
     "qwen2-bias": ("qwen2", True),
     "qwen3": ("qwen3", True),
     "gemma2": ("gemma2", True),
+    "gemma3": ("gemma3", True),
     "phi3": ("phi3", False),
 }
 
@@ -73,15 +75,17 @@ class TinySpec:
     tokenizer: str = "gpt2"  # "gpt2" | "llama"
     pre: str = "default"  # tokenizer.ggml.pre for gpt2
     chat_template: str | None = CHATML_WITH_SYSTEM
-    n_layers: int = 2
+    n_layers: int = 0  # 0 = 2, or 6 for gemma3 (five sliding-window layers, then a global one)
     d_model: int = 256
     n_heads: int = 4
     n_kv_heads: int = 2
     head_dim: int | None = None  # None = d_model / n_heads; else written as attention.key/value_length
-    # gemma2 only: small enough that the window and both caps change a tiny model's logits
+    # gemma2/gemma3: small enough that the window and the caps change a tiny model's logits. gemma3 has
+    # no score cap, and its final cap is written only when set (Gemma 3 files have none): None = 3.0 for
+    # gemma2, none for gemma3.
     sliding_window: int = 8
     attn_softcap: float = 3.0
-    final_softcap: float = 3.0
+    final_softcap: float | None = None
     d_ff: int = 512
     context_length: int = 128
     rope_theta: float = 10000.0
@@ -97,6 +101,12 @@ class TinySpec:
     spm_vocab: tuple[list[str], list[int], list[float]] | None = None
     # rows of token_embd / output; None = one per token (a different number makes an inconsistent file)
     embedding_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_layers == 0:
+            self.n_layers = 6 if self.arch == "gemma3" else 2
+        if self.final_softcap is None:
+            self.final_softcap = 0.0 if self.arch == "gemma3" else 3.0
 
 
 def model_matrix() -> list[tuple[str, TinySpec]]:
@@ -189,8 +199,9 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
     def norm(n: int) -> np.ndarray:
         return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
-    # gemma2 scales embeddings by sqrt(d) on the way in: keep the residual stream near unit size
-    embd_std = 1.0 / np.sqrt(d) if spec.arch == "gemma2" else 1.0
+    gemma = spec.arch in ("gemma2", "gemma3")
+    # gemma scales embeddings by sqrt(d) on the way in: keep the residual stream near unit size
+    embd_std = 1.0 / np.sqrt(d) if gemma else 1.0
     w = {"token_embd.weight": (embd_std * rng.standard_normal((vocab_size, d))).astype(np.float32)}
     for i in range(spec.n_layers):
         p = f"blk.{i}."
@@ -201,7 +212,7 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
         if spec.arch == "qwen2":
             for name, n in (("attn_q.bias", q), ("attn_k.bias", kv), ("attn_v.bias", kv)):
                 w[p + name] = (0.1 * rng.standard_normal(n)).astype(np.float32)
-        if spec.arch == "qwen3":
+        if spec.arch in ("qwen3", "gemma3"):
             # Raw queries and keys far from unit RMS (as in real Qwen3), so that leaving out the per-head
             # norms changes the logits well beyond any test's tolerance.
             w[p + "attn_q.weight"] *= 4.0
@@ -213,7 +224,7 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
         w[p + "ffn_gate.weight"] = mat(ff, d)
         w[p + "ffn_up.weight"] = mat(ff, d)
         w[p + "ffn_down.weight"] = mat(d, ff)
-        if spec.arch == "gemma2":
+        if gemma:
             w[p + "post_attention_norm.weight"] = norm(d)
             w[p + "post_ffw_norm.weight"] = norm(d)
         if spec.arch == "phi3":  # fused as Phi-3's converter writes them: rows [q | k | v], [gate | up]
@@ -288,6 +299,11 @@ def write_tiny_gguf(path: str | Path, spec: TinySpec | None = None) -> Path:
         writer.add_sliding_window(spec.sliding_window)
         writer.add_attn_logit_softcapping(spec.attn_softcap)
         writer.add_final_logit_softcapping(spec.final_softcap)
+    if spec.arch == "gemma3":
+        if spec.sliding_window:
+            writer.add_sliding_window(spec.sliding_window)
+        if spec.final_softcap:
+            writer.add_final_logit_softcapping(spec.final_softcap)
     vocab_size = _add_tokenizer(writer, spec)
     for key, value in spec.extra_metadata.items():
         _add_metadata(writer, key, value)

@@ -38,6 +38,9 @@ typedef struct {
   const int32_t* layer_windows;
   int32_t fused_qkv;     /* 1: blk.N.attn_qkv.weight ([q | k | v] rows) instead of attn_q/k/v (phi3) */
   int32_t fused_gate_up; /* 1: blk.N.ffn_up.weight holds [gate | up] (2 d_ff rows), no ffn_gate (phi3) */
+  /* RoPE base of the sliding-window layers, which then rotate without linear scaling (gemma3: 10000);
+   * 0 = every layer uses rope_theta and rope_freq_scale. */
+  float rope_theta_local;
 } cpullm_model_config;
 
 /* A tensor by GGUF name ("blk.0.attn_q.weight"), ggml type id, rows x cols (cols = GGUF ne[0]) and its

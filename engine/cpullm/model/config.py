@@ -80,12 +80,21 @@ class ArchSpec:
     # RMSNorm of each sub-layer's output before its residual add (`post_attention_norm`, `post_ffw_norm`).
     post_norms: bool = False
     embed_scale_sqrt_d: bool = False  # token embeddings multiplied by sqrt(d_model)
-    # Attention scores and final logits soft-capped, cap * tanh(x / cap): the caps are the metadata
-    # `{arch}.attn_logit_softcapping` / `final_logit_softcapping` (llama.cpp's defaults 50 and 30 if absent).
-    softcapping: bool = False
-    # Sliding-window attention (window `{arch}.attention.sliding_window`, default 4096) in layer i when
+    # Soft-capping, cap * tanh(x / cap), of the attention scores and of the final logits: the caps are the
+    # metadata `{arch}.attn_logit_softcapping` / `final_logit_softcapping`, with these defaults when absent
+    # (0 = off unless the file sets it); None = never soft-capped, whatever the file says (as llama.cpp).
+    attn_softcap_default: float | None = None
+    final_softcap_default: float | None = None
+    # Sliding-window attention (window `{arch}.attention.sliding_window`) in layer i when
     # i % swa_pattern < swa_pattern - 1, as llama.cpp's swa pattern; 0 = no sliding window.
     swa_pattern: int = 0
+    swa_default: int = 0  # the window when the file has none; 0 = then no layer has a sliding window
+    # RoPE base of the sliding-window layers, which rotate without linear scaling; 0 = the model's base.
+    local_rope_base: float = 0.0
+    # Gemma's attention scale is 1/sqrt(d_model / n_heads) instead of 1/sqrt(head_dim) in the model whose
+    # block count this is (the 27B: llama.cpp tells it apart by its layers; the GGUF has no
+    # query_pre_attn_scalar).
+    d_over_heads_scale_layers: int = 0
     # One `attn_qkv` matrix ([q | k | v] rows) instead of attn_q/k/v, one `ffn_up` ([gate | up] rows, 2 d_ff)
     # instead of ffn_gate and ffn_up.
     fused_qkv: bool = False
@@ -106,8 +115,24 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         activation="gelu_tanh",
         post_norms=True,
         embed_scale_sqrt_d=True,
-        softcapping=True,
+        attn_softcap_default=50.0,
+        final_softcap_default=30.0,
         swa_pattern=2,
+        swa_default=4096,
+        d_over_heads_scale_layers=46,
+    ),
+    # Gemma 3 (text): Gemma 2's block with per-head Q/K norms instead of score soft-capping; five local
+    # (sliding-window, RoPE base 10000, unscaled) layers to one global (the file's base and scaling).
+    "gemma3": ArchSpec(
+        RopeLayout.NEOX,
+        qk_norm=True,
+        activation="gelu_tanh",
+        post_norms=True,
+        embed_scale_sqrt_d=True,
+        final_softcap_default=0.0,
+        swa_pattern=6,
+        local_rope_base=10000.0,
+        d_over_heads_scale_layers=62,
     ),
     # Phi-3: llama.cpp ignores its sliding_window metadata (Phi SWA disabled there), and so does cpullm.
     # Its 128k models' LongRoPE factors (rope_factors_long/short) are refused for now.
@@ -152,6 +177,7 @@ class ModelConfig:
     final_softcap: float  # the same for the output logits; 0 = not
     sliding_window: int  # keys a query of a sliding-window layer sees, its own included; 0 = no such layers
     swa_pattern: int  # layer i has the sliding window when i % swa_pattern < swa_pattern - 1 (0: none)
+    rope_theta_local: float  # RoPE base of sliding-window layers, unscaled (gemma3); 0 = rope_theta
     fused_qkv: bool  # attn_qkv instead of attn_q/k/v (phi3)
     fused_gate_up: bool  # ffn_up holds [gate | up], no ffn_gate (phi3)
     bos_id: int | None
@@ -210,19 +236,13 @@ class ModelConfig:
         context_length = md.count("context_length", maximum=MAX_CONTEXT_LENGTH)
         scaling, scale = _rope_scaling(md)
         vocab_size = _vocab_size(md)
-        attn_cap, final_cap = (
-            (
-                md.number("attn_logit_softcapping", *_SOFTCAP_RANGE, default=50.0),
-                md.number("final_logit_softcapping", *_SOFTCAP_RANGE, default=30.0),
+        attn_cap = _softcap(md, "attn_logit_softcapping", spec.attn_softcap_default)
+        final_cap = _softcap(md, "final_logit_softcapping", spec.final_softcap_default)
+        window = 0
+        if spec.swa_pattern and (spec.swa_default or f"{arch}.attention.sliding_window" in gguf.metadata):
+            window = md.count(
+                "attention.sliding_window", default=spec.swa_default, maximum=MAX_CONTEXT_LENGTH
             )
-            if spec.softcapping
-            else (0.0, 0.0)
-        )
-        window = (
-            md.count("attention.sliding_window", default=4096, maximum=MAX_CONTEXT_LENGTH)
-            if spec.swa_pattern
-            else 0
-        )
         return cls(
             arch=arch,
             n_layers=n_layers,
@@ -249,11 +269,16 @@ class ModelConfig:
             activation=spec.activation,
             post_norms=spec.post_norms,
             embed_scale=math.sqrt(d_model) if spec.embed_scale_sqrt_d else 1.0,
-            attn_scale=_attn_scale(arch, n_layers, d_model, n_heads, head_dim),
+            attn_scale=(
+                1.0 / math.sqrt(d_model / n_heads)
+                if n_layers == spec.d_over_heads_scale_layers
+                else 1.0 / math.sqrt(head_dim)
+            ),
             attn_softcap=attn_cap,
             final_softcap=final_cap,
             sliding_window=window,
-            swa_pattern=spec.swa_pattern,
+            swa_pattern=spec.swa_pattern if window else 0,
+            rope_theta_local=spec.local_rope_base if window else 0.0,
             fused_qkv=spec.fused_qkv,
             fused_gate_up=spec.fused_gate_up,
             bos_id=gguf.get_token_id("bos", vocab_size),
@@ -365,12 +390,13 @@ def _head_dim(md: _Metadata, d_model: int, n_heads: int) -> int:
     return head_dim
 
 
-def _attn_scale(arch: str, n_layers: int, d_model: int, n_heads: int, head_dim: int) -> float:
-    """The factor of attention scores. Gemma 2 27B (its 46 layers tell it apart, as llama.cpp does: the
-    GGUF carries no query_pre_attn_scalar) scales by 1/sqrt(d_model / n_heads), not 1/sqrt(head_dim)."""
-    if arch == "gemma2" and n_layers == 46:
-        return 1.0 / math.sqrt(d_model / n_heads)
-    return 1.0 / math.sqrt(head_dim)
+def _softcap(md: _Metadata, key: str, default: float | None) -> float:
+    """The soft-cap ``key`` for an architecture whose default is ``default`` (see ArchSpec); 0 = none."""
+    if default is None:
+        return 0.0
+    if default == 0.0 and f"{md.arch}.{key}" not in md.gguf.metadata:
+        return 0.0
+    return md.number(key, *_SOFTCAP_RANGE, default=default)
 
 
 def _rope_scaling(md: _Metadata) -> tuple[str, float]:

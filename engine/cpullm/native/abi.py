@@ -41,6 +41,7 @@ class ModelConfigC(ctypes.Structure):
         ("layer_windows", ctypes.POINTER(ctypes.c_int32)),
         ("fused_qkv", ctypes.c_int32),
         ("fused_gate_up", ctypes.c_int32),
+        ("rope_theta_local", ctypes.c_float),
     ]
 
 

@@ -97,6 +97,7 @@ class NativeModel:
             rope_dims=c.rope_dim,
             rope_theta=c.rope_theta,
             rope_freq_scale=1.0 / c.rope_scale,
+            rope_theta_local=c.rope_theta_local,
             # The tensors are views of the file's read-only mapping: once repacked, the native side may
             # drop their pages so the weights are not resident twice.
             release_packed_sources=int(model_file.gguf.mapping is not None),

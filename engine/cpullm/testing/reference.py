@@ -19,7 +19,8 @@ Public API
 RoPE follows llama.cpp (see :mod:`cpullm.model.config`): ``RopeLayout.NORMAL`` rotates adjacent lanes
 ``(2i, 2i+1)``, ``RopeLayout.NEOX`` rotates ``(i, i + rope_dim/2)``; the angle of pair ``i`` at position
 ``p`` is ``p / rope_scale * rope_theta ** (-2i / rope_dim) / rope_freqs[i]`` (``rope_freqs`` only when
-the file has that tensor). Nothing here is fast; it is written to be obviously right.
+the file has that tensor). A model with a local RoPE base (gemma3) rotates its sliding-window layers with
+``rope_theta_local`` and no ``rope_scale``. Nothing here is fast; it is written to be obviously right.
 """
 
 from __future__ import annotations
@@ -61,13 +62,17 @@ def soft_cap(x: np.ndarray, cap: float) -> np.ndarray:
     return cap * np.tanh(x / cap) if cap else x
 
 
-def rope_angles(config: ModelConfig, positions: np.ndarray, freq_factors: np.ndarray | None) -> np.ndarray:
-    """positions: [T] -> angles [T, rope_dim/2]."""
+def rope_angles(
+    config: ModelConfig, positions: np.ndarray, freq_factors: np.ndarray | None, local: bool = False
+) -> np.ndarray:
+    """positions: [T] -> angles [T, rope_dim/2]. ``local``: a sliding-window layer of a model with a local
+    RoPE base (``rope_theta_local``, no linear scaling)."""
     half = config.rope_dim // 2
-    inv_freq = config.rope_theta ** (-2.0 * np.arange(half, dtype=np.float64) / config.rope_dim)
+    base, scale = (config.rope_theta_local, 1.0) if local else (config.rope_theta, config.rope_scale)
+    inv_freq = base ** (-2.0 * np.arange(half, dtype=np.float64) / config.rope_dim)
     if freq_factors is not None:
         inv_freq = inv_freq / freq_factors
-    return np.outer(positions.astype(np.float64) / config.rope_scale, inv_freq)
+    return np.outer(positions.astype(np.float64) / scale, inv_freq)
 
 
 def apply_rope(x: np.ndarray, angles: np.ndarray, layout: RopeLayout, rope_dim: int) -> np.ndarray:
@@ -116,7 +121,7 @@ def causal_attention(
 
 
 def _layer(config: ModelConfig, w: Weights, i: int, x: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """One transformer block. x: [T, d_model] -> [T, d_model]."""
+    """One transformer block. x: [T, d_model] -> [T, d_model]; angles: this layer's RoPE [T, rope_dim/2]."""
     p = f"blk.{i}."
     t = x.shape[0]
     h = rms_norm(x, w[p + "attn_norm.weight"], config.rms_eps)
@@ -166,9 +171,11 @@ def forward(
     if ids.min() < 0 or ids.max() >= config.vocab_size:
         raise ValueError(f"token ids must be in [0, {config.vocab_size}), got {ids.min()}..{ids.max()}.")
     x = weights["token_embd.weight"][ids] * config.embed_scale  # [T, d_model]
-    angles = rope_angles(config, np.arange(ids.size), weights.get("rope_freqs.weight"))
+    positions, factors = np.arange(ids.size), weights.get("rope_freqs.weight")
+    angles = rope_angles(config, positions, factors)
+    local_angles = rope_angles(config, positions, factors, local=True) if config.rope_theta_local else angles
     for i in range(config.n_layers):
-        x = _layer(config, weights, i, x, angles)
+        x = _layer(config, weights, i, x, local_angles if config.layer_window(i) else angles)
     if last_only:
         x = x[-1:]
     x = rms_norm(x, weights["output_norm.weight"], config.rms_eps)
