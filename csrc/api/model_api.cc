@@ -76,6 +76,10 @@ cpullm_model* cpullm_model_create(const cpullm_model_config* config, const cpull
         c.fused_qkv = config->fused_qkv != 0;
         c.fused_gate_up = config->fused_gate_up != 0;
         c.rope_theta_local = config->rope_theta_local;
+        c.n_experts = config->n_experts;
+        c.n_experts_used = config->n_experts_used;
+        c.d_ff_expert = config->d_ff_expert;
+        c.moe_norm_topk = config->moe_norm_topk != 0;
         if (config->layer_windows != nullptr && config->n_layers > 0) {
           c.layer_windows.assign(config->layer_windows, config->layer_windows + config->n_layers);
         }

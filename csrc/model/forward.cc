@@ -128,11 +128,11 @@ void Forward::step(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
 
 int64_t Forward::prepare(const SeqStep* seqs, int32_t n_seqs) {
   const ModelConfig& c = model_.config();
-  const int64_t d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff, qkvd = qd + 2 * kvd;
+  const int64_t d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), qkvd = qd + 2 * kvd;
   int64_t T = 0;
   for (int32_t s = 0; s < n_seqs; ++s) T += seqs[s].n_tokens;
   grow(x_, T * d), grow(xn_, T * d), grow(qkv_, T * qkvd), grow(q_, T * qd), grow(k_, T * kvd);
-  grow(v_, T * kvd), grow(att_, T * qd), grow(gu_, T * 2 * ff), grow(h_, T * ff), grow(proj_, T * d);
+  grow(v_, T * kvd), grow(att_, T * qd), grow(proj_, T * d);
   grow(pos_, T);
   for (int32_t s = 0, t = 0; s < n_seqs; ++s) {
     for (int32_t i = 0; i < seqs[s].n_tokens; ++i) pos_[t++] = seqs[s].pos0 + i;
@@ -192,6 +192,81 @@ void Forward::attend(const KVStore& kv, int32_t l, const SeqStep* seqs, int32_t 
   });
 }
 
+void Forward::gated_ffn(const Projection& gate_up, const Matrix& down, const float* X, int64_t n, float* Y) {
+  const ModelConfig& c = model_.config();
+  const int64_t ff = down.cols;
+  grow(gu_, n * 2 * ff), grow(h_, n * ff);
+  project(gate_up, X, n, gu_.data());  // [n × (ff | ff)]
+  for_rows(global_pool(), n, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* g = gu_.data() + t * 2 * ff;
+      if (c.activation == Activation::GeluTanh) {
+        gelu_tanh_mul(g, g + ff, h_.data() + t * ff, ff);
+      } else {
+        silu_mul(g, g + ff, h_.data() + t * ff, ff);
+      }
+    }
+  });
+  matmul(down, h_.data(), n, Y, global_pool());  // [n × d]
+}
+
+void Forward::moe(const Layer& L, int64_t T) {
+  const ModelConfig& c = model_.config();
+  const int64_t d = c.d_model, n_exp = c.n_experts, k = c.n_experts_used;
+  grow(route_, T * n_exp), grow(by_expert_, T * k), grow(route_w_, T * k), grow(expert_end_, n_exp);
+  matmul(L.router, xn_.data(), T, route_.data(), global_pool());  // [T × n_exp]
+  // Each token's top k experts (ties to the lower index) with their softmax weights. Then a counting sort
+  // by expert, so that each expert runs once over all its tokens; tokens stay in order within an expert.
+  std::vector<int32_t> chosen(static_cast<size_t>(T * k));
+  std::vector<float> weight(static_cast<size_t>(T * k));
+  std::vector<int64_t> count(static_cast<size_t>(n_exp), 0);
+  std::vector<int32_t> order(static_cast<size_t>(n_exp));
+  for (int64_t t = 0; t < T; ++t) {
+    const float* r = route_.data() + t * n_exp;
+    for (int32_t e = 0; e < n_exp; ++e) order[e] = e;
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [r](int32_t a, int32_t b) { return r[a] > r[b] || (r[a] == r[b] && a < b); });
+    const float top = r[order[0]];
+    double all = 0.0, picked = 0.0;  // softmax denominators over every expert and over the chosen ones
+    for (int64_t e = 0; e < n_exp; ++e) all += std::exp(static_cast<double>(r[e] - top));
+    for (int64_t j = 0; j < k; ++j) picked += std::exp(static_cast<double>(r[order[j]] - top));
+    const double denom = c.moe_norm_topk ? picked : all;
+    for (int64_t j = 0; j < k; ++j) {
+      chosen[t * k + j] = order[j];
+      weight[t * k + j] = static_cast<float>(std::exp(static_cast<double>(r[order[j]] - top)) / denom);
+      ++count[order[j]];
+    }
+  }
+  int64_t end = 0;
+  for (int64_t e = 0; e < n_exp; ++e) expert_end_[e] = end += count[e];
+  std::vector<int64_t> next(static_cast<size_t>(n_exp));
+  for (int64_t e = 0; e < n_exp; ++e) next[e] = expert_end_[e] - count[e];
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t slot = next[chosen[t * k + j]]++;
+      by_expert_[slot] = static_cast<int32_t>(t);
+      route_w_[slot] = weight[t * k + j];
+    }
+  }
+  // Each used expert over its tokens' rows, added into proj_ with the route's weight.
+  float* y = proj_.data();
+  std::fill(y, y + T * d, 0.0f);
+  for (int64_t e = 0, begin = 0; e < n_exp; begin = expert_end_[e], ++e) {
+    const int64_t n = expert_end_[e] - begin;
+    if (n == 0) continue;
+    grow(moe_x_, 2 * n * d);
+    float* xe = moe_x_.data();          // [n × d] the expert's input rows
+    float* ye = moe_x_.data() + n * d;  // [n × d] its output rows
+    for (int64_t i = 0; i < n; ++i) std::copy_n(xn_.data() + by_expert_[begin + i] * d, d, xe + i * d);
+    gated_ffn(L.expert_gate_up[e], L.expert_down[e], xe, n, ye);
+    for (int64_t i = 0; i < n; ++i) {
+      float* dst = y + by_expert_[begin + i] * d;
+      const float w = route_w_[begin + i];
+      for (int64_t j = 0; j < d; ++j) dst[j] += w * ye[i * d + j];
+    }
+  }
+}
+
 void Forward::post_norm(const float* w, int64_t T) {
   const ModelConfig& c = model_.config();
   const int64_t d = c.d_model;
@@ -216,7 +291,7 @@ int64_t Forward::norm_logit_rows(const SeqStep* seqs, int32_t n_seqs) {
 void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits) {
   const ModelConfig& c = model_.config();
   ThreadPool* pool = global_pool();
-  const int64_t d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff, qkvd = qd + 2 * kvd;
+  const int64_t d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), qkvd = qd + 2 * kvd;
   const int64_t T = prepare(seqs, n_seqs);
   float* x = x_.data();    // [T × d]
   float* xn = xn_.data();  // [T × d]
@@ -230,7 +305,8 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
     }
   });
 
-  const RopeParams rope_global{c.rope_mode, c.rope_dims, c.rope_theta, c.rope_freq_scale, model_.rope_freqs()};
+  const RopeParams rope_global{c.rope_mode, c.rope_dims, c.rope_theta, c.rope_freq_scale,
+                               model_.rope_freqs()};
   const RopeParams rope_local{c.rope_mode, c.rope_dims, c.rope_theta_local, 1.0f, model_.rope_freqs()};
   const float scale = c.attn_scale > 0.0f ? c.attn_scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
@@ -267,22 +343,15 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
     if (L.post_attn_norm) post_norm(L.post_attn_norm, T);
     add(x, proj_.data(), x, T * d);
 
-    // ---- feed-forward (SwiGLU or GeGLU) ----
+    // ---- feed-forward (SwiGLU or GeGLU; dense or a mixture of experts) ----
     for_rows(pool, T, [&](int64_t t0, int64_t t1) {
       rmsnorm(x + t0 * d, L.ffn_norm, xn + t0 * d, t1 - t0, d, c.rms_eps);
     });
-    project(L.gate_up, xn, T, gu_.data());  // [T × (ff | ff)]
-    for_rows(pool, T, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const float* g = gu_.data() + t * 2 * ff;
-        if (c.activation == Activation::GeluTanh) {
-          gelu_tanh_mul(g, g + ff, h_.data() + t * ff, ff);
-        } else {
-          silu_mul(g, g + ff, h_.data() + t * ff, ff);
-        }
-      }
-    });
-    matmul(L.wdown, h_.data(), T, proj_.data(), pool);  // [T × d]
+    if (c.n_experts > 0) {
+      moe(L, T);  // xn -> proj_ [T × d]
+    } else {
+      gated_ffn(L.gate_up, L.wdown, xn, T, proj_.data());  // [T × d]
+    }
     if (L.post_ffn_norm) post_norm(L.post_ffn_norm, T);
     add(x, proj_.data(), x, T * d);
   }

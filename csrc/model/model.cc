@@ -79,6 +79,13 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
   if (!(cfg.rope_theta_local >= 0.0f) || !std::isfinite(cfg.rope_theta_local)) {
     throw std::runtime_error("the local RoPE base must be 0 (none) or a finite positive number");
   }
+  if (cfg.n_experts < 0 ||
+      (cfg.n_experts > 0 && (cfg.n_experts_used <= 0 || cfg.n_experts_used > cfg.n_experts ||
+                             cfg.d_ff_expert <= 0 || cfg.fused_gate_up))) {
+    throw std::runtime_error(
+        "mixture of experts: n_experts_used must be from 1 to n_experts, d_ff_expert positive, and the "
+        "gate and up matrices not fused");
+  }
   TensorMap map;
   for (const TensorRef& t : tensors) map[t.name] = &t;
   const int64_t d = cfg.d_model, q = cfg.q_dim(), kv = cfg.kv_dim(), ff = cfg.d_ff;
@@ -103,7 +110,8 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
     owned_.emplace_back(static_cast<size_t>(bytes));
     repack(W, owned_.back().data());
     W.packed = owned_.back().data();
-    packed_names_.push_back(name);
+    if (packed_names_.empty() || packed_names_.back() != name)
+      packed_names_.push_back(name);  // experts: once
     if (cfg.release_packed_sources) release_pages(W.data, W.rows * row_bytes(W.type, W.cols));
     return W;
   };
@@ -142,10 +150,30 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
     L.wo = weight(p + "attn_output.weight", d, q);
     L.post_attn_norm = cfg.post_norms ? vec(p + "post_attention_norm.weight", d) : nullptr;
     L.ffn_norm = vec(p + "ffn_norm.weight", d);
-    L.gate_up = cfg.fused_gate_up
-                    ? Projection{{weight(p + "ffn_up.weight", 2 * ff, d)}}
-                    : Projection{{weight(p + "ffn_gate.weight", ff, d), weight(p + "ffn_up.weight", ff, d)}};
-    L.wdown = weight(p + "ffn_down.weight", d, ff);
+    if (cfg.n_experts > 0) {
+      // Stacked experts: expert e's matrix is rows [e·rows, (e+1)·rows) of the tensor, repacked alone.
+      const int64_t n_exp = cfg.n_experts, fe = cfg.d_ff_expert;
+      auto expert = [&](const std::string& name, int64_t e, int64_t rows, int64_t cols) {
+        Matrix W = matrix(map, name, n_exp * rows, cols);
+        W.rows = rows;
+        W.data = static_cast<const uint8_t*>(W.data) + e * rows * row_bytes(W.type, cols);
+        return packed(W, name);
+      };
+      L.router = matrix(map, p + "ffn_gate_inp.weight", n_exp, d);
+      L.expert_gate_up.resize(static_cast<size_t>(n_exp));
+      for (int64_t e = 0; e < n_exp; ++e)
+        L.expert_gate_up[e].parts.push_back(expert(p + "ffn_gate_exps.weight", e, fe, d));
+      for (int64_t e = 0; e < n_exp; ++e)
+        L.expert_gate_up[e].parts.push_back(expert(p + "ffn_up_exps.weight", e, fe, d));
+      for (int64_t e = 0; e < n_exp; ++e)
+        L.expert_down.push_back(expert(p + "ffn_down_exps.weight", e, d, fe));
+    } else {
+      L.gate_up =
+          cfg.fused_gate_up
+              ? Projection{{weight(p + "ffn_up.weight", 2 * ff, d)}}
+              : Projection{{weight(p + "ffn_gate.weight", ff, d), weight(p + "ffn_up.weight", ff, d)}};
+      L.wdown = weight(p + "ffn_down.weight", d, ff);
+    }
     L.post_ffn_norm = cfg.post_norms ? vec(p + "post_ffw_norm.weight", d) : nullptr;
   }
 }

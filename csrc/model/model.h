@@ -1,6 +1,6 @@
-// The transformer (llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3) over the kernel library: one block
-// whose options (QKV bias, per-head Q/K norm, activation, post-norms, soft-capping, sliding window...) the
-// architecture sets (engine/cpullm/config.py ARCHITECTURES).
+// The transformer (llama, mistral, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3) over the kernel library: one
+// block whose options (QKV bias, per-head Q/K norm, activation, post-norms, soft-capping, sliding window...)
+// the architecture sets (engine/cpullm/config.py ARCHITECTURES).
 //
 // A Model borrows the weights (GGUF-layout bytes, usually the memory-mapped file) and owns only what it
 // repacks at load: each product's weights in the layout the variant's fast path prefers. Q/K/V (and
@@ -48,6 +48,13 @@ struct ModelConfig {
   bool release_packed_sources = false;  // weights are a file mapping: drop a tensor's pages once packed
   // RoPE base of the sliding-window layers, which rotate without linear scaling (gemma3); 0 = rope_theta
   float rope_theta_local = 0.0f;
+  // Mixture of experts: n_experts > 0 replaces each layer's FFN by its router's top n_experts_used experts
+  // (each a gated FFN d_ff_expert wide), weighted by their softmax probabilities, renormalized over the
+  // chosen ones when moe_norm_topk.
+  int32_t n_experts = 0;
+  int32_t n_experts_used = 0;
+  int32_t d_ff_expert = 0;
+  bool moe_norm_topk = true;
 
   int32_t q_dim() const { return n_heads * head_dim; }
   int32_t kv_dim() const { return n_kv_heads * head_dim; }
@@ -80,6 +87,10 @@ struct Layer {
   Projection gate_up;           // -> [d_ff | d_ff]
   Matrix wdown;                 // [d_model, d_ff]
   const float* post_ffn_norm;   // [d_model] or nullptr: RMSNorm of the FFN output (gemma2)
+  // Mixture of experts (n_experts > 0; then gate_up and wdown are empty):
+  Matrix router;                           // [n_experts, d_model]
+  std::vector<Projection> expert_gate_up;  // per expert -> [d_ff_expert | d_ff_expert]
+  std::vector<Matrix> expert_down;         // per expert [d_model, d_ff_expert]
 };
 
 class Model {
@@ -171,6 +182,12 @@ class Forward {
   std::vector<int32_t> pos_;  // [T]
   std::vector<uint8_t> xq_;   // [T × act_row_bytes]  quantized activations shared by a projection's parts
   std::vector<DecodeQuery> decode_;  // this layer's decode tokens, for attention_decode
+  // Mixture of experts: router output, then the (token, weight) routes grouped by expert.
+  std::vector<float> route_;         // [T × n_experts]  router logits
+  std::vector<int32_t> by_expert_;   // [T × n_experts_used]  token of each route, grouped by expert
+  std::vector<float> route_w_;       // [T × n_experts_used]  its weight, in the same order
+  std::vector<int64_t> expert_end_;  // [n_experts]  end of each expert's group in by_expert_
+  std::vector<float> moe_x_;         // [n_e × d_model]  one expert's input rows (gathered from xn_)
 
   void project(const Projection& p, const float* X, int64_t T, float* Y);
   // One forward pass over a batch already checked by step(), at most kMaxPassTokens tokens: the layers.
@@ -187,6 +204,11 @@ class Forward {
   KVCache layer_view(const KVStore& kv, int32_t l, const int32_t* block_table) const;
   // proj_'s T rows normalized in place with weights w (a sub-layer's post-norm, before the residual add).
   void post_norm(const float* w, int64_t T);
+  // The gated FFN of xn_'s T rows into proj_: the layer's dense gate/up/down, or its mixture of experts.
+  void ffn(const Layer& L, int64_t T);
+  void moe(const Layer& L, int64_t T);
+  // Rows X[n × d] through one gated FFN (gate_up, down) into Y[n × d]; uses gu_ and h_.
+  void gated_ffn(const Projection& gate_up, const Matrix& down, const float* X, int64_t n, float* Y);
   // The final norm of the rows whose logits are wanted, packed into xn_; returns their count.
   int64_t norm_logit_rows(const SeqStep* seqs, int32_t n_seqs);
 };

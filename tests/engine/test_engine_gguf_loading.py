@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -11,9 +12,9 @@ import pytest
 from gguf import GGMLQuantizationType as QT
 from tiny_gguf import ALL_TENSOR_TYPES, TinySpec, write_tiny_gguf
 
-from cpullm.model.config import ModelConfig, RopeLayout
+from cpullm.model.config import SUPPORTED_ARCHITECTURES, ModelConfig, RopeLayout
 from cpullm.model.gguf_file import GGUFError, GGUFFile
-from cpullm.model.model_file import ModelFile
+from cpullm.model.model_file import ModelFile, check_tensor_shapes
 
 ALL_TYPES = ALL_TENSOR_TYPES
 
@@ -104,8 +105,9 @@ def test_unknown_architecture_is_named(tiny_dir: Path) -> None:
     path = write_tiny_gguf(tiny_dir / "falcon.gguf", TinySpec(arch="falcon"))
     with pytest.raises(
         GGUFError,
-        match=r"architecture 'falcon' is not supported \(supported: llama, qwen2, mistral, qwen3, gemma2, "
-        r"gemma3, phi3\)",
+        match=re.escape(
+            f"architecture 'falcon' is not supported (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
+        ),
     ):
         ModelFile.open(path)
 
@@ -165,6 +167,57 @@ def test_bad_gemma2_options_are_refused(tiny_dir: Path, key: str, value: object,
     gguf_file.metadata[key] = value
     with pytest.raises(GGUFError, match=f"metadata '{key}' is .*; expected {expected}"):
         ModelConfig.from_gguf(gguf_file)
+
+
+def test_moe_options_are_read(tiny_dir: Path) -> None:
+    spec = TinySpec(arch="qwen3moe", n_experts=6, n_experts_used=2, d_ff_expert=512)
+    c = ModelFile.open(write_tiny_gguf(tiny_dir / "moe_cfg.gguf", spec)).config
+    assert (c.n_experts, c.n_experts_used, c.d_ff_expert, c.moe_norm_topk) == (6, 2, 512, True)
+    shapes = c.expected_tensor_shapes()
+    assert shapes["blk.0.ffn_gate_exps.weight"] == (256, 512, 6) and "blk.0.ffn_gate.weight" not in shapes
+    assert shapes["blk.0.ffn_down_exps.weight"] == (512, 256, 6) and shapes["blk.1.ffn_gate_inp.weight"] == (
+        256,
+        6,
+    )
+    # Mixtral: experts under llama, as wide as feed_forward_length when no expert width is written
+    mixtral = TinySpec(n_experts=4, d_ff_expert=512)
+    path = write_tiny_gguf(tiny_dir / "mixtral_cfg.gguf", mixtral)
+    gguf_file = GGUFFile.open(path)
+    del gguf_file.metadata["llama.expert_feed_forward_length"]
+    assert ModelConfig.from_gguf(gguf_file).d_ff_expert == 512  # TinySpec's d_ff
+    assert ModelFile.open(write_tiny_gguf(tiny_dir / "dense_cfg.gguf", TinySpec())).config.n_experts == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("qwen3moe.expert_used_count", 5, "an integer from 1 to 4"),
+        ("qwen3moe.expert_used_count", 0, "an integer from 1 to 4"),
+        ("qwen3moe.expert_count", 5000, "an integer from 0 to 1024"),
+        ("qwen3moe.expert_feed_forward_length", -1, "an integer from 1 to"),
+    ],
+)
+def test_bad_moe_options_are_refused(tiny_dir: Path, key: str, value: object, expected: str) -> None:
+    gguf_file = GGUFFile.open(write_tiny_gguf(tiny_dir / "moe_bad.gguf", TinySpec(arch="qwen3moe")))
+    gguf_file.metadata[key] = value
+    with pytest.raises(GGUFError, match=f"metadata '{key}' is .*; expected {expected}"):
+        ModelConfig.from_gguf(gguf_file)
+
+
+def test_moe_expert_shapes_are_checked(tiny_dir: Path) -> None:
+    """Metadata that disagrees with the stacked experts (3 experts claimed, 4 stored) is refused by name."""
+    gguf_file = GGUFFile.open(write_tiny_gguf(tiny_dir / "moe_shape.gguf", TinySpec(arch="qwen3moe")))
+    gguf_file.metadata["qwen3moe.expert_count"] = 3
+    config = ModelConfig.from_gguf(gguf_file)
+    with pytest.raises(GGUFError, match=r"tensor 'blk.0.ffn_gate_inp.weight' has shape \[256, 4\]"):
+        check_tensor_shapes(gguf_file, config)
+
+
+def test_old_mixtral_layout_is_refused(tiny_dir: Path) -> None:
+    extra = {"blk.0.ffn_gate.0.weight": np.zeros(256, dtype=np.float32)}
+    path = write_tiny_gguf(tiny_dir / "old_mixtral.gguf", TinySpec(extra_tensors=extra))
+    with pytest.raises(GGUFError, match="old Mixtral conversion"):
+        ModelFile.open(path)
 
 
 def test_phi3_reads_fused_matrices_and_refuses_longrope(tiny_dir: Path) -> None:

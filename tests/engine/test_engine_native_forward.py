@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -62,6 +63,10 @@ CASES = [
         extra_metadata={"gemma3.rope.scaling.type": "linear", "gemma3.rope.scaling.factor": 4.0},
     ),
     TinySpec(arch="gemma3", weight_type=QT.Q4_K, sliding_window=13),
+    # Mixture of experts: 4 experts, top 2 (Qwen3-MoE), and a Mixtral-style llama with 8 quantized experts
+    TinySpec(arch="qwen3moe"),
+    TinySpec(arch="qwen3moe", weight_type=QT.Q8_0, tensor_types={"blk.1.ffn_down_exps.weight": QT.Q6_K}),
+    TinySpec(arch="llama", n_experts=8, n_experts_used=2, weight_type=QT.Q4_K, tied=False),
     TinySpec(arch="phi3", weight_type=QT.Q4_0),
     TinySpec(weight_type=QT.F16),
     TinySpec(weight_type=QT.BF16),
@@ -120,6 +125,7 @@ DECODE_SPECS = {
     # Q8_0: at Q4_1 the six layers carry a flipped activation rounding to 5.3e-3 at block size 4 (gemma2
     # made six layers deep: 7.1e-3; two-layer gemma3: 1.9e-7), past the tolerance for depth, not gemma3.
     "gemma3": TinySpec(arch="gemma3", weight_type=QT.Q8_0, rope_theta=1e6),
+    "qwen3moe": TinySpec(arch="qwen3moe", weight_type=QT.Q8_0),
 }
 
 
@@ -143,7 +149,7 @@ def test_decode_steps_match_prefill(tmp_path, lib, block_size, tol, arch):
     assert _rel_err(stepped, full) < tol
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "gemma3", "phi3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "gemma3", "phi3", "qwen3moe"])
 def test_reference_attention_matches(tmp_path, lib, arch):
     """Blocks of 4 tokens take the reference attention (kernels/attention/attention_ref.cc): with float
     weights it matches the float64 forward pass too, sliding window and soft-capping included."""
@@ -151,6 +157,20 @@ def test_reference_attention_matches(tmp_path, lib, arch):
     mf, nm = _model(path, lib)
     got = nm.step(nm.new_cache(8, 4, "f32"), [SeqChunk(TOKENS, 0, list(range(8)), len(TOKENS))]).copy()
     assert _rel_err(got, reference.ReferenceModel(mf).logits(TOKENS)) < TOLERANCE[QT.F32]
+
+
+def test_moe_routing_without_renormalization(tmp_path, lib):
+    """Routes weighted by their plain softmax probabilities (OLMoE-style, moe_norm_topk off) and routes
+    renormalized over the chosen experts differ, and each matches the reference computed the same way."""
+    path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(arch="qwen3moe", n_experts=8, n_experts_used=3))
+    base = ModelFile.open(path)
+    outs = []
+    for norm in (True, False):
+        mf = dataclasses.replace(base, config=dataclasses.replace(base.config, moe_norm_topk=norm))
+        got = _prefill(NativeModel(mf, lib), TOKENS)
+        assert _rel_err(got, reference.ReferenceModel(mf).logits(TOKENS)) < TOLERANCE[QT.F32]
+        outs.append(got)
+    assert _rel_err(outs[0], outs[1]) > 1e-2
 
 
 def test_f16_cache_is_close_to_f32(tmp_path, lib):
@@ -172,7 +192,7 @@ def test_same_result_at_any_thread_count(tmp_path, lib):
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "gemma3", "phi3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "gemma3", "phi3", "qwen3moe"])
 def test_batched_sequences_match_alone(tmp_path, lib, arch):
     path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(arch=arch, weight_type=QT.Q8_0))
     _, nm = _model(path, lib)

@@ -93,15 +93,33 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
             att = w[p + "attn_output.weight"] @ np.concatenate(heads)
             x = x + (norm(att, w[p + "post_attention_norm.weight"]) if config.post_norms else att)
             h = norm(x, w[p + "ffn_norm.weight"])
-            if config.fused_gate_up:  # ffn_up's rows are [gate | up]
-                gate, up = np.split(w[p + "ffn_up.weight"] @ h, 2)
+
+            def expert(gate: np.ndarray, up: np.ndarray, down: np.ndarray, h: np.ndarray = h) -> np.ndarray:
+                g = gate @ h
+                act = (
+                    np.array([gelu(v) for v in g])
+                    if config.activation == "gelu_tanh"
+                    else g / (1 + np.exp(-g))
+                )
+                return down @ (act * (up @ h))
+
+            if config.n_experts:  # routed: the top experts by router score, softmax-weighted
+                scores = [float(np.dot(row, h)) for row in w[p + "ffn_gate_inp.weight"]]
+                exps = [math.exp(s - max(scores)) for s in scores]
+                probs = [e / sum(exps) for e in exps]
+                top = sorted(range(config.n_experts), key=lambda e: (-probs[e], e))[: config.n_experts_used]
+                total = sum(probs[e] for e in top) if config.moe_norm_topk else 1.0
+                ffn = sum(
+                    probs[e]
+                    / total
+                    * expert(*(w[p + f"ffn_{n}_exps.weight"][e] for n in ("gate", "up", "down")))
+                    for e in top
+                )
+            elif config.fused_gate_up:  # ffn_up's rows are [gate | up]
+                gate_up = w[p + "ffn_up.weight"]
+                ffn = expert(gate_up[: config.d_ff], gate_up[config.d_ff :], w[p + "ffn_down.weight"])
             else:
-                gate, up = w[p + "ffn_gate.weight"] @ h, w[p + "ffn_up.weight"] @ h
-            if config.activation == "gelu_tanh":
-                act = np.array([gelu(g) for g in gate])
-            else:
-                act = gate / (1 + np.exp(-gate))
-            ffn = w[p + "ffn_down.weight"] @ (act * up)
+                ffn = expert(w[p + "ffn_gate.weight"], w[p + "ffn_up.weight"], w[p + "ffn_down.weight"])
             x = x + (norm(ffn, w[p + "post_ffw_norm.weight"]) if config.post_norms else ffn)
         out = w["token_embd.weight"] if config.tied_embeddings else w["output.weight"]
         rows.append([cap(z, config.final_softcap) for z in out @ norm(x, w["output_norm.weight"])])
@@ -126,12 +144,26 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
             final_softcap=5.0,
             extra_metadata={"gemma3.rope.scaling.type": "linear", "gemma3.rope.scaling.factor": 4.0},
         ),
+        TinySpec(arch="qwen3moe", n_experts=6, n_experts_used=3),
+        # Mixtral: experts under llama
+        TinySpec(arch="llama", tied=False, n_experts=4, n_experts_used=2, d_ff_expert=512),
     ],
-    ids=["llama-tied", "mistral-untied", "qwen2-bias", "qwen3-qk-norm", "gemma2", "phi3-fused", "gemma3"],
+    ids=[
+        "llama-tied",
+        "mistral-untied",
+        "qwen2-bias",
+        "qwen3-qk-norm",
+        "gemma2",
+        "phi3-fused",
+        "gemma3",
+        "qwen3moe",
+        "mixtral",
+    ],
 )
 def test_forward_matches_naive_loop(tiny_dir: Path, spec: TinySpec) -> None:
     model = ModelFile.open(write_tiny_gguf(tiny_dir / f"naive_{spec.arch}_{spec.tied}.gguf", spec))
-    assert model.config.qk_norm is (spec.arch in ("qwen3", "gemma3"))
+    assert model.config.qk_norm is (spec.arch in ("qwen3", "gemma3", "qwen3moe"))
+    assert model.config.n_experts == spec.n_experts
     ref = ReferenceModel(model)
     got = ref.logits(TOKENS)
     want = naive_logits(model.config, ref.weights, TOKENS)
@@ -256,7 +288,8 @@ def test_rope_freqs_tensor_is_used(tiny_dir: Path) -> None:
 def test_every_architecture_and_type_runs(tiny_dir: Path, name: str, spec: TinySpec) -> None:
     model = ModelFile.open(write_tiny_gguf(tiny_dir / f"matrix_{name}.gguf", spec))
     assert model.config.arch == spec.arch and model.config.tied_embeddings is spec.tied
-    assert model.tensor("blk.1.ffn_down.weight").type == spec.weight_type
+    down = "blk.1.ffn_down_exps.weight" if spec.n_experts else "blk.1.ffn_down.weight"
+    assert model.tensor(down).type == spec.weight_type
     logits = ReferenceModel(model).logits(TOKENS[:4])
     assert logits.shape == (4, model.config.vocab_size)
     assert np.isfinite(logits).all() and logits.std() > 0.01

@@ -42,6 +42,7 @@ ARCH_VARIANTS = {  # name -> (arch, tied): every architecture and output layout
     "qwen3": ("qwen3", True),
     "gemma2": ("gemma2", True),
     "gemma3": ("gemma3", True),
+    "qwen3moe": ("qwen3moe", True),
     "phi3": ("phi3", False),
 }
 
@@ -101,10 +102,17 @@ class TinySpec:
     spm_vocab: tuple[list[str], list[int], list[float]] | None = None
     # rows of token_embd / output; None = one per token (a different number makes an inconsistent file)
     embedding_rows: int | None = None
+    # Mixture of experts (qwen3moe: 0 = 4 experts; llama with experts is Mixtral): stacked expert FFNs
+    # d_ff_expert wide and an F32 router, as llama.cpp's converter writes them.
+    n_experts: int = 0
+    n_experts_used: int = 2
+    d_ff_expert: int = 256
 
     def __post_init__(self) -> None:
         if self.n_layers == 0:
             self.n_layers = 6 if self.arch == "gemma3" else 2
+        if self.arch == "qwen3moe" and self.n_experts == 0:
+            self.n_experts = 4
         if self.final_softcap is None:
             self.final_softcap = 0.0 if self.arch == "gemma3" else 3.0
 
@@ -183,6 +191,8 @@ def _random_k_blocks(rows: int, cols: int, qtype: QT, std: float, rng: np.random
 
 def encode_tensor(values: np.ndarray, qtype: QT, rng: np.random.Generator) -> np.ndarray:
     """float32[rows, cols] -> the stored array for ``qtype`` (K-quants: random valid blocks)."""
+    if values.ndim == 3:  # stacked experts: encoded as one matrix of all their rows
+        return encode_tensor(values.reshape(-1, values.shape[-1]), qtype, rng).reshape(*values.shape[:2], -1)
     if qtype in (QT.Q4_K, QT.Q6_K, QT.IQ4_NL):
         return _random_k_blocks(values.shape[0], values.shape[-1], qtype, float(values.std()), rng)
     return gguf.quants.quantize(values.astype(np.float32), qtype)
@@ -212,7 +222,7 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
         if spec.arch == "qwen2":
             for name, n in (("attn_q.bias", q), ("attn_k.bias", kv), ("attn_v.bias", kv)):
                 w[p + name] = (0.1 * rng.standard_normal(n)).astype(np.float32)
-        if spec.arch in ("qwen3", "gemma3"):
+        if spec.arch in ("qwen3", "gemma3", "qwen3moe"):
             # Raw queries and keys far from unit RMS (as in real Qwen3), so that leaving out the per-head
             # norms changes the logits well beyond any test's tolerance.
             w[p + "attn_q.weight"] *= 4.0
@@ -224,6 +234,13 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
         w[p + "ffn_gate.weight"] = mat(ff, d)
         w[p + "ffn_up.weight"] = mat(ff, d)
         w[p + "ffn_down.weight"] = mat(d, ff)
+        if spec.n_experts:  # stacked [expert, out, in], and the router
+            e, fe = spec.n_experts, spec.d_ff_expert
+            del w[p + "ffn_gate.weight"], w[p + "ffn_up.weight"], w[p + "ffn_down.weight"]
+            w[p + "ffn_gate_inp.weight"] = 4.0 * mat(e, d)  # decisive routing, not a near-uniform mix
+            w[p + "ffn_gate_exps.weight"] = np.stack([mat(fe, d) for _ in range(e)])
+            w[p + "ffn_up_exps.weight"] = np.stack([mat(fe, d) for _ in range(e)])
+            w[p + "ffn_down_exps.weight"] = np.stack([mat(d, fe) for _ in range(e)])
         if gemma:
             w[p + "post_attention_norm.weight"] = norm(d)
             w[p + "post_ffw_norm.weight"] = norm(d)
@@ -245,7 +262,7 @@ def _head_dim(spec: TinySpec) -> int:
 def _tensor_type(spec: TinySpec, name: str, values: np.ndarray) -> QT:
     if name in spec.tensor_types:
         return spec.tensor_types[name]
-    if values.ndim == 1:
+    if values.ndim == 1 or name.endswith("ffn_gate_inp.weight"):  # llama.cpp keeps routers F32 too
         return QT.F32
     if name in ("token_embd.weight", "output.weight") and spec.embed_type is not None:
         return spec.embed_type
@@ -304,6 +321,10 @@ def write_tiny_gguf(path: str | Path, spec: TinySpec | None = None) -> Path:
             writer.add_sliding_window(spec.sliding_window)
         if spec.final_softcap:
             writer.add_final_logit_softcapping(spec.final_softcap)
+    if spec.n_experts:
+        writer.add_expert_count(spec.n_experts)
+        writer.add_expert_used_count(spec.n_experts_used)
+        writer.add_expert_feed_forward_length(spec.d_ff_expert)
     vocab_size = _add_tokenizer(writer, spec)
     for key, value in spec.extra_metadata.items():
         _add_metadata(writer, key, value)

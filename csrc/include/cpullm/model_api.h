@@ -41,6 +41,12 @@ typedef struct {
   /* RoPE base of the sliding-window layers, which then rotate without linear scaling (gemma3: 10000);
    * 0 = every layer uses rope_theta and rope_freq_scale. */
   float rope_theta_local;
+  /* Mixture of experts (n_experts > 0): each layer's FFN is its router's (blk.N.ffn_gate_inp.weight,
+   * n_experts x d_model) top n_experts_used experts, weighted by their softmax probabilities (renormalized
+   * over the chosen ones when moe_norm_topk); the experts are stacked in blk.N.ffn_{gate,up}_exps.weight
+   * (n_experts x d_ff_expert rows of d_model) and blk.N.ffn_down_exps.weight (n_experts x d_model rows of
+   * d_ff_expert). 0 = a dense FFN. */
+  int32_t n_experts, n_experts_used, d_ff_expert, moe_norm_topk;
 } cpullm_model_config;
 
 /* A tensor by GGUF name ("blk.0.attn_q.weight"), ggml type id, rows x cols (cols = GGUF ne[0]) and its

@@ -54,6 +54,7 @@ _INT32_MAX = (1 << 31) - 1
 _FLOAT32_MAX = 3.4028234663852886e38
 MAX_HEAD_DIM = 1024
 MAX_CONTEXT_LENGTH = 1 << 24
+MAX_EXPERTS = 1024
 # (low, high, what): a value must be finite, > low and <= high.
 _RMS_EPS_RANGE = (0.0, 1.0, "the RMSNorm epsilon")
 _ROPE_BASE_RANGE = (1.0, _FLOAT32_MAX, "the RoPE frequency base")
@@ -95,6 +96,10 @@ class ArchSpec:
     # block count this is (the 27B: llama.cpp tells it apart by its layers; the GGUF has no
     # query_pre_attn_scalar).
     d_over_heads_scale_layers: int = 0
+    # Mixture of experts (any row whose file sets `{arch}.expert_count`): each token's FFN is the sum of its
+    # router's top `expert_used_count` experts, weighted by their softmax probabilities, renormalized over
+    # the chosen ones when this is set (Mixtral, Qwen3-MoE; OLMoE's are not), as they are when not.
+    moe_norm_topk: bool = True
     # One `attn_qkv` matrix ([q | k | v] rows) instead of attn_q/k/v, one `ffn_up` ([gate | up] rows, 2 d_ff)
     # instead of ffn_gate and ffn_up.
     fused_qkv: bool = False
@@ -108,6 +113,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "qwen2": ArchSpec(RopeLayout.NEOX),
     "mistral": ArchSpec(RopeLayout.NORMAL),
     "qwen3": ArchSpec(RopeLayout.NEOX, qk_norm=True),
+    "qwen3moe": ArchSpec(RopeLayout.NEOX, qk_norm=True),  # Qwen3's block with an MoE feed-forward
     # Gemma 2: its converter stores RMSNorm weights with Gemma's (1 + w) already folded in (plain RMSNorm
     # here); even layers are local (sliding window), odd ones global.
     "gemma2": ArchSpec(
@@ -143,6 +149,9 @@ UNSUPPORTED_TENSORS = {
     "rope_factors_long.weight": "LongRoPE frequency factors (128k-context Phi-3 models)",
     "rope_factors_short.weight": "LongRoPE frequency factors (128k-context Phi-3 models)",
     "blk.0.attn_qkv.bias": "a fused Q/K/V bias",
+    "blk.0.ffn_gate.0.weight": "one expert's weights as its own tensor (an old Mixtral conversion: convert "
+    "it again with a current llama.cpp, which stacks the experts)",
+    "blk.0.ffn_gate_inp_shexp.weight": "a shared expert (Qwen2-MoE style)",
 }
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 
@@ -180,6 +189,10 @@ class ModelConfig:
     rope_theta_local: float  # RoPE base of sliding-window layers, unscaled (gemma3); 0 = rope_theta
     fused_qkv: bool  # attn_qkv instead of attn_q/k/v (phi3)
     fused_gate_up: bool  # ffn_up holds [gate | up], no ffn_gate (phi3)
+    n_experts: int  # experts of each layer's mixture-of-experts FFN; 0 = a dense FFN
+    n_experts_used: int  # experts each token is routed to (top-k); 0 when dense
+    d_ff_expert: int  # one expert's FFN width; 0 when dense
+    moe_norm_topk: bool  # the chosen experts' weights are renormalized to sum to 1
     bos_id: int | None
     eos_id: int | None
 
@@ -251,6 +264,7 @@ class ModelConfig:
             n_kv_heads=n_kv_heads,
             head_dim=head_dim,
             d_ff=md.count("feed_forward_length"),
+            **_experts(md, spec),
             vocab_size=vocab_size,
             context_length=context_length,
             rms_eps=md.number("attention.layer_norm_rms_epsilon", *_RMS_EPS_RANGE),
@@ -300,12 +314,19 @@ class ModelConfig:
                 shapes[p + "attn_v.weight"] = (d, kv)
             shapes[p + "attn_output.weight"] = (q, d)
             shapes[p + "ffn_norm.weight"] = (d,)
-            if self.fused_gate_up:
+            if self.n_experts:  # stacked experts: ne = (in, out, expert)
+                e, fe = self.n_experts, self.d_ff_expert
+                shapes[p + "ffn_gate_inp.weight"] = (d, e)
+                shapes[p + "ffn_gate_exps.weight"] = (d, fe, e)
+                shapes[p + "ffn_up_exps.weight"] = (d, fe, e)
+                shapes[p + "ffn_down_exps.weight"] = (fe, d, e)
+            elif self.fused_gate_up:
                 shapes[p + "ffn_up.weight"] = (d, 2 * ff)
             else:
                 shapes[p + "ffn_gate.weight"] = (d, ff)
                 shapes[p + "ffn_up.weight"] = (d, ff)
-            shapes[p + "ffn_down.weight"] = (ff, d)
+            if not self.n_experts:
+                shapes[p + "ffn_down.weight"] = (ff, d)
             if self.has_qkv_bias:
                 shapes[p + "attn_q.bias"] = (q,)
                 shapes[p + "attn_k.bias"] = (kv,)
@@ -388,6 +409,22 @@ def _head_dim(md: _Metadata, d_model: int, n_heads: int) -> int:
             "attention.value_length", value_length, f"the key length {head_dim} (cpullm needs both equal)"
         )
     return head_dim
+
+
+def _experts(md: _Metadata, spec: ArchSpec) -> dict[str, int | bool]:
+    """The mixture-of-experts fields of ModelConfig (all 0 for a dense model)."""
+    n_experts = md.count("expert_count", default=0, minimum=0, maximum=MAX_EXPERTS)
+    if n_experts == 0:
+        return {"n_experts": 0, "n_experts_used": 0, "d_ff_expert": 0, "moe_norm_topk": False}
+    if spec.fused_gate_up:
+        raise md.error("expert_count", n_experts, "0: cpullm runs no mixture of experts in this architecture")
+    return {
+        "n_experts": n_experts,
+        "n_experts_used": md.count("expert_used_count", maximum=n_experts),
+        # Mixtral's converter writes no separate expert width: its experts are feed_forward_length wide.
+        "d_ff_expert": md.count("expert_feed_forward_length", default=md.count("feed_forward_length")),
+        "moe_norm_topk": spec.moe_norm_topk,
+    }
 
 
 def _softcap(md: _Metadata, key: str, default: float | None) -> float:

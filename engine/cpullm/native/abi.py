@@ -42,6 +42,10 @@ class ModelConfigC(ctypes.Structure):
         ("fused_qkv", ctypes.c_int32),
         ("fused_gate_up", ctypes.c_int32),
         ("rope_theta_local", ctypes.c_float),
+        ("n_experts", ctypes.c_int32),
+        ("n_experts_used", ctypes.c_int32),
+        ("d_ff_expert", ctypes.c_int32),
+        ("moe_norm_topk", ctypes.c_int32),
     ]
 
 

@@ -110,6 +110,10 @@ class NativeModel:
             final_softcap=c.final_softcap,
             fused_qkv=int(c.fused_qkv),
             fused_gate_up=int(c.fused_gate_up),
+            n_experts=c.n_experts,
+            n_experts_used=c.n_experts_used,
+            d_ff_expert=c.d_ff_expert,
+            moe_norm_topk=int(c.moe_norm_topk),
         )
         windows = (ctypes.c_int32 * c.n_layers)(*(c.layer_window(i) for i in range(c.n_layers)))
         if any(windows):

@@ -149,16 +149,37 @@ def _layer(config: ModelConfig, w: Weights, i: int, x: np.ndarray, angles: np.nd
         att = rms_norm(att, w[p + "post_attention_norm.weight"], config.rms_eps)
     x = x + att
     h = rms_norm(x, w[p + "ffn_norm.weight"], config.rms_eps)
+    ffn = _moe(config, w, p, h) if config.n_experts else _gated_ffn(config, w, p, h)
+    if config.post_norms:
+        ffn = rms_norm(ffn, w[p + "post_ffw_norm.weight"], config.rms_eps)
+    return x + ffn
+
+
+def _gated_ffn(config: ModelConfig, w: Weights, p: str, h: np.ndarray) -> np.ndarray:
+    """The dense FFN of layer prefix ``p``: h [T, d] -> [T, d]."""
     act = gelu_tanh if config.activation == "gelu_tanh" else silu
     if config.fused_gate_up:  # rows [gate | up]
         gate, up = np.split(h @ w[p + "ffn_up.weight"].T, 2, axis=1)
     else:
         gate, up = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
-    ffn = act(gate) * up  # [T, d_ff]
-    ffn = ffn @ w[p + "ffn_down.weight"].T
-    if config.post_norms:
-        ffn = rms_norm(ffn, w[p + "post_ffw_norm.weight"], config.rms_eps)
-    return x + ffn
+    return (act(gate) * up) @ w[p + "ffn_down.weight"].T  # [T, d_ff] -> [T, d]
+
+
+def _moe(config: ModelConfig, w: Weights, p: str, h: np.ndarray) -> np.ndarray:
+    """Mixture of experts: each row through its router's top-k experts, weighted by their softmax
+    probabilities (renormalized over the chosen ones with ``moe_norm_topk``). h [T, d] -> [T, d]."""
+    act = gelu_tanh if config.activation == "gelu_tanh" else silu
+    logits = h @ w[p + "ffn_gate_inp.weight"].T  # [T, n_experts]
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    gate, up, down = (w[p + f"ffn_{n}_exps.weight"] for n in ("gate", "up", "down"))  # [E, out, in]
+    out = np.zeros_like(h)
+    for t in range(h.shape[0]):
+        top = np.argsort(-probs[t], kind="stable")[: config.n_experts_used]  # ties: the lower index
+        weights = probs[t, top] / (probs[t, top].sum() if config.moe_norm_topk else 1.0)
+        for e, weight in zip(top, weights, strict=True):
+            out[t] += weight * ((act(gate[e] @ h[t]) * (up[e] @ h[t])) @ down[e].T)
+    return out
 
 
 def forward(
