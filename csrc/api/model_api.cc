@@ -80,6 +80,8 @@ cpullm_model* cpullm_model_create(const cpullm_model_config* config, const cpull
         c.n_experts_used = config->n_experts_used;
         c.d_ff_expert = config->d_ff_expert;
         c.moe_norm_topk = config->moe_norm_topk != 0;
+        c.d_ff_shared = config->d_ff_shared;
+        c.shared_expert_gate = config->shared_expert_gate != 0;
         if (config->layer_windows != nullptr && config->n_layers > 0) {
           c.layer_windows.assign(config->layer_windows, config->layer_windows + config->n_layers);
         }

@@ -265,6 +265,21 @@ void Forward::moe(const Layer& L, int64_t T) {
       for (int64_t j = 0; j < d; ++j) dst[j] += w * ye[i * d + j];
     }
   }
+  // The shared expert runs on every token, scaled by its sigmoid gate if it has one.
+  if (c.d_ff_shared > 0) {
+    grow(moe_x_, T * d);
+    float* ys = moe_x_.data();  // [T × d]
+    gated_ffn(L.shared_gate_up, L.shared_down, xn_.data(), T, ys);
+    for (int64_t t = 0; t < T; ++t) {
+      float g = 1.0f;
+      if (L.shared_gate) {
+        double z = 0.0;
+        for (int64_t j = 0; j < d; ++j) z += static_cast<double>(xn_[t * d + j]) * L.shared_gate[j];
+        g = static_cast<float>(1.0 / (1.0 + std::exp(-z)));
+      }
+      for (int64_t j = 0; j < d; ++j) y[t * d + j] += g * ys[t * d + j];
+    }
+  }
 }
 
 void Forward::post_norm(const float* w, int64_t T) {

@@ -80,11 +80,12 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
     throw std::runtime_error("the local RoPE base must be 0 (none) or a finite positive number");
   }
   if (cfg.n_experts < 0 ||
-      (cfg.n_experts > 0 && (cfg.n_experts_used <= 0 || cfg.n_experts_used > cfg.n_experts ||
-                             cfg.d_ff_expert <= 0 || cfg.fused_gate_up))) {
+      (cfg.n_experts > 0 &&
+       (cfg.n_experts_used <= 0 || cfg.n_experts_used > cfg.n_experts || cfg.d_ff_expert <= 0 ||
+        cfg.fused_gate_up || cfg.d_ff_shared < 0 || (cfg.shared_expert_gate && cfg.d_ff_shared == 0)))) {
     throw std::runtime_error(
-        "mixture of experts: n_experts_used must be from 1 to n_experts, d_ff_expert positive, and the "
-        "gate and up matrices not fused");
+        "mixture of experts: n_experts_used must be from 1 to n_experts, d_ff_expert positive, the gate "
+        "and up matrices not fused, and a shared expert's gate needs a shared expert");
   }
   TensorMap map;
   for (const TensorRef& t : tensors) map[t.name] = &t;
@@ -167,6 +168,13 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
         L.expert_gate_up[e].parts.push_back(expert(p + "ffn_up_exps.weight", e, fe, d));
       for (int64_t e = 0; e < n_exp; ++e)
         L.expert_down.push_back(expert(p + "ffn_down_exps.weight", e, d, fe));
+      if (cfg.d_ff_shared > 0) {
+        const int64_t fs = cfg.d_ff_shared;
+        L.shared_gate_up = Projection{
+            {weight(p + "ffn_gate_shexp.weight", fs, d), weight(p + "ffn_up_shexp.weight", fs, d)}};
+        L.shared_down = weight(p + "ffn_down_shexp.weight", d, fs);
+      }
+      if (cfg.shared_expert_gate) L.shared_gate = vec(p + "ffn_gate_inp_shexp.weight", d);
     } else {
       L.gate_up =
           cfg.fused_gate_up

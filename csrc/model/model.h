@@ -1,6 +1,6 @@
-// The transformer (llama, mistral, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3) over the kernel library: one
-// block whose options (QKV bias, per-head Q/K norm, activation, post-norms, soft-capping, sliding window...)
-// the architecture sets (engine/cpullm/config.py ARCHITECTURES).
+// The transformer (llama, mistral, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3) over the kernel
+// library: one block whose options (QKV bias, per-head Q/K norm, activation, post-norms, soft-capping,
+// sliding window...) the architecture sets (engine/cpullm/config.py ARCHITECTURES).
 //
 // A Model borrows the weights (GGUF-layout bytes, usually the memory-mapped file) and owns only what it
 // repacks at load: each product's weights in the layout the variant's fast path prefers. Q/K/V (and
@@ -55,6 +55,8 @@ struct ModelConfig {
   int32_t n_experts_used = 0;
   int32_t d_ff_expert = 0;
   bool moe_norm_topk = true;
+  int32_t d_ff_shared = 0;          // a shared expert every token runs, this wide (0 = none)
+  bool shared_expert_gate = false;  // its output scaled by sigmoid(x · ffn_gate_inp_shexp)
 
   int32_t q_dim() const { return n_heads * head_dim; }
   int32_t kv_dim() const { return n_kv_heads * head_dim; }
@@ -91,6 +93,9 @@ struct Layer {
   Matrix router;                           // [n_experts, d_model]
   std::vector<Projection> expert_gate_up;  // per expert -> [d_ff_expert | d_ff_expert]
   std::vector<Matrix> expert_down;         // per expert [d_model, d_ff_expert]
+  Projection shared_gate_up;               // -> [d_ff_shared | d_ff_shared], or no parts
+  Matrix shared_down;                      // [d_model, d_ff_shared]
+  const float* shared_gate = nullptr;      // [d_model] or nullptr
 };
 
 class Model {

@@ -186,6 +186,9 @@ def test_moe_options_are_read(tiny_dir: Path) -> None:
     del gguf_file.metadata["llama.expert_feed_forward_length"]
     assert ModelConfig.from_gguf(gguf_file).d_ff_expert == 512  # TinySpec's d_ff
     assert ModelFile.open(write_tiny_gguf(tiny_dir / "dense_cfg.gguf", TinySpec())).config.n_experts == 0
+    c = ModelFile.open(write_tiny_gguf(tiny_dir / "qwen2moe_cfg.gguf", TinySpec(arch="qwen2moe"))).config
+    assert (c.moe_norm_topk, c.d_ff_shared, c.shared_expert_gate, c.has_qkv_bias) == (False, 512, True, True)
+    assert c.expected_tensor_shapes()["blk.1.ffn_down_shexp.weight"] == (512, 256)
 
 
 @pytest.mark.parametrize(

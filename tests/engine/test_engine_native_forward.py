@@ -67,6 +67,8 @@ CASES = [
     TinySpec(arch="qwen3moe"),
     TinySpec(arch="qwen3moe", weight_type=QT.Q8_0, tensor_types={"blk.1.ffn_down_exps.weight": QT.Q6_K}),
     TinySpec(arch="llama", n_experts=8, n_experts_used=2, weight_type=QT.Q4_K, tied=False),
+    TinySpec(arch="qwen2moe"),  # routes not renormalized, and a shared expert behind a sigmoid gate
+    TinySpec(arch="qwen2moe", weight_type=QT.Q4_0),
     TinySpec(arch="phi3", weight_type=QT.Q4_0),
     TinySpec(weight_type=QT.F16),
     TinySpec(weight_type=QT.BF16),
@@ -126,6 +128,7 @@ DECODE_SPECS = {
     # made six layers deep: 7.1e-3; two-layer gemma3: 1.9e-7), past the tolerance for depth, not gemma3.
     "gemma3": TinySpec(arch="gemma3", weight_type=QT.Q8_0, rope_theta=1e6),
     "qwen3moe": TinySpec(arch="qwen3moe", weight_type=QT.Q8_0),
+    "qwen2moe": TinySpec(arch="qwen2moe", weight_type=QT.Q8_0),
 }
 
 
@@ -149,7 +152,7 @@ def test_decode_steps_match_prefill(tmp_path, lib, block_size, tol, arch):
     assert _rel_err(stepped, full) < tol
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "gemma3", "phi3", "qwen3moe"])
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "gemma3", "phi3", "qwen3moe", "qwen2moe"])
 def test_reference_attention_matches(tmp_path, lib, arch):
     """Blocks of 4 tokens take the reference attention (kernels/attention/attention_ref.cc): with float
     weights it matches the float64 forward pass too, sliding window and soft-capping included."""
@@ -192,7 +195,7 @@ def test_same_result_at_any_thread_count(tmp_path, lib):
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "gemma3", "phi3", "qwen3moe"])
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "gemma3", "phi3", "qwen3moe", "qwen2moe"])
 def test_batched_sequences_match_alone(tmp_path, lib, arch):
     path = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(arch=arch, weight_type=QT.Q8_0))
     _, nm = _model(path, lib)

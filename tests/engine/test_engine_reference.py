@@ -115,6 +115,14 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
                     * expert(*(w[p + f"ffn_{n}_exps.weight"][e] for n in ("gate", "up", "down")))
                     for e in top
                 )
+                if config.d_ff_shared:
+                    shared = expert(*(w[p + f"ffn_{n}_shexp.weight"] for n in ("gate", "up", "down")))
+                    z = (
+                        float(np.dot(w[p + "ffn_gate_inp_shexp.weight"], h))
+                        if config.shared_expert_gate
+                        else math.inf
+                    )
+                    ffn = ffn + shared / (1 + math.exp(-z))
             elif config.fused_gate_up:  # ffn_up's rows are [gate | up]
                 gate_up = w[p + "ffn_up.weight"]
                 ffn = expert(gate_up[: config.d_ff], gate_up[config.d_ff :], w[p + "ffn_down.weight"])
@@ -145,6 +153,7 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
             extra_metadata={"gemma3.rope.scaling.type": "linear", "gemma3.rope.scaling.factor": 4.0},
         ),
         TinySpec(arch="qwen3moe", n_experts=6, n_experts_used=3),
+        TinySpec(arch="qwen2moe"),  # unrenormalized routes, a gated shared expert, QKV biases
         # Mixtral: experts under llama
         TinySpec(arch="llama", tied=False, n_experts=4, n_experts_used=2, d_ff_expert=512),
     ],
@@ -157,6 +166,7 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
         "phi3-fused",
         "gemma3",
         "qwen3moe",
+        "qwen2moe",
         "mixtral",
     ],
 )

@@ -43,6 +43,7 @@ ARCH_VARIANTS = {  # name -> (arch, tied): every architecture and output layout
     "gemma2": ("gemma2", True),
     "gemma3": ("gemma3", True),
     "qwen3moe": ("qwen3moe", True),
+    "qwen2moe": ("qwen2moe", False),
     "phi3": ("phi3", False),
 }
 
@@ -107,12 +108,15 @@ class TinySpec:
     n_experts: int = 0
     n_experts_used: int = 2
     d_ff_expert: int = 256
+    d_ff_shared: int = 0  # a shared expert (qwen2moe: 0 = 512, with its sigmoid gate)
 
     def __post_init__(self) -> None:
         if self.n_layers == 0:
             self.n_layers = 6 if self.arch == "gemma3" else 2
-        if self.arch == "qwen3moe" and self.n_experts == 0:
+        if self.arch in ("qwen3moe", "qwen2moe") and self.n_experts == 0:
             self.n_experts = 4
+        if self.arch == "qwen2moe" and self.d_ff_shared == 0:
+            self.d_ff_shared = 512
         if self.final_softcap is None:
             self.final_softcap = 0.0 if self.arch == "gemma3" else 3.0
 
@@ -219,7 +223,7 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
         w[p + "attn_q.weight"] = mat(q, d)
         w[p + "attn_k.weight"] = mat(kv, d)
         w[p + "attn_v.weight"] = mat(kv, d)
-        if spec.arch == "qwen2":
+        if spec.arch in ("qwen2", "qwen2moe"):
             for name, n in (("attn_q.bias", q), ("attn_k.bias", kv), ("attn_v.bias", kv)):
                 w[p + name] = (0.1 * rng.standard_normal(n)).astype(np.float32)
         if spec.arch in ("qwen3", "gemma3", "qwen3moe"):
@@ -241,6 +245,11 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
             w[p + "ffn_gate_exps.weight"] = np.stack([mat(fe, d) for _ in range(e)])
             w[p + "ffn_up_exps.weight"] = np.stack([mat(fe, d) for _ in range(e)])
             w[p + "ffn_down_exps.weight"] = np.stack([mat(d, fe) for _ in range(e)])
+        if spec.d_ff_shared:
+            fs = spec.d_ff_shared
+            w[p + "ffn_gate_shexp.weight"], w[p + "ffn_up_shexp.weight"] = mat(fs, d), mat(fs, d)
+            w[p + "ffn_down_shexp.weight"] = mat(d, fs)
+            w[p + "ffn_gate_inp_shexp.weight"] = (rng.standard_normal(d) / np.sqrt(d)).astype(np.float32)
         if gemma:
             w[p + "post_attention_norm.weight"] = norm(d)
             w[p + "post_ffw_norm.weight"] = norm(d)
@@ -325,6 +334,8 @@ def write_tiny_gguf(path: str | Path, spec: TinySpec | None = None) -> Path:
         writer.add_expert_count(spec.n_experts)
         writer.add_expert_used_count(spec.n_experts_used)
         writer.add_expert_feed_forward_length(spec.d_ff_expert)
+    if spec.d_ff_shared:
+        writer.add_expert_shared_feed_forward_length(spec.d_ff_shared)
     vocab_size = _add_tokenizer(writer, spec)
     for key, value in spec.extra_metadata.items():
         _add_metadata(writer, key, value)

@@ -47,6 +47,10 @@ typedef struct {
    * (n_experts x d_ff_expert rows of d_model) and blk.N.ffn_down_exps.weight (n_experts x d_model rows of
    * d_ff_expert). 0 = a dense FFN. */
   int32_t n_experts, n_experts_used, d_ff_expert, moe_norm_topk;
+  /* With experts: a shared expert d_ff_shared wide (blk.N.ffn_{gate,up,down}_shexp.weight) that every token
+   * also runs, scaled by sigmoid(x . blk.N.ffn_gate_inp_shexp.weight) when shared_expert_gate (qwen2moe);
+   * 0 = none. */
+  int32_t d_ff_shared, shared_expert_gate;
 } cpullm_model_config;
 
 /* A tensor by GGUF name ("blk.0.attn_q.weight"), ggml type id, rows x cols (cols = GGUF ne[0]) and its

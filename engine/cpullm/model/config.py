@@ -38,6 +38,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from cpullm.model.gguf_file import MISSING, GGUFError, GGUFFile, Missing
 
@@ -114,6 +115,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "mistral": ArchSpec(RopeLayout.NORMAL),
     "qwen3": ArchSpec(RopeLayout.NEOX, qk_norm=True),
     "qwen3moe": ArchSpec(RopeLayout.NEOX, qk_norm=True),  # Qwen3's block with an MoE feed-forward
+    # Qwen1.5/2-MoE: QKV biases, unrenormalized routes plus a shared expert behind a sigmoid gate
+    "qwen2moe": ArchSpec(RopeLayout.NEOX, moe_norm_topk=False),
     # Gemma 2: its converter stores RMSNorm weights with Gemma's (1 + w) already folded in (plain RMSNorm
     # here); even layers are local (sliding window), odd ones global.
     "gemma2": ArchSpec(
@@ -151,7 +154,6 @@ UNSUPPORTED_TENSORS = {
     "blk.0.attn_qkv.bias": "a fused Q/K/V bias",
     "blk.0.ffn_gate.0.weight": "one expert's weights as its own tensor (an old Mixtral conversion: convert "
     "it again with a current llama.cpp, which stacks the experts)",
-    "blk.0.ffn_gate_inp_shexp.weight": "a shared expert (Qwen2-MoE style)",
 }
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 
@@ -193,6 +195,10 @@ class ModelConfig:
     n_experts_used: int  # experts each token is routed to (top-k); 0 when dense
     d_ff_expert: int  # one expert's FFN width; 0 when dense
     moe_norm_topk: bool  # the chosen experts' weights are renormalized to sum to 1
+    # A shared expert every token also runs (`ffn_{gate,up,down}_shexp`), this wide; 0 = none. Its output is
+    # scaled by sigmoid(x · ffn_gate_inp_shexp) when the file has that gate (Qwen2-MoE).
+    d_ff_shared: int
+    shared_expert_gate: bool
     bos_id: int | None
     eos_id: int | None
 
@@ -320,6 +326,13 @@ class ModelConfig:
                 shapes[p + "ffn_gate_exps.weight"] = (d, fe, e)
                 shapes[p + "ffn_up_exps.weight"] = (d, fe, e)
                 shapes[p + "ffn_down_exps.weight"] = (fe, d, e)
+                if self.d_ff_shared:
+                    fs = self.d_ff_shared
+                    shapes[p + "ffn_gate_shexp.weight"] = (d, fs)
+                    shapes[p + "ffn_up_shexp.weight"] = (d, fs)
+                    shapes[p + "ffn_down_shexp.weight"] = (fs, d)
+                if self.shared_expert_gate:
+                    shapes[p + "ffn_gate_inp_shexp.weight"] = (d,)
             elif self.fused_gate_up:
                 shapes[p + "ffn_up.weight"] = (d, 2 * ff)
             else:
@@ -411,11 +424,19 @@ def _head_dim(md: _Metadata, d_model: int, n_heads: int) -> int:
     return head_dim
 
 
-def _experts(md: _Metadata, spec: ArchSpec) -> dict[str, int | bool]:
+def _experts(md: _Metadata, spec: ArchSpec) -> dict[str, Any]:
     """The mixture-of-experts fields of ModelConfig (all 0 for a dense model)."""
     n_experts = md.count("expert_count", default=0, minimum=0, maximum=MAX_EXPERTS)
+    shared = "blk.0.ffn_up_shexp.weight" in md.gguf.tensors
     if n_experts == 0:
-        return {"n_experts": 0, "n_experts_used": 0, "d_ff_expert": 0, "moe_norm_topk": False}
+        return {
+            "n_experts": 0,
+            "n_experts_used": 0,
+            "d_ff_expert": 0,
+            "moe_norm_topk": False,
+            "d_ff_shared": 0,
+            "shared_expert_gate": False,
+        }
     if spec.fused_gate_up:
         raise md.error("expert_count", n_experts, "0: cpullm runs no mixture of experts in this architecture")
     return {
@@ -424,6 +445,8 @@ def _experts(md: _Metadata, spec: ArchSpec) -> dict[str, int | bool]:
         # Mixtral's converter writes no separate expert width: its experts are feed_forward_length wide.
         "d_ff_expert": md.count("expert_feed_forward_length", default=md.count("feed_forward_length")),
         "moe_norm_topk": spec.moe_norm_topk,
+        "d_ff_shared": md.count("expert_shared_feed_forward_length") if shared else 0,
+        "shared_expert_gate": shared and "blk.0.ffn_gate_inp_shexp.weight" in md.gguf.tensors,
     }
 
 

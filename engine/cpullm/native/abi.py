@@ -46,6 +46,8 @@ class ModelConfigC(ctypes.Structure):
         ("n_experts_used", ctypes.c_int32),
         ("d_ff_expert", ctypes.c_int32),
         ("moe_norm_topk", ctypes.c_int32),
+        ("d_ff_shared", ctypes.c_int32),
+        ("shared_expert_gate", ctypes.c_int32),
     ]
 
 

@@ -114,6 +114,8 @@ class NativeModel:
             n_experts_used=c.n_experts_used,
             d_ff_expert=c.d_ff_expert,
             moe_norm_topk=int(c.moe_norm_topk),
+            d_ff_shared=c.d_ff_shared,
+            shared_expert_gate=int(c.shared_expert_gate),
         )
         windows = (ctypes.c_int32 * c.n_layers)(*(c.layer_window(i) for i in range(c.n_layers)))
         if any(windows):

@@ -179,6 +179,13 @@ def _moe(config: ModelConfig, w: Weights, p: str, h: np.ndarray) -> np.ndarray:
         weights = probs[t, top] / (probs[t, top].sum() if config.moe_norm_topk else 1.0)
         for e, weight in zip(top, weights, strict=True):
             out[t] += weight * ((act(gate[e] @ h[t]) * (up[e] @ h[t])) @ down[e].T)
+    if config.d_ff_shared:  # the shared expert, on every row, behind its sigmoid gate if any
+        shared = (act(h @ w[p + "ffn_gate_shexp.weight"].T) * (h @ w[p + "ffn_up_shexp.weight"].T)) @ w[
+            p + "ffn_down_shexp.weight"
+        ].T
+        if config.shared_expert_gate:
+            shared *= 1.0 / (1.0 + np.exp(-(h @ w[p + "ffn_gate_inp_shexp.weight"])))[:, None]
+        out += shared
     return out
 
 
