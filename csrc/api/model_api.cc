@@ -82,6 +82,10 @@ cpullm_model* cpullm_model_create(const cpullm_model_config* config, const cpull
         c.moe_norm_topk = config->moe_norm_topk != 0;
         c.d_ff_shared = config->d_ff_shared;
         c.shared_expert_gate = config->shared_expert_gate != 0;
+        c.rope_ext_factor = config->rope_ext_factor;
+        c.rope_attn_factor = config->rope_attn_factor == 0.0f ? 1.0f : config->rope_attn_factor;
+        c.rope_corr_low = config->rope_corr_low;
+        c.rope_corr_high = config->rope_corr_high;
         if (config->layer_windows != nullptr && config->n_layers > 0) {
           c.layer_windows.assign(config->layer_windows, config->layer_windows + config->n_layers);
         }

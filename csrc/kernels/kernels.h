@@ -136,9 +136,17 @@ struct RopeParams {
   float theta_base;           // e.g. 10000 or 500000
   float freq_scale;           // linear position scaling (1 = none): angle uses pos * freq_scale
   const float* freq_factors;  // nullable; [rot_dims / 2]: angle_i is divided by freq_factors[i] (Llama 3)
+  // YaRN (ext_factor 1; 0 = plain): pair i's angle blends the scaled angle (low frequencies) into the
+  // unscaled one (high frequencies) over the pairs between corr_low and corr_high, and cos/sin are
+  // multiplied by attn_factor * (1 + 0.1 ln(1 / freq_scale)). attn_factor alone scales cos/sin otherwise.
+  float ext_factor = 0.0f;
+  float attn_factor = 1.0f;
+  float corr_low = 0.0f;
+  float corr_high = 0.0f;
 };
 // x[n_tokens × n_heads × head_dim] rotated in place; token t is at position pos[t].
-// angle_i = pos * freq_scale * theta_base^(-2i / rot_dims) / freq_factors[i], i in [0, rot_dims/2).
+// angle_i = pos * freq_scale * theta_base^(-2i / rot_dims) / freq_factors[i], i in [0, rot_dims/2)
+// (with YaRN, blended as above).
 void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const int32_t* pos,
           const RopeParams& p);
 

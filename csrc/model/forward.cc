@@ -320,8 +320,9 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
     }
   });
 
-  const RopeParams rope_global{c.rope_mode, c.rope_dims, c.rope_theta, c.rope_freq_scale,
-                               model_.rope_freqs()};
+  const RopeParams rope_global{c.rope_mode,        c.rope_dims,         c.rope_theta,
+                               c.rope_freq_scale,  model_.rope_freqs(), c.rope_ext_factor,
+                               c.rope_attn_factor, c.rope_corr_low,     c.rope_corr_high};
   const RopeParams rope_local{c.rope_mode, c.rope_dims, c.rope_theta_local, 1.0f, model_.rope_freqs()};
   const float scale = c.attn_scale > 0.0f ? c.attn_scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 

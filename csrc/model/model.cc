@@ -76,6 +76,13 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
       !(cfg.embed_scale > 0.0f)) {
     throw std::runtime_error("soft-caps and the attention scale must be >= 0, the embedding scale > 0");
   }
+  if (!(cfg.rope_ext_factor >= 0.0f && cfg.rope_ext_factor <= 1.0f) || !(cfg.rope_attn_factor > 0.0f) ||
+      !std::isfinite(cfg.rope_attn_factor) || !std::isfinite(cfg.rope_corr_low) ||
+      !std::isfinite(cfg.rope_corr_high) || !(cfg.rope_freq_scale > 0.0f)) {
+    throw std::runtime_error(
+        "RoPE scaling is inconsistent (frequency scale and attention factor must be positive, the YaRN "
+        "mix from 0 to 1, the correction range finite)");
+  }
   if (!(cfg.rope_theta_local >= 0.0f) || !std::isfinite(cfg.rope_theta_local)) {
     throw std::runtime_error("the local RoPE base must be 0 (none) or a finite positive number");
   }

@@ -57,6 +57,11 @@ struct ModelConfig {
   bool moe_norm_topk = true;
   int32_t d_ff_shared = 0;          // a shared expert every token runs, this wide (0 = none)
   bool shared_expert_gate = false;  // its output scaled by sigmoid(x · ffn_gate_inp_shexp)
+  // YaRN scaling of the global layers' RoPE (see RopeParams); ext_factor 0 = none
+  float rope_ext_factor = 0.0f;
+  float rope_attn_factor = 1.0f;
+  float rope_corr_low = 0.0f;
+  float rope_corr_high = 0.0f;
 
   int32_t q_dim() const { return n_heads * head_dim; }
   int32_t kv_dim() const { return n_kv_heads * head_dim; }

@@ -95,10 +95,29 @@ def test_linear_rope_scaling_is_read(tiny_dir: Path) -> None:
     assert (config.rope_scaling, config.rope_scale, config.rope_orig_context) == ("linear", 4.0, 32)
 
 
-def test_yarn_rope_scaling_is_refused(tiny_dir: Path) -> None:
-    spec = TinySpec(extra_metadata={"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0})
-    with pytest.raises(GGUFError, match="RoPE scaling 'yarn' is not supported"):
-        ModelFile.open(write_tiny_gguf(tiny_dir / "rope_yarn.gguf", spec))
+def test_yarn_rope_scaling_is_read(tiny_dir: Path) -> None:
+    yarn = {"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0}
+    with pytest.raises(GGUFError, match="original_context_length' is 'absent or 0'; expected the context"):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "rope_yarn0.gguf", TinySpec(extra_metadata=yarn)))
+    spec = TinySpec(extra_metadata={**yarn, "llama.rope.scaling.original_context_length": 4096})
+    c = ModelFile.open(write_tiny_gguf(tiny_dir / "rope_yarn.gguf", spec)).config
+    assert (c.rope_scaling, c.rope_scale, c.rope_orig_context) == ("yarn", 4.0, 4096)
+    # head_dim 64, base 10000: the pairs whose wavelength is 4096 / 32 and 4096 / 1 positions are
+    # 64 ln(4096 / (32 · 2π)) / (2 ln 10000) = 10.47 and 22.51, floored and ceiled.
+    assert (c.yarn.ext_factor, c.yarn.attn_factor, c.yarn.corr_low, c.yarn.corr_high) == (
+        1.0,
+        1.0,
+        10.0,
+        23.0,
+    )
+    plain = ModelFile.open(write_tiny_gguf(tiny_dir / "rope_plain.gguf", TinySpec())).config
+    assert plain.yarn.ext_factor == 0.0
+
+
+def test_longrope_scaling_is_refused(tiny_dir: Path) -> None:
+    spec = TinySpec(extra_metadata={"llama.rope.scaling.type": "longrope", "llama.rope.scaling.factor": 4.0})
+    with pytest.raises(GGUFError, match="RoPE scaling 'longrope' is not supported"):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "rope_longrope.gguf", spec))
 
 
 def test_unknown_architecture_is_named(tiny_dir: Path) -> None:

@@ -51,6 +51,15 @@ CASES = [
     TinySpec(arch="mistral"),
     TinySpec(arch="qwen3", head_dim=128),  # per-head Q/K norm; q_dim (512) != d_model (256), as Qwen3-0.6B
     TinySpec(arch="qwen3", head_dim=128, weight_type=QT.Q8_0, tied=False),
+    # YaRN 4x over a 4096-token original context: pairs 10..23 of 32 blend the scaled and unscaled angles
+    TinySpec(
+        arch="qwen3",
+        extra_metadata={
+            "qwen3.rope.scaling.type": "yarn",
+            "qwen3.rope.scaling.factor": 4.0,
+            "qwen3.rope.scaling.original_context_length": 4096,
+        },
+    ),
     # Post-norms, GeGLU, soft-capped scores and logits; layer 0 sees an 8-token (13-token) window whose
     # keys cross a 16-key tile, layer 1 all.
     TinySpec(arch="gemma2", n_heads=8, n_kv_heads=4),

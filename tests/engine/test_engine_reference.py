@@ -18,6 +18,13 @@ from cpullm.model.tokenizer import Tokenizer
 from cpullm.testing.reference import ReferenceModel, dequantize_weights, forward, rope_angles
 
 TOKENS = [5, 77, 200, 3, 150, 42, 9, 260, 1, 100]
+# Qwen3's long-context setting (factor 4 over the original context), with a context small enough that the
+# blend covers pairs 10..23 of the tiny model's 32.
+YARN_4X = {
+    "qwen3.rope.scaling.type": "yarn",
+    "qwen3.rope.scaling.factor": 4.0,
+    "qwen3.rope.scaling.original_context_length": 4096,
+}
 
 
 def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int]) -> np.ndarray:
@@ -33,16 +40,25 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
         # gemma3's sliding-window layers rotate with their own base and no linear scaling
         local = config.rope_theta_local and config.layer_window(layer)
         base, scale = (config.rope_theta_local, 1.0) if local else (config.rope_theta, config.rope_scale)
+        yarn = config.yarn.ext_factor and not local
+        # YaRN, written out: pair i keeps its unscaled angle below corr_low, takes the scaled one above
+        # corr_high, a straight line between; both lanes are scaled by attn_factor (1 + ln(scale) / 10).
+        magnitude = config.yarn.attn_factor * (1 + 0.1 * math.log(scale)) if yarn else 1.0
         out = vec.copy()
         for i in range(config.rope_dim // 2):
             angle = pos / scale * base ** (-2 * i / config.rope_dim)
+            if yarn:
+                low, high = config.yarn.corr_low, config.yarn.corr_high
+                unscaled_share = 1.0 if i <= low else 0.0 if i >= high else (high - i) / (high - low)
+                angle = angle * (1 - unscaled_share) + angle * scale * unscaled_share
             a, b = (
                 (2 * i, 2 * i + 1)
                 if config.rope_layout is RopeLayout.NORMAL
                 else (i, i + config.rope_dim // 2)
             )
-            out[a] = vec[a] * math.cos(angle) - vec[b] * math.sin(angle)
-            out[b] = vec[a] * math.sin(angle) + vec[b] * math.cos(angle)
+            cos, sin = magnitude * math.cos(angle), magnitude * math.sin(angle)
+            out[a] = vec[a] * cos - vec[b] * sin
+            out[b] = vec[a] * sin + vec[b] * cos
         return out
 
     def cap(value: float, limit: float) -> float:
@@ -154,6 +170,7 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
         ),
         TinySpec(arch="qwen3moe", n_experts=6, n_experts_used=3),
         TinySpec(arch="qwen2moe"),  # unrenormalized routes, a gated shared expert, QKV biases
+        TinySpec(arch="qwen3", extra_metadata=YARN_4X),
         # Mixtral: experts under llama
         TinySpec(arch="llama", tied=False, n_experts=4, n_experts_used=2, d_ff_expert=512),
     ],
@@ -167,6 +184,7 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
         "gemma3",
         "qwen3moe",
         "qwen2moe",
+        "qwen3-yarn",
         "mixtral",
     ],
 )

@@ -51,6 +51,10 @@ typedef struct {
    * also runs, scaled by sigmoid(x . blk.N.ffn_gate_inp_shexp.weight) when shared_expert_gate (qwen2moe);
    * 0 = none. */
   int32_t d_ff_shared, shared_expert_gate;
+  /* YaRN RoPE scaling of the global layers (rope_ext_factor 1; 0 = none): pairs below rope_corr_low keep
+   * their unscaled angle, pairs above rope_corr_high take the scaled one, a linear blend between; cos and
+   * sin are scaled by rope_attn_factor * (1 + 0.1 ln(1 / rope_freq_scale)). rope_attn_factor 0 = 1. */
+  float rope_ext_factor, rope_attn_factor, rope_corr_low, rope_corr_high;
 } cpullm_model_config;
 
 /* A tensor by GGUF name ("blk.0.attn_q.weight"), ggml type id, rows x cols (cols = GGUF ne[0]) and its

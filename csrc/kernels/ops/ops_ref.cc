@@ -1,4 +1,5 @@
 // Reference element-wise and row ops: RMSNorm, SiLU·mul, GELU·mul, soft-capping, add, softmax, argmax, RoPE.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -63,13 +64,22 @@ void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const i
   std::vector<float> cs(2 * static_cast<size_t>(half));
   // theta_scale^i computed by repeated multiplication, as ggml does, so logits track llama.cpp closely.
   const float theta_scale = std::pow(p.theta_base, -2.0f / static_cast<float>(p.rot_dims));
+  // YaRN's magnitude correction, for every pair.
+  const float mscale =
+      p.ext_factor != 0.0f ? p.attn_factor * (1.0f + 0.1f * std::log(1.0f / p.freq_scale)) : p.attn_factor;
   for (int64_t t = 0; t < n_tokens; ++t) {
-    float theta = static_cast<float>(pos[t]) * p.freq_scale;
+    float theta = static_cast<float>(pos[t]);  // unscaled angle of pair i: pos · theta_scale^i
     for (int32_t i = 0; i < half; ++i) {
-      const float ff = p.freq_factors ? p.freq_factors[i] : 1.0f;
-      const float angle = theta / ff;
-      cs[2 * i] = std::cos(angle);
-      cs[2 * i + 1] = std::sin(angle);
+      const float extrap = theta / (p.freq_factors ? p.freq_factors[i] : 1.0f);
+      float angle = p.freq_scale * extrap;
+      if (p.ext_factor != 0.0f) {
+        // 1 below corr_low (keep the unscaled angle), 0 above corr_high (the scaled one), linear between
+        const float y = (static_cast<float>(i) - p.corr_low) / std::max(0.001f, p.corr_high - p.corr_low);
+        const float mix = (1.0f - std::min(1.0f, std::max(0.0f, y))) * p.ext_factor;
+        angle = angle * (1.0f - mix) + extrap * mix;
+      }
+      cs[2 * i] = std::cos(angle) * mscale;
+      cs[2 * i + 1] = std::sin(angle) * mscale;
       theta *= theta_scale;
     }
     for (int32_t h = 0; h < n_heads; ++h) {

@@ -27,10 +27,11 @@ HF Llama checkpoints rotate the two *halves* of each head (``rotate_half``). lla
 ``LLAMA_ROPE_TYPE_NEOX``: pairs ``(x[i], x[i + rope_dim/2])`` (here ``RopeLayout.NEOX``). The frequency
 index ``i`` is the same in both layouts; only which two lanes form a pair differs.
 
-RoPE scaling: ``rope_scaling`` is ``"none"`` or ``"linear"`` (positions divided by ``rope_scale``).
+RoPE scaling: ``rope_scaling`` is ``"none"``, ``"linear"`` (positions divided by ``rope_scale``) or
+``"yarn"`` (Qwen2.5/Qwen3 long context: see :class:`Yarn`).
 Llama 3.x "llama3" scaling is not a metadata field in GGUF: the converter bakes it into an optional
 ``rope_freqs.weight`` tensor (``float32[rope_dim/2]``) whose entries divide each frequency; consumers
-apply it when the tensor is present. ``yarn`` and ``longrope`` are refused with a clear error.
+apply it when the tensor is present. ``longrope`` is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from typing import Any
 
 from cpullm.model.gguf_file import MISSING, GGUFError, GGUFFile, Missing
 
-SUPPORTED_ROPE_SCALING = ("none", "linear")
+SUPPORTED_ROPE_SCALING = ("none", "linear", "yarn")
 
 # Tensors a model may lack: no `output.weight` means the output projection is tied to
 # `token_embd.weight`; `rope_freqs.weight` carries llama3-style per-frequency factors.
@@ -69,6 +70,37 @@ class RopeLayout(str, enum.Enum):
 
 
 ACTIVATIONS = ("silu", "gelu_tanh")  # the FFN's gate activation: SwiGLU, or GeGLU with tanh-approximated GELU
+
+
+@dataclass(frozen=True)
+class Yarn:
+    """YaRN RoPE scaling, as llama.cpp applies it (ext_factor 0 = off). Pair i's angle is the scaled angle
+    (position / rope_scale) for i above ``corr_high``, the unscaled one below ``corr_low``, a linear blend
+    between; cos and sin are multiplied by ``attn_factor * (1 + 0.1 ln(rope_scale))``. The correction range
+    holds the pairs whose wavelength fits between ``beta_fast`` and ``beta_slow`` turns of the original
+    context."""
+
+    ext_factor: float = 0.0
+    attn_factor: float = 1.0
+    corr_low: float = 0.0
+    corr_high: float = 0.0
+
+    @classmethod
+    def for_model(
+        cls,
+        rope_dim: int,
+        base: float,
+        orig_context: int,
+        attn_factor: float,
+        beta_fast: float,
+        beta_slow: float,
+    ) -> Yarn:
+        def corr_dim(turns: float) -> float:  # the pair index whose wavelength is orig_context / turns
+            return rope_dim * math.log(orig_context / (turns * 2 * math.pi)) / (2 * math.log(base))
+
+        low = max(0.0, math.floor(corr_dim(beta_fast)))
+        high = min(rope_dim - 1.0, math.ceil(corr_dim(beta_slow)))
+        return cls(1.0, attn_factor, low, high)
 
 
 @dataclass(frozen=True)
@@ -176,6 +208,7 @@ class ModelConfig:
     rope_scaling: str  # "none" | "linear"
     rope_scale: float  # linear scaling factor (positions are divided by it); 1.0 when none
     rope_orig_context: int  # training context before scaling (0 when unknown)
+    yarn: Yarn  # YaRN's parameters (Yarn() when rope_scaling is not "yarn")
     has_rope_freqs: bool  # llama3-style frequency factors in tensor `rope_freqs.weight`
     tied_embeddings: bool  # no `output.weight`: logits = token_embd @ h
     has_qkv_bias: bool
@@ -254,6 +287,24 @@ class ModelConfig:
             raise md.error("rope.dimension_count", rope_dim, "an even number (RoPE rotates pairs of lanes)")
         context_length = md.count("context_length", maximum=MAX_CONTEXT_LENGTH)
         scaling, scale = _rope_scaling(md)
+        rope_theta = md.number("rope.freq_base", *_ROPE_BASE_RANGE, default=10000.0)
+        orig_context = md.count(
+            "rope.scaling.original_context_length", default=0, minimum=0, maximum=MAX_CONTEXT_LENGTH
+        )
+        yarn = Yarn()
+        if scaling == "yarn":
+            if orig_context == 0:
+                raise md.error(
+                    "rope.scaling.original_context_length", "absent or 0", "the context before YaRN scaling"
+                )
+            yarn = Yarn.for_model(
+                rope_dim,
+                rope_theta,
+                orig_context,
+                md.number("rope.scaling.attn_factor", *_ROPE_SCALE_RANGE, default=1.0),
+                md.number("rope.scaling.yarn_beta_fast", *_ROPE_SCALE_RANGE, default=32.0),
+                md.number("rope.scaling.yarn_beta_slow", *_ROPE_SCALE_RANGE, default=1.0),
+            )
         vocab_size = _vocab_size(md)
         attn_cap = _softcap(md, "attn_logit_softcapping", spec.attn_softcap_default)
         final_cap = _softcap(md, "final_logit_softcapping", spec.final_softcap_default)
@@ -274,14 +325,13 @@ class ModelConfig:
             vocab_size=vocab_size,
             context_length=context_length,
             rms_eps=md.number("attention.layer_norm_rms_epsilon", *_RMS_EPS_RANGE),
-            rope_theta=md.number("rope.freq_base", *_ROPE_BASE_RANGE, default=10000.0),
+            rope_theta=rope_theta,
             rope_dim=rope_dim,
             rope_layout=spec.rope_layout,
             rope_scaling=scaling,
             rope_scale=scale,
-            rope_orig_context=md.count(
-                "rope.scaling.original_context_length", default=0, minimum=0, maximum=MAX_CONTEXT_LENGTH
-            ),
+            rope_orig_context=orig_context,
+            yarn=yarn,
             has_rope_freqs="rope_freqs.weight" in gguf.tensors,
             tied_embeddings="output.weight" not in gguf.tensors,
             has_qkv_bias="blk.0.attn_q.bias" in gguf.tensors,

@@ -48,6 +48,10 @@ class ModelConfigC(ctypes.Structure):
         ("moe_norm_topk", ctypes.c_int32),
         ("d_ff_shared", ctypes.c_int32),
         ("shared_expert_gate", ctypes.c_int32),
+        ("rope_ext_factor", ctypes.c_float),
+        ("rope_attn_factor", ctypes.c_float),
+        ("rope_corr_low", ctypes.c_float),
+        ("rope_corr_high", ctypes.c_float),
     ]
 
 

@@ -116,6 +116,10 @@ class NativeModel:
             moe_norm_topk=int(c.moe_norm_topk),
             d_ff_shared=c.d_ff_shared,
             shared_expert_gate=int(c.shared_expert_gate),
+            rope_ext_factor=c.yarn.ext_factor,
+            rope_attn_factor=c.yarn.attn_factor,
+            rope_corr_low=c.yarn.corr_low,
+            rope_corr_high=c.yarn.corr_high,
         )
         windows = (ctypes.c_int32 * c.n_layers)(*(c.layer_window(i) for i in range(c.n_layers)))
         if any(windows):

@@ -72,14 +72,32 @@ def rope_angles(
     inv_freq = base ** (-2.0 * np.arange(half, dtype=np.float64) / config.rope_dim)
     if freq_factors is not None:
         inv_freq = inv_freq / freq_factors
-    return np.outer(positions.astype(np.float64) / scale, inv_freq)
+    extrap = np.outer(positions.astype(np.float64), inv_freq)  # [T, half] unscaled angles
+    yarn = config.yarn
+    if local or not yarn.ext_factor:
+        return extrap / scale
+    # YaRN: unscaled below corr_low, scaled above corr_high, linear between
+    ramp = 1.0 - np.clip((np.arange(half) - yarn.corr_low) / max(0.001, yarn.corr_high - yarn.corr_low), 0, 1)
+    mix = ramp * yarn.ext_factor
+    return extrap / scale * (1.0 - mix) + extrap * mix
 
 
-def apply_rope(x: np.ndarray, angles: np.ndarray, layout: RopeLayout, rope_dim: int) -> np.ndarray:
-    """x: [T, heads, head_dim], angles: [T, rope_dim/2] -> rotated copy of x."""
+def rope_magnitude(config: ModelConfig, local: bool = False) -> float:
+    """The factor YaRN puts on cos and sin (1 without YaRN)."""
+    yarn = config.yarn
+    if local or not yarn.ext_factor:
+        return 1.0
+    return yarn.attn_factor * (1.0 + 0.1 * float(np.log(config.rope_scale)))
+
+
+def apply_rope(
+    x: np.ndarray, angles: np.ndarray, layout: RopeLayout, rope_dim: int, magnitude: float = 1.0
+) -> np.ndarray:
+    """x: [T, heads, head_dim], angles: [T, rope_dim/2] -> rotated copy of x (rotated lanes times
+    ``magnitude``, YaRN's correction)."""
     out = x.copy()
-    cos = np.cos(angles)[:, None, :]  # [T, 1, rope_dim/2]
-    sin = np.sin(angles)[:, None, :]
+    cos = magnitude * np.cos(angles)[:, None, :]  # [T, 1, rope_dim/2]
+    sin = magnitude * np.sin(angles)[:, None, :]
     if layout is RopeLayout.NORMAL:
         a, b = x[..., 0:rope_dim:2], x[..., 1:rope_dim:2]
         out[..., 0:rope_dim:2] = a * cos - b * sin
@@ -120,7 +138,9 @@ def causal_attention(
     return np.einsum("hqk,khd->qhd", probs, v).reshape(t, n_heads * hd)
 
 
-def _layer(config: ModelConfig, w: Weights, i: int, x: np.ndarray, angles: np.ndarray) -> np.ndarray:
+def _layer(
+    config: ModelConfig, w: Weights, i: int, x: np.ndarray, angles: np.ndarray, magnitude: float
+) -> np.ndarray:
     """One transformer block. x: [T, d_model] -> [T, d_model]; angles: this layer's RoPE [T, rope_dim/2]."""
     p = f"blk.{i}."
     t = x.shape[0]
@@ -140,8 +160,8 @@ def _layer(config: ModelConfig, w: Weights, i: int, x: np.ndarray, angles: np.nd
     if config.qk_norm:  # each head normalized over its head_dim lanes, one weight vector for all heads
         q = rms_norm(q, w[p + "attn_q_norm.weight"], config.rms_eps)
         k = rms_norm(k, w[p + "attn_k_norm.weight"], config.rms_eps)
-    q = apply_rope(q, angles, config.rope_layout, config.rope_dim)
-    k = apply_rope(k, angles, config.rope_layout, config.rope_dim)
+    q = apply_rope(q, angles, config.rope_layout, config.rope_dim, magnitude)
+    k = apply_rope(k, angles, config.rope_layout, config.rope_dim, magnitude)
     v = v.reshape(t, config.n_kv_heads, config.head_dim)
     att = causal_attention(q, k, v, config.attn_scale, config.attn_softcap, config.layer_window(i))
     att = att @ w[p + "attn_output.weight"].T
@@ -202,8 +222,10 @@ def forward(
     positions, factors = np.arange(ids.size), weights.get("rope_freqs.weight")
     angles = rope_angles(config, positions, factors)
     local_angles = rope_angles(config, positions, factors, local=True) if config.rope_theta_local else angles
+    magnitudes = rope_magnitude(config), rope_magnitude(config, local=True)
     for i in range(config.n_layers):
-        x = _layer(config, weights, i, x, local_angles if config.layer_window(i) else angles)
+        local = bool(config.rope_theta_local and config.layer_window(i))
+        x = _layer(config, weights, i, x, local_angles if local else angles, magnitudes[local])
     if last_only:
         x = x[-1:]
     x = rms_norm(x, weights["output_norm.weight"], config.rms_eps)
