@@ -1,4 +1,5 @@
 // Model construction: find and check every tensor, repack weights for the fast path, allocate the KV cache.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -46,6 +47,20 @@ void release_pages(const void* data, int64_t bytes) {
   const auto begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
   const auto end = (reinterpret_cast<uintptr_t>(data) + static_cast<uintptr_t>(bytes)) / page * page;
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+// Every product's packed copy, written in parallel: loading is mostly this (a 0.6B Q8_0 file spent 0.85 s
+// of its load here on one thread). Largest first, claimed dynamically, so the threads finish together.
+void repack_all(std::vector<Matrix>& jobs, bool release_sources) {
+  auto bytes = [](const Matrix& W) { return W.rows * row_bytes(W.type, W.cols); };
+  std::sort(jobs.begin(), jobs.end(), [&](const Matrix& a, const Matrix& b) { return bytes(a) > bytes(b); });
+  global_pool()->parallel_for(static_cast<int64_t>(jobs.size()), 1, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const Matrix& W = jobs[static_cast<size_t>(j)];
+      repack(W, const_cast<void*>(W.packed));  // W.packed: a buffer of owned_
+      if (release_sources) release_pages(W.data, bytes(W));
+    }
+  });
 }
 
 }  // namespace
@@ -106,21 +121,20 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
                                " values, expected " + std::to_string(n));
     }
     if (t.type == DType::F32) return static_cast<const float*>(t.data);
-    owned_.emplace_back(static_cast<size_t>(n) * sizeof(float));
-    auto* out = reinterpret_cast<float*>(owned_.back().data());
+    auto* out = reinterpret_cast<float*>(own(n * static_cast<int64_t>(sizeof(float))));
     dequantize(t.type, t.data, n, out);
     return out;
   };
   // Repack a product's weights once into the layout this variant's fast path prefers, if it has one.
+  // The copies are written at the end, all at once over the thread pool (repack_all).
+  std::vector<Matrix> to_pack;
   auto packed = [&](Matrix W, const std::string& name) -> Matrix {
     const int64_t bytes = packed_bytes(W);
     if (bytes <= 0) return W;
-    owned_.emplace_back(static_cast<size_t>(bytes));
-    repack(W, owned_.back().data());
-    W.packed = owned_.back().data();
+    W.packed = own(bytes);
+    to_pack.push_back(W);
     if (packed_names_.empty() || packed_names_.back() != name)
       packed_names_.push_back(name);  // experts: once
-    if (cfg.release_packed_sources) release_pages(W.data, W.rows * row_bytes(W.type, W.cols));
     return W;
   };
   auto weight = [&](const std::string& name, int64_t rows, int64_t cols) {
@@ -146,8 +160,7 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
                                         weight(p + "attn_v.weight", kv, d)}};
     L.bqkv = nullptr;
     if (bias) {
-      owned_.emplace_back(static_cast<size_t>(q + 2 * kv) * sizeof(float));
-      auto* b = reinterpret_cast<float*>(owned_.back().data());
+      auto* b = reinterpret_cast<float*>(own((q + 2 * kv) * static_cast<int64_t>(sizeof(float))));
       std::memcpy(b, vec(p + "attn_q.bias", q), q * sizeof(float));
       std::memcpy(b + q, vec(p + "attn_k.bias", kv), kv * sizeof(float));
       std::memcpy(b + q + kv, vec(p + "attn_v.bias", kv), kv * sizeof(float));
@@ -191,13 +204,16 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
     }
     L.post_ffn_norm = cfg.post_norms ? vec(p + "post_ffw_norm.weight", d) : nullptr;
   }
+  repack_all(to_pack, cfg.release_packed_sources);
 }
 
-int64_t Model::repacked_bytes() const {
-  int64_t n = 0;
-  for (const auto& buf : owned_) n += static_cast<int64_t>(buf.size());
-  return n;
+uint8_t* Model::own(int64_t bytes) {
+  owned_.emplace_back(new uint8_t[static_cast<size_t>(bytes)]);  // default-initialized: untouched pages
+  owned_bytes_ += bytes;
+  return owned_.back().get();
 }
+
+int64_t Model::repacked_bytes() const { return owned_bytes_; }
 
 KVStore::KVStore(const ModelConfig& cfg, int32_t n_blocks, int32_t block_size, DType type)
     : n_blocks_(n_blocks),

@@ -127,7 +127,11 @@ class Model {
   Matrix output_{};
   const float* output_norm_ = nullptr;
   const float* rope_freqs_ = nullptr;
-  std::vector<std::vector<uint8_t>> owned_;  // packed weights, f32 copies of small vectors
+  // Packed weights, f32 copies of small vectors. Uninitialized on allocation: the packed copies' pages are
+  // first touched by the threads that write them.
+  std::vector<std::unique_ptr<uint8_t[]>> owned_;
+  int64_t owned_bytes_ = 0;
+  uint8_t* own(int64_t bytes);
   std::vector<std::string> packed_names_;
 };
 

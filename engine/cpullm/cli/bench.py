@@ -84,7 +84,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     path = model_path(args.model)
     start = time.perf_counter()
-    model = NativeModel(ModelFile.open(path))
+    model = NativeModel(ModelFile.open(path), threads=max(args.threads or [default_threads()]))
     load_s = time.perf_counter() - start
     depth = args.depth
     n_ctx = depth + max(args.n_prompt, args.n_gen + (0 if depth else DECODE_PROMPT_TOKENS))

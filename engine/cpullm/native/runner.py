@@ -2,9 +2,10 @@
 
 Public API
 ----------
-``NativeModel(model_file, lib=None)``
+``NativeModel(model_file, lib=None, threads=None)``
     Hands the file's memory-mapped tensors to ``cpullm_model_create`` (no copy, except the projections the
-    native side fuses). Keeps ``model_file`` alive as long as the model: the native side borrows its bytes.
+    native side fuses; their repacking runs on ``threads``, set first when given). Keeps ``model_file``
+    alive as long as the model: the native side borrows its bytes.
     A tensor of a type the library does not run (its own table) raises GGUFError naming it first.
 ``NativeModel.new_cache(n_blocks, block_size=16, dtype="f16") -> KVCache``
     A paged KV cache of ``n_blocks`` blocks of ``block_size`` tokens in every layer.
@@ -77,8 +78,12 @@ class KVCache:
 
 
 class NativeModel:
-    def __init__(self, model_file: ModelFile, lib: ctypes.CDLL | None = None) -> None:
+    def __init__(
+        self, model_file: ModelFile, lib: ctypes.CDLL | None = None, threads: int | None = None
+    ) -> None:
         self.lib = abi.bind(lib if lib is not None else loader.native()[0])
+        if threads is not None:  # before the model: loading repacks the weights on these threads
+            self.set_threads(threads)
         supported = {QT(t) for t in loader.tensor_types(self.lib) if t in _GGML_IDS}
         model_file.gguf.check_tensor_types(supported)  # a GGUFError naming the tensor and its type
         self.file = model_file  # the native side borrows the mapped bytes: keep them alive

@@ -111,9 +111,8 @@ class Engine:
         self.model_file = ModelFile.open(resolve_model(model_path))
         self.config = self.model_file.config
         self.tokenizer = Tokenizer.from_gguf(self.model_file.gguf)
-        self.model = NativeModel(self.model_file)
         self.threads = threads or default_threads()
-        self.model.set_threads(self.threads)
+        self.model = NativeModel(self.model_file, threads=self.threads)
         self.max_model_len = min(max_model_len or self.config.context_length, self.config.context_length)
         if max_num_seqs < 1 or step_tokens < 1:
             raise ValueError("max_num_seqs and step_tokens must be at least 1")
