@@ -104,14 +104,45 @@ def test_yarn_rope_scaling_is_read(tiny_dir: Path) -> None:
     assert (c.rope_scaling, c.rope_scale, c.rope_orig_context) == ("yarn", 4.0, 4096)
     # head_dim 64, base 10000: the pairs whose wavelength is 4096 / 32 and 4096 / 1 positions are
     # 64 ln(4096 / (32 · 2π)) / (2 ln 10000) = 10.47 and 22.51, floored and ceiled.
-    assert (c.yarn.ext_factor, c.yarn.attn_factor, c.yarn.corr_low, c.yarn.corr_high) == (
-        1.0,
+    assert (c.yarn.ext_factor, c.yarn.corr_low, c.yarn.corr_high, c.rope_attn_factor) == (
         1.0,
         10.0,
         23.0,
+        1.0,
     )
     plain = ModelFile.open(write_tiny_gguf(tiny_dir / "rope_plain.gguf", TinySpec())).config
     assert plain.yarn.ext_factor == 0.0
+
+
+def test_longrope_factors_are_read(tiny_dir: Path) -> None:
+    factors = {
+        name: np.ones(32, dtype=np.float32)
+        for name in ("rope_factors_short.weight", "rope_factors_long.weight")
+    }
+    meta = {"phi3.rope.scaling.original_context_length": 64, "phi3.rope.scaling.attn_factor": 1.19}
+    spec = TinySpec(arch="phi3", extra_metadata=meta, extra_tensors=factors)
+    c = ModelFile.open(write_tiny_gguf(tiny_dir / "longrope.gguf", spec)).config
+    assert c.longrope and c.rope_attn_factor == pytest.approx(1.19)
+    assert c.rope_factors_tensor(64) == "rope_factors_short.weight"
+    assert c.rope_factors_tensor(65) == "rope_factors_long.weight"
+    one = TinySpec(
+        arch="phi3", extra_metadata=meta, extra_tensors={"rope_factors_long.weight": np.ones(32, np.float32)}
+    )
+    with pytest.raises(
+        GGUFError,
+        match=re.escape("'rope_factors_long.weight' is present without 'rope_factors_short.weight'"),
+    ):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "longrope_one.gguf", one))
+    no_ctx = TinySpec(arch="phi3", extra_tensors=factors)
+    with pytest.raises(GGUFError, match="original_context_length' is 'absent or 0'"):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "longrope_noctx.gguf", no_ctx))
+    bad = TinySpec(
+        arch="phi3",
+        extra_metadata=meta,
+        extra_tensors={**factors, "rope_factors_short.weight": np.zeros(32, np.float32)},
+    )
+    with pytest.raises(GGUFError, match=re.escape("'rope_factors_short.weight' holds 0.0 at index 0")):
+        ModelFile.open(write_tiny_gguf(tiny_dir / "longrope_bad.gguf", bad))
 
 
 def test_longrope_scaling_is_refused(tiny_dir: Path) -> None:
@@ -242,15 +273,12 @@ def test_old_mixtral_layout_is_refused(tiny_dir: Path) -> None:
         ModelFile.open(path)
 
 
-def test_phi3_reads_fused_matrices_and_refuses_longrope(tiny_dir: Path) -> None:
+def test_phi3_reads_fused_matrices(tiny_dir: Path) -> None:
     c = ModelFile.open(write_tiny_gguf(tiny_dir / "phi3.gguf", TinySpec(arch="phi3", tied=False))).config
     assert c.fused_qkv and c.fused_gate_up and c.rope_layout is RopeLayout.NEOX
     shapes = c.expected_tensor_shapes()
     assert shapes["blk.0.attn_qkv.weight"] == (256, 512) and "blk.0.attn_q.weight" not in shapes
     assert shapes["blk.0.ffn_up.weight"] == (256, 1024) and "blk.0.ffn_gate.weight" not in shapes
-    longrope = TinySpec(arch="phi3", extra_tensors={"rope_factors_long.weight": np.ones(32, np.float32)})
-    with pytest.raises(GGUFError, match=r"'rope_factors_long.weight' holds LongRoPE .* not support yet"):
-        ModelFile.open(write_tiny_gguf(tiny_dir / "phi3_longrope.gguf", longrope))
     unfused = TinySpec(arch="phi3", drop_tensors=["blk.0.attn_qkv.weight"])
     with pytest.raises(GGUFError, match=r"required tensor 'blk.0.attn_qkv.weight' is missing.*phi3 model"):
         ModelFile.open(write_tiny_gguf(tiny_dir / "phi3_no_qkv.gguf", unfused))

@@ -171,6 +171,31 @@ def test_reference_attention_matches(tmp_path, lib, arch):
     assert _rel_err(got, reference.ReferenceModel(mf).logits(TOKENS)) < TOLERANCE[QT.F32]
 
 
+def test_longrope_factors_follow_the_context(tmp_path, lib):
+    """LongRoPE (Phi-3.5/Phi-4-mini): a run of up to the original context (64 here) uses the short factors,
+    a longer one the long factors, in the native pass as in the reference; the two differ."""
+    half = np.arange(32)
+    spec = TinySpec(
+        arch="phi3",
+        tied=False,
+        extra_metadata={
+            "phi3.rope.scaling.original_context_length": 64,
+            "phi3.rope.scaling.attn_factor": 1.19,
+        },
+        extra_tensors={
+            "rope_factors_short.weight": (1.0 + 0.05 * half).astype(np.float32),
+            "rope_factors_long.weight": (1.0 + 0.9 * half).astype(np.float32),
+        },
+    )
+    mf = ModelFile.open(write_tiny_gguf(tmp_path / "m.gguf", spec))
+    outs = []
+    for context in (64, 128):
+        got = _prefill(NativeModel(mf, lib, context=context), TOKENS)
+        assert _rel_err(got, reference.ReferenceModel(mf, context=context).logits(TOKENS)) < TOLERANCE[QT.F32]
+        outs.append(got)
+    assert _rel_err(outs[0], outs[1]) > 1e-2
+
+
 def test_moe_routing_without_renormalization(tmp_path, lib):
     """Routes weighted by their plain softmax probabilities (OLMoE-style, moe_norm_topk off) and routes
     renormalized over the chosen experts differ, and each matches the reference computed the same way."""

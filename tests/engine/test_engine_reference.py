@@ -20,6 +20,18 @@ from cpullm.testing.reference import ReferenceModel, dequantize_weights, forward
 TOKENS = [5, 77, 200, 3, 150, 42, 9, 260, 1, 100]
 # Qwen3's long-context setting (factor 4 over the original context), with a context small enough that the
 # blend covers pairs 10..23 of the tiny model's 32.
+# Phi-3.5-style LongRoPE: short and long frequency divisors, a magnitude factor, a 64-token original context
+# (the tiny model's is 128, so the long factors are the default).
+_HALF = np.arange(32)
+LONGROPE_PHI3 = TinySpec(
+    arch="phi3",
+    tied=False,
+    extra_metadata={"phi3.rope.scaling.original_context_length": 64, "phi3.rope.scaling.attn_factor": 1.19},
+    extra_tensors={
+        "rope_factors_short.weight": (1.0 + 0.05 * _HALF).astype(np.float32),
+        "rope_factors_long.weight": (1.0 + 0.9 * _HALF).astype(np.float32),
+    },
+)
 YARN_4X = {
     "qwen3.rope.scaling.type": "yarn",
     "qwen3.rope.scaling.factor": 4.0,
@@ -36,6 +48,9 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
     def norm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         return x / math.sqrt(float(np.dot(x, x)) / x.size + config.rms_eps) * weight
 
+    factors_name = config.rope_factors_tensor(config.context_length)
+    factors = w[factors_name] if factors_name else None  # frequency divisors (llama3, LongRoPE)
+
     def rotate(vec: np.ndarray, pos: int, layer: int) -> np.ndarray:
         # gemma3's sliding-window layers rotate with their own base and no linear scaling
         local = config.rope_theta_local and config.layer_window(layer)
@@ -43,10 +58,16 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
         yarn = config.yarn.ext_factor and not local
         # YaRN, written out: pair i keeps its unscaled angle below corr_low, takes the scaled one above
         # corr_high, a straight line between; both lanes are scaled by attn_factor (1 + ln(scale) / 10).
-        magnitude = config.yarn.attn_factor * (1 + 0.1 * math.log(scale)) if yarn else 1.0
+        magnitude = (1 + 0.1 * math.log(scale)) if yarn else 1.0
+        magnitude *= 1.0 if local else config.rope_attn_factor  # LongRoPE's, on global layers
         out = vec.copy()
         for i in range(config.rope_dim // 2):
-            angle = pos / scale * base ** (-2 * i / config.rope_dim)
+            angle = (
+                pos
+                / scale
+                * base ** (-2 * i / config.rope_dim)
+                / (factors[i] if factors is not None else 1.0)
+            )
             if yarn:
                 low, high = config.yarn.corr_low, config.yarn.corr_high
                 unscaled_share = 1.0 if i <= low else 0.0 if i >= high else (high - i) / (high - low)
@@ -171,6 +192,7 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
         TinySpec(arch="qwen3moe", n_experts=6, n_experts_used=3),
         TinySpec(arch="qwen2moe"),  # unrenormalized routes, a gated shared expert, QKV biases
         TinySpec(arch="qwen3", extra_metadata=YARN_4X),
+        LONGROPE_PHI3,
         # Mixtral: experts under llama
         TinySpec(arch="llama", tied=False, n_experts=4, n_experts_used=2, d_ff_expert=512),
     ],
@@ -185,6 +207,7 @@ def naive_logits(config: ModelConfig, w: dict[str, np.ndarray], tokens: list[int
         "qwen3moe",
         "qwen2moe",
         "qwen3-yarn",
+        "phi3-longrope",
         "mixtral",
     ],
 )
@@ -305,9 +328,9 @@ def test_rope_freqs_tensor_is_used(tiny_dir: Path) -> None:
     model = ModelFile.open(write_tiny_gguf(tiny_dir / "rope_freqs.gguf", spec))
     assert model.config.has_rope_freqs
     ref = ReferenceModel(model)
-    plain = {k: v for k, v in ref.weights.items() if k != "rope_freqs.weight"}
+    plain = dataclasses.replace(model.config, has_rope_freqs=False)
     with_factors = ref.logits(TOKENS)
-    assert not np.allclose(with_factors, forward(model.config, plain, TOKENS), atol=1e-6)
+    assert not np.allclose(with_factors, forward(plain, ref.weights, TOKENS), atol=1e-6)
     angles = rope_angles(model.config, np.arange(4), ref.weights["rope_freqs.weight"])
     np.testing.assert_allclose(angles, rope_angles(model.config, np.arange(4), None) / factors)
 

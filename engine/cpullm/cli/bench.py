@@ -83,11 +83,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from cpullm.runtime.bench import DECODE_PROMPT_TOKENS, ModelBench, peak_rss_bytes, summarize
 
     path = model_path(args.model)
-    start = time.perf_counter()
-    model = NativeModel(ModelFile.open(path), threads=max(args.threads or [default_threads()]))
-    load_s = time.perf_counter() - start
     depth = args.depth
     n_ctx = depth + max(args.n_prompt, args.n_gen + (0 if depth else DECODE_PROMPT_TOKENS))
+    start = time.perf_counter()
+    model = NativeModel(ModelFile.open(path), threads=max(args.threads or [default_threads()]), context=n_ctx)
+    load_s = time.perf_counter() - start
     if n_ctx > model.config.context_length:
         raise ValueError(
             f"the tests need {n_ctx} positions, but this model's context is {model.config.context_length} "

@@ -31,7 +31,10 @@ RoPE scaling: ``rope_scaling`` is ``"none"``, ``"linear"`` (positions divided by
 ``"yarn"`` (Qwen2.5/Qwen3 long context: see :class:`Yarn`).
 Llama 3.x "llama3" scaling is not a metadata field in GGUF: the converter bakes it into an optional
 ``rope_freqs.weight`` tensor (``float32[rope_dim/2]``) whose entries divide each frequency; consumers
-apply it when the tensor is present. ``longrope`` is refused with a clear error.
+apply it when the tensor is present. LongRoPE (Phi-3 128k, Phi-3.5, Phi-4-mini) is the same with two
+tensors, ``rope_factors_short.weight`` and ``rope_factors_long.weight``: the long ones when the context
+in use exceeds the original context (llama.cpp's rule; see :meth:`ModelConfig.rope_factors_tensor`). The
+metadata ``rope.scaling.attn_factor`` multiplies cos and sin (LongRoPE's sqrt(1 + ln s / ln n0)).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ SUPPORTED_ROPE_SCALING = ("none", "linear", "yarn")
 # Tensors a model may lack: no `output.weight` means the output projection is tied to
 # `token_embd.weight`; `rope_freqs.weight` carries llama3-style per-frequency factors.
 OPTIONAL_TENSORS = ("output.weight", "rope_freqs.weight")
+LONGROPE_TENSORS = ("rope_factors_short.weight", "rope_factors_long.weight")  # both or none
 
 # Bounds on hyperparameters (the file is untrusted). Sizes are also checked against the tensors
 # (model_file.check_tensor_shapes); these bounds catch what no tensor pins down and keep every value
@@ -76,31 +80,24 @@ ACTIVATIONS = ("silu", "gelu_tanh")  # the FFN's gate activation: SwiGLU, or GeG
 class Yarn:
     """YaRN RoPE scaling, as llama.cpp applies it (ext_factor 0 = off). Pair i's angle is the scaled angle
     (position / rope_scale) for i above ``corr_high``, the unscaled one below ``corr_low``, a linear blend
-    between; cos and sin are multiplied by ``attn_factor * (1 + 0.1 ln(rope_scale))``. The correction range
-    holds the pairs whose wavelength fits between ``beta_fast`` and ``beta_slow`` turns of the original
-    context."""
+    between; cos and sin are multiplied by ``1 + 0.1 ln(rope_scale)`` (and the model's rope_attn_factor).
+    The correction range holds the pairs whose wavelength fits between ``beta_fast`` and ``beta_slow`` turns
+    of the original context."""
 
     ext_factor: float = 0.0
-    attn_factor: float = 1.0
     corr_low: float = 0.0
     corr_high: float = 0.0
 
     @classmethod
     def for_model(
-        cls,
-        rope_dim: int,
-        base: float,
-        orig_context: int,
-        attn_factor: float,
-        beta_fast: float,
-        beta_slow: float,
+        cls, rope_dim: int, base: float, orig_context: int, beta_fast: float, beta_slow: float
     ) -> Yarn:
         def corr_dim(turns: float) -> float:  # the pair index whose wavelength is orig_context / turns
             return rope_dim * math.log(orig_context / (turns * 2 * math.pi)) / (2 * math.log(base))
 
         low = max(0.0, math.floor(corr_dim(beta_fast)))
         high = min(rope_dim - 1.0, math.ceil(corr_dim(beta_slow)))
-        return cls(1.0, attn_factor, low, high)
+        return cls(1.0, low, high)
 
 
 @dataclass(frozen=True)
@@ -176,13 +173,11 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         d_over_heads_scale_layers=62,
     ),
     # Phi-3: llama.cpp ignores its sliding_window metadata (Phi SWA disabled there), and so does cpullm.
-    # Its 128k models' LongRoPE factors (rope_factors_long/short) are refused for now.
+    # Its 128k models (and Phi-3.5, Phi-4-mini) carry LongRoPE factors: see rope_factors_tensor.
     "phi3": ArchSpec(RopeLayout.NEOX, fused_qkv=True, fused_gate_up=True),
 }
 # Tensors a file of a supported architecture may hold that cpullm cannot use yet: refused by name.
 UNSUPPORTED_TENSORS = {
-    "rope_factors_long.weight": "LongRoPE frequency factors (128k-context Phi-3 models)",
-    "rope_factors_short.weight": "LongRoPE frequency factors (128k-context Phi-3 models)",
     "blk.0.attn_qkv.bias": "a fused Q/K/V bias",
     "blk.0.ffn_gate.0.weight": "one expert's weights as its own tensor (an old Mixtral conversion: convert "
     "it again with a current llama.cpp, which stacks the experts)",
@@ -210,6 +205,8 @@ class ModelConfig:
     rope_orig_context: int  # training context before scaling (0 when unknown)
     yarn: Yarn  # YaRN's parameters (Yarn() when rope_scaling is not "yarn")
     has_rope_freqs: bool  # llama3-style frequency factors in tensor `rope_freqs.weight`
+    longrope: bool  # LongRoPE: short and long frequency factors (LONGROPE_TENSORS)
+    rope_attn_factor: float  # cos and sin are multiplied by it (LongRoPE's magnitude correction); usually 1
     tied_embeddings: bool  # no `output.weight`: logits = token_embd @ h
     has_qkv_bias: bool
     qk_norm: bool  # per-head RMSNorm of queries and keys before RoPE (qwen3)
@@ -243,6 +240,13 @@ class ModelConfig:
     def kv_dim(self) -> int:
         return self.n_kv_heads * self.head_dim
 
+    def rope_factors_tensor(self, context: int) -> str | None:
+        """The tensor of RoPE frequency factors a model run with ``context`` positions uses, if any:
+        LongRoPE's long factors only past the original context, as llama.cpp chooses."""
+        if self.longrope:
+            return LONGROPE_TENSORS[1] if context > self.rope_orig_context else LONGROPE_TENSORS[0]
+        return "rope_freqs.weight" if self.has_rope_freqs else None
+
     def layer_window(self, layer: int) -> int:
         """The sliding window of ``layer`` (0: the layer attends to every earlier position)."""
         local = self.swa_pattern > 0 and layer % self.swa_pattern < self.swa_pattern - 1
@@ -265,8 +269,7 @@ class ModelConfig:
         for name, what in UNSUPPORTED_TENSORS.items():
             if name in gguf.tensors:
                 raise GGUFError(
-                    f"{gguf.path}: tensor {name!r} holds {what}, which cpullm does not support yet. Use a "
-                    "model without it (for Phi-3, a 4k-context one)."
+                    f"{gguf.path}: tensor {name!r} holds {what}, which cpullm does not support yet."
                 )
         md = _Metadata(gguf, arch)
         n_layers = md.count("block_count")
@@ -301,7 +304,6 @@ class ModelConfig:
                 rope_dim,
                 rope_theta,
                 orig_context,
-                md.number("rope.scaling.attn_factor", *_ROPE_SCALE_RANGE, default=1.0),
                 md.number("rope.scaling.yarn_beta_fast", *_ROPE_SCALE_RANGE, default=32.0),
                 md.number("rope.scaling.yarn_beta_slow", *_ROPE_SCALE_RANGE, default=1.0),
             )
@@ -333,6 +335,8 @@ class ModelConfig:
             rope_orig_context=orig_context,
             yarn=yarn,
             has_rope_freqs="rope_freqs.weight" in gguf.tensors,
+            longrope=_longrope(md),
+            rope_attn_factor=md.number("rope.scaling.attn_factor", *_ROPE_SCALE_RANGE, default=1.0),
             tied_embeddings="output.weight" not in gguf.tensors,
             has_qkv_bias="blk.0.attn_q.bias" in gguf.tensors,
             qk_norm=spec.qk_norm,
@@ -405,6 +409,9 @@ class ModelConfig:
             shapes["output.weight"] = (d, self.vocab_size)
         if self.has_rope_freqs:
             shapes["rope_freqs.weight"] = (self.rope_dim // 2,)
+        if self.longrope:
+            for name in LONGROPE_TENSORS:
+                shapes[name] = (self.rope_dim // 2,)
         return shapes
 
 
@@ -498,6 +505,22 @@ def _experts(md: _Metadata, spec: ArchSpec) -> dict[str, Any]:
         "d_ff_shared": md.count("expert_shared_feed_forward_length") if shared else 0,
         "shared_expert_gate": shared and "blk.0.ffn_gate_inp_shexp.weight" in md.gguf.tensors,
     }
+
+
+def _longrope(md: _Metadata) -> bool:
+    """Whether the file has LongRoPE's two factor tensors (one without the other is refused), which need the
+    original context to choose between them."""
+    present = [name in md.gguf.tensors for name in LONGROPE_TENSORS]
+    if any(present) and not all(present):
+        have, lack = LONGROPE_TENSORS if present[0] else LONGROPE_TENSORS[::-1]
+        raise GGUFError(f"{md.gguf.path}: tensor {have!r} is present without {lack!r}; LongRoPE needs both.")
+    if all(present) and md.count("rope.scaling.original_context_length", default=0, minimum=0) == 0:
+        raise md.error(
+            "rope.scaling.original_context_length",
+            "absent or 0",
+            "the context LongRoPE's short factors cover",
+        )
+    return all(present)
 
 
 def _softcap(md: _Metadata, key: str, default: float | None) -> float:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import quants
 
-from cpullm.model.config import OPTIONAL_TENSORS, ModelConfig
+from cpullm.model.config import LONGROPE_TENSORS, OPTIONAL_TENSORS, ModelConfig
 from cpullm.model.gguf_file import GGUFError, GGUFFile, GGUFTensor
 
 
@@ -62,15 +62,17 @@ def check_tensor_shapes(gguf: GGUFFile, config: ModelConfig) -> None:
 
 
 def check_rope_freqs(gguf: GGUFFile) -> None:
-    """Raise GGUFError unless every ``rope_freqs.weight`` factor (they divide RoPE frequencies) is finite
-    and positive. Call after :func:`check_tensor_shapes`: the tensor is one short vector."""
-    tensor = gguf.tensors.get("rope_freqs.weight")
-    if tensor is None:
-        return
-    factors = np.asarray(quants.dequantize(tensor.data, tensor.type), dtype=np.float64).ravel()
-    bad = np.flatnonzero(~(np.isfinite(factors) & (factors > 0)))
-    if bad.size:
-        raise GGUFError(
-            f"{gguf.path}: 'rope_freqs.weight' holds {factors[bad[0]]} at index {bad[0]}; RoPE frequency "
-            "factors must be finite and positive. The file is corrupt."
-        )
+    """Raise GGUFError unless every RoPE frequency factor (``rope_freqs.weight``, LongRoPE's two tensors:
+    they divide RoPE frequencies) is finite and positive. Call after :func:`check_tensor_shapes`: each
+    tensor is one short vector."""
+    for name in ("rope_freqs.weight", *LONGROPE_TENSORS):
+        tensor = gguf.tensors.get(name)
+        if tensor is None:
+            continue
+        factors = np.asarray(quants.dequantize(tensor.data, tensor.type), dtype=np.float64).ravel()
+        bad = np.flatnonzero(~(np.isfinite(factors) & (factors > 0)))
+        if bad.size:
+            raise GGUFError(
+                f"{gguf.path}: {name!r} holds {factors[bad[0]]} at index {bad[0]}; RoPE frequency "
+                "factors must be finite and positive. The file is corrupt."
+            )

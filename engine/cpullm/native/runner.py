@@ -2,10 +2,11 @@
 
 Public API
 ----------
-``NativeModel(model_file, lib=None, threads=None)``
+``NativeModel(model_file, lib=None, threads=None, context=None)``
     Hands the file's memory-mapped tensors to ``cpullm_model_create`` (no copy, except the projections the
     native side fuses; their repacking runs on ``threads``, set first when given). Keeps ``model_file``
-    alive as long as the model: the native side borrows its bytes.
+    alive as long as the model: the native side borrows its bytes. ``context`` (default: the model's) is
+    the most positions it will run, which picks LongRoPE's short or long factors.
     A tensor of a type the library does not run (its own table) raises GGUFError naming it first.
 ``NativeModel.new_cache(n_blocks, block_size=16, dtype="f16") -> KVCache``
     A paged KV cache of ``n_blocks`` blocks of ``block_size`` tokens in every layer.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-from cpullm.model.config import ModelConfig, RopeLayout
+from cpullm.model.config import LONGROPE_TENSORS, ModelConfig, RopeLayout
 from cpullm.model.model_file import ModelFile
 from cpullm.native import abi, loader
 
@@ -79,7 +80,11 @@ class KVCache:
 
 class NativeModel:
     def __init__(
-        self, model_file: ModelFile, lib: ctypes.CDLL | None = None, threads: int | None = None
+        self,
+        model_file: ModelFile,
+        lib: ctypes.CDLL | None = None,
+        threads: int | None = None,
+        context: int | None = None,
     ) -> None:
         self.lib = abi.bind(lib if lib is not None else loader.native()[0])
         if threads is not None:  # before the model: loading repacks the weights on these threads
@@ -122,17 +127,22 @@ class NativeModel:
             d_ff_shared=c.d_ff_shared,
             shared_expert_gate=int(c.shared_expert_gate),
             rope_ext_factor=c.yarn.ext_factor,
-            rope_attn_factor=c.yarn.attn_factor,
+            rope_attn_factor=c.rope_attn_factor,
             rope_corr_low=c.yarn.corr_low,
             rope_corr_high=c.yarn.corr_high,
         )
         windows = (ctypes.c_int32 * c.n_layers)(*(c.layer_window(i) for i in range(c.n_layers)))
         if any(windows):
             cfg.layer_windows = windows  # read by cpullm_model_create only
-        tensors = list(model_file.gguf.tensors.values())
+        # RoPE frequency factors reach the native side as `rope_freqs.weight`: LongRoPE's pair chosen for the
+        # context this model runs with.
+        factors = c.rope_factors_tensor(context if context is not None else c.context_length)
+        tensors = [
+            t for t in model_file.gguf.tensors.values() if t.name not in LONGROPE_TENSORS or t.name == factors
+        ]
         refs = (abi.TensorC * len(tensors))()
         for i, t in enumerate(tensors):
-            refs[i].name = t.name.encode()
+            refs[i].name = b"rope_freqs.weight" if t.name == factors else t.name.encode()
             refs[i].type = int(t.type)
             refs[i].rows = t.rows
             refs[i].cols = t.cols

@@ -112,8 +112,8 @@ class Engine:
         self.config = self.model_file.config
         self.tokenizer = Tokenizer.from_gguf(self.model_file.gguf)
         self.threads = threads or default_threads()
-        self.model = NativeModel(self.model_file, threads=self.threads)
         self.max_model_len = min(max_model_len or self.config.context_length, self.config.context_length)
+        self.model = NativeModel(self.model_file, threads=self.threads, context=self.max_model_len)
         if max_num_seqs < 1 or step_tokens < 1:
             raise ValueError("max_num_seqs and step_tokens must be at least 1")
         self.max_num_seqs, self.step_tokens = max_num_seqs, step_tokens

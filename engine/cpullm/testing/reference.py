@@ -83,11 +83,11 @@ def rope_angles(
 
 
 def rope_magnitude(config: ModelConfig, local: bool = False) -> float:
-    """The factor YaRN puts on cos and sin (1 without YaRN)."""
-    yarn = config.yarn
-    if local or not yarn.ext_factor:
+    """The factor on cos and sin: the model's rope_attn_factor, times YaRN's correction."""
+    if local:
         return 1.0
-    return yarn.attn_factor * (1.0 + 0.1 * float(np.log(config.rope_scale)))
+    yarn = 1.0 + 0.1 * float(np.log(config.rope_scale)) if config.yarn.ext_factor else 1.0
+    return config.rope_attn_factor * yarn
 
 
 def apply_rope(
@@ -210,16 +210,22 @@ def _moe(config: ModelConfig, w: Weights, p: str, h: np.ndarray) -> np.ndarray:
 
 
 def forward(
-    config: ModelConfig, weights: Weights, tokens: Sequence[int], last_only: bool = False
+    config: ModelConfig,
+    weights: Weights,
+    tokens: Sequence[int],
+    last_only: bool = False,
+    context: int | None = None,
 ) -> np.ndarray:
-    """Logits float64[T, vocab] (``[1, vocab]`` with ``last_only``) for ``tokens`` at positions 0..T-1."""
+    """Logits float64[T, vocab] (``[1, vocab]`` with ``last_only``) for ``tokens`` at positions 0..T-1, in
+    a run of ``context`` positions (default: the model's; it picks LongRoPE's factors)."""
     ids = np.asarray(tokens, dtype=np.int64)
     if ids.ndim != 1 or ids.size == 0:
         raise ValueError("forward needs a non-empty 1-D list of token ids.")
     if ids.min() < 0 or ids.max() >= config.vocab_size:
         raise ValueError(f"token ids must be in [0, {config.vocab_size}), got {ids.min()}..{ids.max()}.")
     x = weights["token_embd.weight"][ids] * config.embed_scale  # [T, d_model]
-    positions, factors = np.arange(ids.size), weights.get("rope_freqs.weight")
+    factors_name = config.rope_factors_tensor(context if context is not None else config.context_length)
+    positions, factors = np.arange(ids.size), weights[factors_name] if factors_name else None
     angles = rope_angles(config, positions, factors)
     local_angles = rope_angles(config, positions, factors, local=True) if config.rope_theta_local else angles
     magnitudes = rope_magnitude(config), rope_magnitude(config, local=True)
@@ -236,12 +242,13 @@ def forward(
 class ReferenceModel:
     """A model file dequantized to float64, with the reference forward pass."""
 
-    def __init__(self, model: ModelFile) -> None:
+    def __init__(self, model: ModelFile, context: int | None = None) -> None:
         self.config = model.config
         self.weights = dequantize_weights(model)
+        self.context = context
 
     def logits(self, tokens: Sequence[int], last_only: bool = False) -> np.ndarray:
-        return forward(self.config, self.weights, tokens, last_only)
+        return forward(self.config, self.weights, tokens, last_only, self.context)
 
     def greedy(self, tokens: Sequence[int], max_new: int, stop_ids: Iterable[int] = ()) -> list[int]:
         """Greedy continuation (recomputes the whole sequence each step; fine for a few tokens)."""
