@@ -430,6 +430,31 @@ def write_bases(folder: Path) -> dict[str, Path]:
         "qwen2-bias-q4_k": TinySpec(
             arch="qwen2", weight_type=QT.Q4_K, pre="qwen2", n_layers=1, d_model=256, d_ff=256, n_heads=4
         ),
+        "qwen3-yarn-q8_0": TinySpec(
+            arch="qwen3",
+            weight_type=QT.Q8_0,
+            extra_metadata={
+                "qwen3.rope.scaling.type": "yarn",
+                "qwen3.rope.scaling.factor": 4.0,
+                "qwen3.rope.scaling.original_context_length": 32,
+            },
+            **small,
+        ),
+        "gemma3-q8_0": TinySpec(arch="gemma3", weight_type=QT.Q8_0, n_layers=3, **small),
+        "qwen3moe-q8_0": TinySpec(arch="qwen3moe", weight_type=QT.Q8_0, d_ff_expert=64, **small),
+        "phi3-longrope-f16": TinySpec(
+            arch="phi3",
+            weight_type=QT.F16,
+            extra_metadata={
+                "phi3.rope.scaling.original_context_length": 32,
+                "phi3.rope.scaling.attn_factor": 1.2,
+            },
+            extra_tensors={
+                name: np.linspace(1, 4, 8).astype(np.float32)
+                for name in ("rope_factors_short.weight", "rope_factors_long.weight")
+            },
+            **small,
+        ),
     }
     folder.mkdir(parents=True, exist_ok=True)
     return {name: write_tiny_gguf(folder / f"{name}.gguf", spec) for name, spec in specs.items()}
