@@ -8,6 +8,13 @@
 #include "cpullm/cpullm.h"
 #include "kernels/kernels.h"
 
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#if defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
+
 #if defined(__GNUC__) && !defined(__clang__)
 // The 64-byte vectors below never cross a function boundary of another library.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -19,6 +26,129 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// Makes the compiler treat v as changed here (no instruction): the loops below cannot hoist or fold their
+// products of constants.
+template <class V>
+inline void opaque(V& v) {
+#if defined(__x86_64__) && defined(__AVX512F__)
+  asm volatile("" : "+v"(v));  // "v": any of the 32 vector registers, zmm included
+#elif defined(__x86_64__)
+  asm volatile("" : "+x"(v));
+#elif defined(__aarch64__)
+  asm volatile("" : "+w"(v));
+#else
+  (void)v;
+#endif
+}
+
+// The widest int8 dot-product instruction this variant may use (AVX-512 VNNI, 512-bit maddubs, AVX-VNNI,
+// AVX2 maddubs, NEON dotprod, NEON smull), in a loop of independent accumulators that never touches
+// memory: its throughput is the roofline's compute limit. (AMX tiles go further; their peak is not
+// measured here.) Returns the multiply-adds done
+// (an int8 product summed into a 32-bit lane is one), 0 when the variant has no int8 dot instruction.
+// The accumulators are returned through `sink` so the loop is not optimized away.
+int64_t int8_dot_loop(int64_t iters, int32_t* sink) {
+#if defined(__AVX512VNNI__) && defined(__AVX512F__)
+  __m512i a[8];
+  __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
+  for (auto& v : a) v = _mm512_setzero_si512();
+  for (int64_t i = 0; i < iters; ++i) {
+    for (auto& v : a) {
+      opaque(u);
+      v = _mm512_dpbusd_epi32(v, u, s);  // 64 u8·s8 products into 16 lanes
+    }
+  }
+  __m512i t = a[0];
+  for (int k = 1; k < 8; ++k) t = _mm512_add_epi32(t, a[k]);
+  alignas(64) int32_t lanes[16];  // not _mm512_reduce_add_epi32: GCC 12 warns inside it (-Wuninitialized)
+  _mm512_store_si512(lanes, t);
+  *sink = lanes[0] + lanes[15];
+  return iters * 8 * 64;
+#elif defined(__AVX512BW__)
+  // No VNNI: 512-bit maddubs + madd by ones + add.
+  __m512i a[8];
+  __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
+  const __m512i ones = _mm512_set1_epi16(1);
+  for (auto& v : a) v = _mm512_setzero_si512();
+  for (int64_t i = 0; i < iters; ++i) {
+    for (auto& v : a) {
+      opaque(u);
+      v = _mm512_add_epi32(v, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), ones));
+    }
+  }
+  __m512i t = a[0];
+  for (int k = 1; k < 8; ++k) t = _mm512_add_epi32(t, a[k]);
+  alignas(64) int32_t lanes[16];
+  _mm512_store_si512(lanes, t);
+  *sink = lanes[0] + lanes[15];
+  return iters * 8 * 64;
+#elif defined(__AVXVNNI__)
+  __m256i a[8];
+  __m256i u = _mm256_set1_epi8(3), s = _mm256_set1_epi8(-2);
+  for (auto& v : a) v = _mm256_setzero_si256();
+  for (int64_t i = 0; i < iters; ++i) {
+    for (auto& v : a) {
+      opaque(u);
+      v = _mm256_dpbusd_avx_epi32(v, u, s);  // 32 products into 8 lanes
+    }
+  }
+  __m256i t = a[0];
+  for (int k = 1; k < 8; ++k) t = _mm256_add_epi32(t, a[k]);
+  *sink = _mm256_extract_epi32(t, 0) + _mm256_extract_epi32(t, 7);
+  return iters * 8 * 32;
+#elif defined(__AVX2__)
+  // maddubs (32 u8·s8 products into 16 int16 pairs) + madd by ones (into 8 int32) + add: the AVX2 kernels'
+  // step without VNNI.
+  __m256i a[8];
+  __m256i u = _mm256_set1_epi8(3), s = _mm256_set1_epi8(-2);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (auto& v : a) v = _mm256_setzero_si256();
+  for (int64_t i = 0; i < iters; ++i) {
+    for (auto& v : a) {
+      opaque(u);
+      v = _mm256_add_epi32(v, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones));
+    }
+  }
+  __m256i t = a[0];
+  for (int k = 1; k < 8; ++k) t = _mm256_add_epi32(t, a[k]);
+  *sink = _mm256_extract_epi32(t, 0) + _mm256_extract_epi32(t, 7);
+  return iters * 8 * 32;
+#elif defined(__ARM_FEATURE_DOTPROD)
+  int32x4_t a[8];
+  int8x16_t x = vdupq_n_s8(3), y = vdupq_n_s8(-2);
+  for (auto& v : a) v = vdupq_n_s32(0);
+  for (int64_t i = 0; i < iters; ++i) {
+    for (auto& v : a) {
+      opaque(x);
+      v = vdotq_s32(v, x, y);  // 16 products into 4 lanes
+    }
+  }
+  int32x4_t t = a[0];
+  for (int k = 1; k < 8; ++k) t = vaddq_s32(t, a[k]);
+  *sink = vaddvq_s32(t);
+  return iters * 8 * 16;
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+  // smull (8 products into int16) + sadalp (pairwise into int32), twice per 16 bytes: the NEON kernels' step.
+  int32x4_t a[8];
+  int8x8_t x = vdup_n_s8(3), y = vdup_n_s8(-2);
+  for (auto& v : a) v = vdupq_n_s32(0);
+  for (int64_t i = 0; i < iters; ++i) {
+    for (auto& v : a) {
+      opaque(x);
+      v = vpadalq_s16(v, vmull_s8(x, y));  // 8 products into 4 lanes
+    }
+  }
+  int32x4_t t = a[0];
+  for (int k = 1; k < 8; ++k) t = vaddq_s32(t, a[k]);
+  *sink = vaddvq_s32(t);
+  return iters * 8 * 8;
+#else
+  (void)iters;
+  *sink = 0;
+  return 0;
+#endif
+}
+
 }  // namespace
 
 extern "C" {
@@ -28,6 +158,7 @@ CPULLM_API int cpullm_bench_matmul(int impl, int32_t type, const void* w, int64_
                                    double* seconds);
 CPULLM_API int cpullm_bench_stream_read(const void* buf, int64_t bytes, int64_t reps, double* seconds,
                                         uint64_t* checksum);
+CPULLM_API int cpullm_bench_int8_peak(int64_t iters, int64_t reps, double* seconds, int64_t* macs);
 
 // Times `reps` products Y[m × rows] = X · Wᵀ, call k using weight copy k % copies (copies matrices laid
 // end to end, so a large `copies` defeats the caches). seconds[k] = wall time of call k.
@@ -63,6 +194,37 @@ int cpullm_bench_matmul(int impl, int32_t type, const void* w, int64_t rows, int
     }
     seconds[k] = now() - t0;
   }
+  return 0;
+}
+
+// The int8 dot-product peak: every thread of the pool runs `iters` rounds of int8_dot_loop at once;
+// seconds[k] is pass k's wall time and *macs the multiply-adds of one pass. -1 when the variant has no int8
+// dot instruction (generic).
+int cpullm_bench_int8_peak(int64_t iters, int64_t reps, double* seconds, int64_t* macs) {
+  if (iters < 1 || reps < 1 || !seconds || !macs) return -1;
+  int32_t probe = 0;
+  if (int8_dot_loop(1, &probe) == 0) return -1;
+  cpullm::ThreadPool* pool = cpullm::global_pool();
+  struct Job {
+    int64_t iters;
+    int64_t macs[1024];
+    int32_t sink[1024];
+  } job{iters, {}, {}};
+  for (int64_t k = 0; k < reps; ++k) {
+    std::fill(std::begin(job.macs), std::end(job.macs), 0);
+    const double t0 = now();
+    pool->parallel_for(
+        pool->size(), 1,
+        [](void* ctx, int64_t i0, int64_t i1, int thread) {
+          auto* jb = static_cast<Job*>(ctx);
+          for (int64_t i = i0; i < i1; ++i)
+            jb->macs[thread % 1024] += int8_dot_loop(jb->iters, &jb->sink[thread % 1024]);
+        },
+        &job);
+    seconds[k] = now() - t0;
+  }
+  *macs = 0;
+  for (int t = 0; t < std::min(pool->size(), 1024); ++t) *macs += job.macs[t];
   return 0;
 }
 

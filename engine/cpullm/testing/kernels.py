@@ -188,6 +188,15 @@ class Kernels:
             raise KernelError("cpullm_bench_stream_read needs at least 64 bytes")
         return secs
 
+    def bench_int8_peak(self, iters: int, reps: int) -> tuple[np.ndarray, int] | None:
+        """(seconds of each of `reps` passes, multiply-adds per pass) of the variant's int8 dot instruction
+        run in registers on every thread of the pool; None when the variant has none (generic)."""
+        secs = np.zeros(reps)
+        macs = ctypes.c_int64()
+        if self.lib.cpullm_bench_int8_peak(iters, reps, _ptr(secs), ctypes.byref(macs)) != 0:
+            return None
+        return secs, int(macs.value)
+
     def _matrix_bytes(self, dtype: DType, w: np.ndarray, rows: int, cols: int) -> np.ndarray:
         raw = np.ascontiguousarray(w).view(np.uint8).ravel()
         if raw.size != rows * row_bytes(dtype, cols):

@@ -1,0 +1,27 @@
+"""The roofline's compute limit: each variant with an int8 dot instruction times it in registers, on every
+thread of its pool; generic has none and says so."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_int8_peak_counts_the_work(kernels, variant: str) -> None:
+    result = kernels.bench_int8_peak(iters=20_000, reps=2)
+    if variant == "generic":
+        assert result is None
+        return
+    assert result is not None
+    seconds, macs = result
+    # 8 accumulators per iteration of 32 (256-bit: AVX2, AVX-VNNI) or 64 (512-bit) int8 products, per thread
+    per_op = 64 if variant.startswith("avx512") or variant == "amx" else 32
+    assert macs == 20_000 * 8 * per_op * kernels.num_threads()
+    assert (seconds > 0).all()
+
+
+@pytest.mark.parametrize("variant", ["avx2"])
+def test_int8_peak_scales_with_iterations(kernels) -> None:
+    """The loop is not folded away: ten times the iterations take clearly longer (best of three each)."""
+    short = min(kernels.bench_int8_peak(iters=100_000, reps=3)[0])
+    long = min(kernels.bench_int8_peak(iters=1_000_000, reps=3)[0])
+    assert long > 3 * short
