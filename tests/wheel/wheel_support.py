@@ -23,9 +23,9 @@ QEMU_ARM = shutil.which("qemu-aarch64")
 x86_host = pytest.mark.skipif(platform.machine() != "x86_64", reason="x86_64 host tests")
 
 
-def build(isa: str, out: Path, arch: str = "x86_64", style: str = "local") -> wheel.WheelResult:
+def build(isa: str, out: Path, arch: str = "x86_64") -> wheel.WheelResult:
     target = wheel.resolve_target(isa, arch)
-    return wheel.build(target, source=REPO, out_dir=out, name_style=style, build_root=BUILD_ROOT)
+    return wheel.build(target, source=REPO, out_dir=out, build_root=BUILD_ROOT)
 
 
 def make_venv(path: Path, wheel_path: Path) -> Path:
