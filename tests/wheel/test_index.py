@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import urllib.request
+import venv
 import zipfile
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from fake_wheels import HOST_PLATFORM, fake_wheel
 from index_server import serve, url
 from variantlib.api import get_variants_by_priority
+from wheel_support import clean_env, x86_host
 
 from cpubuild import wheel_variants
 from cpubuild.host.detect import detect_host
@@ -182,3 +185,36 @@ def test_an_out_folder_it_did_not_write_is_left_alone(house, tmp_path):
     with pytest.raises(IndexBuildError, match="was not written by `cpubuild index`"):
         build_index(house, tmp_path / "out")
     assert (foreign / "keep.txt").read_text() == "someone else's"
+
+
+@x86_host
+@pytest.mark.slow
+def test_real_wheels_plain_pip_gets_the_portable_wheel_and_it_runs_here(
+    tmp_path, portable_wheel, tuned_wheel
+):
+    """The one real-build proof: the index of the portable and the tuned wheel, plain pip, import, probe."""
+    house = tmp_path / "house"
+    house.mkdir()
+    for built in (portable_wheel, tuned_wheel):
+        shutil.copyfile(built.path, house / built.path.name)
+    result = build_index(house, tmp_path / "out")
+    label = tuned_wheel.variant["label"]
+    assert result.variants["cpullm-0.1.0-variants.json"]["variants"] == {
+        label: tuned_wheel.variant["properties"]
+    }
+    env_dir = tmp_path / "env"
+    venv.create(env_dir, with_pip=False, symlinks=True)
+    python = env_dir / "bin" / "python"
+    with serve(tmp_path / "out") as server:
+        command = [sys.executable, "-m", "pip", "--python", str(python), "install", "--isolated",
+                   "--no-deps", "--no-cache-dir", "--disable-pip-version-check", "--index-url", url(server),
+                   "cpullm"]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    info = subprocess.run([str(python), "-m", "cpullm", "info", "--json"], capture_output=True, text=True,
+                          env=clean_env(), cwd=tmp_path, timeout=120)  # fmt: skip
+    assert info.returncode == 0, info.stderr
+    report = json.loads(info.stdout)
+    assert report["build"]["portable"] and report["build"]["variant_label"] is None
+    # the portable wheel's probe loads this CPU's best variant: the one the tuned wheel was built for
+    assert report["variant"] == select(detect_host(), load_recipes()).best.name == label
