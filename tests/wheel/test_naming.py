@@ -43,3 +43,18 @@ def test_what_is_not_a_wheel_name_is_refused(filename):
 def test_names_are_escaped_for_files_and_normalized_for_index_urls():
     assert naming.escape("cpullm-avx512.bf16") == "cpullm_avx512_bf16"
     assert naming.project("CPULLM_x.y") == "cpullm-x-y"
+
+
+def test_the_removed_name_styles_are_refused_with_the_reason():
+    import subprocess
+    import sys
+
+    for command in ("wheel", "finalize"):
+        args = ["x.whl"] if command == "finalize" else []
+        done = subprocess.run(
+            [sys.executable, "-m", "cpubuild.cli", command, *args, "--isa", "avx2", "--name-style", "local"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "--name-style (and its environment variable) was removed" in done.stderr
+        assert "plain pip installed +generic" in done.stderr and "PEP 825 variant wheel" in done.stderr
