@@ -16,9 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def index(
     wheelhouse: Annotated[Path, typer.Argument(metavar="WHEELHOUSE", help="Folder of wheels to index.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder to write simple/ into (default: index).")] = Path(
-        "index"
-    ),
+    out: Annotated[Path, typer.Option("--out", help="Folder to write simple/ into.")] = Path("index"),
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Write a static simple index (PEP 503 HTML + PEP 691 JSON) of WHEELHOUSE, with PEP 825 variants.json."""
