@@ -216,5 +216,6 @@ def test_real_wheels_plain_pip_gets_the_portable_wheel_and_it_runs_here(
     assert info.returncode == 0, info.stderr
     report = json.loads(info.stdout)
     assert report["build"]["portable"] and report["build"]["variant_label"] is None
-    # the portable wheel's probe loads this CPU's best variant: the one the tuned wheel was built for
-    assert report["variant"] == select(detect_host(), load_recipes()).best.name == label
+    # the portable wheel's probe loads this CPU's best variant (amx has no tuned wheel: it may be better)
+    assert report["variant"] == select(detect_host(), load_recipes()).best.name
+    assert report["variant"] in (label, "amx")
