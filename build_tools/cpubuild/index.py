@@ -21,6 +21,8 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any, Final
 
+from packaging.utils import canonicalize_version
+
 from cpubuild import naming, wheel_variants
 
 MARKER: Final = ".cpubuild-index"  # in OUT/simple: a folder this command may replace
@@ -111,6 +113,10 @@ def _read_wheel(path: Path) -> _Wheel:
     if naming.project(metadata.get("Name", "")) != naming.project(name.distribution):
         raise IndexBuildError(
             f"{path.name}: its METADATA names {metadata.get('Name')!r}, not {name.distribution!r}"
+        )
+    if canonicalize_version(metadata.get("Version", "")) != canonicalize_version(name.version):
+        raise IndexBuildError(
+            f"{path.name}: its METADATA says version {metadata.get('Version')!r}, its name {name.version!r}"
         )
     if variant_doc is not None:
         try:

@@ -32,6 +32,7 @@ def fake_wheel(
     version: str = "0.1.0",
     plat: str = HOST_PLATFORM,
     variant_json: object | None = None,
+    metadata_version: str | None = None,
 ) -> Path:
     """The portable wheel (recipe None) or the variant wheel of a recipe needing `features` on `arch`."""
     label = None
@@ -45,7 +46,8 @@ def fake_wheel(
         files[f"{name.dist_info}/variant.json"] = json.dumps(doc).encode()
     files["cpullm/__init__.py"] = f"BUILT_AS = {label or 'portable'!r}\n".encode()
     files[f"{name.dist_info}/METADATA"] = (
-        f"Metadata-Version: 2.1\nName: cpullm\nVersion: {version}\nRequires-Python: >=3.10\n\n".encode()
+        f"Metadata-Version: 2.1\nName: cpullm\nVersion: {metadata_version or version}\n"
+        "Requires-Python: >=3.10\n\n".encode()
     )
     files[f"{name.dist_info}/WHEEL"] = (
         f"Wheel-Version: 1.0\nGenerator: fake_wheels\nRoot-Is-Purelib: false\nTag: py3-none-{plat}\n".encode()

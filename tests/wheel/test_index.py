@@ -168,6 +168,14 @@ def test_a_variant_wheel_without_variant_json_or_with_another_label_is_refused(t
         build_index(house, tmp_path / "out")
 
 
+def test_a_wheel_whose_name_and_metadata_disagree_is_refused(tmp_path):
+    house = tmp_path / "house"
+    house.mkdir()
+    fake_wheel(house, version="0.1.0", metadata_version="0.2.0")
+    with pytest.raises(IndexBuildError, match=r"its METADATA says version '0\.2\.0', its name '0\.1\.0'"):
+        build_index(house, tmp_path / "out")
+
+
 def test_one_label_with_two_property_sets_in_a_release_is_refused(tmp_path):
     house = tmp_path / "house"
     house.mkdir()
