@@ -20,8 +20,8 @@ from typing import Final
 BASE_NAME: Final = "cpullm"
 PORTABLE: Final = "all"
 REMOVED_STYLES_MESSAGE: Final = (
-    "--name-style (and its environment variable) was removed: local version labels (cpullm-0.1.0+avx2) sort as "
-    "strings, so plain pip installed +generic on AVX-512 hosts, and public indexes refuse them; "
+    "--name-style (and its environment variable) was removed: local version labels (cpullm-0.1.0+avx2) "
+    "sort as strings, so plain pip installed +generic on AVX-512 hosts, and public indexes refuse them; "
     "per-recipe distributions (cpullm_avx2) install beside cpullm over the same files. A tuned wheel is "
     "now a PEP 825 variant wheel (cpullm-0.1.0-py3-none-<platform>-avx2.whl): plain pip skips it and "
     "installs the portable wheel (--isa all); `cpubuild install` or a variant-aware installer picks the "
