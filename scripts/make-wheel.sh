@@ -20,8 +20,14 @@ echo
 # build of the same version, its dependencies come through pip's cache, the model is fetched once.
 run_venv=build/wheel-venv
 test -x "$run_venv/bin/python" || .venv/bin/python -m venv "$run_venv"
-"$run_venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"
-"$run_venv/bin/python" -m pip install -q --disable-pip-version-check "$wheel"
+# A tuned wheel is a PEP 825 variant wheel (its name ends in -<recipe>.whl), a name pip refuses: pip
+# installs a copy under the plain name (the choice the label stands for is made here: --isa native).
+plain="$(.venv/bin/python -c 'import pathlib, sys; from cpubuild.naming import WheelName; print(WheelName.parse(pathlib.Path(sys.argv[1]).name).plain_filename)' "$wheel")"
+staged="build/wheel-staged/$plain"
+mkdir -p build/wheel-staged
+cp "$wheel" "$staged"
+"$run_venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$staged"
+"$run_venv/bin/python" -m pip install -q --disable-pip-version-check "$staged"
 # The issue's prompt, one user turn in SmolLM2's ChatML with no system turn. (`--chat` would use the
 # model's template, which adds a default system prompt; this small model then answers less well.)
 prompt=$'<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n'
@@ -33,4 +39,5 @@ cpullm="$PWD/$run_venv/bin/cpullm"
 
 echo
 echo "make wheel: your wheel is $wheel"
-echo "install it with: pip install '$wheel'   (or: .venv/bin/cpubuild install --wheelhouse $out)"
+echo "install it with: .venv/bin/cpubuild install --wheelhouse $out   (plain pip skips variant wheels;"
+echo "  it installs the portable wheel: .venv/bin/cpubuild wheel --isa all --out $out)"

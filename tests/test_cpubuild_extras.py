@@ -50,7 +50,7 @@ def _blocked(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_install_chooses_without_the_build_extra(tmp_path):
     info = {"arch": platform.machine(), "portable": False, "recipe": "generic",
             "variants": [{"name": "generic", "priority": 0, "features": []}]}  # fmt: skip
-    wheel = tmp_path / f"cpullm-0.1.0+generic-py3-none-manylinux_2_34_{platform.machine()}.whl"
+    wheel = tmp_path / f"cpullm-0.1.0-py3-none-manylinux_2_34_{platform.machine()}-null.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("cpullm/_build_info.json", json.dumps(info))
     done = _blocked("install", "--wheelhouse", str(tmp_path), "--dry-run", "--json", cwd=tmp_path)

@@ -40,7 +40,6 @@ SETTINGS: Final[dict[str, EnvSetting]] = {
         ),
         EnvSetting("CPUBUILD_ISA", str, "none (required)", "the recipe to build: a name, 'all' or 'native'"),
         EnvSetting("CPUBUILD_ARCH", str, "this host's", "the architecture to build for: x86_64 or aarch64"),
-        EnvSetting("CPUBUILD_NAME_STYLE", str, "local", "wheel naming: local (+<isa> label) or dist"),
     )
 }  # fmt: skip
 

@@ -8,6 +8,7 @@ priority a tuned wheel beats the portable one (smaller, same code), then the new
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -150,8 +151,23 @@ def installed_flavours(python: str) -> list[str]:
     return [line for line in done.stdout.splitlines() if line.strip()]
 
 
-def install_commands(best: Candidate, python: str, with_deps: bool) -> list[list[str]]:
-    """pip commands that replace any other cpullm flavour by `best` (they share the cpullm package)."""
+def installable(best: Candidate, folder: Path) -> Path:
+    """`best` as pip accepts a local file: a variant wheel is copied into `folder` without its label.
+
+    pip (no variant support) refuses a file name with a PEP 825 label; the choice the label serves is
+    made here, so the plain name installs the same content (variant.json stays in its dist-info).
+    """
+    if best.name.variant is None:
+        return best.path
+    staged = folder / best.name.plain_filename
+    shutil.copyfile(best.path, staged)
+    return staged
+
+
+def install_commands(
+    best: Candidate, python: str, with_deps: bool, wheel: Path | None = None
+) -> list[list[str]]:
+    """pip commands that install `best` (from `wheel`, see `installable`) over any other cpullm flavour."""
     own = best.name.distribution.replace("_", "-").lower()
     others = [n for n in installed_flavours(python) if n.replace("_", "-").lower() != own]
     pip = [sys.executable, "-m", "pip", "--python", python]
@@ -161,9 +177,10 @@ def install_commands(best: Candidate, python: str, with_deps: bool) -> list[list
     # Replace the cpullm files even at an equal version (a rebuilt wheel), without reinstalling the
     # dependencies; then let pip add whatever dependencies are missing.
     install = [*pip, "install", "--disable-pip-version-check"]
-    commands.append([*install, "--force-reinstall", "--no-deps", str(best.path)])
+    path = str(wheel or best.path)
+    commands.append([*install, "--force-reinstall", "--no-deps", path])
     if with_deps:
-        commands.append([*install, str(best.path)])
+        commands.append([*install, path])
     return commands
 
 

@@ -52,7 +52,7 @@ def build_info(
     toolchain: dict[str, str],
     source: dict[str, object],
     source_date: str,
-    name_style: str,
+    variant_label: str | None,
     platform_tag: str,
 ) -> dict[str, Any]:
     """The manifest of a wheel built for `target` (a recipe name or "all") from variant `table`."""
@@ -75,7 +75,7 @@ def build_info(
         "source_commit": source["commit"],
         "source_dirty": source["dirty"],
         "source_date": source_date,
-        "name_style": name_style,
+        "variant_label": variant_label,  # PEP 825 label in the file name; None for the portable wheel
         "platform_tag": platform_tag,
     }
 

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from cpubuild import naming
 from cpubuild.features import ARCHES
+from cpubuild.wheel_variants import inexpressible
 
 # The engine wheel is py3-none (ctypes, no CPython ABI), so one interpreter per arch builds it.
 CIBW_PYTHON: Final = "cp311"
@@ -23,13 +24,17 @@ def cibw_identifier(arch: str) -> str:
 
 
 def jobs(recipes_dir: Path | None = None) -> list[dict[str, Any]]:
-    """One job per (arch, recipe) in priority order, then the portable wheel of the arch."""
+    """One job per (arch, recipe) in priority order, then the portable wheel of the arch.
+
+    A recipe that needs a feature no variant provider has a property for (amx) gets no tuned wheel: a
+    variant wheel for it would install on CPUs without the feature. The portable wheel carries it.
+    """
     from cpubuild.recipes import load_recipes
 
     recipes = load_recipes(recipes_dir)
     out = []
     for arch in ARCHES:
-        targets = [r.name for r in recipes.for_arch(arch)]
+        targets = [r.name for r in recipes.for_arch(arch) if not inexpressible(arch, r.features)]
         if not targets:
             continue
         for isa in [*targets, naming.PORTABLE]:

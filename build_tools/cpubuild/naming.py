@@ -1,10 +1,14 @@
-"""Wheel names: a local version label per target, or a distinct distribution name per target.
+"""Wheel names: the portable wheel is a plain wheel; a tuned wheel is a PEP 825 variant wheel.
 
-Local style (default): ``cpullm-0.1.0+avx512.bf16-py3-none-<platform>.whl``: the recipe is the PEP 440
-local label (normalized: ``_`` becomes ``.``), for private indexes and wheelhouses.
-Dist style: ``cpullm_avx512_bf16-0.1.0-py3-none-<platform>.whl``: a distribution per target, for
-indexes that refuse local versions; every one still installs the ``cpullm`` package.
-The portable wheel (every variant, ``--isa all``) is plain ``cpullm-0.1.0-...`` in both styles.
+Portable (every kernel variant, ``--isa all``): ``cpullm-0.1.0-py3-none-<platform>.whl``, what any
+installer installs. Tuned (one recipe): ``cpullm-0.1.0-py3-none-<platform>-<label>.whl``, the label being
+the recipe's name (``null`` for a recipe that needs no CPU feature); `cpubuild.wheel_variants` writes
+the properties the label stands for.
+
+Two older styles were removed because plain pip got them wrong: a local version label per recipe
+(``+avx2``; pip orders labels as strings and installed ``+generic`` on an AVX-512 host, and public
+indexes refuse local versions) and a distribution per recipe (``cpullm_avx2``; pip ignores
+Provides-Dist, so two flavours installed over each other's files).
 """
 
 from __future__ import annotations
@@ -15,43 +19,54 @@ from typing import Final
 
 BASE_NAME: Final = "cpullm"
 PORTABLE: Final = "all"
-NAME_STYLES: Final = ("local", "dist")
+REMOVED_STYLES_MESSAGE: Final = (
+    "--name-style (and its environment variable) was removed: local version labels (cpullm-0.1.0+avx2) "
+    "sort as strings, so plain pip installed +generic on AVX-512 hosts, and public indexes refuse them; "
+    "per-recipe distributions (cpullm_avx2) install beside cpullm over the same files. A tuned wheel is "
+    "now a PEP 825 variant wheel (cpullm-0.1.0-py3-none-<platform>-avx2.whl): plain pip skips it and "
+    "installs the portable wheel (--isa all); `cpubuild install` or a variant-aware installer picks the "
+    "best variant. Drop the option."
+)
 
 
 @dataclass(frozen=True)
 class WheelName:
-    """The parts of a wheel file name (PEP 427), escaped as they appear in the name."""
+    """The parts of a wheel file name (PEP 427, plus PEP 825's variant label), escaped as in the name."""
 
     distribution: str
     version: str
     python: str
     abi: str
     platform: str
+    variant: str | None = None  # the PEP 825 variant label; None for a plain wheel
 
     @classmethod
     def parse(cls, filename: str) -> WheelName:
         parts = filename.removesuffix(".whl").split("-")
-        if not filename.endswith(".whl") or len(parts) not in (5, 6):
-            raise ValueError(f"{filename!r} is not a wheel file name (name-version-python-abi-platform.whl)")
-        return cls(parts[0], parts[1], parts[-3], parts[-2], parts[-1])
+        if not filename.endswith(".whl") or len(parts) not in (5, 6, 7):
+            form = "name-version[-build]-python-abi-platform[-label].whl"
+            raise ValueError(f"{filename!r} is not a wheel file name ({form})")
+        # A build tag (third part) starts with a digit; a python tag never does.
+        has_build = len(parts) > 5 and parts[2][:1].isdigit()
+        variant = parts[-1] if len(parts) - has_build == 6 else None
+        tags = parts[-4:-1] if variant is not None else parts[-3:]
+        if len(parts) == 7 and not has_build:
+            raise ValueError(f"{filename!r} is not a wheel file name: its build tag must start with a digit")
+        return cls(parts[0], parts[1], *tags, variant=variant)
 
     @property
     def filename(self) -> str:
-        return f"{self.distribution}-{self.version}-{self.python}-{self.abi}-{self.platform}.whl"
+        label = f"-{self.variant}" if self.variant else ""
+        return f"{self.distribution}-{self.version}-{self.python}-{self.abi}-{self.platform}{label}.whl"
 
     @property
     def dist_info(self) -> str:
         return f"{self.distribution}-{self.version}.dist-info"
 
-
-def local_label(recipe: str) -> str:
-    """The PEP 440 local version label of a recipe: ``avx512_bf16`` -> ``avx512.bf16``."""
-    return recipe.replace("_", ".").replace("-", ".").lower()
-
-
-def recipe_from_label(label: str) -> str:
-    """Inverse of `local_label` (recipe names use ``_`` and never ``.``)."""
-    return label.replace(".", "_")
+    @property
+    def plain_filename(self) -> str:
+        """The name without the variant label: what a non-variant-aware pip accepts for a local file."""
+        return f"{self.distribution}-{self.version}-{self.python}-{self.abi}-{self.platform}.whl"
 
 
 def escape(name: str) -> str:
@@ -59,20 +74,13 @@ def escape(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def identity(version: str, isa: str, style: str) -> tuple[str, str]:
-    """(distribution name, version) of the wheel for target `isa` in naming `style`."""
-    if style not in NAME_STYLES:
-        raise ValueError(f"unknown name style {style!r}; use one of: {', '.join(NAME_STYLES)}")
-    if isa == PORTABLE:
-        return BASE_NAME, version
-    if style == "local":
-        return BASE_NAME, f"{version}+{local_label(isa)}"
-    return f"{BASE_NAME}_{isa}", version
+def project(name: str) -> str:
+    """A distribution name normalized as PEP 503 index URLs spell it."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def target_of(name: WheelName) -> str | None:
-    """The recipe a wheel's name says it was built for; None for the portable wheel or a foreign name."""
-    if "+" in name.version:
-        return recipe_from_label(name.version.split("+", 1)[1])
-    prefix = f"{BASE_NAME}_"
-    return name.distribution[len(prefix) :] if name.distribution.startswith(prefix) else None
+    """The variant label a wheel's name carries: its recipe, or ``null`` for one that needs no CPU feature.
+
+    None for a plain wheel (the portable one)."""
+    return name.variant

@@ -145,6 +145,22 @@ def _finish(
         report.generation = "not run: this CPU cannot run the wheel (refused at import, as it must be)"
 
 
+def _pip_installable(wheel: Path, tmp: Path) -> Path:
+    """`wheel`, or for a PEP 825 variant wheel a copy without the label: pip refuses such a file name."""
+    from cpubuild.naming import WheelName
+
+    try:
+        name = WheelName.parse(wheel.name)
+    except ValueError:
+        return wheel  # pip says what is wrong with the name
+    if name.variant is None:
+        return wheel
+    staged = tmp / "staged" / name.plain_filename
+    staged.parent.mkdir(exist_ok=True)
+    shutil.copyfile(wheel, staged)
+    return staged
+
+
 def _verify_in_venv(
     report: VerifyReport,
     wheel: Path,
@@ -164,7 +180,7 @@ def _verify_in_venv(
     pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--disable-pip-version-check"]
     if not with_deps:
         pip.append("--no-deps")
-    done = _run(report, [*pip, str(wheel)], env=_clean_env())
+    done = _run(report, [*pip, str(_pip_installable(wheel, tmp))], env=_clean_env())
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()] or ["(no output)"]
         raise VerifyError(f"pip could not install {wheel.name}: {lines[-1].strip()}")

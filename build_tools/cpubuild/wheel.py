@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from cpubuild import env, manifest, naming, reproducible
+from cpubuild import env, manifest, naming, reproducible, wheel_variants
 from cpubuild.features import AARCH64, ARCHES, X86_64
 from cpubuild.recipes_cmake import Compiler, FlagsRecord, write_flags_record
 from cpubuild.repair import RepairError, repair
@@ -43,8 +43,9 @@ _BACKEND: Final = (
 
 
 # What `cpubuild wheel` runs (import name -> distribution): the `build` extra of cpubuild.
+# variantlib validates every variant wheel's variant.json before it is written.
 BUILD_TOOLS: Final = {"scikit_build_core": "scikit-build-core", "cmake": "cmake", "ninja": "ninja",
-                      "auditwheel": "auditwheel"}  # fmt: skip
+                      "auditwheel": "auditwheel", "variantlib": "variantlib"}  # fmt: skip
 
 
 def missing_build_tools() -> list[str]:
@@ -89,6 +90,7 @@ class WheelResult:
     target: WheelTarget
     platform_tag: str
     build_info: dict[str, Any]
+    variant: dict[str, Any] | None  # label, properties and who validated them; None for the portable wheel
     log: Path
     build_dir: Path
     seconds: float
@@ -107,6 +109,7 @@ class WheelResult:
             "build_dir": str(self.build_dir),
             "leaked_paths": [list(p) for p in self.leaked_paths],
             "build_info": self.build_info,
+            "variant": self.variant,
         }
 
 
@@ -138,13 +141,17 @@ def resolve_target(isa: str, arch: str | None, recipes_dir: Path | None = None) 
                 f"--isa native builds for this host, which is {host.arch}, not {arch}; "
                 f"pass a recipe name (e.g. --isa {recipes.for_arch(arch)[-1].name}) to cross-build."
             )
-        best = select(host, recipes).best
+        runnable = [v.recipe for v in select(host, recipes).verdicts if v.runnable]
+        best = next((r for r in runnable if not wheel_variants.inexpressible(arch, r.features)), None)
         if best is None:
             raise WheelBuildError(f"no {arch} recipe can run on this host ({host.model_name})")
-        why = (
-            f"this host ({host.model_name}, {host.microarchitecture}) can run {best.name}, "
-            f"the best {arch} recipe"
-        )
+        this = f"this host ({host.model_name}, {host.microarchitecture})"
+        why = f"{this} can run {best.name}, the best {arch} recipe"
+        if runnable[0] is not best:
+            why = (
+                f"{this} can run {runnable[0].name}, which ships in the portable wheel only (no variant "
+                f"property for it); {best.name} is the best tuned wheel for it"
+            )
         return WheelTarget(arch, best.name, why)
     if isa == naming.PORTABLE:
         return WheelTarget(arch, isa)
@@ -153,7 +160,9 @@ def resolve_target(isa: str, arch: str | None, recipes_dir: Path | None = None) 
         raise UnknownRecipeError(
             f"no {arch} recipe named {isa!r}; known: {', '.join(names)}, plus 'all' (portable) and 'native'"
         )
-    return WheelTarget(arch, isa)
+    target = WheelTarget(arch, isa)
+    variant_of(target, list(recipes.get(isa, arch).features))  # refused now, not after the build
+    return target
 
 
 def compiler_for(arch: str, explicit: str | None) -> str:
@@ -278,9 +287,29 @@ def _rename_dist_info(tree: Path, new: naming.WheelName) -> None:
         elif line.startswith("Version: "):
             line = f"Version: {new.version}"
         out.append(line)
-        if line.startswith("Version: ") and new.distribution != naming.BASE_NAME:
-            out.append(f"Provides-Dist: {naming.BASE_NAME} ({new.version.split('+')[0]})")
     metadata.write_text("\n".join(out))
+
+
+def variant_of(target: WheelTarget, features: list[str]) -> tuple[str, wheel_variants.Properties] | None:
+    """(label, properties) of the variant wheel for `target`; None for the portable wheel."""
+    if target.isa == naming.PORTABLE:
+        return None
+    try:
+        props = wheel_variants.properties(target.arch, features)
+        return wheel_variants.label_for(target.isa, props), props
+    except wheel_variants.VariantError as exc:
+        raise WheelBuildError(f"the {target.isa} wheel cannot be a variant wheel: {exc}") from None
+
+
+def write_variant_json(dist_info: Path, label: str, props: wheel_variants.Properties) -> dict[str, Any]:
+    """Write *.dist-info/variant.json, validated; returns what `WheelResult.variant` reports."""
+    doc = wheel_variants.document({label: props})
+    try:
+        validated = wheel_variants.validate_with_variantlib(doc, label)
+    except wheel_variants.VariantError as exc:
+        raise WheelBuildError(str(exc)) from None
+    (dist_info / wheel_variants.VARIANT_JSON).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return {"label": label, "properties": props, "validated_with": validated}
 
 
 _MAX_TABLE_BYTES: Final = 1 << 20  # a variant table is a few KiB; refuse to inflate more
@@ -323,12 +352,14 @@ def finalize(
     *,
     build_dir: Path,
     out_dir: Path,
-    name_style: str,
     source: Path,
     log: TextIO,
     on_step: Callable[[str], None] = lambda _step: None,
-) -> tuple[Path, str, dict[str, Any], list[tuple[str, str]]]:
-    """Repair, add the manifest, name and re-pack a backend-built wheel: (wheel, tag, info, leaks)."""
+) -> tuple[Path, str, dict[str, Any], list[tuple[str, str]], dict[str, Any] | None]:
+    """Repair, add the manifest (and variant.json), name and re-pack a backend-built wheel.
+
+    Returns (wheel, platform tag, manifest, leaked build paths, variant report or None).
+    """
     check_raw_wheel(raw_wheel)
     epoch = _source_date_epoch(source)
     with tempfile.TemporaryDirectory(prefix="cpubuild-wheel-") as tmp_name:
@@ -346,25 +377,28 @@ def finalize(
         built = sorted(v["name"] for v in table["variants"])
         if target.isa != naming.PORTABLE and built != [target.isa]:
             raise WheelBuildError(f"the wheel for {target.isa} contains variants {built}; expected only it")
+        variant = variant_of(target, list(table["variants"][0]["features"]) if built else [])
         info = manifest.build_info(
             target=target.isa,
             table=table,
             toolchain=manifest.toolchain_from_build_dir(build_dir),
             source=reproducible.source_commit(source),
             source_date=reproducible.iso_date(epoch),
-            name_style=name_style,
+            variant_label=variant[0] if variant else None,
             platform_tag=tag,
         )
         (tree / manifest.MANIFEST_PATH).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         raw_name = naming.WheelName.parse(repaired.name)
         version = raw_name.version.split("+")[0]
-        dist, full_version = naming.identity(version, target.isa, name_style)
-        new = naming.WheelName(naming.escape(dist), full_version, raw_name.python, raw_name.abi, tag)
+        new = naming.WheelName(
+            naming.BASE_NAME, version, raw_name.python, raw_name.abi, tag, variant[0] if variant else None
+        )
         _rename_dist_info(tree, new)
+        report = write_variant_json(tree / new.dist_info, *variant) if variant else None
         needles = sorted({str(source.resolve()), str(build_dir.resolve()), str(Path.home())})
         leaks = reproducible.leaked_paths(tree, needles)
         out = reproducible.write_wheel(tree, new.dist_info, out_dir / new.filename, epoch)
-    return out, tag, info, leaks
+    return out, tag, info, leaks, report
 
 
 def build(
@@ -372,7 +406,6 @@ def build(
     *,
     source: Path | None = None,
     out_dir: Path,
-    name_style: str = "local",
     compiler: str | None = None,
     recipes_dir: Path | None = None,
     build_root: Path | None = None,
@@ -407,12 +440,13 @@ def build(
         try:
             on_step("configuring CMake")
             raw = _run_backend(source, Path(raw_dir), settings, child_env, log, on_step)
-            path, tag, info, leaks = finalize(
-                raw, target, build_dir=build_dir, out_dir=out_dir.resolve(), name_style=name_style,
-                source=source, log=log, on_step=on_step,
+            path, tag, info, leaks, variant = finalize(
+                raw, target, build_dir=build_dir, out_dir=out_dir.resolve(), source=source, log=log,
+                on_step=on_step,
             )  # fmt: skip
         except WheelBuildError as exc:
             log.flush()
             detail = first_error(log_path.read_text(errors="replace"))
             raise WheelBuildError(f"{exc}: {detail}", log_path) from None
-    return WheelResult(path, target, tag, info, log_path, build_dir, time.perf_counter() - start, leaks)
+    seconds = time.perf_counter() - start
+    return WheelResult(path, target, tag, info, variant, log_path, build_dir, seconds, leaks)

@@ -38,7 +38,11 @@ def dotprod_wheel(tmp_path_factory):
 
 
 def test_cross_built_wheel_is_repaired_for_aarch64(dotprod_wheel):
-    assert dotprod_wheel.path.name.startswith("cpullm-0.1.0+dotprod-py3-none-manylinux_")
+    assert dotprod_wheel.path.name.startswith("cpullm-0.1.0-py3-none-manylinux_")
+    assert dotprod_wheel.path.name.endswith("_aarch64-dotprod.whl")  # a PEP 825 variant label
+    assert dotprod_wheel.variant["properties"] == {
+        "aarch64": {"asimddp": ["on"], "asimdhp": ["on"], "fphp": ["on"], "asimd": ["on"]}
+    }
     assert dotprod_wheel.platform_tag.endswith("_aarch64")
     with zipfile.ZipFile(dotprod_wheel.path) as archive:
         elf = archive.read("cpullm/_lib/libcpullm_dotprod.so")

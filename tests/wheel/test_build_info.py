@@ -59,7 +59,7 @@ def test_cmake_manifest_agrees_with_cpubuilds_on_shared_keys(tmp_path, requested
                  "cmake_version": "3.28.1"}  # fmt: skip
     full = manifest.build_info(
         target=target, table=table, toolchain=toolchain, source=reproducible.source_commit(REPO),
-        source_date="-", name_style="local", platform_tag="manylinux_2_34_x86_64",
+        source_date="-", variant_label=None, platform_tag="manylinux_2_34_x86_64",
     )  # fmt: skip
     shared = set(ours) & set(full) - {"builder", "source_date"}
     assert shared >= {"recipe", "arch", "portable", "required_features", "flags", "variants", "compiler",

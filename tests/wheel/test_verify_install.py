@@ -21,7 +21,9 @@ from cpubuild.verify import verify
 AVX2 = ["avx", "avx2", "fma"]
 AVX512 = [*AVX2, "avx512f", "avx512bw"]
 PLAT = "py3-none-manylinux_2_34_x86_64.whl"
-ARM_WHEEL = "cpullm-0.1.0+sve-py3-none-manylinux_2_34_aarch64.whl"
+AVX2_WHEEL = "cpullm-0.1.0-py3-none-manylinux_2_34_x86_64-avx2.whl"
+AVX512_WHEEL = "cpullm-0.1.0-py3-none-manylinux_2_34_x86_64-avx512.whl"
+ARM_WHEEL = "cpullm-0.1.0-py3-none-manylinux_2_34_aarch64-sve.whl"
 CPUBUILD = [sys.executable, "-m", "cpubuild.cli"]
 
 
@@ -41,8 +43,8 @@ def _fake_wheel(folder: Path, filename: str, arch: str, variants: dict[str, tupl
 
 @pytest.fixture
 def house(tmp_path):
-    _fake_wheel(tmp_path, f"cpullm-0.1.0+avx2-{PLAT}", "x86_64", {"avx2": (10, AVX2)})
-    _fake_wheel(tmp_path, f"cpullm-0.1.0+avx512-{PLAT}", "x86_64", {"avx512": (20, AVX512)})
+    _fake_wheel(tmp_path, AVX2_WHEEL, "x86_64", {"avx2": (10, AVX2)})
+    _fake_wheel(tmp_path, AVX512_WHEEL, "x86_64", {"avx512": (20, AVX512)})
     portable = {"generic": (0, []), "avx2": (10, AVX2), "avx512": (20, AVX512)}
     _fake_wheel(tmp_path, f"cpullm-0.1.0-{PLAT}", "x86_64", portable)
     _fake_wheel(tmp_path, ARM_WHEEL, "aarch64", {"sve": (30, ["sve"])})
@@ -52,7 +54,7 @@ def house(tmp_path):
 def test_best_tuned_wheel_wins_and_every_wheel_is_explained(house):
     host = install.HostView("x86_64", frozenset(AVX512))
     best, judged = install.choose(house, host, supported=None)
-    assert best.path.name == f"cpullm-0.1.0+avx512-{PLAT}"
+    assert best.path.name == AVX512_WHEEL
     assert best.best_variant == "avx512" and "tuned for avx512" in best.why
     why = {c.path.name: c.why for c in judged}
     assert "built for aarch64" in why[ARM_WHEEL]
@@ -62,14 +64,14 @@ def test_best_tuned_wheel_wins_and_every_wheel_is_explained(house):
 def test_older_cpu_gets_its_tuned_wheel_and_the_portable_one_is_the_fallback(house):
     host = install.HostView("x86_64", frozenset(AVX2))
     best, _ = install.choose(house, host, supported=None)
-    assert best.path.name == f"cpullm-0.1.0+avx2-{PLAT}"
+    assert best.path.name == AVX2_WHEEL
     (house / best.path.name).unlink()
     best, _ = install.choose(house, host, supported=None)
     assert best.portable and best.best_variant == "avx2"
 
 
 def test_no_fitting_wheel_is_refused_naming_the_missing_features(tmp_path):
-    _fake_wheel(tmp_path, f"cpullm-0.1.0+avx512-{PLAT}", "x86_64", {"avx512": (20, AVX512)})
+    _fake_wheel(tmp_path, AVX512_WHEEL, "x86_64", {"avx512": (20, AVX512)})
     host = install.HostView("x86_64", frozenset(AVX2), {"avx512f": "not enabled by the OS"})
     with pytest.raises(install.InstallError) as caught:
         install.choose(tmp_path, host, supported=None)
@@ -97,7 +99,7 @@ def test_install_command_refuses_when_nothing_fits(tmp_path):
 def test_verify_installs_into_a_fresh_venv_and_runs_the_self_test(tuned_wheel):
     report = verify(tuned_wheel.path, with_deps=False)
     assert report.ok, report.error
-    assert report.variant == select(detect_host(), load_recipes()).best.name and report.how == "venv"
+    assert report.variant == tuned_wheel.target.isa and report.how == "venv"
     assert report.selftest is not None
     if report.selftest["ran"]:
         assert report.selftest["passed"] is True
@@ -142,7 +144,9 @@ def test_install_command_picks_installs_and_explains(tmp_path, tuned_wheel, port
     # The portable wheel would load the same variant as the wheel tuned for this host: a tie, tuned first.
     host_best = select(detect_host(), load_recipes()).best.name
     assert answer["installed"] and answer["variant"] == host_best
-    assert Path(answer["chosen"]).name == tuned_wheel.path.name
+    # amx has no tuned wheel (no variant property for it): on an AMX host the portable wheel wins
+    expected = tuned_wheel if host_best == tuned_wheel.target.isa else portable_wheel
+    assert Path(answer["chosen"]).name == expected.path.name
     info = subprocess.run([str(python), "-m", "cpullm", "info", "--json"], capture_output=True, text=True,
                           env=clean_env(), cwd=tmp_path)  # fmt: skip
     assert info.returncode == 0, info.stderr
@@ -151,45 +155,40 @@ def test_install_command_picks_installs_and_explains(tmp_path, tuned_wheel, port
 
 @x86_host
 @pytest.mark.slow
-def test_verify_of_a_wheel_this_cpu_cannot_run_fails_or_passes_as_a_clean_refusal(wheelhouse):
-    """The amx wheel on a host without AMX: a failure, or with --allow-refusal (CI) a clean ImportError."""
-    if "amx_tile" in detect_host().usable_features:
-        pytest.skip("this host can run AMX")
-    from wheel_support import build
-
-    amx = build("amx", wheelhouse)
-    plain = verify(amx.path, with_deps=False)
+def test_verify_of_a_wheel_this_cpu_cannot_run_fails_or_passes_as_a_clean_refusal(avx512_wheel):
+    """The avx512 variant wheel on a host without AVX-512: a failure, or with --allow-refusal (CI) a clean
+    ImportError. (amx has no tuned wheel: no variant provider has a property for AMX.)"""
+    if "avx512f" in detect_host().usable_features:
+        pytest.skip("this host can run AVX-512")
+    plain = verify(avx512_wheel.path, with_deps=False)
     assert not plain.ok and not plain.refused
-    # The missing list names the first amx feature this host lacks (avx512f on an AVX2-only host).
     error = plain.error or ""
-    assert "amx needs " in error and "amx_tile" in error
-    lenient = verify(amx.path, with_deps=False, allow_refusal=True)
+    assert "avx512 needs " in error and "avx512f" in error
+    lenient = verify(avx512_wheel.path, with_deps=False, allow_refusal=True)
     assert lenient.ok and lenient.refused and lenient.variant is None
     assert any(step.endswith("-c import cpullm") for step in lenient.steps)
 
 
 @x86_host
 @pytest.mark.slow
-def test_install_replaces_another_cpullm_flavour(tmp_path, tuned_wheel):
-    """A dist-style wheel and a local-style one share the cpullm package: install swaps, never mixes."""
-    from wheel_support import build, make_venv
+def test_install_puts_the_tuned_variant_wheel_over_the_portable_one(tmp_path, tuned_wheel, portable_wheel):
+    """The chooser installs a variant wheel (a name plain pip refuses) over the portable wheel, in place."""
+    from wheel_support import make_venv
 
-    isa = select(detect_host(), load_recipes()).best.name
-    dist_style = build(isa, tmp_path / "dist", style="dist")
-    python = make_venv(tmp_path / "env", dist_style.path)
-    assert install.installed_flavours(str(python)) == [f"cpullm-{isa}"]
+    isa = tuned_wheel.target.isa  # this host's best recipe that has a tuned wheel
+    assert tuned_wheel.path.name.endswith(f"-{isa}.whl") and tuned_wheel.variant["label"] == isa
+    python = make_venv(tmp_path / "env", portable_wheel.path)
     house = tmp_path / "house"
     house.mkdir()
     (house / tuned_wheel.path.name).write_bytes(tuned_wheel.path.read_bytes())
     command = [*CPUBUILD, "install", "--wheelhouse", str(house), "--python", str(python), "--no-deps"]
     done = subprocess.run(command, capture_output=True, text=True, env=clean_env(), cwd=REPO)
     assert done.returncode == 0, done.stderr
-    assert f"uninstall -y cpullm-{isa}" in done.stdout
     assert install.installed_flavours(str(python)) == ["cpullm"]
     info = subprocess.run([str(python), "-m", "cpullm", "info", "--json"], capture_output=True, text=True,
                           env=clean_env(), cwd=tmp_path)  # fmt: skip
     assert info.returncode == 0, info.stderr
-    assert json.loads(info.stdout)["build"]["name_style"] == "local"
+    assert json.loads(info.stdout)["build"]["variant_label"] == isa
 
 
 @x86_host

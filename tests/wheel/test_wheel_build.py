@@ -10,7 +10,7 @@ import sys
 import zipfile
 
 import pytest
-from wheel_support import BUILD_ROOT, REPO, build, x86_host
+from wheel_support import BUILD_ROOT, REPO, x86_host
 
 from cpubuild import wheel
 from cpubuild.manifest import MANIFEST_PATH, VARIANTS_PATH
@@ -32,10 +32,10 @@ def _check_record(archive: zipfile.ZipFile, dist_info: str) -> None:
         assert (digest, int(size)) == (want, len(data)), name
 
 
-def test_tuned_wheel_has_one_variant_a_manifest_and_a_local_label(avx512_wheel):
+def test_tuned_wheel_has_one_variant_a_manifest_and_a_variant_label(avx512_wheel):
     path = avx512_wheel.path
-    assert path.name.startswith("cpullm-0.1.0+avx512-py3-none-manylinux_")
-    assert path.name.endswith("_x86_64.whl")
+    assert path.name.startswith("cpullm-0.1.0-py3-none-manylinux_")
+    assert path.name.endswith("_x86_64-avx512.whl")
     assert avx512_wheel.platform_tag.startswith("manylinux_")
     # gcc 12 on Debian 12 reaches glibc 2.34 (RHEL 9's) as long as nothing pulls in GLIBCXX_3.4.30.
     glibc = tuple(int(n) for n in avx512_wheel.platform_tag.split("_")[1:3])
@@ -46,8 +46,9 @@ def test_tuned_wheel_has_one_variant_a_manifest_and_a_local_label(avx512_wheel):
         assert libs == ["cpullm/_lib/libcpullm_avx512.so", "cpullm/_lib/libcpullm_probe.so"]
         info = json.loads(archive.read(MANIFEST_PATH))
         table = json.loads(archive.read(VARIANTS_PATH))
-        metadata = archive.read("cpullm-0.1.0+avx512.dist-info/METADATA").decode()
-        _check_record(archive, "cpullm-0.1.0+avx512.dist-info")
+        metadata = archive.read("cpullm-0.1.0.dist-info/METADATA").decode()
+        variant = json.loads(archive.read("cpullm-0.1.0.dist-info/variant.json"))
+        _check_record(archive, "cpullm-0.1.0.dist-info")
     assert info["recipe"] == "avx512" and info["arch"] == "x86_64" and not info["portable"]
     assert {"avx512f", "avx512bw", "avx2"} <= set(info["required_features"])
     assert info["flags"] == table["variants"][0]["flags"] and info["flags"]
@@ -59,7 +60,10 @@ def test_tuned_wheel_has_one_variant_a_manifest_and_a_local_label(avx512_wheel):
     ancestor = subprocess.run(["git", "-C", str(REPO), "merge-base", "--is-ancestor", commit, "HEAD"])
     assert ancestor.returncode == 0
     assert info["source_date"].endswith("Z") and info["platform_tag"] == avx512_wheel.platform_tag
-    assert "Version: 0.1.0+avx512\n" in metadata and "Name: cpullm\n" in metadata
+    assert "Version: 0.1.0\n" in metadata and "Name: cpullm\n" in metadata
+    assert variant["variants"] == {"avx512": {"x86_64": {"level": ["v4"]}}}
+    assert info["variant_label"] == "avx512"
+    assert avx512_wheel.variant["validated_with"].startswith("variantlib")
 
 
 def test_the_wheel_is_built_with_the_flags_cpubuild_proved(avx512_wheel):
@@ -87,15 +91,10 @@ def test_no_build_paths_leak_into_the_wheel(avx512_wheel):
         assert needle.encode() not in blob
 
 
-def test_dist_style_names_a_distribution_that_still_installs_cpullm(wheelhouse, tmp_path):
-    result = build("avx512", tmp_path, style="dist")
-    assert result.path.name.startswith("cpullm_avx512-0.1.0-py3-none-manylinux_")
-    with zipfile.ZipFile(result.path) as archive:
-        metadata = archive.read("cpullm_avx512-0.1.0.dist-info/METADATA").decode()
-        assert "cpullm/__init__.py" in archive.namelist()
-        _check_record(archive, "cpullm_avx512-0.1.0.dist-info")
-    assert "Name: cpullm-avx512\n" in metadata and "Version: 0.1.0\n" in metadata
-    assert "Provides-Dist: cpullm (0.1.0)" in metadata
+def test_a_recipe_no_provider_can_express_gets_no_tuned_wheel():
+    """amx: no variant property for AMX, so a variant wheel would install on CPUs without it."""
+    with pytest.raises(wheel.WheelBuildError, match="amx_bf16, amx_int8, amx_tile cannot be expressed"):
+        wheel.resolve_target("amx", "x86_64")
 
 
 def test_portable_wheel_carries_every_variant_and_no_label(portable_wheel):

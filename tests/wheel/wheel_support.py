@@ -23,9 +23,21 @@ QEMU_ARM = shutil.which("qemu-aarch64")
 x86_host = pytest.mark.skipif(platform.machine() != "x86_64", reason="x86_64 host tests")
 
 
-def build(isa: str, out: Path, arch: str = "x86_64", style: str = "local") -> wheel.WheelResult:
+def build(isa: str, out: Path, arch: str = "x86_64") -> wheel.WheelResult:
     target = wheel.resolve_target(isa, arch)
-    return wheel.build(target, source=REPO, out_dir=out, name_style=style, build_root=BUILD_ROOT)
+    return wheel.build(target, source=REPO, out_dir=out, build_root=BUILD_ROOT)
+
+
+def pip_installable(wheel_path: Path, folder: Path) -> Path:
+    """`wheel_path`, or for a variant wheel a copy in `folder` under its plain name (pip refuses labels)."""
+    from cpubuild.naming import WheelName
+
+    name = WheelName.parse(wheel_path.name)
+    if name.variant is None:
+        return wheel_path
+    staged = folder / name.plain_filename
+    shutil.copyfile(wheel_path, staged)
+    return staged
 
 
 def make_venv(path: Path, wheel_path: Path) -> Path:
@@ -33,7 +45,7 @@ def make_venv(path: Path, wheel_path: Path) -> Path:
     venv.create(path, with_pip=False, symlinks=True)
     python = path / "bin" / "python"
     pip = [sys.executable, "-m", "pip", "--python", str(python)]
-    command = [*pip, "install", "-q", "--no-deps", str(wheel_path)]
+    command = [*pip, "install", "-q", "--no-deps", str(pip_installable(wheel_path, path.parent))]
     subprocess.run(command, check=True, capture_output=True, text=True)
     return python
 

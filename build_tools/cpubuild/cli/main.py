@@ -33,6 +33,7 @@ COMMAND_MODULES: Final = (
     "cpubuild.cli.recipes",
     "cpubuild.cli.flags",
     "cpubuild.cli.wheels",
+    "cpubuild.cli.index",
 )
 
 

@@ -6,7 +6,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -32,23 +32,28 @@ ISA_OPTION = typer.Option(
 ARCH_OPTION = typer.Option(
     "--arch", help=env_help("x86_64 or aarch64 (default: this host's).", "CPUBUILD_ARCH")
 )
-STYLE_OPTION = typer.Option(
-    "--name-style", help=env_help(
-        "local: cpullm-0.1.0+<isa>; dist: a distribution per target (cpullm_<isa>) (default: local).",
-        "CPUBUILD_NAME_STYLE",
-    ),
-)  # fmt: skip
+# Removed (see cpubuild.naming): kept hidden so a script passing it gets the reason, not "no such option".
+STYLE_OPTION = typer.Option("--name-style", hidden=True, help="Removed.")
 OUT_OPTION = typer.Option("--out", help="Folder for the finished wheel.")
 JSON_OPTION = typer.Option("--json", help="Print the result as JSON.")
 
 
-def _style(name_style: str | None) -> str:
-    from cpubuild.naming import NAME_STYLES
+def _no_style(name_style: str | None) -> None:
+    from cpubuild.naming import REMOVED_STYLES_MESSAGE
 
-    name_style = env.text("CPUBUILD_NAME_STYLE", name_style) or "local"
-    if name_style not in NAME_STYLES:
-        fail(f"--name-style {name_style} is unknown; use one of: {', '.join(NAME_STYLES)}", code=2)
-    return name_style
+    if name_style is not None:
+        fail(REMOVED_STYLES_MESSAGE, code=2)
+
+
+def _variant_line(variant: dict[str, Any]) -> str:
+    props = [
+        f"{namespace} :: {feature} :: {value}"
+        for namespace, features in variant["properties"].items()
+        for feature, values in features.items()
+        for value in values
+    ]
+    checked = variant["validated_with"] or "not validated: install cpubuild[variants]"
+    return f"{variant['label']} ({'; '.join(props) or 'no properties: the null variant'}; {checked})"
 
 
 def _isa(isa: str | None) -> str:
@@ -79,7 +84,8 @@ def wheel(
     from cpubuild.wheel import UnknownRecipeError, WheelBuildError, build, resolve_target
 
     console = Console(stderr=True)
-    isa, style = _isa(isa), _style(name_style)
+    _no_style(name_style)
+    isa = _isa(isa)
     try:
         target = resolve_target(isa, env.text("CPUBUILD_ARCH", arch), recipes_dir)
     except UnknownRecipeError as exc:
@@ -95,7 +101,7 @@ def wheel(
                 status.update(f"[{target.slug}] {step}")
 
             result = build(
-                target, source=source, out_dir=out, name_style=style, compiler=compiler,
+                target, source=source, out_dir=out, compiler=compiler,
                 recipes_dir=recipes_dir, on_step=on_step,
             )  # fmt: skip
     except (WheelBuildError, RecipeError) as exc:
@@ -106,6 +112,8 @@ def wheel(
     else:
         typer.echo(f"wheel:  {result.path}")
         typer.echo(f"target: {target.arch} {target.isa}; platform tag reached: {result.platform_tag}")
+        if result.variant:
+            typer.echo(f"variant: {_variant_line(result.variant)}")
         typer.echo(f"built in {result.seconds:.1f} s; log: {result.log}")
     for name, needle in result.leaked_paths:
         typer.echo(f"warning: {name} contains the build path {needle}", err=True)
@@ -128,7 +136,8 @@ def finalize(
     from cpubuild.wheel import WheelBuildError, WheelTarget, host_arch
     from cpubuild.wheel import finalize as do_finalize
 
-    isa, style = _isa(isa), _style(name_style)
+    _no_style(name_style)
+    isa = _isa(isa)
     arch = env.text("CPUBUILD_ARCH", arch) or host_arch()
     if isa == "native":
         fail("finalize needs the recipe the wheel was built from, not 'native'", code=2)
@@ -137,13 +146,15 @@ def finalize(
     # auditwheel's output is kept back: its failure comes as one line in the error, without its traceback.
     log = io.StringIO()
     try:
-        path, tag, _info, leaks = do_finalize(
+        path, tag, _info, leaks, variant = do_finalize(
             raw_wheel.resolve(), target, build_dir=build_dir.resolve(), out_dir=out.resolve(),
-            name_style=style, source=source.resolve(), log=log,
+            source=source.resolve(), log=log,
         )  # fmt: skip
     except WheelBuildError as exc:
         fail(str(exc))
     typer.echo(f"wheel: {path} ({tag})")
+    if variant:
+        typer.echo(f"variant: {_variant_line(variant)}")
     for name, needle in leaks:
         typer.echo(f"warning: {name} contains the build path {needle}", err=True)
 
@@ -223,14 +234,20 @@ def install(
     json_output: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Pick the best wheel for this host in a folder, explain the choice, and install it."""
-    from cpubuild.install import InstallError, choose, detect_host_view, install_commands, run_commands
+    import tempfile
 
-    host = detect_host_view()
+    from cpubuild import install as chooser
+    from cpubuild.install import InstallError
+
+    host = chooser.detect_host_view()
     try:
-        best, judged = choose(wheelhouse, host)
-        commands = install_commands(best, python or sys.executable, with_deps=not no_deps)
-        if not dry_run:
-            run_commands(commands)
+        best, judged = chooser.choose(wheelhouse, host)
+        with tempfile.TemporaryDirectory(prefix="cpubuild-install-") as staging:
+            wheel = best.path if dry_run else chooser.installable(best, Path(staging))
+            python = python or sys.executable
+            commands = chooser.install_commands(best, python, with_deps=not no_deps, wheel=wheel)
+            if not dry_run:
+                chooser.run_commands(commands)
     except InstallError as exc:
         fail(str(exc))
     if json_output:
