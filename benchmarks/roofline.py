@@ -1,0 +1,78 @@
+"""The machine's limits, per thread count: DRAM read bandwidth and the int8 dot-product peak of every
+variant this host runs. Kernel and engine figures are quoted as a share of these (decode against the
+read bandwidth, prefill against the int8 peak).
+
+    .venv/bin/python benchmarks/roofline.py [--threads 1,2] [--rounds 5] [--json out.json]
+
+DRAM read: a 1 GiB buffer read with the library's own streaming loop over its thread pool (best of the
+rounds' medians). int8 peak: the variant's widest int8 dot instruction in registers on every thread
+(cpullm_bench_int8_peak), in GOPS = 2 × multiply-adds per second, the convention prefill figures use
+(2 · parameters · tokens). Take both on an idle machine: other load lowers them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "engine"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from cpullm.native import loader  # noqa: E402
+from cpullm.testing.kernels import Kernels  # noqa: E402
+from support.native_build import build_native  # noqa: E402
+
+STREAM_BYTES = 1 << 30
+PEAK_ITERS = 2_000_000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", default="1,2", help="thread counts, comma separated")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds per figure (the best median is kept)")
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = ap.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    lib_dir = build_native("x86_64")
+    sel = loader.select(lib_dir)
+    variants = sorted((n for n, s in sel.candidates.items() if s > 0), key=lambda n: sel.candidates[n])
+    kern = {v: Kernels(loader.load_variant(loader.select(lib_dir, forced=v))) for v in variants}
+    buf = np.ones(STREAM_BYTES // 8, dtype=np.float64)
+    out: dict[str, object] = {"dram_read_gbs": {}, "int8_peak_gops": {v: {} for v in variants}}
+    best = kern[variants[-1]]
+    for t in threads:
+        best.set_num_threads(t)
+        best.bench_stream_read(buf, 1)  # page the buffer in
+        gbs = (
+            max(float(buf.nbytes / np.median(best.bench_stream_read(buf, 3))) for _ in range(args.rounds))
+            / 1e9
+        )
+        out["dram_read_gbs"][t] = round(gbs, 2)  # type: ignore[index]
+        for v in variants:
+            k = kern[v]
+            k.set_num_threads(t)
+            rates = []
+            for _ in range(args.rounds):
+                result = k.bench_int8_peak(PEAK_ITERS, 3)
+                if result is None:
+                    break
+                seconds, macs = result
+                rates.append(2 * macs / float(np.median(seconds)) / 1e9)
+            out["int8_peak_gops"][v][t] = round(max(rates), 1) if rates else None  # type: ignore[index]
+    print("| threads | DRAM read GB/s | " + " | ".join(f"int8 peak GOPS ({v})" for v in variants) + " |")
+    print("| ---: | ---: |" + " ---: |" * len(variants))
+    for t in threads:
+        peaks = [out["int8_peak_gops"][v][t] for v in variants]  # type: ignore[index]
+        cells = [f"{p:.1f}" if p is not None else "—" for p in peaks]
+        print(f"| {t} | {out['dram_read_gbs'][t]:.1f} | " + " | ".join(cells) + " |")  # type: ignore[index]
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
