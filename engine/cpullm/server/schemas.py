@@ -310,6 +310,10 @@ class TokenizeRequest(BaseModel):
     add_special_tokens: bool | None = None  # prompt: default true; messages: see tokenize_api
     add_generation_prompt: bool | None = True
     return_token_strs: bool | None = False
+    tools: Tools | None = None  # rendered with the messages, as in a chat request
+
+    def tool_plan(self) -> ToolPlan | None:
+        return tool_plan(self.tools, None, None)
 
     @field_validator("messages", mode="before")
     @classmethod
