@@ -122,6 +122,14 @@ def test_tool_messages_round_trip(client):
     none = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice="none",
                                           max_tokens=1)  # fmt: skip
     assert none.usage.prompt_tokens == no_tools.usage.prompt_tokens
+    # the client's own answer object goes back as it is (README's example)
+    first = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=120, seed=2
+    ).choices[0]
+    answer = {"role": "tool", "tool_call_id": first.message.tool_calls[0].id, "content": "sunny"}
+    history = [*MESSAGES, first.message, answer]
+    again = client.chat.completions.create(model=MODEL, messages=history, tools=TOOLS, max_tokens=2)
+    assert again.usage.prompt_tokens > with_tools.usage.prompt_tokens + 10
 
 
 def _fn(name: str, parameters: object = None) -> dict:
