@@ -13,6 +13,11 @@ them. ``best_of`` ranks its candidates by the sum of their tokens' logprobs and 
 ``n``. ``echo`` puts the prompt before the completion (in a stream: in each choice's first chunk);
 with ``logprobs`` it brings the prompt tokens' logprobs too (the first token's is null), computed
 at prefill by every choice's sequence (such prompts do not use the prefix cache).
+
+Output constraints (``response_format``, ``structured_outputs``, ``guided_*``) become one llguidance
+grammar per request, a state per sequence. With ``tools`` (:mod:`.tool_request`), the chat template gets
+them (:mod:`.tool_calls`), a ``required`` or named ``tool_choice`` becomes a grammar in the model's
+tool-call format, and each choice's text is parsed into ``tool_calls`` (streamed: :class:`CallStream`).
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ class ModelContext:
     bytes_per_token: int | None  # the most text bytes one token covers (None: unbounded)
     grammars: Grammars
     tool_format: ToolFormat = FORMATS["hermes"]
-    template_renders_tools: bool = False  # else tools reach the model as a system message (tool_calls)
+    template_renders_tools: bool = False  # else tools reach it as text (tool_calls.fallback_messages)
 
     @classmethod
     def from_engine(cls, engine: Engine) -> ModelContext:
@@ -84,10 +89,9 @@ class ModelContext:
         source = template.source if template is not None and not template.is_fallback else None
         renders = template_renders_tools(source)
         fmt = ToolFormat.for_template(source) if renders else FORMATS["hermes"]
-        ctx = cls(
+        return cls(
             engine.tokenizer, template, error, engine.max_model_len, vocab, bound, grammars, fmt, renders
         )
-        return ctx
 
     def prompt_tokenizer(self, param: str) -> ContextBoundTokenizer:
         return ContextBoundTokenizer(self.tokenizer, self.max_model_len, self.bytes_per_token, param)
