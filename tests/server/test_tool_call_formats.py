@@ -65,7 +65,9 @@ def test_streamed_deltas_add_up_to_the_whole(name, step):
     for d in deltas:
         for tc in d.get("tool_calls", []):
             if tc["index"] not in calls:
-                assert tc["id"].startswith("call_") and tc["function"]["arguments"] == ""
+                assert tc["function"]["arguments"] == ""
+                short = name == "mistral"  # Mistral's templates take 9 letters and digits only
+                assert (len(tc["id"]) == 9 and tc["id"].isalnum()) if short else tc["id"].startswith("call_")
                 calls[tc["index"]] = [tc["function"]["name"], ""]
             else:
                 calls[tc["index"]][1] += tc["function"]["arguments"]

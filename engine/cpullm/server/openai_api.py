@@ -490,7 +490,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
             content, calls = ctx.tool_format.parse_output(r.text)
             if calls:
                 calls = calls if plan.parallel else calls[:1]
-                message = {"role": "assistant", "content": content, "tool_calls": openai_calls(calls)}
+                message = {
+                    "role": "assistant",
+                    "content": content,
+                    "tool_calls": openai_calls(ctx.tool_format, calls),
+                }
                 finish = "tool_calls"
         choices.append(
             {

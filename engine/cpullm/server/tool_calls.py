@@ -172,6 +172,10 @@ class ToolFormat:
     between: str
     close: str
     keep_special_tokens: bool = False  # the format's marker is a control token
+    short_ids: bool = False  # call ids of 9 letters and digits (Mistral's templates refuse others)
+
+    def call_id(self) -> str:
+        return uuid.uuid4().hex[:9] if self.short_ids else f"call_{uuid.uuid4().hex[:24]}"
 
     @staticmethod
     def for_template(source: str | None) -> ToolFormat:
@@ -223,7 +227,7 @@ FORMATS = {
         "\n</tool_call>",
     ),
     "llama3_json": ToolFormat("llama3_json", _parse_llama3, "parameters", "", "; ", ""),
-    "mistral": ToolFormat("mistral", _parse_mistral, "arguments", "[TOOL_CALLS][", ", ", "]", True),
+    "mistral": ToolFormat("mistral", _parse_mistral, "arguments", "[TOOL_CALLS][", ", ", "]", True, True),
 }
 
 
@@ -232,13 +236,9 @@ def template_renders_tools(source: str | None) -> bool:
     return bool(source) and _TOOLS_NAMED.search(source or "") is not None
 
 
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-def openai_calls(calls: list[Call]) -> list[dict[str, Any]]:
+def openai_calls(fmt: ToolFormat, calls: list[Call]) -> list[dict[str, Any]]:
     return [
-        {"id": new_call_id(), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        {"id": fmt.call_id(), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
         for c in calls
     ]
 
@@ -276,7 +276,11 @@ class CallStream:
                 self._args_sent.append(0)
                 fn = {"name": call.name, "arguments": ""}
                 out.append(
-                    {"tool_calls": [{"index": i, "id": new_call_id(), "type": "function", "function": fn}]}
+                    {
+                        "tool_calls": [
+                            {"index": i, "id": self._fmt.call_id(), "type": "function", "function": fn}
+                        ]
+                    }
                 )
             sent = self._args_sent[i]
             if len(call.arguments) > sent:
