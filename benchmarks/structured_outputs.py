@@ -3,9 +3,10 @@ official openai client against `cpullm serve` on loopback.
 
     flock /tmp/cpubuild-bench.lock env CPULLM_LIB_DIR=build/test-x86_64 \\
         .venv/bin/python benchmarks/structured_outputs.py [--requests 100] [--concurrency 8] \\
-        [--decode-repeats 5] [--decode-tokens 128] [--batch 1,16] [--threads N] [--url URL] [--json out.json]
+        [--decode-repeats 5] [--decode-tokens 128] [--batch 1,16] [--parts json,tools,decode,engine] \\
+        [--threads N] [--url URL] [--json out.json]
 
-Without ``--url`` it starts the server itself on the default model. Three parts:
+Without ``--url`` it starts the server itself on the default model. The parts:
 
 1. ``--requests`` JSON-schema requests (a person record: strings bounded by ``maxLength``, an integer,
    an enum, an array of at most 3 tags; varied prompts, temperature 0.8, distinct seeds): how many finish
@@ -14,7 +15,8 @@ Without ``--url`` it starts the server itself on the default model. Three parts:
    function: how many return tool calls whose names are offered and whose arguments parse and validate
    against the function's parameters. Also ``auto`` for a tenth as many: how many call (the model was
    not trained for tools), and of those how many validate.
-3. Decode rate at each ``--batch`` size (concurrent streams): tokens/s per stream, (tokens - 1) / (last
+3. ``engine``: the same at batch 1 in the bare engine (no HTTP), timing decode steps only.
+4. Decode rate at each ``--batch`` size (concurrent streams): tokens/s per stream, (tokens - 1) / (last
    chunk - first chunk), with a JSON-schema mask and unconstrained (``ignore_eos``), interleaved
    ``--decode-repeats`` times; the median, and the masked rate as a fraction of the unconstrained one.
 """
@@ -70,10 +72,10 @@ TOOLS = [
 ]  # fmt: skip
 PARAMS = {"get_weather": WEATHER, "get_time": TIME}
 CITIES = ("Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Quebec", "Perth", "Dakar", "Hanoi", "Porto")
-LONG_SCHEMA = {  # long enough to time decoding: eight bounded strings
+LONG_SCHEMA = {  # at least 16 x 32 characters: longer than --decode-tokens, so both kinds run as long
     "type": "object",
-    "properties": {"notes": {"type": "array", "items": {"type": "string", "maxLength": 60}, "minItems": 8,
-                             "maxItems": 8}},
+    "properties": {"notes": {"type": "array", "items": {"type": "string", "minLength": 30, "maxLength": 60},
+                             "minItems": 16, "maxItems": 16}},
     "required": ["notes"],
     "additionalProperties": False,
 }  # fmt: skip
@@ -90,8 +92,17 @@ def json_schema_request(client: openai.OpenAI, model: str, i: int) -> bool:
     try:
         jsonschema.validate(json.loads(choice.message.content or ""), PERSON)
     except (ValueError, jsonschema.ValidationError):
+        _failed("json_schema", choice)
         return False
     return choice.finish_reason == "stop"
+
+
+FAILURES: list[dict] = []  # a few failed answers, for the report
+
+
+def _failed(kind: str, choice: object) -> None:
+    if len(FAILURES) < 6:
+        FAILURES.append({"kind": kind, "answer": str(choice)[:600]})
 
 
 def tool_request(client: openai.OpenAI, model: str, i: int, choice: object) -> tuple[bool, bool]:
@@ -104,11 +115,14 @@ def tool_request(client: openai.OpenAI, model: str, i: int, choice: object) -> t
     )  # fmt: skip
     calls = out.choices[0].message.tool_calls or []
     if not calls:
+        if choice != "auto":
+            _failed("tool", out.choices[0])
         return False, False
     try:
         for call in calls:
             jsonschema.validate(json.loads(call.function.arguments), PARAMS[call.function.name])
     except (KeyError, ValueError, jsonschema.ValidationError):
+        _failed("tool", out.choices[0])
         return True, False
     return True, out.choices[0].finish_reason == "tool_calls"
 
@@ -137,27 +151,61 @@ def decode_rate(client: openai.OpenAI, model: str, i: int, masked: bool, tokens:
     return (count - 1) / (last - first)
 
 
+def engine_decode(args: argparse.Namespace) -> dict:
+    """The bare engine in this process (no HTTP): decode seconds per token at batch 1, masked and not,
+    the same number of tokens each (timing only the decode steps, after the prompt's)."""
+    from cpullm.runtime.engine import Engine
+    from cpullm.runtime.sampling import SamplingParams
+    from cpullm.runtime.structured import Grammars
+
+    engine = Engine(threads=args.threads)
+    grammar = Grammars(engine.tokenizer, engine.config.vocab_size).compile_json_schema(LONG_SCHEMA)
+    prompt = engine.tokenizer.encode("Write sixteen short notes about Paris.", add_special=True)
+    samples: dict[str, list[float]] = {"masked": [], "unconstrained": []}
+    for r in range(args.decode_repeats):
+        for kind in ("unconstrained", "masked"):
+            constraint = grammar.constraint() if kind == "masked" else None
+            params = SamplingParams(max_tokens=args.decode_tokens, temperature=0.8, seed=r,
+                                    ignore_eos=constraint is None, constraint=constraint)  # fmt: skip
+            engine.add_request(f"{kind}{r}", prompt, params)
+            engine.step()  # the prompt and the first token
+            t0, steps = time.perf_counter(), 0
+            while engine.has_work():
+                engine.step()
+                steps += 1
+            samples[kind].append(steps / (time.perf_counter() - t0))
+    masked, plain = statistics.median(samples["masked"]), statistics.median(samples["unconstrained"])
+    ratio = round(masked / plain, 3)
+    return {"masked_tps": round(masked, 1), "unconstrained_tps": round(plain, 1), "ratio": ratio}
+
+
 def run(url: str, model: str, args: argparse.Namespace) -> dict:
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
     result: dict = {"model": model}
     n = args.requests
     with ThreadPoolExecutor(args.concurrency) as pool:
         t0 = time.perf_counter()
-        ok = sum(pool.map(lambda i: json_schema_request(client, model, i), range(n)))
-        result["json_schema"] = {"requests": n, "valid": ok, "seconds": round(time.perf_counter() - t0, 1)}
-        named = [{"type": "function", "function": {"name": t["function"]["name"]}} for t in TOOLS]
-        choices = ["required" if i % 2 == 0 else named[(i // 2) % 2] for i in range(n)]
-        t0 = time.perf_counter()
-        tools = list(pool.map(lambda i: tool_request(client, model, i, choices[i]), range(n)))
-        result["tools_forced"] = {"requests": n, "called": sum(c for c, _ in tools),
-                                  "valid": sum(v for _, v in tools),
-                                  "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
-        n_auto = max(1, n // 10)
-        auto = list(pool.map(lambda i: tool_request(client, model, 1000 + i, "auto"), range(n_auto)))
-        result["tools_auto"] = {"requests": n_auto, "called": sum(c for c, _ in auto),
-                                "valid": sum(v for _, v in auto)}  # fmt: skip
+        if "json" in args.parts:
+            ok = sum(pool.map(lambda i: json_schema_request(client, model, i), range(n)))
+            result["json_schema"] = {
+                "requests": n,
+                "valid": ok,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        if "tools" in args.parts:
+            named = [{"type": "function", "function": {"name": t["function"]["name"]}} for t in TOOLS]
+            choices = ["required" if i % 2 == 0 else named[(i // 2) % 2] for i in range(n)]
+            t0 = time.perf_counter()
+            tools = list(pool.map(lambda i: tool_request(client, model, i, choices[i]), range(n)))
+            result["tools_forced"] = {"requests": n, "called": sum(c for c, _ in tools),
+                                      "valid": sum(v for _, v in tools),
+                                      "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+            n_auto = max(1, n // 10)
+            auto = list(pool.map(lambda i: tool_request(client, model, 1000 + i, "auto"), range(n_auto)))
+            result["tools_auto"] = {"requests": n_auto, "called": sum(c for c, _ in auto),
+                                    "valid": sum(v for _, v in auto)}  # fmt: skip
     rates: dict = {}
-    for batch in args.batch:
+    for batch in args.batch if "decode" in args.parts else []:
         samples: dict[str, list[float]] = {"masked": [], "unconstrained": []}
         with ThreadPoolExecutor(batch) as pool:
             for r in range(args.decode_repeats):
@@ -172,6 +220,7 @@ def run(url: str, model: str, args: argparse.Namespace) -> dict:
         rates[str(batch)] = {"masked_tps": round(masked, 1), "unconstrained_tps": round(plain, 1),
                              "ratio": round(masked / plain, 3)}  # fmt: skip
     result["decode_per_stream"] = rates
+    result["failures"] = FAILURES
     return result
 
 
@@ -183,6 +232,7 @@ def main() -> int:
     parser.add_argument("--decode-repeats", type=int, default=5)
     parser.add_argument("--decode-tokens", type=int, default=128)
     parser.add_argument("--batch", type=lambda s: [int(x) for x in s.split(",")], default=[1])
+    parser.add_argument("--parts", type=lambda s: s.split(","), default=["json", "tools", "decode", "engine"])
     parser.add_argument("--threads", type=int, default=None, help="server compute threads")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
@@ -192,6 +242,8 @@ def main() -> int:
     else:
         with started_server(args.threads, max(16, *args.batch)) as (url, model, _):
             result = run(url, model, args)
+    if "engine" in args.parts:
+        result["engine_decode_batch1"] = engine_decode(args)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
