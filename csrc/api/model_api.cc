@@ -34,6 +34,29 @@ auto guarded(F&& fn, decltype(fn()) on_error) -> decltype(fn()) {
 
 }  // namespace
 
+// The step with logits (cpullm_model_step) or hidden states (cpullm_model_hidden) as its output.
+static int model_step(const char* who, cpullm_model* model, cpullm_kv* kv, const int32_t* tokens,
+                      const cpullm_seq* seqs, int32_t n_seqs, float* out, bool hidden) {
+  return guarded(
+      [&]() -> int {
+        if (model == nullptr || kv == nullptr || tokens == nullptr || seqs == nullptr) {
+          cpullm::set_last_error(std::string(who) + ": model, kv, tokens and seqs must not be NULL");
+          return -1;
+        }
+        static_assert(sizeof(cpullm_seq) == sizeof(cpullm::SeqStep), "cpullm_seq mirrors SeqStep");
+        const auto* steps = reinterpret_cast<const cpullm::SeqStep*>(seqs);
+        int64_t n_rows = 0;
+        for (int32_t s = 0; s < n_seqs; ++s) n_rows += seqs[s].n_logits;
+        if (n_rows > 0 && out == nullptr) {
+          cpullm::set_last_error(std::string(who) + ": output rows wanted but the output buffer is NULL");
+          return -1;
+        }
+        model->forward->step(*kv->store, tokens, steps, n_seqs, out, hidden);
+        return 0;
+      },
+      -1);
+}
+
 extern "C" {
 
 cpullm_model* cpullm_model_create(const cpullm_model_config* config, const cpullm_tensor* tensors,
@@ -157,24 +180,12 @@ int64_t cpullm_kv_bytes(const cpullm_kv* kv) { return kv ? kv->store->bytes() : 
 
 int cpullm_model_step(cpullm_model* model, cpullm_kv* kv, const int32_t* tokens, const cpullm_seq* seqs,
                       int32_t n_seqs, float* logits) {
-  return guarded(
-      [&]() -> int {
-        if (model == nullptr || kv == nullptr || tokens == nullptr || seqs == nullptr) {
-          cpullm::set_last_error("cpullm_model_step: model, kv, tokens and seqs must not be NULL");
-          return -1;
-        }
-        static_assert(sizeof(cpullm_seq) == sizeof(cpullm::SeqStep), "cpullm_seq mirrors SeqStep");
-        const auto* steps = reinterpret_cast<const cpullm::SeqStep*>(seqs);
-        int64_t n_logits = 0;
-        for (int32_t s = 0; s < n_seqs; ++s) n_logits += seqs[s].n_logits;
-        if (n_logits > 0 && logits == nullptr) {
-          cpullm::set_last_error("cpullm_model_step: logits wanted but the logits buffer is NULL");
-          return -1;
-        }
-        model->forward->step(*kv->store, tokens, steps, n_seqs, logits);
-        return 0;
-      },
-      -1);
+  return model_step("cpullm_model_step", model, kv, tokens, seqs, n_seqs, logits, false);
+}
+
+int cpullm_model_hidden(cpullm_model* model, cpullm_kv* kv, const int32_t* tokens, const cpullm_seq* seqs,
+                        int32_t n_seqs, float* hidden) {
+  return model_step("cpullm_model_hidden", model, kv, tokens, seqs, n_seqs, hidden, true);
 }
 
 }  // extern "C"

@@ -95,18 +95,19 @@ void Forward::project(const Projection& p, const float* X, int64_t T, float* Y) 
   }
 }
 
-void Forward::step(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits) {
+void Forward::step(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits,
+                   bool hidden) {
   check_batch(model_, kv, tokens, seqs, n_seqs);
   int64_t total = 0;
   for (int32_t s = 0; s < n_seqs; ++s) total += seqs[s].n_tokens;
   if (total <= kMaxPassTokens) {
-    pass(kv, tokens, seqs, n_seqs, logits);
+    pass(kv, tokens, seqs, n_seqs, logits, hidden);
     return;
   }
   // A long step (a big prefill) runs as consecutive passes of at most kMaxPassTokens tokens, cut
   // anywhere in the concatenated token order: each pass writes its KV before the next reads it, and
   // logits come out in the same order as from one pass. Keeps the activation scratch small.
-  const int64_t vocab = model_.config().vocab_size;
+  const int64_t width = hidden ? model_.config().d_model : model_.config().vocab_size;  // of an output row
   std::vector<SeqStep> part;
   int64_t emitted = 0;
   for (int64_t g0 = 0; g0 < total; g0 += kMaxPassTokens) {
@@ -121,7 +122,7 @@ void Forward::step(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
       part.push_back({static_cast<int32_t>(b - a), static_cast<int32_t>(seqs[s].pos0 + a),
                       seqs[s].block_table, seqs[s].n_blocks, n_logits});
     }
-    pass(kv, tokens + g0, part.data(), static_cast<int32_t>(part.size()), logits + emitted * vocab);
+    pass(kv, tokens + g0, part.data(), static_cast<int32_t>(part.size()), logits + emitted * width, hidden);
     for (const SeqStep& p : part) emitted += p.n_logits;
   }
 }
@@ -303,7 +304,8 @@ int64_t Forward::norm_logit_rows(const SeqStep* seqs, int32_t n_seqs) {
   return n_out;
 }
 
-void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits) {
+void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits,
+                   bool hidden) {
   const ModelConfig& c = model_.config();
   ThreadPool* pool = global_pool();
   const int64_t d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), qkvd = qd + 2 * kvd;
@@ -372,8 +374,12 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
     add(x, proj_.data(), x, T * d);
   }
 
-  // ---- logits of the requested rows: final norm, output projection ----
-  const int64_t n_out = norm_logit_rows(seqs, n_seqs);              // xn [n_out × d]
+  // ---- the requested rows: final norm, then the output projection (logits) unless hidden ----
+  const int64_t n_out = norm_logit_rows(seqs, n_seqs);  // xn [n_out × d]
+  if (hidden) {
+    std::copy(xn, xn + n_out * d, logits);  // the final hidden states, for embeddings
+    return;
+  }
   if (n_out > 0) matmul(model_.output(), xn, n_out, logits, pool);  // [n_out × vocab]
   if (n_out > 0 && c.final_softcap > 0.0f) {
     const int64_t vocab = c.vocab_size;

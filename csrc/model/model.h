@@ -178,7 +178,10 @@ class Forward {
  public:
   explicit Forward(const Model& model) : model_(model) {}
   // Throws std::invalid_argument on a malformed batch (token id out of range, block table too short...).
-  void step(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits);
+  // With hidden, the wanted rows' final hidden states ([n x d_model], after the final norm) instead of
+  // logits.
+  void step(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits,
+            bool hidden = false);
 
  private:
   const Model& model_;
@@ -205,7 +208,8 @@ class Forward {
 
   void project(const Projection& p, const float* X, int64_t T, float* Y);
   // One forward pass over a batch already checked by step(), at most kMaxPassTokens tokens: the layers.
-  void pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits);
+  void pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int32_t n_seqs, float* logits,
+            bool hidden);
   // The pass's batch bookkeeping. Sequence s's new tokens are rows t .. t + n_tokens - 1 of the batch, t the
   // earlier sequences' n_tokens summed. prepare: scratch for the batch's T tokens, their positions; returns
   // T.

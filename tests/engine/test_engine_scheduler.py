@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
 from tiny_gguf import TinySpec, write_tiny_gguf
@@ -182,3 +183,28 @@ def test_engine_under_light_load_touches_few_blocks(tiny_model):
         _run(engine, {f"r{i}": prompt})
     most = max(engine.blocks.blocks_for(len(p) + GREEDY.max_tokens) for p in PROMPTS.values())
     assert engine.blocks.n_touched <= most < engine.blocks.n_blocks // 4
+
+
+def test_embeddings_are_the_normalised_mean_of_the_reference_hidden_states(tiny_model):
+    """Engine.embed (cpullm_model_hidden) against the NumPy reference, prefilled in chunks of 5 tokens
+    while another sequence holds blocks; its own blocks go back at once."""
+    from cpullm.model.model_file import ModelFile
+    from cpullm.testing import reference
+
+    engine = _engine(tiny_model, step_tokens=5)
+    engine.add_request("busy", [1, 2, 3], GREEDY)
+    engine.step()
+    used = engine.blocks.n_used
+    tokens = [(7 * i + 3) % engine.config.vocab_size for i in range(23)]
+    got = engine.embed(tokens)
+    assert engine.blocks.n_used == used
+    rows = reference.hidden_states(
+        engine.config, reference.dequantize_weights(ModelFile.open(tiny_model)), tokens
+    )
+    want = rows.mean(axis=0)
+    want /= np.linalg.norm(want)
+    assert got.shape == (engine.config.d_model,) and abs(np.linalg.norm(got) - 1) < 1e-5
+    assert np.abs(got - want).max() < 5e-3, np.abs(got - want).max()  # 2e-3 measured (Q8_0 weights)
+    assert np.abs(engine.embed(tokens[:5]) - got).max() > 1e-3  # a different text, a different vector
+    with pytest.raises(ValueError, match="empty"):
+        engine.embed([])

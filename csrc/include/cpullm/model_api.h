@@ -98,6 +98,12 @@ typedef struct {
 CPULLM_API int cpullm_model_step(cpullm_model* model, cpullm_kv* kv, const int32_t* tokens,
                                  const cpullm_seq* seqs, int32_t n_seqs, float* logits);
 
+/* The same step, but for the rows whose logits it would compute it writes their final hidden states
+ * (after the final norm, before the output projection): hidden is [sum of n_logits x d_model] floats.
+ * For embeddings. */
+CPULLM_API int cpullm_model_hidden(cpullm_model* model, cpullm_kv* kv, const int32_t* tokens,
+                                   const cpullm_seq* seqs, int32_t n_seqs, float* hidden);
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,7 +10,7 @@ Public API
     e.g. ``tool_calls``). ``extra`` adds template variables (``tools``, ``documents``, ...).
     ``should_stop`` is an optional ``() -> bool`` asked every few dozen steps of the render (e.g.
     "has the client gone?"); when it returns true the render ends with :class:`ChatTemplateCancelled`.
-``.encode(tokenizer, messages, add_generation_prompt=True, *, should_stop=None) -> list[int]``
+``.encode(tokenizer, messages, add_generation_prompt=True, *, should_stop=None, **extra) -> list[int]``
     Renders and tokenizes with special tokens parsed; BOS is added only when the tokenizer asks for
     it and the rendered text does not already start with it.
 ``ChatTemplateError``
@@ -195,8 +195,9 @@ class ChatTemplate:
         add_generation_prompt: bool = True,
         *,
         should_stop: Callable[[], bool] | None = None,
+        **extra: Any,
     ) -> list[int]:
-        text = self.render(messages, add_generation_prompt, should_stop=should_stop)
+        text = self.render(messages, add_generation_prompt, should_stop=should_stop, **extra)
         add_bos = not (self.bos_token and text.startswith(self.bos_token))
         ids = tokenizer.encode(text, add_special=False, parse_special=True)
         if add_bos and tokenizer.add_bos and tokenizer.bos_id is not None:

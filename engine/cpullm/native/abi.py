@@ -119,6 +119,7 @@ SIGNATURES: Final[dict[str, Signature]] = {
     "cpullm_kv_free": (None, [_vp]),
     "cpullm_kv_bytes": (_i64, [_vp]),
     "cpullm_model_step": (_int, [_vp, _vp, ctypes.POINTER(_i32), ctypes.POINTER(SeqC), _i32, _vp]),
+    "cpullm_model_hidden": (_int, [_vp, _vp, ctypes.POINTER(_i32), ctypes.POINTER(SeqC), _i32, _vp]),
 }
 
 PROBE_SIGNATURES: Final[dict[str, Signature]] = {

@@ -12,6 +12,9 @@ Public API
     A paged KV cache of ``n_blocks`` blocks of ``block_size`` tokens in every layer.
 ``NativeModel.step(cache, batch) -> float32[Σ n_logits, vocab]``
     One forward step for a batch of :class:`SeqChunk` (prefill chunks and decode tokens mixed).
+``NativeModel.hidden(cache, batch) -> float32[Σ n_logits, d_model]``
+    The same step, returning the final hidden states (after the final norm) of the rows whose logits it
+    would compute: for embeddings.
 ``NativeModel.set_threads(n)``
     Threads the kernels use; results do not depend on it.
 """
@@ -19,7 +22,7 @@ Public API
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,6 +175,20 @@ class NativeModel:
 
     def step(self, cache: KVCache, batch: Sequence[SeqChunk]) -> np.ndarray:
         """Run one forward step; returns float32[Σ n_logits, vocab] (a view reused by the next step)."""
+        n_out = sum(s.n_logits for s in batch)
+        if self._logits.shape[0] < n_out:
+            self._logits = np.empty((n_out, self.config.vocab_size), dtype=np.float32)
+        return self._run(self.lib.cpullm_model_step, cache, batch, self._logits)
+
+    def hidden(self, cache: KVCache, batch: Sequence[SeqChunk]) -> np.ndarray:
+        """Run one forward step; returns the wanted rows' final hidden states, float32[Σ n_logits,
+        d_model] (a new array)."""
+        out = np.empty((sum(s.n_logits for s in batch), self.config.d_model), dtype=np.float32)
+        return self._run(self.lib.cpullm_model_hidden, cache, batch, out)
+
+    def _run(
+        self, fn: Callable[..., int], cache: KVCache, batch: Sequence[SeqChunk], out: np.ndarray
+    ) -> np.ndarray:
         if not batch:
             raise ValueError("a step needs at least one sequence")
         tokens = np.ascontiguousarray(np.concatenate([np.asarray(s.tokens, dtype=np.int32) for s in batch]))
@@ -185,19 +202,10 @@ class NativeModel:
             seqs[i].n_blocks = len(table)
             seqs[i].n_logits = s.n_logits
             n_out += s.n_logits
-        if self._logits.shape[0] < n_out:
-            self._logits = np.empty((n_out, self.config.vocab_size), dtype=np.float32)
-        rc = self.lib.cpullm_model_step(
-            self.handle,
-            cache.handle,
-            tokens.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
-            seqs,
-            len(batch),
-            self._logits.ctypes.data,
-        )
-        if rc != 0:
+        pointer = tokens.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        if fn(self.handle, cache.handle, pointer, seqs, len(batch), out.ctypes.data) != 0:
             raise _error(self.lib)
-        return self._logits[:n_out]
+        return out[:n_out]
 
     def __del__(self) -> None:
         if getattr(self, "handle", None):

@@ -17,6 +17,11 @@ Public API
     their common prefix once. A request with ``params.prompt_logprobs`` is prefilled in full (no
     prefix cache: its logits are needed), in chunks of at most ``PROMPT_LOGPROBS_CHUNK`` tokens so
     the step's logits stay small, and its first output carries ``prompt_logprobs``.
+``Engine.embed(prompt_ids) -> float32[d_model]``
+    The mean of the prompt tokens' final hidden states (after the final norm), L2-normalised: an
+    embedding. Runs the prompt through the model in chunks of ``step_tokens`` in blocks of its own
+    (freed at once, never shared through the prefix cache); call it between steps. Raises ``ValueError``
+    for a prompt that does not fit, ``OutOfBlocks`` when the running sequences hold the whole cache.
 ``Engine.abort(request_id)``
     Cancel a request (e.g. a client that disconnected); its KV blocks are freed at once.
 ``Engine.stats()``
@@ -134,19 +139,9 @@ class Engine:
 
     # ---- requests ----
     def add_request(self, request_id: str, prompt_ids: Sequence[int], params: SamplingParams) -> None:
-        prompt = [int(t) for t in prompt_ids]
-        if not prompt:
-            raise ValueError("the prompt is empty; send at least one token")
         if request_id in self._by_id:
             raise ValueError(f"request id {request_id!r} is already in use")
-        bad = [t for t in prompt if not 0 <= t < self.config.vocab_size]
-        if bad:
-            raise ValueError(f"token id {bad[0]} is outside the vocabulary of {self.config.vocab_size}")
-        if len(prompt) >= self.max_model_len:
-            raise ValueError(
-                f"the prompt has {_count(len(prompt), 'token')}, but this model's context is "
-                f"{_count(self.max_model_len, 'token')}; shorten the prompt"
-            )
+        prompt = self._checked_prompt(prompt_ids)
         seq = _Sequence(
             request_id,
             prompt,
@@ -157,6 +152,35 @@ class Engine:
         )
         self._by_id[request_id] = seq
         self.waiting.append(seq)
+
+    def _checked_prompt(self, prompt_ids: Sequence[int]) -> list[int]:
+        prompt = [int(t) for t in prompt_ids]
+        if not prompt:
+            raise ValueError("the prompt is empty; send at least one token")
+        bad = [t for t in prompt if not 0 <= t < self.config.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary of {self.config.vocab_size}")
+        if len(prompt) >= self.max_model_len:
+            raise ValueError(
+                f"the prompt has {_count(len(prompt), 'token')}, but this model's context is "
+                f"{_count(self.max_model_len, 'token')}; shorten the prompt"
+            )
+        return prompt
+
+    def embed(self, prompt_ids: Sequence[int]) -> np.ndarray:
+        prompt = self._checked_prompt(prompt_ids)
+        table = BlockTable()
+        try:
+            self.blocks.ensure(table, len(prompt))
+            total = np.zeros(self.config.d_model, dtype=np.float64)
+            for pos in range(0, len(prompt), self.step_tokens):
+                chunk = prompt[pos : pos + self.step_tokens]
+                rows = self.model.hidden(self.cache, [SeqChunk(chunk, pos, table.blocks, len(chunk))])
+                total += rows.sum(axis=0, dtype=np.float64)
+        finally:
+            self.blocks.release(table)
+        norm = np.linalg.norm(total)
+        return (total / norm if norm > 0 else total).astype(np.float32)
 
     def abort(self, request_id: str) -> bool:
         """Cancel a request now; its blocks go back at once. False if it is unknown or already done."""

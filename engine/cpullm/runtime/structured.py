@@ -2,7 +2,9 @@
 
 ``Grammars(tokenizer, vocab_size)`` builds llguidance's view of the vocabulary once per model (0.4 to
 1 s at 49152 tokens: call it off the event loop); ``compile_json_schema(schema)`` and
-``compile_json_object()`` compile a grammar and return a ``Grammar`` (``GrammarError`` carries
+``compile_json_object()``, ``compile_regex(pattern)``, ``compile_lark(source)`` (llguidance's Lark-like
+syntax, which may embed JSON schemas as ``%json {...}``) and ``compile_choice(texts)`` compile a
+grammar and return a ``Grammar`` (``GrammarError`` carries
 llguidance's reason, also for grammars over its size limits, e.g. an enum of 120000 strings);
 ``Grammar.constraint()`` gives one sequence its own ``Constraint`` (a copy of the compiled state:
 10 us, where compiling a 20000-string enum takes 0.2 s):
@@ -131,3 +133,16 @@ class Grammars:
 
     def compile_json_object(self) -> Grammar:
         return self.compile_json_schema({"type": "object"})
+
+    def compile_regex(self, pattern: str) -> Grammar:
+        self.tokenizer  # noqa: B018
+        return Grammar(self, self.llguidance.LLMatcher.grammar_from_regex(pattern))
+
+    def compile_lark(self, source: str) -> Grammar:
+        self.tokenizer  # noqa: B018
+        return Grammar(self, self.llguidance.LLMatcher.grammar_from_lark(source))
+
+    def compile_choice(self, choices: list[str]) -> Grammar:
+        """Exactly one of ``choices`` (Lark string literals take JSON's escapes)."""
+        alternatives = " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
+        return self.compile_lark(f"start: {alternatives}")

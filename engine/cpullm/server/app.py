@@ -35,6 +35,7 @@ from cpullm.runtime.engine import Engine
 
 from .async_engine import AsyncEngine
 from .auth import key_digests
+from .embeddings_api import router as embeddings_router
 from .errors import APIError, install_error_handlers
 from .metrics import CONTENT_TYPE, Metrics
 from .openai_api import ModelContext, ServerState, router
@@ -96,6 +97,7 @@ def create_app(
     install_error_handlers(app)
     for prefix in API_PREFIXES:
         app.include_router(router, prefix=prefix)
+        app.include_router(embeddings_router, prefix=prefix)
     for prefix in ("", *API_PREFIXES):
         app.include_router(tokenize_router, prefix=prefix)
     app.include_router(version_router)

@@ -9,7 +9,8 @@ one ``loop.call_soon_threadsafe`` call, which puts them on the requests' ``async
 
 ``submit`` returns a future that resolves once the engine accepted the request, or raises the
 engine's ``ValueError`` (e.g. a prompt longer than the context), so a handler can answer 400 before it
-starts streaming.
+starts streaming. ``call(fn)`` runs ``fn(engine)`` on the engine thread between two steps (one call per
+step, so a batch of embeddings does not stall the running generations) and returns its result.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class _Request:
 class _Commands:
     adds: list[_Request] = field(default_factory=list)
     aborts: list[str] = field(default_factory=list)
+    calls: list[tuple[Callable[[Engine], Any], asyncio.Future[Any]]] = field(default_factory=list)
 
 
 class AsyncEngine:
@@ -111,6 +113,15 @@ class AsyncEngine:
             self._cond.notify()
         return accepted
 
+    def call(self, fn: Callable[[Engine], Any]) -> asyncio.Future[Any]:
+        """A future of ``fn(engine)``, run on the engine thread between steps."""
+        assert self._loop is not None, "start() the engine first"
+        done: asyncio.Future[Any] = self._loop.create_future()
+        with self._cond:
+            self._commands.calls.append((fn, done))
+            self._cond.notify()
+        return done
+
     def abort(self, request_id: str) -> None:
         """Cancel a request (a client went away); its KV blocks are freed before the next step."""
         with self._cond:
@@ -153,7 +164,7 @@ class AsyncEngine:
         self.state = "stopped"
 
     def _has_commands(self) -> bool:
-        return bool(self._commands.adds or self._commands.aborts)
+        return bool(self._commands.adds or self._commands.aborts or self._commands.calls)
 
     def _apply(self, commands: _Commands) -> None:
         engine = self.engine
@@ -175,6 +186,15 @@ class AsyncEngine:
                 self.metrics.finished("abort")
         if results:
             self._call_in_loop(_resolve, results)
+        if commands.calls:
+            (fn, done), rest = commands.calls[0], commands.calls[1:]
+            with self._cond:  # the others wait for the next round, after a step
+                self._commands.calls[:0] = rest
+            try:
+                outcome: tuple[Any, BaseException | None] = (fn(engine), None)
+            except Exception as e:
+                outcome = (None, e)
+            self._call_in_loop(_settle, (done, *outcome))
 
     def _step(self) -> None:
         """One engine step; the metrics are published before the outputs go out, so a client that
@@ -235,6 +255,16 @@ def _resolve(results: list[tuple[asyncio.Future[None], BaseException | None]]) -
             future.set_result(None)
         else:
             future.set_exception(error)
+
+
+def _settle(item: tuple[asyncio.Future[Any], Any, BaseException | None]) -> None:
+    future, value, error = item
+    if future.done():  # its handler gave up
+        return
+    if error is None:
+        future.set_result(value)
+    else:
+        future.set_exception(error)
 
 
 def _deliver(deliveries: list[tuple[asyncio.Queue[Any], Any]]) -> None:

@@ -13,6 +13,11 @@ them. ``best_of`` ranks its candidates by the sum of their tokens' logprobs and 
 ``n``. ``echo`` puts the prompt before the completion (in a stream: in each choice's first chunk);
 with ``logprobs`` it brings the prompt tokens' logprobs too (the first token's is null), computed
 at prefill by every choice's sequence (such prompts do not use the prefix cache).
+
+Output constraints (``response_format``, ``structured_outputs``, ``guided_*``) become one llguidance
+grammar per request, a state per sequence. With ``tools`` (:mod:`.tool_request`), the chat template gets
+them (:mod:`.tool_calls`), a ``required`` or named ``tool_choice`` becomes a grammar in the model's
+tool-call format, and each choice's text is parsed into ``tool_calls`` (streamed: :class:`CallStream`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from cpullm.model.chat_template import ChatTemplate, ChatTemplateError
 from cpullm.model.tokenizer import Tokenizer
 from cpullm.runtime.engine import Engine, StepOutput
 from cpullm.runtime.sampling import SamplingParams
-from cpullm.runtime.structured import Constraint, GrammarError, Grammars
+from cpullm.runtime.structured import Constraint, Grammar, GrammarError, Grammars
 
 from .async_engine import AsyncEngine
 from .auth import require_api_key
@@ -41,6 +46,17 @@ from .errors import APIError, bad_request
 from .generation import ChoiceResult, Generation
 from .prompt_limits import ContextBoundTokenizer, max_bytes_per_token
 from .schemas import COMPLETIONS_DEFAULT_MAX_TOKENS, MAX_CHOICES, ChatCompletionRequest, CompletionRequest
+from .structured_request import StructuredSpec
+from .tool_calls import (
+    FORMATS,
+    CallStream,
+    ToolFormat,
+    fallback_messages,
+    openai_calls,
+    template_messages,
+    template_renders_tools,
+)
+from .tool_request import ToolPlan
 
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
 
@@ -56,6 +72,8 @@ class ModelContext:
     vocab_size: int
     bytes_per_token: int | None  # the most text bytes one token covers (None: unbounded)
     grammars: Grammars
+    tool_format: ToolFormat = FORMATS["hermes"]
+    template_renders_tools: bool = False  # else tools reach it as text (tool_calls.fallback_messages)
 
     @classmethod
     def from_engine(cls, engine: Engine) -> ModelContext:
@@ -68,7 +86,12 @@ class ModelContext:
         bound = max_bytes_per_token(engine.tokenizer, metadata.get("tokenizer.ggml.pre"))
         vocab = engine.config.vocab_size
         grammars = Grammars(engine.tokenizer, vocab)
-        return cls(engine.tokenizer, template, error, engine.max_model_len, vocab, bound, grammars)
+        source = template.source if template is not None and not template.is_fallback else None
+        renders = template_renders_tools(source)
+        fmt = ToolFormat.for_template(source) if renders else FORMATS["hermes"]
+        return cls(
+            engine.tokenizer, template, error, engine.max_model_len, vocab, bound, grammars, fmt, renders
+        )
 
     def prompt_tokenizer(self, param: str) -> ContextBoundTokenizer:
         return ContextBoundTokenizer(self.tokenizer, self.max_model_len, self.bytes_per_token, param)
@@ -186,23 +209,49 @@ def _encode_chat(ctx: ModelContext, body: ChatCompletionRequest) -> list[int]:
             "use /v1/completions instead."
         )
     messages = [m.as_template_message(i) for i, m in enumerate(body.messages)]
+    plan = body.tool_plan()
+    extra: dict[str, Any] = {}
+    if ctx.template_renders_tools:
+        messages = template_messages(messages)
+        if plan is not None:
+            extra["tools"] = plan.tools
+    else:
+        messages = fallback_messages(messages, plan.tools if plan is not None else None)
     tokenizer: Any = ctx.prompt_tokenizer("messages")  # duck-types Tokenizer
     try:
-        ids = ctx.chat_template.encode(tokenizer, messages, body.add_generation_prompt is not False)
+        ids = ctx.chat_template.encode(tokenizer, messages, body.add_generation_prompt is not False, **extra)
     except ChatTemplateError as e:
         raise bad_request(str(e), param="messages") from e
     return _check_token_ids(ids, ctx.vocab_size)
 
 
-def _constraints(ctx: ModelContext, schema: dict[str, Any] | None, n: int) -> list[Constraint | None]:
-    """One grammar state per sequence for ``response_format`` (compiled here, in a worker thread)."""
-    if schema is None:
+def _compile(ctx: ModelContext, spec: StructuredSpec) -> Grammar:
+    g = ctx.grammars
+    if spec.kind == "json":
+        return g.compile_json_schema(spec.value)
+    if spec.kind == "regex":
+        return g.compile_regex(spec.value)
+    if spec.kind == "choice":
+        return g.compile_choice(spec.value)
+    return g.compile_lark(spec.value)
+
+
+def _constraints(ctx: ModelContext, spec: StructuredSpec | None, n: int) -> list[Constraint | None]:
+    """One grammar state per sequence (compiled here, in a worker thread)."""
+    if spec is None:
         return [None] * n
     try:
-        grammar = ctx.grammars.compile_json_schema(schema)
+        grammar = _compile(ctx, spec)
     except GrammarError as e:
-        raise bad_request(f"The response_format cannot be used: {e}", param="response_format") from e
+        raise bad_request(f"The {spec.param} cannot be used: {e}", param=spec.param) from e
     return [grammar.constraint() for _ in range(n)]
+
+
+def _tool_constraint(ctx: ModelContext, plan: ToolPlan | None) -> StructuredSpec | None:
+    """A required or named tool choice as a grammar in the model's own tool-call format."""
+    if plan is None or not plan.forced:
+        return None
+    return StructuredSpec("grammar", ctx.tool_format.call_grammar(plan.forced, plan.parallel), "tools")
 
 
 # ---- logprobs in OpenAI's two formats ----
@@ -321,7 +370,7 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
     want_logprobs = body.logprobs is not None
     logprobs = 0 if ranked and not want_logprobs else body.logprobs  # best_of ranks by logprobs
     prompt_logprobs = body.logprobs if body.echo else None
-    constraints = await asyncio.to_thread(_constraints, ctx, body.json_schema(), len(prompts) * k)
+    constraints = await asyncio.to_thread(_constraints, ctx, body.structured(), len(prompts) * k)
     seq_prompts, params = [], []
     for p in prompts:
         max_tokens = _max_tokens(body.max_tokens, len(p), ctx.max_model_len, COMPLETIONS_DEFAULT_MAX_TOKENS)
@@ -416,7 +465,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     max_tokens = _max_tokens(body.requested_max_tokens(), len(prompt), ctx.max_model_len, None)
     n = body.choices
     logprobs = body.requested_logprobs()
-    constraints = await asyncio.to_thread(_constraints, ctx, body.json_schema(), n)
+    plan = body.tool_plan()
+    if plan is not None and ctx.tool_format.keep_special_tokens:
+        body.skip_special_tokens = False  # the calls' marker is a control token
+    spec = _tool_constraint(ctx, plan) or body.structured()
+    constraints = await asyncio.to_thread(_constraints, ctx, spec, n)
     params = [
         body.sampling_params(max_tokens, logprobs, ctx.vocab_size, j, constraint=c)
         for j, c in enumerate(constraints)
@@ -427,17 +480,30 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     if body.stream:
         head = {"id": response_id, "object": "chat.completion.chunk", "created": created,
                 "model": state.served_model_name}  # fmt: skip
-        return SSEResponse(_chat_stream(gen, ctx, head, want_logprobs, body.include_usage), gen)
+        return SSEResponse(_chat_stream(gen, ctx, head, want_logprobs, body.include_usage, plan), gen)
     results = await _collect_unless_disconnected(gen, request)
-    choices = [
-        {
-            "index": j,
-            "message": {"role": "assistant", "content": r.text},
-            "logprobs": _chat_logprobs(ctx.tokenizer, r.logprobs) if want_logprobs else None,
-            "finish_reason": r.finish_reason,
-        }
-        for j, r in enumerate(results)
-    ]
+    choices = []
+    for j, r in enumerate(results):
+        message: dict[str, Any] = {"role": "assistant", "content": r.text}
+        finish = r.finish_reason
+        if plan is not None:
+            content, calls = ctx.tool_format.parse_output(r.text)
+            if calls:
+                calls = calls if plan.parallel else calls[:1]
+                message = {
+                    "role": "assistant",
+                    "content": content,
+                    "tool_calls": openai_calls(ctx.tool_format, calls),
+                }
+                finish = "tool_calls"
+        choices.append(
+            {
+                "index": j,
+                "message": message,
+                "logprobs": _chat_logprobs(ctx.tokenizer, r.logprobs) if want_logprobs else None,
+                "finish_reason": finish,
+            }
+        )
     return JSONResponse(
         {
             "id": response_id,
@@ -451,13 +517,19 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
 
 
 async def _chat_stream(
-    gen: Generation, ctx: ModelContext, head: dict[str, Any], want_logprobs: bool, include_usage: bool
+    gen: Generation,
+    ctx: ModelContext,
+    head: dict[str, Any],
+    want_logprobs: bool,
+    include_usage: bool,
+    plan: ToolPlan | None,
 ) -> AsyncIterator[str]:
     def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
         choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return _sse({**head, "choices": [choice]})
 
     completion_tokens = 0
+    calls = None if plan is None else [CallStream(ctx.tool_format, plan.parallel) for _ in gen.prompts]
     try:
         for index in range(len(gen.prompts)):
             yield chunk(index, {"role": "assistant", "content": ""})
@@ -465,10 +537,17 @@ async def _chat_stream(
         async for index, out in gen.outputs():
             completion_tokens += len(out.token_ids)
             logprobs = _chat_logprobs(ctx.tokenizer, out.logprobs) if want_logprobs else None
-            if out.text or logprobs:
-                yield chunk(index, {"content": out.text}, logprobs=logprobs)
+            if calls is None:
+                deltas = [{"content": out.text}] if out.text else []
+            else:
+                deltas = calls[index].feed(out.text, out.finished)
+            if logprobs and not deltas:
+                deltas = [{"content": ""}]
+            for d, delta in enumerate(deltas):
+                yield chunk(index, delta, logprobs=logprobs if d == 0 else None)
             if out.finished:
-                yield chunk(index, {}, finish=str(out.finish_reason))
+                called = calls is not None and calls[index].called
+                yield chunk(index, {}, finish="tool_calls" if called else str(out.finish_reason))
         if include_usage:
             yield _sse({**head, "choices": [], "usage": _usage(len(gen.prompts[0]), completion_tokens)})
         yield "data: [DONE]\n\n"

@@ -1,9 +1,9 @@
 """OpenAI request bodies (pydantic) and their translation into engine :class:`SamplingParams`.
 
 Unknown fields are ignored, as OpenAI-compatible servers do; fields we cannot honour (``suffix``,
-images, tools) are refused with a 400 that names them. ``response_format`` is ``text``,
-``json_object`` or ``json_schema`` (``{"json_schema": {"name", "schema", "strict"}}``; the schema
-nested at most ``MAX_SCHEMA_DEPTH`` levels) and constrains the output with a grammar. Besides OpenAI's
+images) are refused with a 400 that names them. ``response_format``, vLLM's ``structured_outputs``
+and its older ``guided_*`` fields constrain the output with a grammar (:mod:`.structured_request`);
+``tools`` and ``tool_choice`` are checked in :mod:`.tool_request`. Besides OpenAI's
 fields, the engine's extra sampling knobs (``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos``,
 ``stop_token_ids``, ``skip_special_tokens``) can be sent, e.g. with the openai client's ``extra_body``.
 
@@ -28,6 +28,8 @@ from pydantic_core import PydanticCustomError
 from cpullm.runtime.sampling import MAX_LOGIT_BIAS, MAX_LOGPROBS, SamplingParams
 
 from .errors import bad_request
+from .structured_request import GUIDED, StructuredSpec, structured_spec
+from .tool_request import MAX_TOOLS, MessageToolCall, ToolPlan, Tools, tool_plan
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's legacy completions default
 MAX_CHOICES = 128  # choices (prompts, or n) in one request: OpenAI's limit on n
@@ -35,11 +37,6 @@ MAX_CHOICES = 128  # choices (prompts, or n) in one request: OpenAI's limit on n
 # 27 ms here), and at a few tokens each of template alone 8192 messages fill most contexts.
 MAX_MESSAGES = 8192
 _STRICT = ConfigDict(strict=True, allow_inf_nan=False)
-# JSON schemas are compiled by native code that recurses into them and holds the GIL while it works:
-# nesting and size are bounded first (real schemas have tens to hundreds of values; a 120,000-value
-# enum took 2.6 s to refuse and stalled /health 0.44 s).
-MAX_SCHEMA_DEPTH = 64
-MAX_SCHEMA_VALUES = 10_000
 
 Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
@@ -77,47 +74,21 @@ class _Sampling(BaseModel):
     stop_token_ids: list[int] | None = None
     skip_special_tokens: bool | None = True
     response_format: dict[str, Any] | None = None
+    structured_outputs: dict[str, Any] | None = None  # vLLM's, and its older names:
+    guided_json: Any = None
+    guided_regex: Any = None
+    guided_choice: Any = None
+    guided_grammar: Any = None
 
     def check_supported(self) -> None:
         if self.stream_options is not None and not self.stream:
             raise bad_request("stream_options is only allowed with stream=true.", param="stream_options")
-        self.json_schema()  # refuses a malformed response_format before any work
+        self.structured()  # refuses a malformed constraint before any work
 
-    def json_schema(self) -> dict[str, Any] | None:
-        """The JSON schema ``response_format`` asks the output to follow; None for plain text."""
-        rf = self.response_format or {}
-        kind = rf.get("type", "text")
-        if kind == "text":
-            return None
-        if kind == "json_object":
-            return {"type": "object"}
-        if kind != "json_schema":
-            raise bad_request(
-                f"response_format type {str(kind)[:40]!r} is not supported; use text, json_object or "
-                "json_schema.",
-                param="response_format.type",
-            )
-        spec = rf.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
-            raise bad_request(
-                'response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}, '
-                "the schema a JSON object.",
-                param="response_format.json_schema",
-            )
-        depth, values = _shape(schema)
-        if values > MAX_SCHEMA_VALUES:
-            raise bad_request(
-                f"The JSON schema holds {values} values, more than {MAX_SCHEMA_VALUES}; "
-                "send a smaller schema (a long enum is better as a pattern or a plain string).",
-                param="response_format.json_schema",
-            )
-        if depth > MAX_SCHEMA_DEPTH:
-            raise bad_request(
-                f"The JSON schema nests more than {MAX_SCHEMA_DEPTH} levels deep; flatten it.",
-                param="response_format.json_schema",
-            )
-        return schema
+    def structured(self) -> StructuredSpec | None:
+        """The output constraint the request asks for (None for plain text)."""
+        guided = {k: getattr(self, k) for k in GUIDED}
+        return structured_spec(self.response_format, self.structured_outputs, guided)
 
     @property
     def include_usage(self) -> bool:
@@ -179,19 +150,6 @@ class _Sampling(BaseModel):
             message = str(e)
             named = [name for name in options if name in message]  # the field the message is about
             raise bad_request(message, param=max(named, key=len) if named else None) from e
-
-
-def _shape(value: Any) -> tuple[int, int]:
-    """(how deeply lists and objects nest in ``value``, how many values it holds); iterative, so no
-    recursion on hostile input."""
-    deepest, count, stack = 0, 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        count += 1
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest, count
 
 
 Prompt = str | list[str] | list[int] | list[list[int]]
@@ -284,6 +242,8 @@ class ChatMessage(BaseModel):
     role: str
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: Annotated[list[MessageToolCall], Field(max_length=MAX_TOOLS)] | None = None
+    tool_call_id: str | None = None
 
     def as_template_message(self, index: int) -> dict[str, Any]:
         content = self.content
@@ -307,7 +267,9 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: Count | None = None
     logprobs: bool | None = False
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
-    tools: list[Any] | None = None  # refused when present; not validated item by item
+    tools: Tools | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     add_generation_prompt: bool | None = True
 
     @field_validator("messages", mode="before")
@@ -317,10 +279,18 @@ class ChatCompletionRequest(_Sampling):
 
     def check_supported(self) -> None:
         super().check_supported()
-        if self.tools:
-            raise bad_request("tools (function calling) are not supported by this server.", param="tools")
+        plan = self.tool_plan()
+        if plan is not None and self.structured() is not None:
+            raise bad_request(
+                "A request cannot both call tools and constrain its text (response_format or "
+                'structured_outputs); send tool_choice "none", or leave the constraint out.',
+                param="tool_choice",
+            )
         if self.top_logprobs is not None and not self.logprobs:
             raise bad_request("top_logprobs needs logprobs=true.", param="top_logprobs")
+
+    def tool_plan(self) -> ToolPlan | None:
+        return tool_plan(self.tools, self.tool_choice, self.parallel_tool_calls)
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -340,6 +310,10 @@ class TokenizeRequest(BaseModel):
     add_special_tokens: bool | None = None  # prompt: default true; messages: see tokenize_api
     add_generation_prompt: bool | None = True
     return_token_strs: bool | None = False
+    tools: Tools | None = None  # rendered with the messages, as in a chat request
+
+    def tool_plan(self) -> ToolPlan | None:
+        return tool_plan(self.tools, None, None)
 
     @field_validator("messages", mode="before")
     @classmethod

@@ -2,7 +2,7 @@
 under ``/v1`` and ``/openai/v1``), and ``/version``.
 
 ``/tokenize`` takes ``{"prompt": text, "add_special_tokens": true}`` or ``{"messages": [...],
-"add_generation_prompt": true}`` and answers ``{"count", "max_model_len", "tokens"}`` (plus
+"add_generation_prompt": true, "tools": [...]}`` and answers ``{"count", "max_model_len", "tokens"}`` (plus
 ``token_strs``, the vocabulary's pieces, with ``return_token_strs``). The messages form gives the very
 ids ``/chat/completions`` feeds the model (the chat template and the model's BOS setting decide the
 special tokens; ``add_special_tokens: true`` makes sure the BOS token leads). A text that cannot fit

@@ -209,15 +209,22 @@ def _moe(config: ModelConfig, w: Weights, p: str, h: np.ndarray) -> np.ndarray:
     return out
 
 
+def hidden_states(config: ModelConfig, weights: Weights, tokens: Sequence[int]) -> np.ndarray:
+    """The final hidden states float64[T, d_model] (after the final norm) of ``tokens`` at 0..T-1."""
+    return forward(config, weights, tokens, hidden=True)
+
+
 def forward(
     config: ModelConfig,
     weights: Weights,
     tokens: Sequence[int],
     last_only: bool = False,
     context: int | None = None,
+    hidden: bool = False,
 ) -> np.ndarray:
     """Logits float64[T, vocab] (``[1, vocab]`` with ``last_only``) for ``tokens`` at positions 0..T-1, in
-    a run of ``context`` positions (default: the model's; it picks LongRoPE's factors)."""
+    a run of ``context`` positions (default: the model's; it picks LongRoPE's factors); with ``hidden``, the
+    final hidden states instead."""
     ids = np.asarray(tokens, dtype=np.int64)
     if ids.ndim != 1 or ids.size == 0:
         raise ValueError("forward needs a non-empty 1-D list of token ids.")
@@ -235,6 +242,8 @@ def forward(
     if last_only:
         x = x[-1:]
     x = rms_norm(x, weights["output_norm.weight"], config.rms_eps)
+    if hidden:
+        return x
     out = weights["token_embd.weight"] if config.tied_embeddings else weights["output.weight"]
     return soft_cap(x @ out.T, config.final_softcap)  # [T, vocab]
 
