@@ -119,16 +119,37 @@ def folder_as_gguf(path: str | os.PathLike[str], quantization: str | None = None
     names = _gguf_names(stored, spec, hf)
     # Check every name and shape against config.json before reading any weight.
     placeholders = {g: _placeholder(g, stored[h]) for g, h in names.items()}
-    config = _checked_config(GGUFFile(folder, 3, metadata, placeholders, 32, 0), names, hf)
+    config = _checked_config(GGUFFile(folder, 3, metadata, placeholders, 32, 0), spec, hf)
     tensors = {}
     factors = hf.rope_freqs(config)
     if factors is not None:  # the config again, now with the tensor (it sets has_rope_freqs)
         tensors["rope_freqs.weight"] = _encoded("rope_freqs.weight", factors, QT.F32)
         placeholders["rope_freqs.weight"] = tensors["rope_freqs.weight"]
-        config = _checked_config(GGUFFile(folder, 3, metadata, placeholders, 32, 0), names, hf)
+        config = _checked_config(GGUFFile(folder, 3, metadata, placeholders, 32, 0), spec, hf)
     for gname, hname in names.items():
         tensors[gname] = _convert(gname, stored[hname], config, spec, QUANTIZATIONS[qname])
     return GGUFFile(folder, 3, metadata, tensors, 32, 0)
+
+
+# (GGUF key under {arch}., config.json key, kind, required)
+_CONFIG_KEYS: tuple[tuple[str, str, str, bool], ...] = (
+    ("block_count", "num_hidden_layers", "int", True),
+    ("embedding_length", "hidden_size", "int", True),
+    ("feed_forward_length", "intermediate_size", "int", True),
+    ("attention.head_count", "num_attention_heads", "int", True),
+    ("attention.head_count_kv", "num_key_value_heads", "int", False),
+    ("attention.key_length", "head_dim", "int", False),
+    ("attention.value_length", "head_dim", "int", False),
+    ("context_length", "max_position_embeddings", "int", True),
+    ("attention.layer_norm_rms_epsilon", "rms_norm_eps", "number", True),
+    ("rope.freq_base", "rope_theta", "number", False),
+    ("vocab_size", "vocab_size", "int", False),
+)
+_SWA_KEYS = (("attention.sliding_window", "sliding_window", "int", True),)
+_SOFTCAP_KEYS = (
+    ("attn_logit_softcapping", "attn_logit_softcapping", "number", True),
+    ("final_logit_softcapping", "final_logit_softcapping", "number", True),
+)
 
 
 class _HFConfig:
@@ -178,26 +199,9 @@ class _HFConfig:
         """The ``{arch}.*`` GGUF metadata of this config (ranges are checked by ModelConfig)."""
         self._refuse_options(spec)
         md: dict[str, Any] = {"general.architecture": arch}
-        keys = (  # (GGUF key, config.json key, kind, required)
-            ("block_count", "num_hidden_layers", "int", True),
-            ("embedding_length", "hidden_size", "int", True),
-            ("feed_forward_length", "intermediate_size", "int", True),
-            ("attention.head_count", "num_attention_heads", "int", True),
-            ("attention.head_count_kv", "num_key_value_heads", "int", False),
-            ("attention.key_length", "head_dim", "int", False),
-            ("attention.value_length", "head_dim", "int", False),
-            ("context_length", "max_position_embeddings", "int", True),
-            ("attention.layer_norm_rms_epsilon", "rms_norm_eps", "number", True),
-            ("rope.freq_base", "rope_theta", "number", False),
-            ("vocab_size", "vocab_size", "int", False),
-        )
-        if spec.swa_pattern:
-            keys += (("attention.sliding_window", "sliding_window", "int", True),)
-        if spec.softcapping:
-            keys += (
-                ("attn_logit_softcapping", "attn_logit_softcapping", "number", True),
-                ("final_logit_softcapping", "final_logit_softcapping", "number", True),
-            )
+        keys = _CONFIG_KEYS
+        keys += _SWA_KEYS if spec.swa_pattern else ()
+        keys += _SOFTCAP_KEYS if spec.softcapping else ()
         for gguf_key, key, kind, required in keys:
             value = self.get(key, kind, required)
             if value is not None:
@@ -352,8 +356,8 @@ def _read_shards(folder: Path) -> dict[str, SafeTensor]:
     return tensors
 
 
-def _gguf_names(stored: dict[str, SafeTensor], spec: ArchSpec, hf: _HFConfig) -> dict[str, str]:
-    """{GGUF name: HF name} for every stored tensor; ModelFolderError for one with no GGUF counterpart."""
+def _name_maps(spec: ArchSpec, hf: _HFConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """({HF suffix in model.layers.N: GGUF suffix in blk.N}, {HF name: GGUF name} outside the layers)."""
     layer_map = {
         "input_layernorm.weight": "attn_norm.weight",
         "self_attn.o_proj.weight": "attn_output.weight",
@@ -382,6 +386,12 @@ def _gguf_names(stored: dict[str, SafeTensor], spec: ArchSpec, hf: _HFConfig) ->
     top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
     if hf.values.get("tie_word_embeddings") is not True:
         top["lm_head.weight"] = "output.weight"
+    return layer_map, top
+
+
+def _gguf_names(stored: dict[str, SafeTensor], spec: ArchSpec, hf: _HFConfig) -> dict[str, str]:
+    """{GGUF name: HF name} for every stored tensor; ModelFolderError for one with no GGUF counterpart."""
+    layer_map, top = _name_maps(spec, hf)
     names: dict[str, str] = {}
     for hname in stored:
         match = _LAYER.fullmatch(hname)
@@ -400,12 +410,25 @@ def _gguf_names(stored: dict[str, SafeTensor], spec: ArchSpec, hf: _HFConfig) ->
     return names
 
 
+def _hf_name(gname: str, spec: ArchSpec, hf: _HFConfig) -> str | None:
+    """The HF name of GGUF tensor ``gname`` (for error messages), or None."""
+    layer_map, top = _name_maps(spec, hf)
+    for hname, g in top.items():
+        if g == gname:
+            return hname
+    match = re.fullmatch(r"blk\.(\d+)\.(.+)", gname)
+    for suffix, g in layer_map.items() if match else ():
+        if g == match[2]:
+            return f"model.layers.{match[1]}.{suffix}"
+    return None
+
+
 def _placeholder(gname: str, t: SafeTensor) -> GGUFTensor:
     """A GGUFTensor with the stored tensor's shape, for checks only (its data is not converted)."""
     return GGUFTensor(gname, _STORED_TYPES[t.dtype], tuple(reversed(t.shape)), 0, t.data)
 
 
-def _checked_config(draft: GGUFFile, names: dict[str, str], hf: _HFConfig) -> ModelConfig:
+def _checked_config(draft: GGUFFile, spec: ArchSpec, hf: _HFConfig) -> ModelConfig:
     """The ModelConfig of the folder, with every tensor checked against it (errors name HF tensors)."""
     from cpullm.model.model_file import check_tensor_shapes
 
@@ -416,14 +439,19 @@ def _checked_config(draft: GGUFFile, names: dict[str, str], hf: _HFConfig) -> Mo
         raise
     except GGUFError as e:
         message = str(e)
-        for gname, hname in names.items():
-            message = message.replace(f"'{gname}'", f"'{hname}' (cpullm's '{gname}')")
+        for gname in re.findall(r"'([a-z_.0-9]+\.(?:weight|bias))'", message):
+            hname = _hf_name(gname, spec, hf)
+            if hname is not None:
+                message = message.replace(f"'{gname}'", f"'{hname}' (cpullm's '{gname}')")
+        for gguf_key, key, _, _ in _CONFIG_KEYS + _SWA_KEYS + _SOFTCAP_KEYS:  # name config.json's keys
+            message = message.replace(f"metadata '{draft.architecture}.{gguf_key}'", f"config.json's '{key}'")
         raise ModelFolderError(message) from None
     expected = config.expected_tensor_shapes()
-    unused = [h for g, h in names.items() if g not in expected]
+    unused = [g for g in draft.tensors if g not in expected]
     if unused:
+        culprit = _hf_name(unused[0], spec, hf) or unused[0]
         raise ModelFolderError(
-            f"{hf.path.parent}: tensor {unused[0]!r} is not used by a {config.arch} model of this config "
+            f"{hf.path.parent}: tensor {culprit!r} is not used by a {config.arch} model of this config "
             "(an unsupported option). Use a checkpoint without it."
         )
     if config.arch == "gemma2":
