@@ -11,7 +11,7 @@ Public API
     (:mod:`cpullm.model.safetensors_file`) and converted one tensor at a time: 2-D matrices to
     ``quantization`` (see :data:`QUANTIZATIONS`; default :data:`DEFAULT_QUANTIZATION`) with
     ``gguf.quants.quantize``; norms and biases to F32.
-``read_json(path, what, max_bytes)``, ``ModelFolderError`` (a :class:`GGUFError`).
+``read_text``, ``read_json(path, what, max_bytes)``, ``ModelFolderError`` (a :class:`GGUFError`).
 
 The mapping follows llama.cpp's converter: config.json's ``architectures`` name picks the row of
 :data:`cpullm.model.config.ARCHITECTURES` (its ``hf_names``); HF hyperparameters become ``{arch}.*``
@@ -81,8 +81,8 @@ def is_model_folder(path: str | os.PathLike[str]) -> bool:
     return Path(path).is_dir() and (Path(path) / CONFIG_FILE).is_file()
 
 
-def read_json(path: Path, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> dict[str, Any]:
-    """The JSON object in ``path``; ModelFolderError if it is missing, too big or not an object."""
+def read_text(path: Path, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of ``path``; ModelFolderError if it is missing, unreadable or over ``max_bytes``."""
     try:
         with open(path, "rb") as f:
             raw = f.read(max_bytes + 1)
@@ -93,8 +93,19 @@ def read_json(path: Path, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> dict[
     if len(raw) > max_bytes:
         raise ModelFolderError(f"{path}: the {what} is over {max_bytes} bytes; it is not a real one.")
     try:
-        value = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ModelFolderError(f"{path}: the {what} is not UTF-8 text ({e}).") from None
+
+
+def read_json(
+    path: Path, what: str, max_bytes: int = MAX_CONFIG_BYTES, text: str | None = None
+) -> dict[str, Any]:
+    """The JSON object in ``path`` (or in ``text``, read from it); ModelFolderError if it is missing, too
+    big or not an object."""
+    try:
+        value = json.loads(read_text(path, what, max_bytes) if text is None else text)
+    except (json.JSONDecodeError, RecursionError) as e:
         raise ModelFolderError(f"{path}: the {what} is not valid JSON ({e}).") from None
     if not isinstance(value, dict):
         raise ModelFolderError(f"{path}: the {what} must be a JSON object.")
