@@ -362,3 +362,54 @@ def test_gemma2_attention_scale_must_be_the_one_cpullm_uses(work):
     folder = write_tiny_hf_folder(work / "gemma-scale", spec, config_overrides={"query_pre_attn_scalar": 7})
     with pytest.raises(ModelFolderError, match="'query_pre_attn_scalar' is 7; expected 64"):
         ModelFile.open(folder)
+
+
+def test_sentencepiece_style_tokenizer_json(work):
+    """A tokenizer.json with byte fallback (Llama 2, Mistral, Gemma): byte, unknown and control token
+    types, the space prefix decoding drops, and streaming, as from the GGUF of the same vocabulary."""
+    from cpullm.model.tokenizer import IncrementalDecoder
+
+    spec = TinySpec(tied=False, tokenizer="llama", add_bos=True, chat_template=None)
+    gguf = ModelFile.open(write_tiny_gguf(work / "spm.gguf", spec))
+    a = gguf.tokenizer()
+    folder = write_tiny_hf_folder(work / "spm", spec)
+    a._hf.save(str(folder / "tokenizer.json"))  # the same pieces, merges, normalizer and decoder as a file
+    model = json.loads((folder / "tokenizer.json").read_text())["model"]
+    _edit_json(folder / "tokenizer.json", model={**model, "unk_token": "<unk>"})  # as Llama 2's file
+    (folder / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>"}))
+    b = ModelFile.open(folder).tokenizer()
+    assert b.kind == "llama" and b.token_types == a.token_types and b.add_space_prefix
+    assert (b.bos_id, b.eos_id, b.eog_ids) == (a.bos_id, a.eos_id, a.eog_ids)
+    assert not b.add_bos  # nothing says to add BOS: not tokenizer_config.json, not a post-processor
+    for text in ["hello world", "the capital of Ünïcode 42!", "  two spaces"]:
+        ids = a.encode(text, add_special=False)
+        assert b.encode(text) == ids and b.decode(ids) == a.decode(ids)
+        stream = IncrementalDecoder(b)
+        assert "".join(stream.push(i) for i in ids) + stream.flush() == a.decode(ids)
+
+
+def test_normalizers_that_shorten_text_loosen_the_prompt_bound(good_folder, tmp_path):
+    from cpullm.server.prompt_limits import NFC_SHRINK, max_bytes_per_token
+
+    base = ModelFile.open(good_folder).tokenizer()
+    assert base.normalization == "none"
+    bounds = {}
+    for name, normalizer in {
+        "nfc": {"type": "NFC"},
+        "other": {"type": "Strip", "strip_left": True, "strip_right": True},
+    }.items():
+        folder = tmp_path / name
+        shutil.copytree(good_folder, folder)
+        _edit_json(folder / "tokenizer.json", normalizer=normalizer)
+        tokenizer = ModelFile.open(folder).tokenizer()
+        assert tokenizer.normalization == name
+        bounds[name] = max_bytes_per_token(tokenizer, None)
+    assert bounds == {"nfc": NFC_SHRINK * max_bytes_per_token(base, None), "other": None}
+
+
+def test_untied_config_needs_lm_head(good_folder, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(good_folder, folder)  # good_folder is tied: no lm_head.weight
+    _edit_json(folder / "config.json", tie_word_embeddings=False)
+    with pytest.raises(ModelFolderError, match=r"no shard holds 'lm_head\.weight'"):
+        ModelFile.open(folder)

@@ -169,8 +169,8 @@ def write_tiny_hf_folder(
     spec = spec or TinySpec()
     folder.mkdir(parents=True, exist_ok=True)
     tok = hf_tokenizer()
-    vocab_size = tok.get_vocab_size()
     weights = hf_weights(spec)
+    vocab_size = len(weights["model.embed_tokens.weight"])  # the tokenizer's, or spec.embedding_rows
     names = list(weights)
     weight_map = {}
     for s in range(n_shards):

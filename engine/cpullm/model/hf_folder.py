@@ -403,6 +403,11 @@ def _name_maps(spec: ArchSpec, hf: _HFConfig) -> tuple[dict[str, str], dict[str,
 def _gguf_names(stored: dict[str, SafeTensor], spec: ArchSpec, hf: _HFConfig) -> dict[str, str]:
     """{GGUF name: HF name} for every stored tensor; ModelFolderError for one with no GGUF counterpart."""
     layer_map, top = _name_maps(spec, hf)
+    if hf.values.get("tie_word_embeddings") is False and "lm_head.weight" not in stored:
+        raise ModelFolderError(
+            f"{hf.path.parent}: config.json says the output projection is not tied to the embeddings "
+            "('tie_word_embeddings': false), but no shard holds 'lm_head.weight'. The folder is incomplete."
+        )
     names: dict[str, str] = {}
     for hname in stored:
         match = _LAYER.fullmatch(hname)

@@ -103,7 +103,8 @@ def tokenizer_from_folder(folder: str | Path, vocab_size: int) -> Tokenizer:
         ),
     )
     kind = "llama" if byte_fallback else "gpt2"
-    return Tokenizer(hf, lambda: _build(path, json.dumps(plain)), tokens, types, kind, specials)
+    build_plain = lambda: _build(path, json.dumps(plain))  # noqa: E731
+    return Tokenizer(hf, build_plain, tokens, types, kind, specials, _normalization(data.get("normalizer")))
 
 
 def _build(path: Path, text: str) -> HFTokenizer:
@@ -133,7 +134,7 @@ def _token_table(
                 f"{path}: token {text[:40]!r} has id {i!r}, outside the model's vocabulary of {vocab_size} "
                 "(config.json's vocab_size, the embedding's rows)."
             )
-        if kind == NORMAL and text == unk:
+        if text == unk:  # an added special token too, in Llama 2's file
             kind = UNKNOWN
         elif (
             kind == NORMAL and byte_fallback and len(text) == 6 and text.startswith("<0x") and text[-1] == ">"
@@ -156,6 +157,28 @@ def _special_id(hf: HFTokenizer, token: Any, fallback: Any, vocab_size: int) -> 
 def _ids(value: Any) -> list[int]:
     values = value if isinstance(value, list) else [value]
     return [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
+
+
+def _normalization(normalizer: Any) -> str:
+    """What the normalizer does to a text's length (see ``Tokenizer.normalization``): "none" for nothing
+    that shortens it (SentencePiece's space-to-▁ replacement, a prepended ▁), "nfc", or "other"."""
+    if normalizer is None:
+        return "none"
+    if not isinstance(normalizer, dict):
+        return "other"
+    kind = normalizer.get("type")
+    if kind == "Sequence":
+        parts = [_normalization(n) for n in normalizer.get("normalizers") or []]
+        return "other" if "other" in parts else "nfc" if "nfc" in parts else "none"
+    if kind == "NFC":
+        return "nfc"
+    if kind == "Prepend" or (
+        kind == "Replace"
+        and normalizer.get("pattern") == {"String": " "}
+        and normalizer.get("content") == SPM_SPACE
+    ):
+        return "none"
+    return "other"
 
 
 def _has_type(component: Any, kind: str) -> bool:

@@ -142,6 +142,7 @@ class Tokenizer:
         token_types: Sequence[int],
         kind: str,
         specials: SpecialTokens,
+        normalization: str = "none",
     ) -> None:
         self._hf = hf  # control tokens matched atomically
         self._build_plain = build_plain
@@ -154,6 +155,9 @@ class Tokenizer:
         self.add_bos, self.add_eos = specials.add_bos, specials.add_eos
         self.add_space_prefix = specials.add_space_prefix
         self.eog_ids = specials.eog_ids
+        # What the text goes through before it is split, for bounds on its token count: "none" (nothing
+        # that shortens it), "nfc" (Unicode NFC), or "other" (a normalizer that may shorten it by any amount)
+        self.normalization = normalization
         self._token_bytes: list[bytes] | None = None
 
     @classmethod
@@ -210,7 +214,9 @@ class Tokenizer:
                 tokens, types, {gguf.get_token_id(name, n) for name in ("eos", "eot", "eom")}
             ),
         )
-        return cls(build(True), lambda: build(False), tokens, types, kind, specials)
+        nfc = kind == "gpt2" and gguf.get_str("tokenizer.ggml.pre", "default") in _NFC_PRE
+        normalization = "nfc" if nfc else "none"
+        return cls(build(True), lambda: build(False), tokens, types, kind, specials, normalization)
 
     @property
     def vocab_size(self) -> int:
