@@ -413,3 +413,30 @@ def test_untied_config_needs_lm_head(good_folder, tmp_path):
     _edit_json(folder / "config.json", tie_word_embeddings=False)
     with pytest.raises(ModelFolderError, match=r"no shard holds 'lm_head\.weight'"):
         ModelFile.open(folder)
+
+
+def test_corrupt_safetensors_headers_are_refused_not_crashed(good_folder, tmp_path):
+    """Bytes of a shard's header (and its first data) changed at random, a deeply nested header: each
+    either opens or raises ModelFolderError, never anything else."""
+    shard = _shard(good_folder)
+    raw = shard.read_bytes()
+    (n,) = struct.unpack_from("<Q", raw)
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "model"
+    shutil.copytree(good_folder, folder)
+    target = folder / shard.name
+    refused = 0
+    for _ in range(150):
+        mutated = bytearray(raw)
+        for pos in rng.integers(0, 8 + n + 64, size=int(rng.integers(1, 4))):
+            mutated[pos] = int(rng.integers(0, 256))
+        target.write_bytes(mutated)
+        try:
+            ModelFile.open(folder)
+        except ModelFolderError:
+            refused += 1
+    assert refused > 50  # most header edits break it (a changed digit in a shape, a quote, the length)
+    nested = b"[" * 100_000 + b"]" * 100_000
+    target.write_bytes(struct.pack("<Q", len(nested)) + nested)
+    with pytest.raises(ModelFolderError, match="not valid JSON"):
+        ModelFile.open(folder)

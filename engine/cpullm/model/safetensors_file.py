@@ -79,7 +79,7 @@ class SafetensorsFile:
             )
         try:
             header = json.loads(bytes(buf[8 : 8 + n]).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise SafetensorsError(
                 f"{path}: the header is not valid JSON ({e}). The file is corrupt."
             ) from None
