@@ -277,6 +277,10 @@ BAD_FOLDERS = {
         lambda f: _edit_json(f / "config.json", num_hidden_layers=2),
         "config.json's 'num_hidden_layers' is 2",
     ),
+    "huge-eps": (
+        lambda f: _edit_json(f / "config.json", rms_norm_eps=1e300),
+        "config.json's 'rms_norm_eps' is 1e+300; expected the RMSNorm epsilon",
+    ),
     "config-not-json": (
         lambda f: (f / "config.json").write_text("{not json"),
         "config.json is not valid JSON",

@@ -216,8 +216,7 @@ class _HFConfig:
         for gguf_key, key, kind, required in keys:
             value = self.get(key, kind, required)
             if value is not None:
-                # GGUF keeps these as float32: so does the converted metadata (the same model either way)
-                md[f"{arch}.{gguf_key}"] = float(np.float32(value)) if kind == "number" else value
+                md[f"{arch}.{gguf_key}"] = _as_float32(value) if kind == "number" else value
         scaling = self._rope_scaling()
         if scaling is not None and scaling[0] == "linear":
             md[f"{arch}.rope.scaling.type"] = "linear"
@@ -301,6 +300,13 @@ class _HFConfig:
             np.where(wavelen > orig / low, factor, 1 / ((1 - smooth) / factor + smooth)),
         )
         return factors.astype(np.float32)
+
+
+def _as_float32(value: float) -> float:
+    """``value`` rounded to float32, as GGUF stores it (the same model either way); one outside float32's
+    range is kept as it is, for ModelConfig's range check to name."""
+    value = float(value)
+    return float(np.float32(value)) if abs(value) <= float(np.finfo(np.float32).max) else value
 
 
 def _chat_template_metadata(folder: Path) -> dict[str, Any]:
