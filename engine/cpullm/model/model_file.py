@@ -2,39 +2,61 @@
 
 Public API
 ----------
-``ModelFile.open(path)`` -> ``ModelFile`` with ``.gguf`` (:class:`GGUFFile`), ``.config``
-(:class:`ModelConfig`) and ``.tensor(name)``. It raises :class:`GGUFError` (a ``ValueError``) when the
-file is not GGUF v2/v3, is truncated or corrupt, has an unsupported architecture, inconsistent or
-out-of-range hyperparameters, or lacks a required tensor or has one with the wrong shape; every message
-names the file and the culprit. Tensor types are checked against the native library that will run the
-file (its own table) when ``NativeModel`` loads it. Validation is O(metadata + tensors): weights are
-never read, except the few values of ``rope_freqs.weight``.
+``ModelFile.open(path, quantization=None)`` -> ``ModelFile`` with ``.gguf`` (:class:`GGUFFile`), ``.config``
+(:class:`ModelConfig`), ``.tensor(name)`` and ``.tokenizer()``. ``path`` is a GGUF file or a Hugging Face
+model folder (``config.json`` + safetensors, opened by :mod:`cpullm.model.hf_folder` as the GGUF it
+converts to, its 2-D weights quantized at load to ``quantization``; ``.folder`` is then its path).
+It raises :class:`GGUFError` (a ``ValueError``) when the file is not GGUF v2/v3, is truncated or corrupt,
+has an unsupported architecture, inconsistent or out-of-range hyperparameters, or lacks a required tensor or
+has one with the wrong shape; every message names the file and the culprit. Tensor types are checked
+against the native library that will run the file (its own table) when ``NativeModel`` loads it.
+Validation is O(metadata + tensors): weights are never read, except the few values of ``rope_freqs.weight``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from gguf import quants
 
 from cpullm.model.config import LONGROPE_TENSORS, OPTIONAL_TENSORS, ModelConfig
 from cpullm.model.gguf_file import GGUFError, GGUFFile, GGUFTensor
+from cpullm.model.hf_folder import folder_as_gguf, is_model_folder
+from cpullm.model.hf_tokenizer import tokenizer_from_folder
+from cpullm.model.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
 class ModelFile:
     gguf: GGUFFile
     config: ModelConfig
+    folder: Path | None = None  # a Hugging Face folder's path; None for a GGUF file
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> ModelFile:
-        gguf = GGUFFile.open(path)
+    def open(cls, path: str | os.PathLike[str], quantization: str | None = None) -> ModelFile:
+        folder = Path(path) if is_model_folder(path) else None
+        if folder is not None:
+            gguf = folder_as_gguf(folder, quantization)
+        elif quantization is not None:
+            raise GGUFError(
+                f"{path}: quantization applies to Hugging Face model folders; a GGUF file runs in the types "
+                "it is stored in. Drop the option, or quantize the file with llama.cpp's llama-quantize."
+            )
+        else:
+            gguf = GGUFFile.open(path)
         config = ModelConfig.from_gguf(gguf)  # checks the architecture first
         check_tensor_shapes(gguf, config)
         check_rope_freqs(gguf)
-        return cls(gguf, config)
+        return cls(gguf, config, folder)
+
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer: from the GGUF metadata, or a folder's tokenizer.json."""
+        if self.folder is None:
+            return Tokenizer.from_gguf(self.gguf)
+        return tokenizer_from_folder(self.folder, self.config.vocab_size)
 
     def tensor(self, name: str) -> GGUFTensor:
         try:

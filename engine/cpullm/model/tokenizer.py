@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -117,6 +118,19 @@ def bytes_to_unicode() -> dict[int, str]:
     return table
 
 
+@dataclass(frozen=True)
+class SpecialTokens:
+    """What a tokenizer adds around a text and what ends generation."""
+
+    bos_id: int | None
+    eos_id: int | None
+    add_bos: bool
+    add_eos: bool
+    # SentencePiece-style: a space was put before the text, which decoding drops again
+    add_space_prefix: bool
+    eog_ids: frozenset[int]  # token ids that end generation
+
+
 class Tokenizer:
     """Encode/decode text for one GGUF model; see the module docstring."""
 
@@ -127,7 +141,8 @@ class Tokenizer:
         tokens: Sequence[str],
         token_types: Sequence[int],
         kind: str,
-        gguf: GGUFFile,
+        specials: SpecialTokens,
+        normalization: str = "none",
     ) -> None:
         self._hf = hf  # control tokens matched atomically
         self._build_plain = build_plain
@@ -135,14 +150,14 @@ class Tokenizer:
         self._hf_plain: HFTokenizer | None = None
         self.tokens = list(tokens)
         self.token_types = list(token_types)
-        self.kind = kind
-        n = len(self.tokens)
-        self.bos_id = gguf.get_token_id("bos", n)
-        self.eos_id = gguf.get_token_id("eos", n)
-        self.add_bos = gguf.get_bool("tokenizer.ggml.add_bos_token", kind == "llama")
-        self.add_eos = gguf.get_bool("tokenizer.ggml.add_eos_token", False)
-        self.add_space_prefix = kind == "llama" and gguf.get_bool("tokenizer.ggml.add_space_prefix", True)
-        self.eog_ids = _end_of_generation_ids(self.tokens, self.token_types, gguf)
+        self.kind = kind  # "gpt2" (byte-level BPE) or "llama" (SentencePiece-style pieces and byte tokens)
+        self.bos_id, self.eos_id = specials.bos_id, specials.eos_id
+        self.add_bos, self.add_eos = specials.add_bos, specials.add_eos
+        self.add_space_prefix = specials.add_space_prefix
+        self.eog_ids = specials.eog_ids
+        # What the text goes through before it is split, for bounds on its token count: "none" (nothing
+        # that shortens it), "nfc" (Unicode NFC), or "other" (a normalizer that may shorten it by any amount)
+        self.normalization = normalization
         self._token_bytes: list[bytes] | None = None
 
     @classmethod
@@ -188,7 +203,20 @@ class Tokenizer:
             raise GGUFError(
                 f"{gguf.path}: tokenizer model {kind!r} is not supported (supported: gpt2, llama)."
             )
-        return cls(build(True), lambda: build(False), tokens, types, kind, gguf)
+        n = len(tokens)
+        specials = SpecialTokens(
+            bos_id=special["bos"],
+            eos_id=special["eos"],
+            add_bos=gguf.get_bool("tokenizer.ggml.add_bos_token", kind == "llama"),
+            add_eos=gguf.get_bool("tokenizer.ggml.add_eos_token", False),
+            add_space_prefix=kind == "llama" and gguf.get_bool("tokenizer.ggml.add_space_prefix", True),
+            eog_ids=end_of_generation_ids(
+                tokens, types, {gguf.get_token_id(name, n) for name in ("eos", "eot", "eom")}
+            ),
+        )
+        nfc = kind == "gpt2" and gguf.get_str("tokenizer.ggml.pre", "default") in _NFC_PRE
+        normalization = "nfc" if nfc else "none"
+        return cls(build(True), lambda: build(False), tokens, types, kind, specials, normalization)
 
     @property
     def vocab_size(self) -> int:
@@ -419,14 +447,16 @@ def _spm_token_bytes(tok: str, kind: int) -> bytes:
     return tok.replace(SPM_SPACE, " ").encode("utf-8")
 
 
-def _end_of_generation_ids(tokens: list[str], types: list[int], gguf: GGUFFile) -> frozenset[int]:
-    ids = {gguf.get_token_id(name, len(tokens)) for name in ("eos", "eot", "eom")} - {None}
+def end_of_generation_ids(tokens: list[str], types: list[int], named: Iterable[int | None]) -> frozenset[int]:
+    """The ``named`` ids (EOS, EOT, EOM: None when absent) and the control tokens whose text is a known
+    end-of-turn marker, as llama.cpp does."""
+    ids = {i for i in named if i is not None}
     ids |= {
         i
         for i, (t, k) in enumerate(zip(tokens, types, strict=True))
         if k == CONTROL and t in _END_OF_TURN_TEXTS
     }
-    return frozenset(i for i in ids if i is not None)
+    return frozenset(ids)
 
 
 def _is_hex(text: str) -> bool:

@@ -3,8 +3,9 @@
 Public API
 ----------
 ``Engine(model_path=None, threads=None, kv_cache_gb=None, max_num_seqs=16, max_model_len=None, ...)``
-    Loads the model (default: the SmolLM2 GGUF, see :mod:`cpullm.model.default_model`), its tokenizer and chat
-    template, and a paged KV cache capped at ``kv_cache_gb``.
+    Loads the model (default: the SmolLM2 GGUF, see :mod:`cpullm.model.default_model`; or a Hugging Face
+    folder, quantized at load to ``quantization``), its tokenizer and chat template, and a paged KV cache
+    capped at ``kv_cache_gb``.
 ``Engine.add_request(request_id, prompt_ids, params) -> None``
     Queue a request; raises ``ValueError`` for an empty prompt or one that does not fit the context.
 ``Engine.step() -> list[StepOutput]``
@@ -40,7 +41,6 @@ import numpy as np
 
 from cpullm.model.hub import resolve_model
 from cpullm.model.model_file import ModelFile
-from cpullm.model.tokenizer import Tokenizer
 from cpullm.native.runner import NativeModel, SeqChunk
 from cpullm.native.threads import default_threads, usable_cores
 from cpullm.runtime.kv_blocks import BlockManager, BlockTable, OutOfBlocks
@@ -111,11 +111,12 @@ class Engine:
         block_size: int = DEFAULT_BLOCK_SIZE,
         step_tokens: int = DEFAULT_STEP_TOKENS,
         kv_dtype: str = "f16",
+        quantization: str | None = None,
     ) -> None:
         # A path, None (the default model) or a Hub reference (org/repo[:QUANT], fetched here).
-        self.model_file = ModelFile.open(resolve_model(model_path))
+        self.model_file = ModelFile.open(resolve_model(model_path), quantization)
         self.config = self.model_file.config
-        self.tokenizer = Tokenizer.from_gguf(self.model_file.gguf)
+        self.tokenizer = self.model_file.tokenizer()
         self.threads = threads or default_threads()
         self.max_model_len = min(max_model_len or self.config.context_length, self.config.context_length)
         self.model = NativeModel(self.model_file, threads=self.threads, context=self.max_model_len)

@@ -56,6 +56,7 @@ def default_engine_factory(settings: ServerSettings, model_path: Path | str | No
             kv_cache_gb=settings.kv_cache_gb,
             max_num_seqs=settings.max_num_seqs,
             max_model_len=settings.max_model_len,
+            quantization=settings.quantization,
         )
 
     return build

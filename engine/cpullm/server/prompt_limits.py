@@ -5,10 +5,13 @@ is refused from its length alone: no token stands for more than ``L`` bytes of i
 the longest token of the vocabulary in bytes, so a text of ``B`` UTF-8 bytes has at least
 ``ceil(B / L)`` tokens. Two cases need care:
 
-- tokenizers that normalize with NFC first (``tokenizer.ggml.pre`` qwen2, deepseek-r1-qwen) may
+- tokenizers that normalize with NFC first (``tokenizer.ggml.pre`` qwen2, deepseek-r1-qwen, or a
+  Hugging Face tokenizer.json whose normalizer is NFC: ``Tokenizer.normalization``) may
   shrink the text before it is split: one character's canonical decomposition is at most 3x its
   composed UTF-8 length (U+0390), a little more when singletons spell its parts, so ``L`` is taken
   ``NFC_SHRINK`` times;
+- a tokenizer.json normalizer that may shorten text by any amount (``normalization`` "other", e.g.
+  Strip or NFKC): no bound;
 - a SentencePiece vocabulary without byte tokens fuses unknown characters into one ``<unk>`` of any
   length: no bound, every text is tokenized (the request body limit still bounds it).
 """
@@ -26,10 +29,13 @@ NFC_SHRINK = 4
 
 def max_bytes_per_token(tokenizer: Tokenizer, pre_tokenizer: object) -> int | None:
     """The most bytes of input text one token can stand for; ``None`` when nothing bounds it."""
-    if tokenizer.kind == "llama" and BYTE not in tokenizer.token_types:
+    if (
+        tokenizer.kind == "llama" and BYTE not in tokenizer.token_types
+    ) or tokenizer.normalization == "other":
         return None
     longest = max(len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size))
-    return max(longest, 1) * (NFC_SHRINK if pre_tokenizer in _NFC_PRE else 1)
+    nfc = pre_tokenizer in _NFC_PRE or tokenizer.normalization == "nfc"
+    return max(longest, 1) * (NFC_SHRINK if nfc else 1)
 
 
 class ContextBoundTokenizer:

@@ -10,8 +10,9 @@ turn on TLS; both are loaded once at startup, so a wrong path or a key that does
 certificate is refused with a sentence before the model loads. ``allowed_origins`` lists the
 origins browsers may call the API from (CORS); none by default, ``*`` for any
 (``CPULLM_ALLOWED_ORIGINS`` is comma-separated).
-``resolve_model_path(path)`` accepts a ``.gguf`` file or a folder holding exactly one (KServe mounts
-the model's storage as a folder at ``/mnt/models``).
+``resolve_model_path(path)`` accepts a ``.gguf`` file, a folder holding exactly one (KServe mounts
+the model's storage as a folder at ``/mnt/models``), or a Hugging Face model folder (one with a
+``config.json``; ``quantization`` then picks the type its weights are converted to at load).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class ServerSettings:
     kv_cache_gb: float = 1.0
     max_model_len: int | None = None  # None = the model's context length
     threads: int | None = None  # None = the usable cores
+    quantization: str | None = None  # a Hugging Face folder's weights at load; None = hf_folder's default
     log_level: str = "info"
     # Request and connection limits; see cli_serve's help for why these defaults.
     max_request_bytes: int = 4 << 20
@@ -87,6 +89,13 @@ class ServerSettings:
             raise SettingsError(f"max_model_len must be at least 2 tokens, got {self.max_model_len}.")
         if self.threads is not None and self.threads < 1:
             raise SettingsError(f"threads must be at least 1, got {self.threads}.")
+        if self.quantization is not None:
+            from cpullm.model.hf_folder import QUANTIZATIONS
+
+            if self.quantization.lower() not in QUANTIZATIONS:
+                raise SettingsError(
+                    f"quantization must be one of {', '.join(QUANTIZATIONS)}; got {self.quantization!r}."
+                )
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}; got {self.log_level!r}.")
         if self.max_request_bytes < 1024:
@@ -203,9 +212,10 @@ def env_names() -> list[str]:
 
 
 def resolve_model_path(model: str | os.PathLike[str]) -> Path:
-    """The GGUF file to load: ``model`` itself, or the single ``.gguf`` file inside a folder."""
+    """The model to load: ``model`` itself (a file, or a Hugging Face folder), or the single ``.gguf``
+    file inside another folder."""
     path = Path(model)
-    if path.is_file():
+    if path.is_file() or (path / "config.json").is_file():  # a GGUF file or a Hugging Face folder
         return path
     if path.is_dir():
         found = sorted(p for p in path.rglob("*.gguf") if p.is_file())
