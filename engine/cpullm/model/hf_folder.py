@@ -157,10 +157,7 @@ _CONFIG_KEYS: tuple[tuple[str, str, str, bool], ...] = (
     ("vocab_size", "vocab_size", "int", False),
 )
 _SWA_KEYS = (("attention.sliding_window", "sliding_window", "int", True),)
-_SOFTCAP_KEYS = (
-    ("attn_logit_softcapping", "attn_logit_softcapping", "number", True),
-    ("final_logit_softcapping", "final_logit_softcapping", "number", True),
-)
+_SOFTCAP_KEYS = ("attn_logit_softcapping", "final_logit_softcapping")  # the same name in both
 
 
 class _HFConfig:
@@ -212,7 +209,11 @@ class _HFConfig:
         md: dict[str, Any] = {"general.architecture": arch}
         keys = _CONFIG_KEYS
         keys += _SWA_KEYS if spec.swa_pattern else ()
-        keys += _SOFTCAP_KEYS if spec.softcapping else ()
+        # Soft-caps the architecture reads: required in config.json where the GGUF has a non-zero default.
+        defaults = (spec.attn_softcap_default, spec.final_softcap_default)
+        keys += tuple(
+            (k, k, "number", bool(d)) for k, d in zip(_SOFTCAP_KEYS, defaults, strict=True) if d is not None
+        )
         for gguf_key, key, kind, required in keys:
             value = self.get(key, kind, required)
             if value is not None:
@@ -465,7 +466,8 @@ def _checked_config(draft: GGUFFile, spec: ArchSpec, hf: _HFConfig) -> ModelConf
             hname = _hf_name(gname, spec, hf)
             if hname is not None:
                 message = message.replace(f"'{gname}'", f"'{hname}' (cpullm's '{gname}')")
-        for gguf_key, key, _, _ in _CONFIG_KEYS + _SWA_KEYS + _SOFTCAP_KEYS:  # name config.json's keys
+        names = [(g, k) for g, k, _, _ in _CONFIG_KEYS + _SWA_KEYS] + [(k, k) for k in _SOFTCAP_KEYS]
+        for gguf_key, key in names:  # name config.json's keys
             message = message.replace(f"metadata '{draft.architecture}.{gguf_key}'", f"config.json's '{key}'")
         raise ModelFolderError(message) from None
     expected = config.expected_tensor_shapes()
