@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -33,6 +34,7 @@ CASES = {
     "qwen2-bias": TinySpec(arch="qwen2"),
     "qwen3": TinySpec(arch="qwen3", head_dim=128),
     "gemma2": TinySpec(arch="gemma2", n_heads=8, n_kv_heads=4),
+    "gemma3": TinySpec(arch="gemma3", rope_theta=1e6),  # five local layers (base 10000), one global
     "phi3": TinySpec(arch="phi3", tied=False),
 }
 
@@ -443,4 +445,20 @@ def test_corrupt_safetensors_headers_are_refused_not_crashed(good_folder, tmp_pa
     nested = b"[" * 100_000 + b"]" * 100_000
     target.write_bytes(struct.pack("<Q", len(nested)) + nested)
     with pytest.raises(ModelFolderError, match="not valid JSON"):
+        ModelFile.open(folder)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("rope_local_base_freq", 5000.0, "'rope_local_base_freq' is 5000.0; expected 10000"),
+        ("sliding_window_pattern", 4, "'sliding_window_pattern' is 4; expected 6"),
+    ],
+)
+def test_gemma3_local_layer_options_are_checked(work, key, value, message):
+    """Gemma 3's local RoPE base and local/global pattern are llama.cpp's fixed ones; a folder that says
+    otherwise is refused by name rather than run wrong."""
+    folder = write_tiny_hf_folder(work / f"gemma3-{key}", TinySpec(arch="gemma3"))
+    _edit_json(folder / "config.json", **{key: value})
+    with pytest.raises(ModelFolderError, match=re.escape(message)):
         ModelFile.open(folder)

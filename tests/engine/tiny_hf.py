@@ -27,6 +27,7 @@ HF_NAMES = {
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
     "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
     "phi3": "Phi3ForCausalLM",
 }
 _LAYER_NAMES = {  # GGUF suffix -> HF suffix (Gemma 2's norms differ, see below)
@@ -71,7 +72,7 @@ def hf_weights(spec: TinySpec) -> dict[str, np.ndarray]:
             _, layer, suffix = name.split(".", 2)
             if spec.arch == "phi3" and suffix == "ffn_up.weight":
                 hname = "mlp.gate_up_proj.weight"  # fused [gate | up]
-            elif spec.arch == "gemma2" and suffix in _GEMMA2_NORMS:
+            elif spec.arch in ("gemma2", "gemma3") and suffix in _GEMMA2_NORMS:
                 hname = _GEMMA2_NORMS[suffix]
             else:
                 hname = _LAYER_NAMES[suffix]
@@ -84,7 +85,7 @@ def hf_weights(spec: TinySpec) -> dict[str, np.ndarray]:
                 "output_norm.weight": "model.norm.weight",
                 "output.weight": "lm_head.weight",
             }[name]
-        if spec.arch == "gemma2" and name.endswith("norm.weight"):
+        if spec.arch in ("gemma2", "gemma3") and name.endswith("norm.weight"):
             w = w - np.float32(1.0)  # Gemma's RMSNorm multiplies by (1 + w)
         out[name] = w
     return out
@@ -103,7 +104,7 @@ def hf_config(spec: TinySpec, vocab_size: int) -> dict[str, Any]:
         "rope_theta": spec.rope_theta,
         "vocab_size": vocab_size,
         "tie_word_embeddings": spec.tied,
-        "hidden_act": "gelu_pytorch_tanh" if spec.arch == "gemma2" else "silu",
+        "hidden_act": "gelu_pytorch_tanh" if spec.arch in ("gemma2", "gemma3") else "silu",
         "bos_token_id": 1,
         "eos_token_id": 2,
         "torch_dtype": "float32",
@@ -115,6 +116,15 @@ def hf_config(spec: TinySpec, vocab_size: int) -> dict[str, Any]:
             sliding_window=spec.sliding_window,
             attn_logit_softcapping=spec.attn_softcap,
             final_logit_softcapping=spec.final_softcap,
+            query_pre_attn_scalar=head_dim(spec),
+        )
+    if spec.arch == "gemma3":
+        config.update(
+            sliding_window=spec.sliding_window,
+            sliding_window_pattern=6,
+            rope_local_base_freq=10000.0,
+            attn_logit_softcapping=None,
+            final_logit_softcapping=spec.final_softcap or None,
             query_pre_attn_scalar=head_dim(spec),
         )
     return config

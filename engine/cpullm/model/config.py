@@ -170,6 +170,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     # (sliding-window, RoPE base 10000, unscaled) layers to one global (the file's base and scaling).
     "gemma3": ArchSpec(
         RopeLayout.NEOX,
+        hf_names=("Gemma3ForCausalLM",),  # the text-only checkpoints (1B; the rest are multimodal)
+        hf_norm_plus_one=True,
         qk_norm=True,
         activation="gelu_tanh",
         post_norms=True,

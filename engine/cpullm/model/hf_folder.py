@@ -395,7 +395,7 @@ def _name_maps(spec: ArchSpec, hf: _HFConfig) -> tuple[dict[str, str], dict[str,
     if spec.qk_norm:
         layer_map["self_attn.q_norm.weight"] = "attn_q_norm.weight"
         layer_map["self_attn.k_norm.weight"] = "attn_k_norm.weight"
-    if spec.post_norms:  # Gemma 2: four norms per block
+    if spec.post_norms:  # Gemma 2 and 3: four norms per block
         layer_map["post_attention_layernorm.weight"] = "post_attention_norm.weight"
         layer_map["pre_feedforward_layernorm.weight"] = "ffn_norm.weight"
         layer_map["post_feedforward_layernorm.weight"] = "post_ffw_norm.weight"
@@ -478,15 +478,24 @@ def _checked_config(draft: GGUFFile, spec: ArchSpec, hf: _HFConfig) -> ModelConf
             f"{hf.path.parent}: tensor {culprit!r} is not used by a {config.arch} model of this config "
             "(an unsupported option). Use a checkpoint without it."
         )
-    if config.arch == "gemma2":
+    if config.arch in ("gemma2", "gemma3"):
         scalar = hf.get("query_pre_attn_scalar", "number", required=False)
         if scalar is not None and not (
             scalar > 0 and math.isclose(scalar**-0.5, config.attn_scale, rel_tol=1e-6)
         ):
             raise hf.error(
                 "query_pre_attn_scalar",
-                f"{round(config.attn_scale**-2)} for this Gemma 2 model (the attention scale llama.cpp and "
+                f"{round(config.attn_scale**-2)} for this Gemma model (the attention scale llama.cpp and "
                 "cpullm use)",
+            )
+    if config.rope_theta_local:  # Gemma 3: the local layers' RoPE base and the local/global pattern
+        local = hf.get("rope_local_base_freq", "number", required=False)
+        if local is not None and local != config.rope_theta_local:
+            raise hf.error("rope_local_base_freq", f"{config.rope_theta_local:g} (llama.cpp's and cpullm's)")
+        pattern = hf.get("sliding_window_pattern", "int", required=False)
+        if pattern is not None and pattern != config.swa_pattern:
+            raise hf.error(
+                "sliding_window_pattern", f"{config.swa_pattern} (five local layers to one global)"
             )
     return config
 
