@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from tiny_gguf import TinySpec, tiny_weights, write_tiny_gguf
 from tiny_hf import hf_weights, write_safetensors, write_tiny_hf_folder
 
 from cpullm.model.config import RopeLayout
+from cpullm.model.gguf_file import GGUFError
 from cpullm.model.hf_folder import ModelFolderError
 from cpullm.model.model_file import ModelFile
 from cpullm.native.runner import NativeModel, SeqChunk
@@ -35,6 +37,27 @@ CASES = {
     "qwen3": TinySpec(arch="qwen3", head_dim=128),
     "gemma2": TinySpec(arch="gemma2", n_heads=8, n_kv_heads=4),
     "gemma3": TinySpec(arch="gemma3", rope_theta=1e6),  # five local layers (base 10000), one global
+    "qwen3-yarn": TinySpec(
+        arch="qwen3",
+        extra_metadata={
+            "qwen3.rope.scaling.type": "yarn",
+            "qwen3.rope.scaling.factor": 4.0,
+            "qwen3.rope.scaling.original_context_length": 4096,
+        },
+    ),
+    # LongRoPE over a 64-token original context of the tiny model's 128: cos/sin times sqrt(1 + ln 2 / ln 64)
+    "phi3-longrope": TinySpec(
+        arch="phi3",
+        tied=False,
+        extra_metadata={
+            "phi3.rope.scaling.original_context_length": 64,
+            "phi3.rope.scaling.attn_factor": float(np.float32(math.sqrt(1 + math.log(2) / math.log(64)))),
+        },
+        extra_tensors={
+            "rope_factors_short.weight": (1.0 + 0.05 * np.arange(32)).astype(np.float32),
+            "rope_factors_long.weight": (1.0 + 0.9 * np.arange(32)).astype(np.float32),
+        },
+    ),
     "phi3": TinySpec(arch="phi3", tied=False),
 }
 
@@ -461,4 +484,35 @@ def test_gemma3_local_layer_options_are_checked(work, key, value, message):
     folder = write_tiny_hf_folder(work / f"gemma3-{key}", TinySpec(arch="gemma3"))
     _edit_json(folder / "config.json", **{key: value})
     with pytest.raises(ModelFolderError, match=re.escape(message)):
+        ModelFile.open(folder)
+
+
+LONGROPE = {"type": "longrope", "short_factor": [1.0] * 32, "long_factor": [1.0] * 32}
+
+
+@pytest.mark.parametrize(
+    ("scaling", "message"),
+    [
+        (
+            {"type": "longrope", "short_factor": [1.0] * 31, "long_factor": [1.0] * 32},
+            "'short_factor' to be a list of 32",
+        ),
+        ({"type": "longrope", "short_factor": [0.0] * 32, "long_factor": [1.0] * 32}, "holds 0.0 at index 0"),
+        ({"rope_type": "yarn", "factor": 4.0}, "'original_max_position_embeddings' to be a positive integer"),
+        (
+            {
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 64,
+                "attention_factor": 2.0,
+            },
+            "no 'attention_factor'",
+        ),
+        ({"rope_type": "dynamic", "factor": 2.0}, "other RoPE scaling types are not supported"),
+    ],
+)
+def test_bad_rope_scaling_is_refused(work, scaling, message):
+    folder = write_tiny_hf_folder(work / "bad-scaling", CASES["phi3-longrope"])
+    _edit_json(folder / "config.json", rope_scaling=scaling)
+    with pytest.raises(GGUFError, match=re.escape(message)):
         ModelFile.open(folder)

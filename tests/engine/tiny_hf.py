@@ -68,6 +68,8 @@ def hf_weights(spec: TinySpec) -> dict[str, np.ndarray]:
     """The tiny model's float32 weights under HF names and in HF layout."""
     out: dict[str, np.ndarray] = {}
     for name, w in tiny_weights(spec).items():
+        if name.startswith("rope_factors_"):
+            continue  # LongRoPE's factors live in config.json (hf_config)
         if name.startswith("blk."):
             _, layer, suffix = name.split(".", 2)
             if spec.arch == "phi3" and suffix == "ffn_up.weight":
@@ -118,6 +120,20 @@ def hf_config(spec: TinySpec, vocab_size: int) -> dict[str, Any]:
             final_logit_softcapping=spec.final_softcap,
             query_pre_attn_scalar=head_dim(spec),
         )
+    md, a = spec.extra_metadata, spec.arch
+    if md.get(f"{a}.rope.scaling.type") == "yarn":
+        config["rope_scaling"] = {
+            "rope_type": "yarn",
+            "factor": md[f"{a}.rope.scaling.factor"],
+            "original_max_position_embeddings": md[f"{a}.rope.scaling.original_context_length"],
+        }
+    if "rope_factors_long.weight" in spec.extra_tensors:  # Phi-3 LongRoPE
+        config["rope_scaling"] = {
+            "type": "longrope",
+            "short_factor": spec.extra_tensors["rope_factors_short.weight"].tolist(),
+            "long_factor": spec.extra_tensors["rope_factors_long.weight"].tolist(),
+        }
+        config["original_max_position_embeddings"] = md[f"{a}.rope.scaling.original_context_length"]
     if spec.arch == "gemma3":
         config.update(
             sliding_window=spec.sliding_window,

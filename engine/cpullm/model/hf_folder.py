@@ -133,9 +133,10 @@ def folder_as_gguf(path: str | os.PathLike[str], quantization: str | None = None
     config = _checked_config(GGUFFile(folder, 3, metadata, placeholders, 32, 0), spec, hf)
     tensors = {}
     factors = hf.rope_freqs(config)
-    if factors is not None:  # the config again, now with the tensor (it sets has_rope_freqs)
-        tensors["rope_freqs.weight"] = _encoded("rope_freqs.weight", factors, QT.F32)
-        placeholders["rope_freqs.weight"] = tensors["rope_freqs.weight"]
+    extra = {"rope_freqs.weight": factors} if factors is not None else hf.longrope_factors(config)
+    if extra:  # the config again, now with the factor tensors (they set has_rope_freqs or longrope)
+        for name, values in extra.items():
+            tensors[name] = placeholders[name] = _encoded(name, values, QT.F32)
         config = _checked_config(GGUFFile(folder, 3, metadata, placeholders, 32, 0), spec, hf)
     for gname, hname in names.items():
         tensors[gname] = _convert(gname, stored[hname], config, spec, QUANTIZATIONS[qname])
@@ -219,9 +220,30 @@ class _HFConfig:
             if value is not None:
                 md[f"{arch}.{gguf_key}"] = _as_float32(value) if kind == "number" else value
         scaling = self._rope_scaling()
-        if scaling is not None and scaling[0] == "linear":
-            md[f"{arch}.rope.scaling.type"] = "linear"
-            md[f"{arch}.rope.scaling.factor"] = scaling[1]["factor"]
+        if scaling is not None and scaling[0] in ("linear", "yarn"):
+            md[f"{arch}.rope.scaling.type"] = scaling[0]
+            md[f"{arch}.rope.scaling.factor"] = _as_float32(scaling[1]["factor"])
+        if scaling is not None and scaling[0] == "yarn":
+            md[f"{arch}.rope.scaling.original_context_length"] = scaling[1][
+                "original_max_position_embeddings"
+            ]
+            for key in ("beta_fast", "beta_slow"):
+                if scaling[1].get(key) is not None:
+                    md[f"{arch}.rope.scaling.yarn_{key}"] = _as_float32(self._number_in(scaling[1], key))
+        if scaling is not None and scaling[0] == "longrope":
+            # Phi-3: the original context sits beside rope_scaling; cos/sin get sqrt(1 + ln s / ln n0), s the
+            # extension (transformers' Phi3 LongRoPE and llama.cpp's converter).
+            orig = self.get("original_max_position_embeddings", "int")
+            longest = self.get("max_position_embeddings", "int")
+            if not 0 < orig <= longest:
+                raise self.error(
+                    "original_max_position_embeddings", f"from 1 to max_position_embeddings ({longest})"
+                )
+            scale = longest / orig
+            md[f"{arch}.rope.scaling.original_context_length"] = orig
+            md[f"{arch}.rope.scaling.attn_factor"] = _as_float32(
+                math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1 and orig > 1 else 1.0
+            )
         for name in ("bos", "eos"):
             token = self.values.get(f"{name}_token_id")
             token = token[0] if isinstance(token, list) and token else token
@@ -262,23 +284,57 @@ class _HFConfig:
         kind = scaling.get("rope_type", scaling.get("type"))
         if kind == "default":
             return None
-        if kind not in ("linear", "llama3"):
+        kind = "longrope" if kind == "su" else kind  # Phi-3's first name for it
+        if kind not in ("linear", "llama3", "yarn", "longrope"):
             raise self.error(
                 "rope_scaling",
-                "null, or of type 'linear' or 'llama3' (other RoPE scaling types are not supported)",
+                "null, or of type 'linear', 'llama3', 'yarn' or 'longrope' (other RoPE scaling types are not "
+                "supported)",
             )
-        keys = ("factor",) if kind == "linear" else ("factor", "low_freq_factor", "high_freq_factor")
+        if kind == "longrope":
+            return kind, scaling  # its factor lists are checked where they become tensors
+        keys = {"linear": ("factor",), "yarn": ("factor",)}.get(
+            kind, ("factor", "low_freq_factor", "high_freq_factor")
+        )
+        if kind == "yarn" and scaling.get("attention_factor") is not None:
+            raise self.error(
+                "rope_scaling", "no 'attention_factor' (YaRN's default, 1 + 0.1 ln factor, is used)"
+            )
         for key in keys:
             value = scaling.get(key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
                 raise self.error("rope_scaling", f"'{key}' to be a positive number")
-        if kind == "llama3":
+        if kind in ("llama3", "yarn"):
             orig = scaling.get("original_max_position_embeddings")
             if isinstance(orig, bool) or not isinstance(orig, int) or not 0 < orig < 1 << 24:
                 raise self.error(
                     "rope_scaling", "'original_max_position_embeddings' to be a positive integer"
                 )
         return kind, scaling
+
+    def _number_in(self, scaling: dict[str, Any], key: str) -> float:
+        value = scaling.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+            raise self.error("rope_scaling", f"'{key}' to be a positive number")
+        return float(value)
+
+    def longrope_factors(self, config: ModelConfig) -> dict[str, np.ndarray]:
+        """LongRoPE's ``short_factor``/``long_factor`` lists as the two GGUF tensors ({} without LongRoPE)."""
+        scaling = self._rope_scaling()
+        if scaling is None or scaling[0] != "longrope":
+            return {}
+        out = {}
+        for key, name in (
+            ("short_factor", "rope_factors_short.weight"),
+            ("long_factor", "rope_factors_long.weight"),
+        ):
+            values = scaling[1].get(key)
+            ok = isinstance(values, list) and len(values) == config.rope_dim // 2
+            ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            if not ok:
+                raise self.error("rope_scaling", f"'{key}' to be a list of {config.rope_dim // 2} numbers")
+            out[name] = np.asarray(values, dtype=np.float32)  # finite and positive: ModelFile.open checks
+        return out
 
     def rope_freqs(self, config: ModelConfig) -> np.ndarray | None:
         """Llama 3 RoPE scaling as the per-frequency divisors of ``rope_freqs.weight`` (as the converter
