@@ -83,6 +83,7 @@ std::vector<uint8_t> random_weights(DType t, int64_t rows, int64_t cols, std::mt
         put16(base + 2, cpullm::f32_to_f16(0.1f * normal(rng)));
         break;
       case DType::Q4_K:
+      case DType::Q5_K:
         put16(base, cpullm::f32_to_f16(0.001f * normal(rng)));
         put16(base + 2, cpullm::f32_to_f16(0.001f * normal(rng)));
         break;

@@ -48,6 +48,13 @@ struct BlockQ4_K {
   uint8_t scales[12];  // 8 (scale, min) pairs of 6 bits, see q4k_scale_min
   uint8_t qs[128];     // 4 chunks of 64 weights: 32 bytes, low nibbles first 32, high nibbles next 32
 };
+struct BlockQ5_K {
+  uint16_t d;  // as Q4_K
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qh[32];   // element 32j + l of sub-block j: fifth bit is bit j of qh[l]
+  uint8_t qs[128];  // as Q4_K
+};
 struct BlockQ6_K {
   uint8_t ql[128];    // low 4 bits
   uint8_t qh[64];     // high 2 bits
@@ -56,7 +63,8 @@ struct BlockQ6_K {
 };
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ8_0) == 34, "ggml layout");
 static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24 && sizeof(BlockIQ4_NL) == 18, "ggml layout");
-static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ6_K) == 210, "ggml layout");
+static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210,
+              "ggml layout");
 
 // Sub-block j (0..7, 32 weights each) of a Q4_K super-block: 6-bit scale and min (ggml get_scale_min_k4).
 inline void q4k_scale_min(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {

@@ -70,6 +70,7 @@ CASES = [
     TinySpec(weight_type=QT.Q5_0),
     TinySpec(weight_type=QT.Q5_1, arch="mistral", tied=False),
     TinySpec(weight_type=QT.IQ4_NL, arch="qwen2", embed_type=QT.Q8_0),
+    TinySpec(weight_type=QT.Q5_K, tied=False, tensor_types={"blk.1.ffn_down.weight": QT.Q6_K}),
     # A llama.cpp-style _K_M mix: K-quants with Q5_0 / Q5_1 / Q6_K / Q8_0 tensors, in the embedding and
     # the output matrix too.
     TinySpec(

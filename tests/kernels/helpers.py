@@ -25,6 +25,7 @@ QUANT_TYPES = [
     DType.Q8_0,
     DType.IQ4_NL,
     DType.Q4_K,
+    DType.Q5_K,
     DType.Q6_K,
 ]
 FLOAT_TYPES = [DType.F32, DType.F16, DType.BF16]
@@ -77,7 +78,7 @@ def random_weights(dtype: DType, rows: int, cols: int, rng: np.random.Generator)
     n = raw.shape[0]
     if dtype == DType.IQ4_NL:  # gguf cannot quantize it: random nibbles (every codebook entry), realistic d
         _put_f16(raw, 0, rng.uniform(1e-4, 2e-4, n))
-    elif dtype == DType.Q4_K:
+    elif dtype in (DType.Q4_K, DType.Q5_K):
         _put_f16(raw, 0, rng.uniform(1e-4, 2e-3, n))
         _put_f16(raw, 2, rng.uniform(1e-4, 2e-3, n))
     else:  # Q6_K: d is the last field

@@ -150,6 +150,24 @@ void dequantize(DType type, const void* data, int64_t n, float* y) {
       }
       return;
     }
+    case DType::Q5_K: {
+      const auto* b = static_cast<const BlockQ5_K*>(data);
+      for (int64_t k = 0; k < n / kQKK; ++k) {
+        const float d = f16_to_f32(b[k].d), dmin = f16_to_f32(b[k].dmin);
+        for (int j = 0; j < 8; ++j, y += 32) {
+          uint8_t sc, m;
+          q4k_scale_min(j, b[k].scales, &sc, &m);
+          const float dl = d * sc, ml = dmin * m;
+          const uint8_t* q = b[k].qs + 32 * (j / 2);
+          const int shift = 4 * (j % 2);
+          for (int i = 0; i < 32; ++i) {
+            const int v = ((q[i] >> shift) & 0xF) | (((b[k].qh[i] >> j) & 1) << 4);
+            y[i] = dl * static_cast<float>(v) - ml;
+          }
+        }
+      }
+      return;
+    }
     case DType::Q6_K: {
       const auto* b = static_cast<const BlockQ6_K*>(data);
       for (int64_t k = 0; k < n / kQKK; ++k, y += kQKK) {

@@ -138,6 +138,31 @@ struct Q4_KT {
   }
 };
 
+struct Q5_KT {
+  using Block = BlockQ5_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kHasMin = true;
+  static constexpr bool kHalves = false;
+  static Sub sub(const Block& b, int j) {
+    uint8_t sc, m;
+    q4k_scale_min(j, b.scales, &sc, &m);
+    const uint8_t* q = b.qs + 32 * (j / 2);
+    uint8x16_t v0 = vld1q_u8(q), v1 = vld1q_u8(q + 16);
+    if (j % 2) {
+      v0 = vshrq_n_u8(v0, 4);
+      v1 = vshrq_n_u8(v1, 4);
+    } else {
+      v0 = vandq_u8(v0, vdupq_n_u8(0x0F));
+      v1 = vandq_u8(v1, vdupq_n_u8(0x0F));
+    }
+    const int8x16_t shift = vdupq_n_s8(static_cast<int8_t>(4 - j));  // bit j to bit 4 (negative: right)
+    const uint8x16_t h0 = vandq_u8(vshlq_u8(vld1q_u8(b.qh), shift), vdupq_n_u8(0x10));
+    const uint8x16_t h1 = vandq_u8(vshlq_u8(vld1q_u8(b.qh + 16), shift), vdupq_n_u8(0x10));
+    return {vreinterpretq_s8_u8(vorrq_u8(v0, h0)), vreinterpretq_s8_u8(vorrq_u8(v1, h1)),
+            f16_scalar(b.d) * sc, -(f16_scalar(b.dmin) * m)};
+  }
+};
+
 // Q6_K: stored values q + 32 (0..63) and one int8 scale per 16 weights; the integer dot of sub-block j
 // is sc[2j]·Σ_{0..15}(q-32)a + sc[2j+1]·Σ_{16..31}(q-32)a, exact (Dot::half gives each 16-value half).
 struct Q6_KT {
@@ -227,6 +252,7 @@ bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t 
     case DType::Q8_0: quant_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::IQ4_NL: quant_rows<IQ4_NLT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_K: quant_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q5_K: quant_rows<Q5_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q6_K: quant_rows<Q6_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     default: return false;
   }

@@ -90,6 +90,24 @@ float dot_row(DType type, const void* wrow, const void* xrow, int64_t cols) {
       }
       return acc;
     }
+    case DType::Q5_K: {
+      const auto* w = static_cast<const BlockQ5_K*>(wrow);
+      for (int64_t k = 0; k < cols / kQKK; ++k) {
+        const float d = f16_to_f32(w[k].d), dmin = f16_to_f32(w[k].dmin);
+        for (int j = 0; j < 8; ++j) {
+          const ActBlock& x = a[k * 8 + j];
+          uint8_t sc, m;
+          q4k_scale_min(j, w[k].scales, &sc, &m);
+          const uint8_t* q = w[k].qs + 32 * (j / 2);
+          const int shift = 4 * (j % 2);
+          int32_t s = 0;
+          for (int i = 0; i < 32; ++i)
+            s += (((q[i] >> shift) & 0xF) | (((w[k].qh[i] >> j) & 1) << 4)) * x.q[i];
+          acc += d * x.d * static_cast<float>(sc * s) - dmin * (x.d * static_cast<float>(m * x.sum));
+        }
+      }
+      return acc;
+    }
     case DType::Q6_K: {
       const auto* w = static_cast<const BlockQ6_K*>(wrow);
       for (int64_t k = 0; k < cols / kQKK; ++k) {

@@ -129,33 +129,51 @@ struct Q8_0T {
   }
 };
 
+// Q4_K / Q5_K: the 8 six-bit (scale, min) pairs unpacked all at once (ggml's mask trick, same values as
+// q4k_scale_min), then d·sc and -(dmin·m) for the 8 sub-blocks as two vectors.
+template <class Block>
+inline void k4_scales(const Block& b, float* d, float* m) {
+  uint32_t u[4];
+  std::memcpy(u, b.scales, 12);
+  const uint32_t lo6 = 0x3f3f3f3f, lo4 = 0x0f0f0f0f, lo2 = 0x03030303;
+  u[3] = ((u[2] >> 4) & lo4) | (((u[1] >> 6) & lo2) << 4);  // mins 4..7
+  const uint32_t mins03 = u[1] & lo6;
+  u[1] = (u[2] & lo4) | (((u[0] >> 6) & lo2) << 4);  // scales 4..7
+  u[2] = mins03;
+  u[0] &= lo6;  // scales 0..3
+  const __m256 sc =
+      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u))));
+  const __m256 mn =
+      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 2))));
+  _mm256_storeu_ps(d, _mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.d)), sc));
+  _mm256_storeu_ps(
+      m, _mm256_xor_ps(_mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.dmin)), mn), _mm256_set1_ps(-0.0f)));
+}
+
 struct Q4_KT {
   using Block = BlockQ4_K;
   static constexpr int kSubs = 8;
   static constexpr bool kSigned = false, kHasMin = true, kHalves = false;
-  // The 8 six-bit (scale, min) pairs unpacked all at once (ggml's mask trick, same values as
-  // q4k_scale_min), then d·sc and -(dmin·m) for the 8 sub-blocks as two vectors.
-  static void scales(const Block& b, float* d, float* m) {
-    uint32_t u[4];
-    std::memcpy(u, b.scales, 12);
-    const uint32_t lo6 = 0x3f3f3f3f, lo4 = 0x0f0f0f0f, lo2 = 0x03030303;
-    u[3] = ((u[2] >> 4) & lo4) | (((u[1] >> 6) & lo2) << 4);  // mins 4..7
-    const uint32_t mins03 = u[1] & lo6;
-    u[1] = (u[2] & lo4) | (((u[0] >> 6) & lo2) << 4);  // scales 4..7
-    u[2] = mins03;
-    u[0] &= lo6;  // scales 0..3
-    const __m256 sc =
-        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u))));
-    const __m256 mn =
-        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 2))));
-    _mm256_storeu_ps(d, _mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.d)), sc));
-    _mm256_storeu_ps(
-        m, _mm256_xor_ps(_mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.dmin)), mn), _mm256_set1_ps(-0.0f)));
-  }
+  static void scales(const Block& b, float* d, float* m) { k4_scales(b, d, m); }
   static __m256i quants(const Block& b, int j) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (j / 2)));
     const __m256i q = (j % 2) ? _mm256_srli_epi16(v, 4) : v;
     return _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+  }
+};
+
+struct Q5_KT {
+  using Block = BlockQ5_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kSigned = false, kHasMin = true, kHalves = false;
+  static void scales(const Block& b, float* d, float* m) { k4_scales(b, d, m); }
+  static __m256i quants(const Block& b, int j) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (j / 2)));
+    const __m256i q = _mm256_and_si256((j % 2) ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0F));
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh));
+    // Bit j of each byte to bit 4 (the 16-bit shifts keep it inside its byte after the mask).
+    const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
+    return _mm256_or_si256(q, _mm256_slli_epi16(hb, 4));
   }
 };
 
@@ -279,6 +297,7 @@ bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t 
     case DType::Q8_0: matmul_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::IQ4_NL: matmul_rows<IQ4_NLT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_K: matmul_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q5_K: matmul_rows<Q5_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q6_K: matmul_rows<Q6_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     default: return false;
   }
