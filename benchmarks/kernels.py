@@ -154,6 +154,7 @@ def main() -> None:
         (DType.IQ4_NL, (1536, 576)),
         (DType.Q4_K, (576, 1536)),
         (DType.Q5_K, (576, 1536)),
+        (DType.IQ4_XS, (576, 1536)),
         (DType.Q6_K, (576, 1536)),
         (DType.F16, (1536, 576)),
     ]:

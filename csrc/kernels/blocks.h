@@ -38,6 +38,13 @@ struct BlockIQ4_NL {
 };
 // IQ4_NL's non-linear codebook (ggml kvalues_iq4nl), in order; every value fits int8 with |v| <= 127.
 constexpr int8_t kIQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+// IQ4_XS: IQ4_NL's codebook in 256-weight super-blocks, one 6-bit signed scale per 32-weight sub-block.
+struct BlockIQ4_XS {
+  uint16_t d;           // f16 super-block scale
+  uint16_t scales_h;    // bits 2j, 2j+1: the high 2 bits of sub-block j's scale
+  uint8_t scales_l[4];  // the low 4 bits of sub-block j's scale: scales_l[j / 2] >> 4 * (j % 2)
+  uint8_t qs[128];      // sub-block j: qs[16j .. 16j+15] laid out as an IQ4_NL block's qs
+};
 struct BlockQ8_0 {
   uint16_t d;
   int8_t qs[32];
@@ -62,7 +69,9 @@ struct BlockQ6_K {
   uint16_t d;         // f16
 };
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ8_0) == 34, "ggml layout");
-static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24 && sizeof(BlockIQ4_NL) == 18, "ggml layout");
+static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24 && sizeof(BlockIQ4_NL) == 18 &&
+                  sizeof(BlockIQ4_XS) == 136,
+              "ggml layout");
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210,
               "ggml layout");
 
@@ -75,6 +84,11 @@ inline void q4k_scale_min(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
     *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
     *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
   }
+}
+
+// Sub-block j (0..7) of an IQ4_XS super-block: its scale, -32..31 (w = d · scale · kIQ4NL[q]).
+inline int iq4xs_scale(const BlockIQ4_XS& b, int j) {
+  return (((b.scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b.scales_h >> (2 * j)) & 3) << 4)) - 32;
 }
 
 // Element e (0..31) of a Q5_0 / Q5_1 block as its unsigned 5-bit value (Q5_0 weights are q - 16).

@@ -31,7 +31,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as QT
 
 ALL_TENSOR_TYPES = (
-    QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.IQ4_NL,
+    QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.IQ4_NL, QT.IQ4_XS,
     QT.Q4_K, QT.Q5_K, QT.Q6_K,
 )  # fmt: skip
 ARCH_VARIANTS = {  # name -> (arch, tied): every architecture and output layout
@@ -154,7 +154,7 @@ def spm_vocab() -> tuple[list[str], list[int], list[float]]:
 
 
 def _random_k_blocks(rows: int, cols: int, qtype: QT, std: float, rng: np.random.Generator) -> np.ndarray:
-    """Valid random Q4_K / Q5_K / Q6_K / IQ4_NL blocks, uint8[rows, bytes_per_row] (gguf cannot
+    """Valid random Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS blocks, uint8[rows, bytes_per_row] (gguf cannot
     quantize these)."""
     block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
     n_blocks = rows * cols // block_size
@@ -172,6 +172,8 @@ def _random_k_blocks(rows: int, cols: int, qtype: QT, std: float, rng: np.random
         raw[:, 208:210] = np.frombuffer(np.float16(std / (32 * 18)).tobytes(), dtype=np.uint8)
     elif qtype == QT.IQ4_NL:  # d f16 | qs[16]; x = d*kvalues[q], |kvalues| <= 127
         raw[:, 0:2] = np.frombuffer(np.float16(std / 70).tobytes(), dtype=np.uint8)
+    elif qtype == QT.IQ4_XS:  # d f16 | scales_h u16 | scales_l[4] | qs[128]; x = d*(scale-32)*kvalues[q]
+        raw[:, 0:2] = np.frombuffer(np.float16(std / (18 * 70)).tobytes(), dtype=np.uint8)
     else:
         raise ValueError(f"no hand-made blocks for {qtype.name}")
     return raw.reshape(rows, -1)
@@ -179,7 +181,7 @@ def _random_k_blocks(rows: int, cols: int, qtype: QT, std: float, rng: np.random
 
 def encode_tensor(values: np.ndarray, qtype: QT, rng: np.random.Generator) -> np.ndarray:
     """float32[rows, cols] -> the stored array for ``qtype`` (K-quants: random valid blocks)."""
-    if qtype in (QT.Q4_K, QT.Q5_K, QT.Q6_K, QT.IQ4_NL):
+    if qtype in (QT.Q4_K, QT.Q5_K, QT.Q6_K, QT.IQ4_NL, QT.IQ4_XS):
         return _random_k_blocks(values.shape[0], values.shape[-1], qtype, float(values.std()), rng)
     return gguf.quants.quantize(values.astype(np.float32), qtype)
 

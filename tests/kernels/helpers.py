@@ -24,6 +24,7 @@ QUANT_TYPES = [
     DType.Q5_1,
     DType.Q8_0,
     DType.IQ4_NL,
+    DType.IQ4_XS,
     DType.Q4_K,
     DType.Q5_K,
     DType.Q6_K,
@@ -78,6 +79,8 @@ def random_weights(dtype: DType, rows: int, cols: int, rng: np.random.Generator)
     n = raw.shape[0]
     if dtype == DType.IQ4_NL:  # gguf cannot quantize it: random nibbles (every codebook entry), realistic d
         _put_f16(raw, 0, rng.uniform(1e-4, 2e-4, n))
+    elif dtype == DType.IQ4_XS:  # d first; every 6-bit scale and codebook entry occurs
+        _put_f16(raw, 0, rng.uniform(1e-5, 2e-4, n))
     elif dtype in (DType.Q4_K, DType.Q5_K):
         _put_f16(raw, 0, rng.uniform(1e-4, 2e-3, n))
         _put_f16(raw, 2, rng.uniform(1e-4, 2e-3, n))

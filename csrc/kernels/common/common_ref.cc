@@ -127,6 +127,21 @@ void dequantize(DType type, const void* data, int64_t n, float* y) {
       }
       return;
     }
+    case DType::IQ4_XS: {  // gguf.quants: dl = d · scale, then dl · value
+      const auto* b = static_cast<const BlockIQ4_XS*>(data);
+      for (int64_t k = 0; k < n / kQKK; ++k) {
+        const float d = f16_to_f32(b[k].d);
+        for (int j = 0; j < 8; ++j, y += 32) {
+          const float dl = d * static_cast<float>(iq4xs_scale(b[k], j));
+          const uint8_t* q = b[k].qs + 16 * j;
+          for (int i = 0; i < 16; ++i) {
+            y[i] = dl * static_cast<float>(kIQ4NL[q[i] & 0xF]);
+            y[i + 16] = dl * static_cast<float>(kIQ4NL[q[i] >> 4]);
+          }
+        }
+      }
+      return;
+    }
     case DType::Q8_0: {
       const auto* b = static_cast<const BlockQ8_0*>(data);
       for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {

@@ -108,6 +108,20 @@ struct IQ4_NLT {
   }
 };
 
+// IQ4_XS: IQ4_NL's lookup per 32-weight sub-block, with the sub-block's scale d · (6-bit signed scale).
+struct IQ4_XST {
+  using Block = BlockIQ4_XS;
+  static constexpr int kSubs = 8;
+  static constexpr bool kHasMin = false;
+  static constexpr bool kHalves = false;
+  static Sub sub(const Block& b, int j) {
+    const uint8x16_t v = vld1q_u8(b.qs + 16 * j);
+    const int8x16_t book = vld1q_s8(kIQ4NL);
+    return {vqtbl1q_s8(book, vandq_u8(v, vdupq_n_u8(0x0F))), vqtbl1q_s8(book, vshrq_n_u8(v, 4)),
+            f16_scalar(b.d) * static_cast<float>(iq4xs_scale(b, j)), 0.0f};
+  }
+};
+
 struct Q8_0T {
   using Block = BlockQ8_0;
   static constexpr int kSubs = 1;
@@ -251,6 +265,7 @@ bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t 
     case DType::Q5_1: quant_rows<Q5_1T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q8_0: quant_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::IQ4_NL: quant_rows<IQ4_NLT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::IQ4_XS: quant_rows<IQ4_XST, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_K: quant_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q5_K: quant_rows<Q5_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q6_K: quant_rows<Q6_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;

@@ -64,6 +64,21 @@ float dot_row(DType type, const void* wrow, const void* xrow, int64_t cols) {
       }
       return acc;
     }
+    case DType::IQ4_XS: {
+      const auto* w = static_cast<const BlockIQ4_XS*>(wrow);
+      for (int64_t k = 0; k < cols / kQKK; ++k) {
+        const float d = f16_to_f32(w[k].d);
+        for (int j = 0; j < 8; ++j) {
+          const ActBlock& x = a[k * 8 + j];
+          const uint8_t* q = w[k].qs + 16 * j;
+          int32_t s = 0;
+          for (int i = 0; i < 16; ++i) s += kIQ4NL[q[i] & 0xF] * x.q[i] + kIQ4NL[q[i] >> 4] * x.q[i + 16];
+          // |scale · s| <= 32 · 32 · 127 · 127 < 2^24: exact as a float.
+          acc += d * x.d * static_cast<float>(iq4xs_scale(w[k], j) * s);
+        }
+      }
+      return acc;
+    }
     case DType::Q8_0: {
       const auto* w = static_cast<const BlockQ8_0*>(wrow);
       for (int64_t k = 0; k < nb; ++k) {

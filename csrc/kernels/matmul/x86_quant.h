@@ -116,6 +116,21 @@ struct IQ4_NLT {
   static __m256i quants(const Block& b, int) { return iq4nl_values(unpack_nibbles(b.qs)); }
 };
 
+// IQ4_XS: IQ4_NL's values in 8 sub-blocks, each with the float scale d · (6-bit signed scale).
+struct IQ4_XST {
+  using Block = BlockIQ4_XS;
+  static constexpr int kSubs = 8;
+  static constexpr bool kSigned = true, kHasMin = false, kHalves = false;
+  static void scales(const Block& b, float* d, float* m) {
+    const float bd = f16_scalar(b.d);
+    for (int j = 0; j < 8; ++j) {
+      d[j] = bd * static_cast<float>(iq4xs_scale(b, j));
+      m[j] = 0.0f;
+    }
+  }
+  static __m256i quants(const Block& b, int j) { return iq4nl_values(unpack_nibbles(b.qs + 16 * j)); }
+};
+
 struct Q8_0T {
   using Block = BlockQ8_0;
   static constexpr int kSubs = 1;
@@ -296,6 +311,7 @@ bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t 
     case DType::Q5_1: matmul_rows<Q5_1T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q8_0: matmul_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::IQ4_NL: matmul_rows<IQ4_NLT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::IQ4_XS: matmul_rows<IQ4_XST, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_K: matmul_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q5_K: matmul_rows<Q5_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q6_K: matmul_rows<Q6_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
