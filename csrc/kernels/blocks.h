@@ -49,6 +49,20 @@ struct BlockQ8_0 {
   uint16_t d;
   int8_t qs[32];
 };
+// Q2_K / Q3_K: 16 sub-blocks of 16 weights, each with its own scale; element e = 128h + 32s + i (h 0..1,
+// s 0..3, i 0..31) has its low 2 bits in bits 2s, 2s+1 of qs[32h + i].
+struct BlockQ2_K {
+  uint8_t scales[16];  // 16-weight sub-block l: scale scales[l] & 15, min scales[l] >> 4; w = d·sc·q - dmin·m
+  uint8_t qs[64];      // 2-bit values q (0..3)
+  uint16_t d;          // f16 scale of the scales
+  uint16_t dmin;       // f16 scale of the mins
+};
+struct BlockQ3_K {
+  uint8_t hmask[32];   // element e's third bit: bit e / 32 of hmask[e % 32]; q = low 2 bits - (bit ? 0 : 4)
+  uint8_t qs[64];      // low 2 bits, as Q2_K
+  uint8_t scales[12];  // 16 six-bit scales (stored + 32), see q3k_scale; w = d·scale·q
+  uint16_t d;          // f16
+};
 struct BlockQ4_K {
   uint16_t d;          // f16 super-block scale of the 6-bit scales
   uint16_t dmin;       // f16 super-block scale of the 6-bit mins
@@ -72,6 +86,7 @@ static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(Block
 static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24 && sizeof(BlockIQ4_NL) == 18 &&
                   sizeof(BlockIQ4_XS) == 136,
               "ggml layout");
+static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110, "ggml layout");
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210,
               "ggml layout");
 
@@ -89,6 +104,20 @@ inline void q4k_scale_min(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
 // Sub-block j (0..7) of an IQ4_XS super-block: its scale, -32..31 (w = d · scale · kIQ4NL[q]).
 inline int iq4xs_scale(const BlockIQ4_XS& b, int j) {
   return (((b.scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b.scales_h >> (2 * j)) & 3) << 4)) - 32;
+}
+
+// The low 2 bits of element e (0..255) of a Q2_K / Q3_K super-block.
+inline int q2k_low(const uint8_t* qs, int e) {
+  return (qs[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3;
+}
+// Element e of a Q3_K super-block as its signed value, -4..3.
+inline int q3k_value(const BlockQ3_K& b, int e) {
+  return q2k_low(b.qs, e) - (((b.hmask[e % 32] >> (e / 32)) & 1) ? 0 : 4);
+}
+// Scale of 16-weight sub-block l (0..15) of a Q3_K super-block, -32..31: low 4 bits in scales[l % 8]
+// (nibble l / 8), high 2 bits in scales[8 + l % 4] (bits 2·(l / 4)).
+inline int q3k_scale(const uint8_t* s, int l) {
+  return (((s[l % 8] >> (4 * (l / 8))) & 0xF) | (((s[8 + l % 4] >> (2 * (l / 4))) & 3) << 4)) - 32;
 }
 
 // Element e (0..31) of a Q5_0 / Q5_1 block as its unsigned 5-bit value (Q5_0 weights are q - 16).

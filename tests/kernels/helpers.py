@@ -25,6 +25,8 @@ QUANT_TYPES = [
     DType.Q8_0,
     DType.IQ4_NL,
     DType.IQ4_XS,
+    DType.Q2_K,
+    DType.Q3_K,
     DType.Q4_K,
     DType.Q5_K,
     DType.Q6_K,
@@ -84,6 +86,11 @@ def random_weights(dtype: DType, rows: int, cols: int, rng: np.random.Generator)
     elif dtype in (DType.Q4_K, DType.Q5_K):
         _put_f16(raw, 0, rng.uniform(1e-4, 2e-3, n))
         _put_f16(raw, 2, rng.uniform(1e-4, 2e-3, n))
+    elif dtype == DType.Q2_K:  # d, dmin after scales[16] and qs[64]
+        _put_f16(raw, 80, rng.uniform(1e-4, 2e-3, n))
+        _put_f16(raw, 82, rng.uniform(1e-4, 2e-3, n))
+    elif dtype == DType.Q3_K:  # d is the last field
+        _put_f16(raw, 108, rng.uniform(1e-4, 2e-3, n))
     else:  # Q6_K: d is the last field
         _put_f16(raw, 208, rng.uniform(1e-4, 2e-3, n))
     return raw.reshape(rows, -1)

@@ -150,6 +150,29 @@ void dequantize(DType type, const void* data, int64_t n, float* y) {
       }
       return;
     }
+    case DType::Q2_K: {  // gguf.quants: dl = d · scale, ml = dmin · min, then dl · q - ml
+      const auto* b = static_cast<const BlockQ2_K*>(data);
+      for (int64_t k = 0; k < n / kQKK; ++k, y += kQKK) {
+        const float d = f16_to_f32(b[k].d), dmin = f16_to_f32(b[k].dmin);
+        for (int e = 0; e < kQKK; ++e) {
+          const uint8_t sm = b[k].scales[e / 16];
+          const float dl = d * static_cast<float>(sm & 0xF), ml = dmin * static_cast<float>(sm >> 4);
+          y[e] = dl * static_cast<float>(q2k_low(b[k].qs, e)) - ml;
+        }
+      }
+      return;
+    }
+    case DType::Q3_K: {  // gguf.quants: dl = d · scale, then dl · q
+      const auto* b = static_cast<const BlockQ3_K*>(data);
+      for (int64_t k = 0; k < n / kQKK; ++k, y += kQKK) {
+        const float d = f16_to_f32(b[k].d);
+        for (int e = 0; e < kQKK; ++e) {
+          y[e] = (d * static_cast<float>(q3k_scale(b[k].scales, e / 16))) *
+                 static_cast<float>(q3k_value(b[k], e));
+        }
+      }
+      return;
+    }
     case DType::Q4_K: {
       const auto* b = static_cast<const BlockQ4_K*>(data);
       for (int64_t k = 0; k < n / kQKK; ++k) {

@@ -88,6 +88,45 @@ float dot_row(DType type, const void* wrow, const void* xrow, int64_t cols) {
       }
       return acc;
     }
+    case DType::Q2_K: {
+      const auto* w = static_cast<const BlockQ2_K*>(wrow);
+      for (int64_t k = 0; k < cols / kQKK; ++k) {
+        const float d = f16_to_f32(w[k].d), dmin = f16_to_f32(w[k].dmin);
+        for (int j = 0; j < 8; ++j) {
+          const ActBlock& x = a[k * 8 + j];
+          int32_t s = 0, mn = 0;  // Σ_halves scale·Σq·a and min·Σa: exact integers
+          for (int h = 0; h < 2; ++h) {
+            const uint8_t sm = w[k].scales[2 * j + h];
+            int32_t sq = 0, sa = 0;
+            for (int i = 16 * h; i < 16 * h + 16; ++i) {
+              sq += q2k_low(w[k].qs, 32 * j + i) * x.q[i];
+              sa += x.q[i];
+            }
+            s += (sm & 0xF) * sq;
+            mn += (sm >> 4) * sa;
+          }
+          acc += d * x.d * static_cast<float>(s) - dmin * (x.d * static_cast<float>(mn));
+        }
+      }
+      return acc;
+    }
+    case DType::Q3_K: {
+      const auto* w = static_cast<const BlockQ3_K*>(wrow);
+      for (int64_t k = 0; k < cols / kQKK; ++k) {
+        const float d = f16_to_f32(w[k].d);
+        for (int j = 0; j < 8; ++j) {
+          const ActBlock& x = a[k * 8 + j];
+          int32_t s0 = 0, s1 = 0;
+          for (int i = 0; i < 16; ++i) {
+            s0 += q3k_value(w[k], 32 * j + i) * x.q[i];
+            s1 += q3k_value(w[k], 32 * j + 16 + i) * x.q[i + 16];
+          }
+          const int32_t s = q3k_scale(w[k].scales, 2 * j) * s0 + q3k_scale(w[k].scales, 2 * j + 1) * s1;
+          acc += d * x.d * static_cast<float>(s);
+        }
+      }
+      return acc;
+    }
     case DType::Q4_K: {
       const auto* w = static_cast<const BlockQ4_K*>(wrow);
       for (int64_t k = 0; k < cols / kQKK; ++k) {

@@ -28,8 +28,10 @@ inline float f16_scalar(uint16_t h) { return _cvtsh_ss(h); }
 // Weight formats as sequences of 32-weight sub-blocks: T::scales fills the float scale d and additive
 // min m (w = d·q + m) of every sub-block of a block, T::quants gives sub-block j's weights as 32 bytes.
 // kSigned: int8 weights (Q8_0), which need the sign trick (maddubs/vpdpbusd take u8 × s8).
-// kHalves (Q6_K): each 16-weight half has its own int scale (T::iscales, per 32-bit lane) and the stored
-// values are q + 32, so the integer dot becomes iscale · (Σ q·a - 32·Σ a) per lane, exactly.
+// kHalves (Q2_K, Q3_K, Q6_K): each 16-weight half has its own int scale (T::iscales, per 32-bit lane) and
+// the stored values are q + kOffset (Q6_K 32, Q3_K 4, Q2_K 0), so the integer dot becomes
+// iscale · (Σ q·a - kOffset·Σ a) per lane, exactly. kHalfMins (Q2_K): each half also has an int min
+// (T::imins, per lane), its term imin · Σ a per lane times d_act and the float m of the block.
 
 inline __m256i unpack_nibbles(const uint8_t* qs) {  // 16 bytes -> 32 u8: low nibbles then high nibbles
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
@@ -192,10 +194,62 @@ struct Q5_KT {
   }
 };
 
+// Q2_K / Q3_K sub-block j's low 2 bits: bytes qs[32h .. 32h+31] (h = j / 4), bits 2·(j % 4) and up.
+inline __m256i q2k_low2(const uint8_t* qs, int j) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * (j / 4)));
+  return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * (j % 4))), _mm256_set1_epi8(3));
+}
+inline __m256i halves(int lo, int hi) { return _mm256_set_m128i(_mm_set1_epi32(hi), _mm_set1_epi32(lo)); }
+
+struct Q2_KT {
+  using Block = BlockQ2_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kSigned = false, kHasMin = false, kHalves = true, kHalfMins = true;
+  static constexpr int kOffset = 0;
+  static void scales(const Block& b, float* d, float* m) {
+    const float bd = f16_scalar(b.d), bm = -f16_scalar(b.dmin);
+    for (int j = 0; j < 8; ++j) {
+      d[j] = bd;
+      m[j] = bm;
+    }
+  }
+  static __m256i quants(const Block& b, int j) { return q2k_low2(b.qs, j); }
+  static __m256i iscales(const Block& b, int j) {
+    return halves(b.scales[2 * j] & 0xF, b.scales[2 * j + 1] & 0xF);
+  }
+  static __m256i imins(const Block& b, int j) {
+    return halves(b.scales[2 * j] >> 4, b.scales[2 * j + 1] >> 4);
+  }
+};
+
+struct Q3_KT {
+  using Block = BlockQ3_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kSigned = false, kHasMin = false, kHalves = true, kHalfMins = false;
+  static constexpr int kOffset = 4;  // stored q + 4 (0..7): the low 2 bits, plus 4 where the third bit is set
+  static void scales(const Block& b, float* d, float* m) {
+    const float bd = f16_scalar(b.d);
+    for (int j = 0; j < 8; ++j) {
+      d[j] = bd;
+      m[j] = 0.0f;
+    }
+  }
+  static __m256i quants(const Block& b, int j) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.hmask));
+    // Bit j of each byte to bit 0 (j <= 7: the 16-bit shift keeps it inside its byte after the mask).
+    const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
+    return _mm256_or_si256(q2k_low2(b.qs, j), _mm256_slli_epi16(hb, 2));
+  }
+  static __m256i iscales(const Block& b, int j) {
+    return halves(q3k_scale(b.scales, 2 * j), q3k_scale(b.scales, 2 * j + 1));
+  }
+};
+
 struct Q6_KT {
   using Block = BlockQ6_K;
   static constexpr int kSubs = 8;
-  static constexpr bool kSigned = false, kHasMin = false, kHalves = true;
+  static constexpr bool kSigned = false, kHasMin = false, kHalves = true, kHalfMins = false;
+  static constexpr int kOffset = 32;
   static void scales(const Block& b, float* d, float* m) {
     const float bd = f16_scalar(b.d);
     for (int j = 0; j < 8; ++j) {
@@ -218,6 +272,15 @@ struct Q6_KT {
   }
 };
 
+template <class T>
+constexpr bool half_mins() {
+  if constexpr (T::kHalves) {
+    return T::kHalfMins;
+  } else {
+    return false;
+  }
+}
+
 inline float hsum(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -230,6 +293,7 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
   // K-quants (8 sub-blocks with mins) accumulate their min terms as 8-lane vectors (one lane per
   // sub-block position), the other formats as scalars.
   constexpr bool kVecMin = T::kHasMin && T::kSubs == 8;
+  constexpr bool kHalfMins = half_mins<T>();
   __m256 acc[NR][MR], vmins[NR][MR];
   float mins[NR][MR];
   for (int ri = 0; ri < NR; ++ri) {
@@ -258,12 +322,16 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
     }
     for (int j = 0; j < T::kSubs; ++j) {
       const int64_t ab = k * T::kSubs + j;
-      __m256i aq[MR], a32[MR];
+      __m256i aq[MR], aoff[MR], a1[MR];
       __m256 ad[MR];
       for (int i = 0; i < MR; ++i) {
         aq[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i][ab].q));
         ad[i] = _mm256_set1_ps(a[i][ab].d);
-        if (T::kHalves) a32[i] = Dot::dot(_mm256_set1_epi8(32), aq[i]);  // 32·Σa per lane
+        if constexpr (T::kHalves) {
+          if constexpr (T::kOffset != 0)
+            aoff[i] = Dot::dot(_mm256_set1_epi8(T::kOffset), aq[i]);              // kOffset·Σa
+          if constexpr (kHalfMins) a1[i] = Dot::dot(_mm256_set1_epi8(1), aq[i]);  // Σa per lane
+        }
       }
       for (int ri = 0; ri < NR; ++ri) {
         const auto& blk = reinterpret_cast<const typename T::Block*>(w + ri * wstride)[k];
@@ -275,9 +343,16 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
         for (int i = 0; i < MR; ++i) {
           const __m256i x = T::kSigned ? _mm256_sign_epi8(aq[i], q) : aq[i];
           __m256i dot = Dot::dot(u, x);
-          if constexpr (T::kHalves) dot = _mm256_mullo_epi32(_mm256_sub_epi32(dot, a32[i]), isc);
+          if constexpr (T::kHalves) {
+            if constexpr (T::kOffset != 0) dot = _mm256_sub_epi32(dot, aoff[i]);
+            dot = _mm256_mullo_epi32(dot, isc);
+          }
           const __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), ad[i]);
           acc[ri][i] = _mm256_fmadd_ps(p, dw, acc[ri][i]);
+          if constexpr (kHalfMins) {
+            const __m256 mn = _mm256_cvtepi32_ps(_mm256_mullo_epi32(a1[i], T::imins(blk, j)));
+            vmins[ri][i] = _mm256_fmadd_ps(mn, _mm256_mul_ps(ad[i], _mm256_set1_ps(m[ri][j])), vmins[ri][i]);
+          }
           if constexpr (T::kHasMin && !kVecMin) {
             mins[ri][i] = std::fma(m[ri][j], a[i][ab].d * static_cast<float>(a[i][ab].sum), mins[ri][i]);
           }
@@ -287,7 +362,7 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
   }
   for (int ri = 0; ri < NR; ++ri) {
     for (int i = 0; i < MR; ++i) {
-      const float mn = kVecMin ? hsum(vmins[ri][i]) : mins[ri][i];
+      const float mn = kVecMin || kHalfMins ? hsum(vmins[ri][i]) : mins[ri][i];
       Y[i * ldy + r + ri] = hsum(acc[ri][i]) + mn;
     }
   }
@@ -312,6 +387,8 @@ bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t 
     case DType::Q8_0: matmul_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::IQ4_NL: matmul_rows<IQ4_NLT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::IQ4_XS: matmul_rows<IQ4_XST, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q2_K: matmul_rows<Q2_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q3_K: matmul_rows<Q3_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_K: matmul_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q5_K: matmul_rows<Q5_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q6_K: matmul_rows<Q6_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
