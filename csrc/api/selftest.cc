@@ -83,9 +83,16 @@ std::vector<uint8_t> random_weights(DType t, int64_t rows, int64_t cols, std::mt
         put16(base + 2, cpullm::f32_to_f16(0.1f * normal(rng)));
         break;
       case DType::Q4_K:
+      case DType::Q5_K:
         put16(base, cpullm::f32_to_f16(0.001f * normal(rng)));
         put16(base + 2, cpullm::f32_to_f16(0.001f * normal(rng)));
         break;
+      case DType::IQ4_XS: put16(base, cpullm::f32_to_f16(0.001f * normal(rng))); break;
+      case DType::Q2_K:
+        put16(base + 80, cpullm::f32_to_f16(0.001f * normal(rng)));
+        put16(base + 82, cpullm::f32_to_f16(0.001f * normal(rng)));
+        break;
+      case DType::Q3_K: put16(base + 108, cpullm::f32_to_f16(0.001f * normal(rng))); break;
       case DType::Q6_K: put16(base + 208, cpullm::f32_to_f16(0.001f * normal(rng))); break;
     }
   }

@@ -39,7 +39,11 @@ static_assert(table_block_bytes(DType::Q4_0) == sizeof(BlockQ4_0) &&
                   table_block_bytes(DType::Q5_1) == sizeof(BlockQ5_1) &&
                   table_block_bytes(DType::Q8_0) == sizeof(BlockQ8_0) &&
                   table_block_bytes(DType::IQ4_NL) == sizeof(BlockIQ4_NL) &&
+                  table_block_bytes(DType::IQ4_XS) == sizeof(BlockIQ4_XS) &&
+                  table_block_bytes(DType::Q2_K) == sizeof(BlockQ2_K) &&
+                  table_block_bytes(DType::Q3_K) == sizeof(BlockQ3_K) &&
                   table_block_bytes(DType::Q4_K) == sizeof(BlockQ4_K) &&
+                  table_block_bytes(DType::Q5_K) == sizeof(BlockQ5_K) &&
                   table_block_bytes(DType::Q6_K) == sizeof(BlockQ6_K),
               "dtypes.def and blocks.h disagree");
 }  // namespace

@@ -93,6 +93,37 @@ CASES = [
     TinySpec(weight_type=QT.Q5_0),
     TinySpec(weight_type=QT.Q5_1, arch="mistral", tied=False),
     TinySpec(weight_type=QT.IQ4_NL, arch="qwen2", embed_type=QT.Q8_0),
+    TinySpec(weight_type=QT.Q5_K, tied=False, tensor_types={"blk.1.ffn_down.weight": QT.Q6_K}),
+    TinySpec(weight_type=QT.IQ4_XS, arch="qwen2"),
+    # llama.cpp's Q3_K_M / Q2_K mixes: Q3_K / Q2_K with Q4_K / Q5_K / Q6_K tensors.
+    TinySpec(
+        weight_type=QT.Q3_K,
+        tied=False,
+        tensor_types={
+            "blk.0.attn_v.weight": QT.Q5_K,
+            "blk.1.ffn_down.weight": QT.Q4_K,
+            "output.weight": QT.Q6_K,
+        },
+    ),
+    TinySpec(
+        weight_type=QT.Q2_K,
+        tensor_types={
+            "blk.0.attn_v.weight": QT.Q3_K,
+            "blk.1.ffn_down.weight": QT.Q3_K,
+            "token_embd.weight": QT.Q4_K,
+        },
+    ),
+    # llama.cpp's IQ4_NL file: IQ4_NL with Q5_K / IQ4_XS tensors and a Q8_0 output.
+    TinySpec(
+        weight_type=QT.IQ4_NL,
+        tied=False,
+        tensor_types={
+            "output.weight": QT.Q8_0,
+            "blk.0.ffn_down.weight": QT.Q5_K,
+            "blk.1.attn_v.weight": QT.IQ4_XS,
+            "blk.1.ffn_down.weight": QT.IQ4_XS,
+        },
+    ),
     # A llama.cpp-style _K_M mix: K-quants with Q5_0 / Q5_1 / Q6_K / Q8_0 tensors, in the embedding and
     # the output matrix too.
     TinySpec(

@@ -296,7 +296,9 @@ def test_quantized_models_track_the_f32_model(tiny_dir: Path, qtype: QT) -> None
     assert not np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("qtype", [QT.Q4_K, QT.Q6_K, QT.IQ4_NL], ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    "qtype", [QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K, QT.IQ4_NL, QT.IQ4_XS], ids=lambda t: t.name
+)
 def test_k_quant_models_run(tiny_dir: Path, qtype: QT) -> None:
     model = ModelFile.open(write_tiny_gguf(tiny_dir / f"run_{qtype.name}.gguf", TinySpec(weight_type=qtype)))
     logits = ReferenceModel(model).logits(TOKENS)

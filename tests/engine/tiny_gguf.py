@@ -32,7 +32,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as QT
 
 ALL_TENSOR_TYPES = (
-    QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.IQ4_NL, QT.Q4_K, QT.Q6_K,
+    QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.IQ4_NL, QT.IQ4_XS,
+    QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K,
 )  # fmt: skip
 ARCH_VARIANTS = {  # name -> (arch, tied): every architecture and output layout
     "llama-tied": ("llama", True),
@@ -175,7 +176,8 @@ def spm_vocab() -> tuple[list[str], list[int], list[float]]:
 
 
 def _random_k_blocks(rows: int, cols: int, qtype: QT, std: float, rng: np.random.Generator) -> np.ndarray:
-    """Valid random Q4_K / Q6_K / IQ4_NL blocks, uint8[rows, bytes_per_row] (gguf cannot quantize these)."""
+    """Valid random Q2_K / Q3_K / Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS blocks, uint8[rows, bytes_per_row]
+    (gguf cannot quantize these)."""
     block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
     n_blocks = rows * cols // block_size
     raw = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
@@ -183,11 +185,23 @@ def _random_k_blocks(rows: int, cols: int, qtype: QT, std: float, rng: np.random
         d = np.float16(4 * std / (63 * 15))
         raw[:, 0:2] = np.frombuffer(d.tobytes(), dtype=np.uint8)
         raw[:, 2:4] = np.frombuffer(np.float16(float(d) * 7.5).tobytes(), dtype=np.uint8)
+    elif qtype == QT.Q5_K:  # as Q4_K with 5-bit q (0..31): d f16 | dmin f16 | scales[12] | qh[32] | qs[128]
+        d = np.float16(4 * std / (63 * 31))
+        raw[:, 0:2] = np.frombuffer(d.tobytes(), dtype=np.uint8)
+        raw[:, 2:4] = np.frombuffer(np.float16(float(d) * 15.5).tobytes(), dtype=np.uint8)
+    elif qtype == QT.Q2_K:  # scales[16] | qs[64] | d f16 | dmin f16; x = d*sc*q - dmin*m, sc,m 0..15, q 0..3
+        d = np.float16(std / 12)
+        raw[:, 80:82] = np.frombuffer(d.tobytes(), dtype=np.uint8)
+        raw[:, 82:84] = np.frombuffer(np.float16(float(d) * 1.5).tobytes(), dtype=np.uint8)
+    elif qtype == QT.Q3_K:  # hmask[32] | qs[64] | scales[12] | d f16; x = d*(sc-32)*q, q -4..3
+        raw[:, 108:110] = np.frombuffer(np.float16(std / 42).tobytes(), dtype=np.uint8)
     elif qtype == QT.Q6_K:  # ql[128] | qh[64] | scales int8[16] | d f16; x = d*scale*(q-32)
         raw[:, 192:208] = rng.integers(-64, 64, size=(n_blocks, 16), dtype=np.int8).view(np.uint8)
         raw[:, 208:210] = np.frombuffer(np.float16(std / (32 * 18)).tobytes(), dtype=np.uint8)
     elif qtype == QT.IQ4_NL:  # d f16 | qs[16]; x = d*kvalues[q], |kvalues| <= 127
         raw[:, 0:2] = np.frombuffer(np.float16(std / 70).tobytes(), dtype=np.uint8)
+    elif qtype == QT.IQ4_XS:  # d f16 | scales_h u16 | scales_l[4] | qs[128]; x = d*(scale-32)*kvalues[q]
+        raw[:, 0:2] = np.frombuffer(np.float16(std / (18 * 70)).tobytes(), dtype=np.uint8)
     else:
         raise ValueError(f"no hand-made blocks for {qtype.name}")
     return raw.reshape(rows, -1)
@@ -197,7 +211,7 @@ def encode_tensor(values: np.ndarray, qtype: QT, rng: np.random.Generator) -> np
     """float32[rows, cols] -> the stored array for ``qtype`` (K-quants: random valid blocks)."""
     if values.ndim == 3:  # stacked experts: encoded as one matrix of all their rows
         return encode_tensor(values.reshape(-1, values.shape[-1]), qtype, rng).reshape(*values.shape[:2], -1)
-    if qtype in (QT.Q4_K, QT.Q6_K, QT.IQ4_NL):
+    if qtype in (QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K, QT.IQ4_NL, QT.IQ4_XS):
         return _random_k_blocks(values.shape[0], values.shape[-1], qtype, float(values.std()), rng)
     return gguf.quants.quantize(values.astype(np.float32), qtype)
 

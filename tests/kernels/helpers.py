@@ -24,7 +24,11 @@ QUANT_TYPES = [
     DType.Q5_1,
     DType.Q8_0,
     DType.IQ4_NL,
+    DType.IQ4_XS,
+    DType.Q2_K,
+    DType.Q3_K,
     DType.Q4_K,
+    DType.Q5_K,
     DType.Q6_K,
 ]
 FLOAT_TYPES = [DType.F32, DType.F16, DType.BF16]
@@ -77,9 +81,16 @@ def random_weights(dtype: DType, rows: int, cols: int, rng: np.random.Generator)
     n = raw.shape[0]
     if dtype == DType.IQ4_NL:  # gguf cannot quantize it: random nibbles (every codebook entry), realistic d
         _put_f16(raw, 0, rng.uniform(1e-4, 2e-4, n))
-    elif dtype == DType.Q4_K:
+    elif dtype == DType.IQ4_XS:  # d first; every 6-bit scale and codebook entry occurs
+        _put_f16(raw, 0, rng.uniform(1e-5, 2e-4, n))
+    elif dtype in (DType.Q4_K, DType.Q5_K):
         _put_f16(raw, 0, rng.uniform(1e-4, 2e-3, n))
         _put_f16(raw, 2, rng.uniform(1e-4, 2e-3, n))
+    elif dtype == DType.Q2_K:  # d, dmin after scales[16] and qs[64]
+        _put_f16(raw, 80, rng.uniform(1e-4, 2e-3, n))
+        _put_f16(raw, 82, rng.uniform(1e-4, 2e-3, n))
+    elif dtype == DType.Q3_K:  # d is the last field
+        _put_f16(raw, 108, rng.uniform(1e-4, 2e-3, n))
     else:  # Q6_K: d is the last field
         _put_f16(raw, 208, rng.uniform(1e-4, 2e-3, n))
     return raw.reshape(rows, -1)

@@ -127,11 +127,49 @@ void dequantize(DType type, const void* data, int64_t n, float* y) {
       }
       return;
     }
+    case DType::IQ4_XS: {  // gguf.quants: dl = d · scale, then dl · value
+      const auto* b = static_cast<const BlockIQ4_XS*>(data);
+      for (int64_t k = 0; k < n / kQKK; ++k) {
+        const float d = f16_to_f32(b[k].d);
+        for (int j = 0; j < 8; ++j, y += 32) {
+          const float dl = d * static_cast<float>(iq4xs_scale(b[k], j));
+          const uint8_t* q = b[k].qs + 16 * j;
+          for (int i = 0; i < 16; ++i) {
+            y[i] = dl * static_cast<float>(kIQ4NL[q[i] & 0xF]);
+            y[i + 16] = dl * static_cast<float>(kIQ4NL[q[i] >> 4]);
+          }
+        }
+      }
+      return;
+    }
     case DType::Q8_0: {
       const auto* b = static_cast<const BlockQ8_0*>(data);
       for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {
         const float d = f16_to_f32(b[k].d);
         for (int i = 0; i < kQK; ++i) y[i] = d * static_cast<float>(b[k].qs[i]);
+      }
+      return;
+    }
+    case DType::Q2_K: {  // gguf.quants: dl = d · scale, ml = dmin · min, then dl · q - ml
+      const auto* b = static_cast<const BlockQ2_K*>(data);
+      for (int64_t k = 0; k < n / kQKK; ++k, y += kQKK) {
+        const float d = f16_to_f32(b[k].d), dmin = f16_to_f32(b[k].dmin);
+        for (int e = 0; e < kQKK; ++e) {
+          const uint8_t sm = b[k].scales[e / 16];
+          const float dl = d * static_cast<float>(sm & 0xF), ml = dmin * static_cast<float>(sm >> 4);
+          y[e] = dl * static_cast<float>(q2k_low(b[k].qs, e)) - ml;
+        }
+      }
+      return;
+    }
+    case DType::Q3_K: {  // gguf.quants: dl = d · scale, then dl · q
+      const auto* b = static_cast<const BlockQ3_K*>(data);
+      for (int64_t k = 0; k < n / kQKK; ++k, y += kQKK) {
+        const float d = f16_to_f32(b[k].d);
+        for (int e = 0; e < kQKK; ++e) {
+          y[e] = (d * static_cast<float>(q3k_scale(b[k].scales, e / 16))) *
+                 static_cast<float>(q3k_value(b[k], e));
+        }
       }
       return;
     }
@@ -146,6 +184,24 @@ void dequantize(DType type, const void* data, int64_t n, float* y) {
           const uint8_t* q = b[k].qs + 32 * (j / 2);
           const int shift = 4 * (j % 2);
           for (int i = 0; i < 32; ++i) y[i] = dl * static_cast<float>((q[i] >> shift) & 0xF) - ml;
+        }
+      }
+      return;
+    }
+    case DType::Q5_K: {
+      const auto* b = static_cast<const BlockQ5_K*>(data);
+      for (int64_t k = 0; k < n / kQKK; ++k) {
+        const float d = f16_to_f32(b[k].d), dmin = f16_to_f32(b[k].dmin);
+        for (int j = 0; j < 8; ++j, y += 32) {
+          uint8_t sc, m;
+          q4k_scale_min(j, b[k].scales, &sc, &m);
+          const float dl = d * sc, ml = dmin * m;
+          const uint8_t* q = b[k].qs + 32 * (j / 2);
+          const int shift = 4 * (j % 2);
+          for (int i = 0; i < 32; ++i) {
+            const int v = ((q[i] >> shift) & 0xF) | (((b[k].qh[i] >> j) & 1) << 4);
+            y[i] = dl * static_cast<float>(v) - ml;
+          }
         }
       }
       return;

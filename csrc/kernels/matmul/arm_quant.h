@@ -108,6 +108,20 @@ struct IQ4_NLT {
   }
 };
 
+// IQ4_XS: IQ4_NL's lookup per 32-weight sub-block, with the sub-block's scale d · (6-bit signed scale).
+struct IQ4_XST {
+  using Block = BlockIQ4_XS;
+  static constexpr int kSubs = 8;
+  static constexpr bool kHasMin = false;
+  static constexpr bool kHalves = false;
+  static Sub sub(const Block& b, int j) {
+    const uint8x16_t v = vld1q_u8(b.qs + 16 * j);
+    const int8x16_t book = vld1q_s8(kIQ4NL);
+    return {vqtbl1q_s8(book, vandq_u8(v, vdupq_n_u8(0x0F))), vqtbl1q_s8(book, vshrq_n_u8(v, 4)),
+            f16_scalar(b.d) * static_cast<float>(iq4xs_scale(b, j)), 0.0f};
+  }
+};
+
 struct Q8_0T {
   using Block = BlockQ8_0;
   static constexpr int kSubs = 1;
@@ -138,13 +152,84 @@ struct Q4_KT {
   }
 };
 
-// Q6_K: stored values q + 32 (0..63) and one int8 scale per 16 weights; the integer dot of sub-block j
-// is sc[2j]·Σ_{0..15}(q-32)a + sc[2j+1]·Σ_{16..31}(q-32)a, exact (Dot::half gives each 16-value half).
+struct Q5_KT {
+  using Block = BlockQ5_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kHasMin = true;
+  static constexpr bool kHalves = false;
+  static Sub sub(const Block& b, int j) {
+    uint8_t sc, m;
+    q4k_scale_min(j, b.scales, &sc, &m);
+    const uint8_t* q = b.qs + 32 * (j / 2);
+    uint8x16_t v0 = vld1q_u8(q), v1 = vld1q_u8(q + 16);
+    if (j % 2) {
+      v0 = vshrq_n_u8(v0, 4);
+      v1 = vshrq_n_u8(v1, 4);
+    } else {
+      v0 = vandq_u8(v0, vdupq_n_u8(0x0F));
+      v1 = vandq_u8(v1, vdupq_n_u8(0x0F));
+    }
+    const int8x16_t shift = vdupq_n_s8(static_cast<int8_t>(4 - j));  // bit j to bit 4 (negative: right)
+    const uint8x16_t h0 = vandq_u8(vshlq_u8(vld1q_u8(b.qh), shift), vdupq_n_u8(0x10));
+    const uint8x16_t h1 = vandq_u8(vshlq_u8(vld1q_u8(b.qh + 16), shift), vdupq_n_u8(0x10));
+    return {vreinterpretq_s8_u8(vorrq_u8(v0, h0)), vreinterpretq_s8_u8(vorrq_u8(v1, h1)),
+            f16_scalar(b.d) * sc, -(f16_scalar(b.dmin) * m)};
+  }
+};
+
+// kHalves (Q2_K, Q3_K, Q6_K): stored values q + kOffset and one int scale per 16 weights (T::hscale); the
+// integer dot of sub-block j is hscale(2j)·Σ_{0..15}(q-kOffset)a + hscale(2j+1)·Σ_{16..31}(q-kOffset)a,
+// exact (Dot::half gives each 16-value half). kHalfMins (Q2_K): one int min per 16 weights (T::hmin),
+// its term (hmin(2j)·Σ_{0..15}a + hmin(2j+1)·Σ_{16..31}a) · d_act · Sub::m.
+
+// Q2_K / Q3_K sub-block j's low 2 bits: bytes qs[32h .. 32h+31] (h = j / 4), bits 2·(j % 4) and up.
+inline void q2k_low2(const uint8_t* qs, int j, uint8x16_t* v0, uint8x16_t* v1) {
+  const int8x16_t shift = vdupq_n_s8(static_cast<int8_t>(-2 * (j % 4)));  // negative: shift right
+  *v0 = vandq_u8(vshlq_u8(vld1q_u8(qs + 32 * (j / 4)), shift), vdupq_n_u8(3));
+  *v1 = vandq_u8(vshlq_u8(vld1q_u8(qs + 32 * (j / 4) + 16), shift), vdupq_n_u8(3));
+}
+
+struct Q2_KT {
+  using Block = BlockQ2_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kHasMin = false;
+  static constexpr bool kHalves = true, kHalfMins = true;
+  static constexpr int kOffset = 0;
+  static int hscale(const Block& b, int l) { return b.scales[l] & 0xF; }
+  static int hmin(const Block& b, int l) { return b.scales[l] >> 4; }
+  static Sub sub(const Block& b, int j) {
+    uint8x16_t v0, v1;
+    q2k_low2(b.qs, j, &v0, &v1);
+    return {vreinterpretq_s8_u8(v0), vreinterpretq_s8_u8(v1), f16_scalar(b.d), -f16_scalar(b.dmin)};
+  }
+};
+
+struct Q3_KT {
+  using Block = BlockQ3_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kHasMin = false;
+  static constexpr bool kHalves = true, kHalfMins = false;
+  static constexpr int kOffset = 4;  // stored q + 4: the low 2 bits, plus 4 where the third bit is set
+  static int hscale(const Block& b, int l) { return q3k_scale(b.scales, l); }
+  static Sub sub(const Block& b, int j) {
+    uint8x16_t v0, v1;
+    q2k_low2(b.qs, j, &v0, &v1);
+    const int8x16_t shift = vdupq_n_s8(static_cast<int8_t>(2 - j));  // bit j to bit 2 (negative: right)
+    const uint8x16_t h0 = vandq_u8(vshlq_u8(vld1q_u8(b.hmask), shift), vdupq_n_u8(4));
+    const uint8x16_t h1 = vandq_u8(vshlq_u8(vld1q_u8(b.hmask + 16), shift), vdupq_n_u8(4));
+    return {vreinterpretq_s8_u8(vorrq_u8(v0, h0)), vreinterpretq_s8_u8(vorrq_u8(v1, h1)), f16_scalar(b.d),
+            0.0f};
+  }
+};
+
+// Q6_K: stored values q + 32 (0..63) and one int8 scale per 16 weights.
 struct Q6_KT {
   using Block = BlockQ6_K;
   static constexpr int kSubs = 8;
   static constexpr bool kHasMin = false;
-  static constexpr bool kHalves = true;
+  static constexpr bool kHalves = true, kHalfMins = false;
+  static constexpr int kOffset = 32;
+  static int hscale(const Block& b, int l) { return b.scales[l]; }
   static Sub sub(const Block& b, int j) {
     const int h = j / 4, c = j % 4;
     const uint8_t* ql = b.ql + 64 * h + 32 * (c % 2);
@@ -165,6 +250,15 @@ struct Q6_KT {
   }
 };
 
+template <class T>
+constexpr bool half_mins() {
+  if constexpr (T::kHalves) {
+    return T::kHalfMins;
+  } else {
+    return false;
+  }
+}
+
 template <class T, class Dot, int NR, int MR>
 inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, int64_t nblocks, float* Y,
                  int64_t ldy, int64_t r) {
@@ -180,9 +274,14 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
     for (int j = 0; j < T::kSubs; ++j) {
       const int64_t ab = k * T::kSubs + j;
       int8x16_t a0[MR], a1[MR];
+      int32_t as0[MR] = {}, as1[MR] = {};  // Σ of each 16-value half (kHalfMins only)
       for (int i = 0; i < MR; ++i) {
         a0[i] = vld1q_s8(a[i][ab].q);
         a1[i] = vld1q_s8(a[i][ab].q + 16);
+        if constexpr (half_mins<T>()) {
+          as0[i] = vaddlvq_s8(a0[i]);
+          as1[i] = vaddlvq_s8(a1[i]);
+        }
       }
       for (int ri = 0; ri < NR; ++ri) {
         const auto& blk = reinterpret_cast<const typename T::Block*>(w + ri * wstride)[k];
@@ -190,10 +289,17 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
         for (int i = 0; i < MR; ++i) {
           int32x4_t dot;
           if constexpr (T::kHalves) {
-            const int8x16_t k32 = vdupq_n_s8(32);
-            const int32x4_t h0 = vsubq_s32(Dot::half(s.q0, a0[i]), Dot::half(k32, a0[i]));
-            const int32x4_t h1 = vsubq_s32(Dot::half(s.q1, a1[i]), Dot::half(k32, a1[i]));
-            dot = vmlaq_n_s32(vmulq_n_s32(h0, blk.scales[2 * j]), h1, blk.scales[2 * j + 1]);
+            int32x4_t h0 = Dot::half(s.q0, a0[i]), h1 = Dot::half(s.q1, a1[i]);
+            if constexpr (T::kOffset != 0) {
+              const int8x16_t ko = vdupq_n_s8(T::kOffset);
+              h0 = vsubq_s32(h0, Dot::half(ko, a0[i]));
+              h1 = vsubq_s32(h1, Dot::half(ko, a1[i]));
+            }
+            dot = vmlaq_n_s32(vmulq_n_s32(h0, T::hscale(blk, 2 * j)), h1, T::hscale(blk, 2 * j + 1));
+            if constexpr (half_mins<T>()) {
+              const int32_t mn = T::hmin(blk, 2 * j) * as0[i] + T::hmin(blk, 2 * j + 1) * as1[i];
+              mins[ri][i] = std::fma(s.m, a[i][ab].d * static_cast<float>(mn), mins[ri][i]);
+            }
           } else {
             dot = Dot::dot(s.q0, s.q1, a0[i], a1[i]);
           }
@@ -226,7 +332,11 @@ bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t 
     case DType::Q5_1: quant_rows<Q5_1T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q8_0: quant_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::IQ4_NL: quant_rows<IQ4_NLT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::IQ4_XS: quant_rows<IQ4_XST, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q2_K: quant_rows<Q2_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q3_K: quant_rows<Q3_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_K: quant_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q5_K: quant_rows<Q5_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q6_K: quant_rows<Q6_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     default: return false;
   }

@@ -84,7 +84,9 @@ bool matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
     case DType::Q5_1: rows<arm::Q5_1T>(W, Xq, m, Y, ldy, r0, rmain); break;
     case DType::Q8_0: rows<arm::Q8_0T>(W, Xq, m, Y, ldy, r0, rmain); break;
     case DType::IQ4_NL: rows<arm::IQ4_NLT>(W, Xq, m, Y, ldy, r0, rmain); break;
+    case DType::IQ4_XS: rows<arm::IQ4_XST>(W, Xq, m, Y, ldy, r0, rmain); break;
     case DType::Q4_K: rows<arm::Q4_KT>(W, Xq, m, Y, ldy, r0, rmain); break;
+    case DType::Q5_K: rows<arm::Q5_KT>(W, Xq, m, Y, ldy, r0, rmain); break;
     default: return false;
   }
   const int64_t xbytes = act_row_bytes(W.type, W.cols);

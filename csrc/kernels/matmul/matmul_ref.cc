@@ -64,12 +64,66 @@ float dot_row(DType type, const void* wrow, const void* xrow, int64_t cols) {
       }
       return acc;
     }
+    case DType::IQ4_XS: {
+      const auto* w = static_cast<const BlockIQ4_XS*>(wrow);
+      for (int64_t k = 0; k < cols / kQKK; ++k) {
+        const float d = f16_to_f32(w[k].d);
+        for (int j = 0; j < 8; ++j) {
+          const ActBlock& x = a[k * 8 + j];
+          const uint8_t* q = w[k].qs + 16 * j;
+          int32_t s = 0;
+          for (int i = 0; i < 16; ++i) s += kIQ4NL[q[i] & 0xF] * x.q[i] + kIQ4NL[q[i] >> 4] * x.q[i + 16];
+          // |scale · s| <= 32 · 32 · 127 · 127 < 2^24: exact as a float.
+          acc += d * x.d * static_cast<float>(iq4xs_scale(w[k], j) * s);
+        }
+      }
+      return acc;
+    }
     case DType::Q8_0: {
       const auto* w = static_cast<const BlockQ8_0*>(wrow);
       for (int64_t k = 0; k < nb; ++k) {
         int32_t s = 0;
         for (int i = 0; i < kQK; ++i) s += w[k].qs[i] * a[k].q[i];
         acc += f16_to_f32(w[k].d) * a[k].d * static_cast<float>(s);
+      }
+      return acc;
+    }
+    case DType::Q2_K: {
+      const auto* w = static_cast<const BlockQ2_K*>(wrow);
+      for (int64_t k = 0; k < cols / kQKK; ++k) {
+        const float d = f16_to_f32(w[k].d), dmin = f16_to_f32(w[k].dmin);
+        for (int j = 0; j < 8; ++j) {
+          const ActBlock& x = a[k * 8 + j];
+          int32_t s = 0, mn = 0;  // Σ_halves scale·Σq·a and min·Σa: exact integers
+          for (int h = 0; h < 2; ++h) {
+            const uint8_t sm = w[k].scales[2 * j + h];
+            int32_t sq = 0, sa = 0;
+            for (int i = 16 * h; i < 16 * h + 16; ++i) {
+              sq += q2k_low(w[k].qs, 32 * j + i) * x.q[i];
+              sa += x.q[i];
+            }
+            s += (sm & 0xF) * sq;
+            mn += (sm >> 4) * sa;
+          }
+          acc += d * x.d * static_cast<float>(s) - dmin * (x.d * static_cast<float>(mn));
+        }
+      }
+      return acc;
+    }
+    case DType::Q3_K: {
+      const auto* w = static_cast<const BlockQ3_K*>(wrow);
+      for (int64_t k = 0; k < cols / kQKK; ++k) {
+        const float d = f16_to_f32(w[k].d);
+        for (int j = 0; j < 8; ++j) {
+          const ActBlock& x = a[k * 8 + j];
+          int32_t s0 = 0, s1 = 0;
+          for (int i = 0; i < 16; ++i) {
+            s0 += q3k_value(w[k], 32 * j + i) * x.q[i];
+            s1 += q3k_value(w[k], 32 * j + 16 + i) * x.q[i + 16];
+          }
+          const int32_t s = q3k_scale(w[k].scales, 2 * j) * s0 + q3k_scale(w[k].scales, 2 * j + 1) * s1;
+          acc += d * x.d * static_cast<float>(s);
+        }
       }
       return acc;
     }
@@ -85,6 +139,24 @@ float dot_row(DType type, const void* wrow, const void* xrow, int64_t cols) {
           const int shift = 4 * (j % 2);
           int32_t s = 0;
           for (int i = 0; i < 32; ++i) s += ((q[i] >> shift) & 0xF) * x.q[i];
+          acc += d * x.d * static_cast<float>(sc * s) - dmin * (x.d * static_cast<float>(m * x.sum));
+        }
+      }
+      return acc;
+    }
+    case DType::Q5_K: {
+      const auto* w = static_cast<const BlockQ5_K*>(wrow);
+      for (int64_t k = 0; k < cols / kQKK; ++k) {
+        const float d = f16_to_f32(w[k].d), dmin = f16_to_f32(w[k].dmin);
+        for (int j = 0; j < 8; ++j) {
+          const ActBlock& x = a[k * 8 + j];
+          uint8_t sc, m;
+          q4k_scale_min(j, w[k].scales, &sc, &m);
+          const uint8_t* q = w[k].qs + 32 * (j / 2);
+          const int shift = 4 * (j % 2);
+          int32_t s = 0;
+          for (int i = 0; i < 32; ++i)
+            s += (((q[i] >> shift) & 0xF) | (((w[k].qh[i] >> j) & 1) << 4)) * x.q[i];
           acc += d * x.d * static_cast<float>(sc * s) - dmin * (x.d * static_cast<float>(m * x.sum));
         }
       }

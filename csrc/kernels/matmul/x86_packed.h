@@ -1,5 +1,5 @@
-// Row-interleaved ("packed") layout for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / Q4_K / Q6_K on x86,
-// and its products.
+// Row-interleaved ("packed") layout for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL / IQ4_XS / Q4_K / Q5_K /
+// Q6_K on x86, and its products.
 //
 // Rows are taken in groups of 8 (rows beyond the last full group stay in GGUF layout, read from W.data).
 // For each group and each 32-weight block column k, one record of exactly 8 GGUF blocks' bytes:
@@ -13,6 +13,11 @@
 // Q4_K: one record per 256-weight super-block column (1184 bytes for 8 rows, 32 more than GGUF):
 //   f16 d[8], f16 dmin[8], u8 scale[8 sub-blocks][8 rows], u8 min[8][8] (the 6-bit values, unpacked),
 //   then per sub-block j: 4 chunks × 32 bytes as for Q4 above (low nibble element 4g+b, high 16+4g+b).
+// Q5_K: the Q4_K record (its scales, mins and low 4 bits), then per sub-block j one chunk of fifth bits
+//   laid out as Q5's above (1440 bytes for 8 rows, 32 more than GGUF).
+// IQ4_XS: one record per super-block column (1104 bytes for 8 rows, 16 more than GGUF): f16 d[8], i8
+//   scale[8 sub-blocks][8 rows] (the signed 6-bit values, unpacked), then per sub-block j 4 chunks × 32
+//   bytes as for Q4 above (GGUF qs[16j + 4g .. 16j + 4g + 3] of each row in chunk g).
 // Q6_K: one record per super-block column (1680 bytes for 8 rows, the same as GGUF): f16 d[8], i8
 //   scale[16 halves][8 rows], then per sub-block j 192 bytes: 4 chunks × 32 bytes of low 4 bits (low
 //   nibble element 4g+b, high nibble 16+4g+b, as for Q4) and 2 chunks × 32 bytes of high 2 bits: chunk
@@ -26,6 +31,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/blocks.h"
@@ -38,7 +44,7 @@ constexpr int64_t kPrefetch = 8192;
 
 inline bool packable(DType t) {
   return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 || t == DType::Q8_0 ||
-         t == DType::IQ4_NL || t == DType::Q4_K || t == DType::Q6_K;
+         t == DType::IQ4_NL || t == DType::IQ4_XS || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
 }
 
 // Byte offsets inside one record (the layouts above), ints like the loop indices they combine with. Every
@@ -58,6 +64,14 @@ struct Q4KRecord {
   static constexpr int kQuants = kMins + 8 * kPackRows;  // then per sub-block, 4 chunks of nibbles
   static constexpr int kSubBlock = 4 * kChunk;
   static constexpr int kBytes = kQuants + 8 * kSubBlock;
+  static constexpr int kHighBits = kBytes;  // Q5_K: then per sub-block, 1 chunk of fifth bits
+  static constexpr int kQ5KBytes = kHighBits + 8 * kChunk;
+};
+struct IQ4XSRecord {
+  static constexpr int kScales = 2 * kPackRows;            // i8 scale[8 sub-blocks][8 rows]
+  static constexpr int kQuants = kScales + 8 * kPackRows;  // then per sub-block, 4 chunks of nibbles
+  static constexpr int kSubBlock = 4 * kChunk;
+  static constexpr int kBytes = kQuants + 8 * kSubBlock;
 };
 struct Q6KRecord {
   static constexpr int kScales = 2 * kPackRows;             // i8 scale[16 halves][8 rows]
@@ -67,11 +81,15 @@ struct Q6KRecord {
   static constexpr int kBytes = kQuants + 8 * kSubBlock;
 };
 static_assert(Q4KRecord::kBytes == kPackRows * int64_t{sizeof(BlockQ4_K)} + 32, "1184 bytes, see above");
+static_assert(Q4KRecord::kQ5KBytes == kPackRows * int64_t{sizeof(BlockQ5_K)} + 32, "1440 bytes, see above");
+static_assert(IQ4XSRecord::kBytes == kPackRows * int64_t{sizeof(BlockIQ4_XS)} + 16, "1104 bytes, see above");
 static_assert(Q6KRecord::kBytes == kPackRows * int64_t{sizeof(BlockQ6_K)}, "1680 bytes, see above");
 
 // Bytes of one record (8 rows × one block column, or one super-block column for Q4_K / Q6_K).
 constexpr int64_t record_bytes(DType t) {
   return t == DType::Q4_K     ? Q4KRecord::kBytes
+         : t == DType::Q5_K   ? Q4KRecord::kQ5KBytes
+         : t == DType::IQ4_XS ? IQ4XSRecord::kBytes
          : t == DType::Q6_K   ? Q6KRecord::kBytes
          : t == DType::Q4_0   ? kPackRows * int64_t{sizeof(BlockQ4_0)}
          : t == DType::Q4_1   ? kPackRows * int64_t{sizeof(BlockQ4_1)}
@@ -81,7 +99,8 @@ constexpr int64_t record_bytes(DType t) {
                               : kPackRows * int64_t{sizeof(BlockQ8_0)};
 }
 inline int64_t records_per_row(DType t, int64_t cols) {
-  return cols / (t == DType::Q4_K || t == DType::Q6_K ? kQKK : kQK);
+  const bool super = t == DType::Q4_K || t == DType::Q5_K || t == DType::IQ4_XS || t == DType::Q6_K;
+  return cols / (super ? kQKK : kQK);
 }
 
 inline int64_t packed_bytes(const Matrix& W) {
@@ -89,14 +108,17 @@ inline int64_t packed_bytes(const Matrix& W) {
   return W.rows / kPackRows * records_per_row(W.type, W.cols) * record_bytes(W.type);
 }
 
+// Q4_K, and Q5_K (Block BlockQ5_K) with its fifth bits.
+template <class Block>
 inline void repack_q4k(const Matrix& W, uint8_t* out) {
   using R = Q4KRecord;
+  constexpr bool kQ5 = std::is_same_v<Block, BlockQ5_K>;
   const int64_t rb = row_bytes(W.type, W.cols), ns = W.cols / kQKK;
   const auto* src = static_cast<const uint8_t*>(W.data);
   for (int64_t g = 0; g < W.rows / kPackRows; ++g) {
-    for (int64_t k = 0; k < ns; ++k, out += R::kBytes) {
+    for (int64_t k = 0; k < ns; ++k, out += kQ5 ? R::kQ5KBytes : R::kBytes) {
       for (int r = 0; r < kPackRows; ++r) {
-        const auto& b = reinterpret_cast<const BlockQ4_K*>(src + (g * kPackRows + r) * rb)[k];
+        const auto& b = reinterpret_cast<const Block*>(src + (g * kPackRows + r) * rb)[k];
         std::memcpy(out + 2 * r, &b.d, 2);
         std::memcpy(out + R::kDmin + 2 * r, &b.dmin, 2);
         for (int j = 0; j < 8; ++j) {
@@ -108,6 +130,36 @@ inline void repack_q4k(const Matrix& W, uint8_t* out) {
             const int lo = (q[i] >> shift) & 0xF, hi = (q[i + 16] >> shift) & 0xF;
             const int at = R::kQuants + R::kSubBlock * j + kChunk * (i / 4) + 4 * r + i % 4;
             out[at] = static_cast<uint8_t>(lo | (hi << 4));
+          }
+          if constexpr (kQ5) {  // element i's fifth bit is bit j of qh[i]; bits placed as Q5's chunk above
+            uint32_t packed = 0;
+            for (int c = 0; c < 4; ++c) {
+              for (int bb = 0; bb < 4; ++bb) {
+                packed |= static_cast<uint32_t>((b.qh[4 * c + bb] >> j) & 1) << (8 * bb + c);
+                packed |= static_cast<uint32_t>((b.qh[16 + 4 * c + bb] >> j) & 1) << (8 * bb + 4 + c);
+              }
+            }
+            std::memcpy(out + R::kHighBits + kChunk * j + 4 * r, &packed, 4);
+          }
+        }
+      }
+    }
+  }
+}
+
+inline void repack_iq4xs(const Matrix& W, uint8_t* out) {
+  using R = IQ4XSRecord;
+  const int64_t rb = row_bytes(W.type, W.cols), ns = W.cols / kQKK;
+  const auto* src = static_cast<const uint8_t*>(W.data);
+  for (int64_t g = 0; g < W.rows / kPackRows; ++g) {
+    for (int64_t k = 0; k < ns; ++k, out += R::kBytes) {
+      for (int r = 0; r < kPackRows; ++r) {
+        const auto& b = reinterpret_cast<const BlockIQ4_XS*>(src + (g * kPackRows + r) * rb)[k];
+        std::memcpy(out + 2 * r, &b.d, 2);
+        for (int j = 0; j < 8; ++j) {
+          out[R::kScales + kPackRows * j + r] = static_cast<uint8_t>(static_cast<int8_t>(iq4xs_scale(b, j)));
+          for (int c = 0; c < 4; ++c) {
+            std::memcpy(out + R::kQuants + R::kSubBlock * j + kChunk * c + 4 * r, b.qs + 16 * j + 4 * c, 4);
           }
         }
       }
@@ -147,11 +199,19 @@ inline void repack_q6k(const Matrix& W, uint8_t* out) {
 
 inline void repack(const Matrix& W, void* dst) {
   if (W.type == DType::Q4_K) {
-    repack_q4k(W, static_cast<uint8_t*>(dst));
+    repack_q4k<BlockQ4_K>(W, static_cast<uint8_t*>(dst));
+    return;
+  }
+  if (W.type == DType::Q5_K) {
+    repack_q4k<BlockQ5_K>(W, static_cast<uint8_t*>(dst));
     return;
   }
   if (W.type == DType::Q6_K) {
     repack_q6k(W, static_cast<uint8_t*>(dst));
+    return;
+  }
+  if (W.type == DType::IQ4_XS) {
+    repack_iq4xs(W, static_cast<uint8_t*>(dst));
     return;
   }
   const int64_t rb = row_bytes(W.type, W.cols), nb = W.cols / kQK, bb = block_bytes(W.type);
@@ -247,9 +307,10 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
           acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[i]);
         }
       }
-    } else if constexpr (T == DType::Q4_K) {
+    } else if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
       // Per super-block: s = Σ_j x.d_j·(scale_j·dot_j) and n = Σ_j x.d_j·Σx_j·min_j, then acc += d·s - dmin·n
-      // once. scale_j·dot_j is an exact int32 (|dot| <= 32·15·127, scale < 64) and exact as a float.
+      // once. scale_j·dot_j is an exact int32 (|dot| <= 32·31·127 for Q5_K, scale < 64: < 2^24) and exact
+      // as a float.
       using R = Q4KRecord;
       const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + R::kDmin)));
       __m256 s[MR], n[MR];
@@ -266,6 +327,15 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + kChunk * g));
           lo[g] = _mm256_and_si256(v, low4);
           hi[g] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        }
+        if constexpr (T == DType::Q5_K) {  // fifth bits to bit 4, as for Q5 below
+          const __m256i h =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + R::kHighBits + kChunk * j));
+          const __m256i bit4 = _mm256_set1_epi8(0x10);
+          for (int g = 0; g < 4; ++g) {
+            lo[g] = _mm256_or_si256(lo[g], _mm256_and_si256(_mm256_slli_epi16(h, 4 - g), bit4));
+            hi[g] = _mm256_or_si256(hi[g], _mm256_and_si256(_mm256_srli_epi16(h, g), bit4));
+          }
         }
         for (int i = 0; i < MR; ++i) {
           const ActBlock& x = a[i][8 * k + j];
@@ -284,6 +354,38 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
         acc[i] = _mm256_fmadd_ps(dw, s[i], acc[i]);
         accm[i] = _mm256_fnmadd_ps(dm, n[i], accm[i]);
       }
+    } else if constexpr (T == DType::IQ4_XS) {
+      // As Q4_K without mins, signed codebook values: s = Σ_j x.d_j·(scale_j·dot_j), then acc += d·s once
+      // per super-block (|scale_j·dot_j| <= 32·32·127·127 < 2^24: exact as an int32 and as a float).
+      using R = IQ4XSRecord;
+      const __m128i book = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NL));
+      const __m256i book2 = _mm256_set_m128i(book, book);
+      __m256 s[MR];
+      for (int i = 0; i < MR; ++i) s[i] = _mm256_setzero_ps();
+      for (int j = 0; j < 8; ++j) {
+        const __m256i sc = _mm256_cvtepi8_epi32(
+            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(rec + R::kScales + kPackRows * j)));
+        const uint8_t* q = rec + R::kQuants + R::kSubBlock * j;
+        __m256i lo[4], hi[4];
+        for (int g = 0; g < 4; ++g) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + kChunk * g));
+          lo[g] = _mm256_shuffle_epi8(book2, _mm256_and_si256(v, low4));
+          hi[g] = _mm256_shuffle_epi8(book2, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+        }
+        for (int i = 0; i < MR; ++i) {
+          const ActBlock& x = a[i][8 * k + j];
+          __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+          for (int g = 0; g < 4; ++g) {
+            d0 = Dot::acc_s(d0, lo[g], bcast4(x.q + 4 * g));
+            d1 = Dot::acc_s(d1, hi[g], bcast4(x.q + 16 + 4 * g));
+          }
+          __m256i dot = _mm256_add_epi32(d0, d1);
+          if (Dot::kSignedBias) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(Dot::kSignedBias * x.sum));
+          dot = _mm256_mullo_epi32(dot, sc);
+          s[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(x.d), s[i]);
+        }
+      }
+      for (int i = 0; i < MR; ++i) acc[i] = _mm256_fmadd_ps(dw, s[i], acc[i]);
     } else if constexpr (T == DType::Q8_0) {
       for (int i = 0; i < MR; ++i) {
         const ActBlock& x = a[i][k];
@@ -407,7 +509,9 @@ bool matmul_packed(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t
       case DType::Q5_0: packed_rows<Dot, DType::Q5_0>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q5_1: packed_rows<Dot, DType::Q5_1>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::IQ4_NL: packed_rows<Dot, DType::IQ4_NL>(W, Xq, m, Y, ldy, r0, split); break;
+      case DType::IQ4_XS: packed_rows<Dot, DType::IQ4_XS>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q4_K: packed_rows<Dot, DType::Q4_K>(W, Xq, m, Y, ldy, r0, split); break;
+      case DType::Q5_K: packed_rows<Dot, DType::Q5_K>(W, Xq, m, Y, ldy, r0, split); break;
       case DType::Q6_K: packed_rows<Dot, DType::Q6_K>(W, Xq, m, Y, ldy, r0, split); break;
       default: packed_rows<Dot, DType::Q8_0>(W, Xq, m, Y, ldy, r0, split); break;
     }

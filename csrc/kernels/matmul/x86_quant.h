@@ -28,8 +28,10 @@ inline float f16_scalar(uint16_t h) { return _cvtsh_ss(h); }
 // Weight formats as sequences of 32-weight sub-blocks: T::scales fills the float scale d and additive
 // min m (w = d·q + m) of every sub-block of a block, T::quants gives sub-block j's weights as 32 bytes.
 // kSigned: int8 weights (Q8_0), which need the sign trick (maddubs/vpdpbusd take u8 × s8).
-// kHalves (Q6_K): each 16-weight half has its own int scale (T::iscales, per 32-bit lane) and the stored
-// values are q + 32, so the integer dot becomes iscale · (Σ q·a - 32·Σ a) per lane, exactly.
+// kHalves (Q2_K, Q3_K, Q6_K): each 16-weight half has its own int scale (T::iscales, per 32-bit lane) and
+// the stored values are q + kOffset (Q6_K 32, Q3_K 4, Q2_K 0), so the integer dot becomes
+// iscale · (Σ q·a - kOffset·Σ a) per lane, exactly. kHalfMins (Q2_K): each half also has an int min
+// (T::imins, per lane), its term imin · Σ a per lane times d_act and the float m of the block.
 
 inline __m256i unpack_nibbles(const uint8_t* qs) {  // 16 bytes -> 32 u8: low nibbles then high nibbles
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
@@ -116,6 +118,21 @@ struct IQ4_NLT {
   static __m256i quants(const Block& b, int) { return iq4nl_values(unpack_nibbles(b.qs)); }
 };
 
+// IQ4_XS: IQ4_NL's values in 8 sub-blocks, each with the float scale d · (6-bit signed scale).
+struct IQ4_XST {
+  using Block = BlockIQ4_XS;
+  static constexpr int kSubs = 8;
+  static constexpr bool kSigned = true, kHasMin = false, kHalves = false;
+  static void scales(const Block& b, float* d, float* m) {
+    const float bd = f16_scalar(b.d);
+    for (int j = 0; j < 8; ++j) {
+      d[j] = bd * static_cast<float>(iq4xs_scale(b, j));
+      m[j] = 0.0f;
+    }
+  }
+  static __m256i quants(const Block& b, int j) { return iq4nl_values(unpack_nibbles(b.qs + 16 * j)); }
+};
+
 struct Q8_0T {
   using Block = BlockQ8_0;
   static constexpr int kSubs = 1;
@@ -129,29 +146,32 @@ struct Q8_0T {
   }
 };
 
+// Q4_K / Q5_K: the 8 six-bit (scale, min) pairs unpacked all at once (ggml's mask trick, same values as
+// q4k_scale_min), then d·sc and -(dmin·m) for the 8 sub-blocks as two vectors.
+template <class Block>
+inline void k4_scales(const Block& b, float* d, float* m) {
+  uint32_t u[4];
+  std::memcpy(u, b.scales, 12);
+  const uint32_t lo6 = 0x3f3f3f3f, lo4 = 0x0f0f0f0f, lo2 = 0x03030303;
+  u[3] = ((u[2] >> 4) & lo4) | (((u[1] >> 6) & lo2) << 4);  // mins 4..7
+  const uint32_t mins03 = u[1] & lo6;
+  u[1] = (u[2] & lo4) | (((u[0] >> 6) & lo2) << 4);  // scales 4..7
+  u[2] = mins03;
+  u[0] &= lo6;  // scales 0..3
+  const __m256 sc =
+      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u))));
+  const __m256 mn =
+      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 2))));
+  _mm256_storeu_ps(d, _mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.d)), sc));
+  _mm256_storeu_ps(
+      m, _mm256_xor_ps(_mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.dmin)), mn), _mm256_set1_ps(-0.0f)));
+}
+
 struct Q4_KT {
   using Block = BlockQ4_K;
   static constexpr int kSubs = 8;
   static constexpr bool kSigned = false, kHasMin = true, kHalves = false;
-  // The 8 six-bit (scale, min) pairs unpacked all at once (ggml's mask trick, same values as
-  // q4k_scale_min), then d·sc and -(dmin·m) for the 8 sub-blocks as two vectors.
-  static void scales(const Block& b, float* d, float* m) {
-    uint32_t u[4];
-    std::memcpy(u, b.scales, 12);
-    const uint32_t lo6 = 0x3f3f3f3f, lo4 = 0x0f0f0f0f, lo2 = 0x03030303;
-    u[3] = ((u[2] >> 4) & lo4) | (((u[1] >> 6) & lo2) << 4);  // mins 4..7
-    const uint32_t mins03 = u[1] & lo6;
-    u[1] = (u[2] & lo4) | (((u[0] >> 6) & lo2) << 4);  // scales 4..7
-    u[2] = mins03;
-    u[0] &= lo6;  // scales 0..3
-    const __m256 sc =
-        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u))));
-    const __m256 mn =
-        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 2))));
-    _mm256_storeu_ps(d, _mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.d)), sc));
-    _mm256_storeu_ps(
-        m, _mm256_xor_ps(_mm256_mul_ps(_mm256_set1_ps(f16_scalar(b.dmin)), mn), _mm256_set1_ps(-0.0f)));
-  }
+  static void scales(const Block& b, float* d, float* m) { k4_scales(b, d, m); }
   static __m256i quants(const Block& b, int j) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (j / 2)));
     const __m256i q = (j % 2) ? _mm256_srli_epi16(v, 4) : v;
@@ -159,10 +179,77 @@ struct Q4_KT {
   }
 };
 
+struct Q5_KT {
+  using Block = BlockQ5_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kSigned = false, kHasMin = true, kHalves = false;
+  static void scales(const Block& b, float* d, float* m) { k4_scales(b, d, m); }
+  static __m256i quants(const Block& b, int j) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (j / 2)));
+    const __m256i q = _mm256_and_si256((j % 2) ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0F));
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh));
+    // Bit j of each byte to bit 4 (the 16-bit shifts keep it inside its byte after the mask).
+    const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
+    return _mm256_or_si256(q, _mm256_slli_epi16(hb, 4));
+  }
+};
+
+// Q2_K / Q3_K sub-block j's low 2 bits: bytes qs[32h .. 32h+31] (h = j / 4), bits 2·(j % 4) and up.
+inline __m256i q2k_low2(const uint8_t* qs, int j) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * (j / 4)));
+  return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * (j % 4))), _mm256_set1_epi8(3));
+}
+inline __m256i halves(int lo, int hi) { return _mm256_set_m128i(_mm_set1_epi32(hi), _mm_set1_epi32(lo)); }
+
+struct Q2_KT {
+  using Block = BlockQ2_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kSigned = false, kHasMin = false, kHalves = true, kHalfMins = true;
+  static constexpr int kOffset = 0;
+  static void scales(const Block& b, float* d, float* m) {
+    const float bd = f16_scalar(b.d), bm = -f16_scalar(b.dmin);
+    for (int j = 0; j < 8; ++j) {
+      d[j] = bd;
+      m[j] = bm;
+    }
+  }
+  static __m256i quants(const Block& b, int j) { return q2k_low2(b.qs, j); }
+  static __m256i iscales(const Block& b, int j) {
+    return halves(b.scales[2 * j] & 0xF, b.scales[2 * j + 1] & 0xF);
+  }
+  static __m256i imins(const Block& b, int j) {
+    return halves(b.scales[2 * j] >> 4, b.scales[2 * j + 1] >> 4);
+  }
+};
+
+struct Q3_KT {
+  using Block = BlockQ3_K;
+  static constexpr int kSubs = 8;
+  static constexpr bool kSigned = false, kHasMin = false, kHalves = true, kHalfMins = false;
+  static constexpr int kOffset = 4;  // stored q + 4 (0..7): the low 2 bits, plus 4 where the third bit is set
+  static void scales(const Block& b, float* d, float* m) {
+    const float bd = f16_scalar(b.d);
+    for (int j = 0; j < 8; ++j) {
+      d[j] = bd;
+      m[j] = 0.0f;
+    }
+  }
+  static __m256i quants(const Block& b, int j) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.hmask));
+    // Bit j of each byte to bit 0 (j <= 7: the 16-bit shift keeps it inside its byte after the mask).
+    const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
+    return _mm256_or_si256(q2k_low2(b.qs, j), _mm256_slli_epi16(hb, 2));
+  }
+  static __m256i iscales(const Block& b, int j) {
+    return halves(q3k_scale(b.scales, 2 * j), q3k_scale(b.scales, 2 * j + 1));
+  }
+};
+
 struct Q6_KT {
   using Block = BlockQ6_K;
   static constexpr int kSubs = 8;
-  static constexpr bool kSigned = false, kHasMin = false, kHalves = true;
+  static constexpr bool kSigned = false, kHasMin = false, kHalves = true, kHalfMins = false;
+  static constexpr int kOffset = 32;
   static void scales(const Block& b, float* d, float* m) {
     const float bd = f16_scalar(b.d);
     for (int j = 0; j < 8; ++j) {
@@ -185,6 +272,15 @@ struct Q6_KT {
   }
 };
 
+template <class T>
+constexpr bool half_mins() {
+  if constexpr (T::kHalves) {
+    return T::kHalfMins;
+  } else {
+    return false;
+  }
+}
+
 inline float hsum(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -197,6 +293,7 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
   // K-quants (8 sub-blocks with mins) accumulate their min terms as 8-lane vectors (one lane per
   // sub-block position), the other formats as scalars.
   constexpr bool kVecMin = T::kHasMin && T::kSubs == 8;
+  constexpr bool kHalfMins = half_mins<T>();
   __m256 acc[NR][MR], vmins[NR][MR];
   float mins[NR][MR];
   for (int ri = 0; ri < NR; ++ri) {
@@ -225,12 +322,16 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
     }
     for (int j = 0; j < T::kSubs; ++j) {
       const int64_t ab = k * T::kSubs + j;
-      __m256i aq[MR], a32[MR];
+      __m256i aq[MR], aoff[MR], a1[MR];
       __m256 ad[MR];
       for (int i = 0; i < MR; ++i) {
         aq[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i][ab].q));
         ad[i] = _mm256_set1_ps(a[i][ab].d);
-        if (T::kHalves) a32[i] = Dot::dot(_mm256_set1_epi8(32), aq[i]);  // 32·Σa per lane
+        if constexpr (T::kHalves) {
+          if constexpr (T::kOffset != 0)
+            aoff[i] = Dot::dot(_mm256_set1_epi8(T::kOffset), aq[i]);              // kOffset·Σa
+          if constexpr (kHalfMins) a1[i] = Dot::dot(_mm256_set1_epi8(1), aq[i]);  // Σa per lane
+        }
       }
       for (int ri = 0; ri < NR; ++ri) {
         const auto& blk = reinterpret_cast<const typename T::Block*>(w + ri * wstride)[k];
@@ -242,9 +343,16 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
         for (int i = 0; i < MR; ++i) {
           const __m256i x = T::kSigned ? _mm256_sign_epi8(aq[i], q) : aq[i];
           __m256i dot = Dot::dot(u, x);
-          if constexpr (T::kHalves) dot = _mm256_mullo_epi32(_mm256_sub_epi32(dot, a32[i]), isc);
+          if constexpr (T::kHalves) {
+            if constexpr (T::kOffset != 0) dot = _mm256_sub_epi32(dot, aoff[i]);
+            dot = _mm256_mullo_epi32(dot, isc);
+          }
           const __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), ad[i]);
           acc[ri][i] = _mm256_fmadd_ps(p, dw, acc[ri][i]);
+          if constexpr (kHalfMins) {
+            const __m256 mn = _mm256_cvtepi32_ps(_mm256_mullo_epi32(a1[i], T::imins(blk, j)));
+            vmins[ri][i] = _mm256_fmadd_ps(mn, _mm256_mul_ps(ad[i], _mm256_set1_ps(m[ri][j])), vmins[ri][i]);
+          }
           if constexpr (T::kHasMin && !kVecMin) {
             mins[ri][i] = std::fma(m[ri][j], a[i][ab].d * static_cast<float>(a[i][ab].sum), mins[ri][i]);
           }
@@ -254,7 +362,7 @@ inline void tile(const uint8_t* w, int64_t wstride, const ActBlock* const* a, in
   }
   for (int ri = 0; ri < NR; ++ri) {
     for (int i = 0; i < MR; ++i) {
-      const float mn = kVecMin ? hsum(vmins[ri][i]) : mins[ri][i];
+      const float mn = kVecMin || kHalfMins ? hsum(vmins[ri][i]) : mins[ri][i];
       Y[i * ldy + r + ri] = hsum(acc[ri][i]) + mn;
     }
   }
@@ -278,7 +386,11 @@ bool matmul_quant(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t 
     case DType::Q5_1: matmul_rows<Q5_1T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q8_0: matmul_rows<Q8_0T, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::IQ4_NL: matmul_rows<IQ4_NLT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::IQ4_XS: matmul_rows<IQ4_XST, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q2_K: matmul_rows<Q2_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q3_K: matmul_rows<Q3_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q4_K: matmul_rows<Q4_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
+    case DType::Q5_K: matmul_rows<Q5_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     case DType::Q6_K: matmul_rows<Q6_KT, Dot>(W, Xq, m, Y, ldy, r0, r1); return true;
     default: return false;
   }
