@@ -37,6 +37,9 @@ CASES = {
     "qwen3": TinySpec(arch="qwen3", head_dim=128),
     "gemma2": TinySpec(arch="gemma2", n_heads=8, n_kv_heads=4),
     "gemma3": TinySpec(arch="gemma3", rope_theta=1e6),  # five local layers (base 10000), one global
+    "qwen3moe": TinySpec(arch="qwen3moe", n_experts=4, n_experts_used=2),
+    "qwen2moe": TinySpec(arch="qwen2moe"),  # routes not renormalized, a gated shared expert, biases
+    "mixtral": TinySpec(tied=False, n_experts=4, n_experts_used=2, d_ff_expert=512),
     "qwen3-yarn": TinySpec(
         arch="qwen3",
         extra_metadata={
@@ -515,4 +518,33 @@ def test_bad_rope_scaling_is_refused(work, scaling, message):
     folder = write_tiny_hf_folder(work / "bad-scaling", CASES["phi3-longrope"])
     _edit_json(folder / "config.json", rope_scaling=scaling)
     with pytest.raises(GGUFError, match=re.escape(message)):
+        ModelFile.open(folder)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"norm_topk_prob": False}, "'norm_topk_prob' is False; expected true for this architecture"),
+        ({"decoder_sparse_step": 2}, "'decoder_sparse_step' is 2; expected 1"),
+        ({"mlp_only_layers": [0]}, "'mlp_only_layers' is [0]; expected empty"),
+        ({"num_experts": 5}, "has shape"),
+    ],
+)
+def test_bad_moe_folder_is_refused(work, change, message):
+    folder = write_tiny_hf_folder(work / "bad-moe", CASES["qwen3moe"])
+    _edit_json(folder / "config.json", **change)
+    with pytest.raises(ModelFolderError, match=re.escape(message)):
+        ModelFile.open(folder)
+
+
+def test_missing_expert_is_refused(work):
+    """Experts must be numbered 0..n-1 in every layer: a folder missing one is refused before any weight
+    is read."""
+    folder = write_tiny_hf_folder(work / "moe-gap", CASES["qwen3moe"], n_shards=1)
+    weights = dict(hf_weights(CASES["qwen3moe"]))
+    del weights["model.layers.1.mlp.experts.2.up_proj.weight"]
+    for shard in folder.glob("model*.safetensors*"):  # one unindexed file instead
+        shard.unlink()
+    write_safetensors(folder / "model.safetensors", weights, dict.fromkeys(weights, "F32"))
+    with pytest.raises(ModelFolderError, match=r"experts of 'model.layers.1.mlp.experts.<n>.up.weight'"):
         ModelFile.open(folder)

@@ -28,6 +28,8 @@ HF_NAMES = {
     "qwen3": "Qwen3ForCausalLM",
     "gemma2": "Gemma2ForCausalLM",
     "gemma3": "Gemma3ForCausalLM",
+    "qwen3moe": "Qwen3MoeForCausalLM",
+    "qwen2moe": "Qwen2MoeForCausalLM",
     "phi3": "Phi3ForCausalLM",
 }
 _LAYER_NAMES = {  # GGUF suffix -> HF suffix (Gemma 2's norms differ, see below)
@@ -46,6 +48,14 @@ _LAYER_NAMES = {  # GGUF suffix -> HF suffix (Gemma 2's norms differ, see below)
     "ffn_gate.weight": "mlp.gate_proj.weight",
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
+}
+_EXPERT_STACKS = {"ffn_gate_exps.weight": "gate", "ffn_up_exps.weight": "up", "ffn_down_exps.weight": "down"}
+_MOE_NAMES = {  # GGUF suffix -> HF suffix ({moe}: mlp, or Mixtral's block_sparse_moe)
+    "ffn_gate_inp.weight": "{moe}.gate.weight",
+    "ffn_gate_shexp.weight": "mlp.shared_expert.gate_proj.weight",
+    "ffn_up_shexp.weight": "mlp.shared_expert.up_proj.weight",
+    "ffn_down_shexp.weight": "mlp.shared_expert.down_proj.weight",
+    "ffn_gate_inp_shexp.weight": "mlp.shared_expert_gate.weight",  # [1, d] in HF, [d] in GGUF
 }
 _GEMMA2_NORMS = {
     "post_attention_norm.weight": "post_attention_layernorm.weight",
@@ -67,9 +77,22 @@ def to_rotate_half(w: np.ndarray, n_heads: int) -> np.ndarray:
 def hf_weights(spec: TinySpec) -> dict[str, np.ndarray]:
     """The tiny model's float32 weights under HF names and in HF layout."""
     out: dict[str, np.ndarray] = {}
+    mixtral = spec.arch == "llama" and spec.n_experts > 0
+    moe = "block_sparse_moe" if mixtral else "mlp"
     for name, w in tiny_weights(spec).items():
         if name.startswith("rope_factors_"):
             continue  # LongRoPE's factors live in config.json (hf_config)
+        layer_part = name.split(".", 2)
+        if name.startswith("blk.") and layer_part[2] in _EXPERT_STACKS:  # one tensor per expert in HF
+            part = _EXPERT_STACKS[layer_part[2]]
+            part = {"gate": "w1", "up": "w3", "down": "w2"}[part] if mixtral else f"{part}_proj"
+            for e, we in enumerate(w):
+                out[f"model.layers.{layer_part[1]}.{moe}.experts.{e}.{part}.weight"] = we
+            continue
+        if name.startswith("blk.") and layer_part[2] in _MOE_NAMES:
+            suffix = _MOE_NAMES[layer_part[2]].format(moe=moe)
+            out[f"model.layers.{layer_part[1]}.{suffix}"] = w.reshape(1, -1) if w.ndim == 1 else w
+            continue
         if name.startswith("blk."):
             _, layer, suffix = name.split(".", 2)
             if spec.arch == "phi3" and suffix == "ffn_up.weight":
@@ -94,8 +117,9 @@ def hf_weights(spec: TinySpec) -> dict[str, np.ndarray]:
 
 
 def hf_config(spec: TinySpec, vocab_size: int) -> dict[str, Any]:
+    mixtral = spec.arch == "llama" and spec.n_experts > 0
     config: dict[str, Any] = {
-        "architectures": [HF_NAMES[spec.arch]],
+        "architectures": ["MixtralForCausalLM" if mixtral else HF_NAMES[spec.arch]],
         "hidden_size": spec.d_model,
         "intermediate_size": spec.d_ff,
         "num_hidden_layers": spec.n_layers,
@@ -120,6 +144,20 @@ def hf_config(spec: TinySpec, vocab_size: int) -> dict[str, Any]:
             final_logit_softcapping=spec.final_softcap,
             query_pre_attn_scalar=head_dim(spec),
         )
+    if mixtral:  # the experts are intermediate_size wide
+        config.update(num_local_experts=spec.n_experts, num_experts_per_tok=spec.n_experts_used)
+        config["intermediate_size"] = spec.d_ff_expert
+    elif spec.n_experts:
+        config.update(
+            num_experts=spec.n_experts,
+            num_experts_per_tok=spec.n_experts_used,
+            moe_intermediate_size=spec.d_ff_expert,
+            norm_topk_prob=spec.arch == "qwen3moe",
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+        )
+        if spec.d_ff_shared:
+            config["shared_expert_intermediate_size"] = spec.d_ff_shared
     md, a = spec.extra_metadata, spec.arch
     if md.get(f"{a}.rope.scaling.type") == "yarn":
         config["rope_scaling"] = {

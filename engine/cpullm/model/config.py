@@ -144,13 +144,14 @@ class ArchSpec:
 # The architectures cpullm runs, by their GGUF name (also their metadata prefix). QKV biases are read
 # from the file for any of them (qwen2 has them).
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "llama": ArchSpec(RopeLayout.NORMAL, hf_names=("LlamaForCausalLM",)),
+    "llama": ArchSpec(RopeLayout.NORMAL, hf_names=("LlamaForCausalLM", "MixtralForCausalLM")),
     "qwen2": ArchSpec(RopeLayout.NEOX, hf_names=("Qwen2ForCausalLM",)),
     "mistral": ArchSpec(RopeLayout.NORMAL, hf_names=("MistralForCausalLM",)),
     "qwen3": ArchSpec(RopeLayout.NEOX, qk_norm=True, hf_names=("Qwen3ForCausalLM",)),
-    "qwen3moe": ArchSpec(RopeLayout.NEOX, qk_norm=True),  # Qwen3's block with an MoE feed-forward
+    # Qwen3's block with an MoE feed-forward
+    "qwen3moe": ArchSpec(RopeLayout.NEOX, qk_norm=True, hf_names=("Qwen3MoeForCausalLM",)),
     # Qwen1.5/2-MoE: QKV biases, unrenormalized routes plus a shared expert behind a sigmoid gate
-    "qwen2moe": ArchSpec(RopeLayout.NEOX, moe_norm_topk=False),
+    "qwen2moe": ArchSpec(RopeLayout.NEOX, moe_norm_topk=False, hf_names=("Qwen2MoeForCausalLM",)),
     # Gemma 2: its converter stores RMSNorm weights with Gemma's (1 + w) already folded in (plain RMSNorm
     # here); even layers are local (sliding window), odd ones global.
     "gemma2": ArchSpec(

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ def folder_as_gguf(path: str | os.PathLike[str], quantization: str | None = None
     spec = ARCHITECTURES[arch]
     metadata = hf.metadata(arch, spec)
     metadata.update(_chat_template_metadata(folder))
-    stored = _read_shards(folder)
+    stored = _stack_experts(_read_shards(folder), hf)
     names = _gguf_names(stored, spec, hf)
     # Check every name and shape against config.json before reading any weight.
     placeholders = {g: _placeholder(g, stored[h]) for g, h in names.items()}
@@ -158,6 +159,26 @@ _CONFIG_KEYS: tuple[tuple[str, str, str, bool], ...] = (
     ("vocab_size", "vocab_size", "int", False),
 )
 _SWA_KEYS = (("attention.sliding_window", "sliding_window", "int", True),)
+# Mixture of experts (Qwen2/3-MoE, Mixtral: the first present of each config key's names)
+_MOE_KEYS = (
+    ("expert_count", ("num_experts", "num_local_experts")),
+    ("expert_used_count", ("num_experts_per_tok",)),
+    ("expert_feed_forward_length", ("moe_intermediate_size",)),
+    ("expert_shared_feed_forward_length", ("shared_expert_intermediate_size",)),
+)
+# One expert's tensors under model.layers.N: {HF suffix pattern (expert index, part): stacked GGUF-side
+# suffix}; the stack is a made-up HF name, model.layers.N.<prefix>.experts.<part>, that _name_maps maps.
+_EXPERT = re.compile(
+    r"(mlp|block_sparse_moe)\.experts\.(\d{1,6})\.(gate_proj|up_proj|down_proj|w1|w2|w3)\.weight"
+)
+_EXPERT_PARTS = {
+    "gate_proj": "gate",
+    "w1": "gate",
+    "up_proj": "up",
+    "w3": "up",
+    "down_proj": "down",
+    "w2": "down",
+}
 _SOFTCAP_KEYS = ("attn_logit_softcapping", "final_logit_softcapping")  # the same name in both
 
 
@@ -219,6 +240,10 @@ class _HFConfig:
             value = self.get(key, kind, required)
             if value is not None:
                 md[f"{arch}.{gguf_key}"] = _as_float32(value) if kind == "number" else value
+        for gguf_key, names in _MOE_KEYS:
+            value = next((self.get(k, "int") for k in names if self.values.get(k) is not None), None)
+            if value is not None:
+                md[f"{arch}.{gguf_key}"] = value
         scaling = self._rope_scaling()
         if scaling is not None and scaling[0] in ("linear", "yarn"):
             md[f"{arch}.rope.scaling.type"] = scaling[0]
@@ -274,6 +299,15 @@ class _HFConfig:
         for key in ("use_sliding_window", "mlp_bias"):
             if self.get(key, "bool", required=False):
                 raise self.error(key, "false (cpullm does not support this option for this architecture)")
+        # Experts: every layer sparse, with the routes' normalisation of the architecture
+        norm = self.get("norm_topk_prob", "bool", required=False)
+        if norm is not None and norm != spec.moe_norm_topk:
+            raise self.error("norm_topk_prob", f"{str(spec.moe_norm_topk).lower()} for this architecture")
+        step = self.get("decoder_sparse_step", "int", required=False)
+        if step not in (None, 1):
+            raise self.error("decoder_sparse_step", "1 (cpullm runs models whose every layer has experts)")
+        if self.values.get("mlp_only_layers"):
+            raise self.error("mlp_only_layers", "empty (cpullm runs models whose every layer has experts)")
 
     def _rope_scaling(self) -> tuple[str, dict[str, Any]] | None:
         scaling = self.values.get("rope_scaling")
@@ -457,6 +491,14 @@ def _name_maps(spec: ArchSpec, hf: _HFConfig) -> tuple[dict[str, str], dict[str,
         layer_map["post_feedforward_layernorm.weight"] = "post_ffw_norm.weight"
     else:
         layer_map["post_attention_layernorm.weight"] = "ffn_norm.weight"
+    # Experts (stacked by _stack_experts), their router, and Qwen2-MoE's shared expert
+    for prefix in ("mlp", "block_sparse_moe"):
+        layer_map[f"{prefix}.gate.weight"] = "ffn_gate_inp.weight"
+        for part in ("gate", "up", "down"):
+            layer_map[f"{prefix}.experts.{part}.weight"] = f"ffn_{part}_exps.weight"
+    for part in ("gate", "up", "down"):
+        layer_map[f"mlp.shared_expert.{part}_proj.weight"] = f"ffn_{part}_shexp.weight"
+    layer_map["mlp.shared_expert_gate.weight"] = "ffn_gate_inp_shexp.weight"
     top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
     if hf.values.get("tie_word_embeddings") is not True:
         top["lm_head.weight"] = "output.weight"
@@ -504,7 +546,52 @@ def _hf_name(gname: str, spec: ArchSpec, hf: _HFConfig) -> str | None:
 
 def _placeholder(gname: str, t: SafeTensor) -> GGUFTensor:
     """A GGUFTensor with the stored tensor's shape, for checks only (its data is not converted)."""
-    return GGUFTensor(gname, _STORED_TYPES[t.dtype], tuple(reversed(t.shape)), 0, t.data)
+    data = t.parts[0].data if isinstance(t, _StackedTensor) else t.data  # a stack is not read for checks
+    return GGUFTensor(gname, _STORED_TYPES[t.dtype], tuple(reversed(t.shape)), 0, data)
+
+
+@dataclass(frozen=True)
+class _StackedTensor:
+    """Experts 0..E-1 of one layer's projection as one [E, rows, cols] tensor (GGUF's ``ffn_*_exps``),
+    read only when converted."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    parts: tuple[SafeTensor, ...]
+
+    @property
+    def data(self) -> np.ndarray:
+        return np.stack([p.data for p in self.parts])
+
+
+def _stack_experts(stored: dict[str, SafeTensor], hf: _HFConfig) -> dict[str, SafeTensor]:
+    """``stored`` with each layer's per-expert tensors replaced by one stack per projection (as the
+    converter writes them), and Qwen2-MoE's [1, d] shared-expert gate as the [d] vector GGUF holds."""
+    out: dict[str, Any] = {}
+    groups: dict[str, dict[int, SafeTensor]] = {}
+    for name, t in stored.items():
+        layer = _LAYER.fullmatch(name)
+        expert = _EXPERT.fullmatch(layer[2]) if layer else None
+        if expert is None:
+            if name.endswith("mlp.shared_expert_gate.weight") and len(t.shape) == 2 and t.shape[0] == 1:
+                t = SafeTensor(t.name, t.dtype, t.shape[1:], t.data.reshape(t.shape[1:]))
+            out[name] = t
+            continue
+        stack = f"model.layers.{layer[1]}.{expert[1]}.experts.{_EXPERT_PARTS[expert[3]]}.weight"
+        groups.setdefault(stack, {})[int(expert[2])] = t
+    for stack, parts in groups.items():
+        first = parts[min(parts)]
+        if sorted(parts) != list(range(len(parts))) or any(
+            (p.dtype, p.shape) != (first.dtype, first.shape) for p in parts.values()
+        ):
+            raise ModelFolderError(
+                f"{hf.path.parent}: the experts of {stack.replace('.experts.', '.experts.<n>.')!r} are not "
+                "numbered 0 to n-1 with one shape and type; the folder is inconsistent."
+            )
+        ordered = tuple(parts[e] for e in range(len(parts)))
+        out[stack] = _StackedTensor(stack, first.dtype, (len(parts), *first.shape), ordered)
+    return out
 
 
 def _checked_config(draft: GGUFFile, spec: ArchSpec, hf: _HFConfig) -> ModelConfig:
@@ -556,7 +643,9 @@ def _checked_config(draft: GGUFFile, spec: ArchSpec, hf: _HFConfig) -> ModelConf
     return config
 
 
-def _convert(gname: str, t: SafeTensor, config: ModelConfig, spec: ArchSpec, qtype: QT | None) -> GGUFTensor:
+def _convert(
+    gname: str, t: SafeTensor | _StackedTensor, config: ModelConfig, spec: ArchSpec, qtype: QT | None
+) -> GGUFTensor:
     """One stored tensor in GGUF layout and the chosen type (norms and biases F32)."""
     heads = _permuted_heads(gname, config)
     if len(t.shape) == 1:
@@ -566,6 +655,8 @@ def _convert(gname: str, t: SafeTensor, config: ModelConfig, spec: ArchSpec, qty
         return _encoded(gname, _permute(values, heads) if heads else values, QT.F32)
     stored_type = _STORED_TYPES[t.dtype]
     target = qtype if qtype is not None else stored_type
+    if gname.endswith("ffn_gate_inp.weight"):
+        target = QT.F32  # routers stay F32, as llama.cpp's quantizer leaves them: routing is not rounded
     if t.shape[-1] % GGML_QUANT_SIZES[target][0]:
         target = QT.F16  # as the converter does for a matrix whose rows the block size does not divide
     if target == stored_type:  # kept as stored: no copy unless rows move (or the view is misaligned)
@@ -595,7 +686,7 @@ def _encoded(gname: str, values: np.ndarray, qtype: QT) -> GGUFTensor:
     return GGUFTensor(gname, qtype, tuple(reversed(values.shape)), 0, data)
 
 
-def _float32(t: SafeTensor) -> np.ndarray:
+def _float32(t: SafeTensor | _StackedTensor) -> np.ndarray:
     if t.dtype == "BF16":
         return (t.data.astype(np.uint32) << 16).view(np.float32)
     return np.asarray(t.data, dtype=np.float32)
