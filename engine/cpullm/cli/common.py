@@ -57,12 +57,12 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_quantization_argument(parser: argparse.ArgumentParser, env_hint: str = "") -> None:
-    from cpullm.model.hf_folder import DEFAULT_QUANTIZATION, QUANTIZATIONS
+    from cpullm.model.quantizations import DEFAULT_QUANTIZATION, QUANTIZATION_TYPES
 
     parser.add_argument(
         "--quantization",
         "-q",
-        choices=list(QUANTIZATIONS),
+        choices=list(QUANTIZATION_TYPES),
         type=str.lower,
         default=None,
         help=f"type a Hugging Face folder's weight matrices are converted to at load (default "

@@ -44,6 +44,7 @@ from gguf import GGMLQuantizationType as QT
 
 from cpullm.model.config import ARCHITECTURES, ArchSpec, ModelConfig, RopeLayout
 from cpullm.model.gguf_file import GGUFError, GGUFFile, GGUFTensor
+from cpullm.model.quantizations import DEFAULT_QUANTIZATION, QUANTIZATION_TYPES
 from cpullm.model.safetensors_file import SafeTensor, SafetensorsError, SafetensorsFile
 
 CONFIG_FILE = "config.json"
@@ -54,20 +55,10 @@ MAX_SHARDS = 4096
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\.safetensors")
 _LAYER = re.compile(r"model\.layers\.(\d{1,9})\.(.+)")
 
-# --quantization: the type of the 2-D weight matrices after loading. "none" keeps each matrix in its stored
-# type (F32, F16 or BF16), memory-mapped without a copy where no conversion is needed.
+# --quantization: the type of the 2-D weight matrices after loading (see cpullm.model.quantizations).
 QUANTIZATIONS: dict[str, QT | None] = {
-    "q8_0": QT.Q8_0,
-    "q5_1": QT.Q5_1,
-    "q5_0": QT.Q5_0,
-    "q4_1": QT.Q4_1,
-    "q4_0": QT.Q4_0,
-    "bf16": QT.BF16,
-    "f16": QT.F16,
-    "f32": QT.F32,
-    "none": None,
+    name: QT[t] if t is not None else None for name, t in QUANTIZATION_TYPES.items()
 }
-DEFAULT_QUANTIZATION = "q8_0"  # near-lossless, a quarter of F32's bytes, and fast on every kernel set
 _STORED_TYPES = {"F32": QT.F32, "F16": QT.F16, "BF16": QT.BF16}
 # The activation names config.json uses for each of ARCHITECTURES' activations.
 _HF_ACTIVATIONS = {"silu": ("silu", "swish"), "gelu_tanh": ("gelu_pytorch_tanh", "gelu_tanh")}

@@ -90,7 +90,7 @@ class ServerSettings:
         if self.threads is not None and self.threads < 1:
             raise SettingsError(f"threads must be at least 1, got {self.threads}.")
         if self.quantization is not None:
-            from cpullm.model.hf_folder import QUANTIZATIONS
+            from cpullm.model.quantizations import QUANTIZATION_TYPES as QUANTIZATIONS
 
             if self.quantization.lower() not in QUANTIZATIONS:
                 raise SettingsError(
