@@ -45,8 +45,10 @@ bool ref(int impl) { return impl == CPULLM_IMPL_REF; }
 
 int check_kv(int32_t kv_type, int32_t block_size, int32_t n_kv_heads, int32_t head_dim, const void* k_pool,
              const void* v_pool, const int32_t* block_table) {
-  if (kv_type != 0 && kv_type != 1)
-    return fail("KV cache type must be F32 (0) or F16 (1), not %lld", kv_type);
+  if (kv_type != 0 && kv_type != 1 && kv_type != 8)
+    return fail("KV cache type must be F32 (0), F16 (1) or Q8_0 (8), not %lld", kv_type);
+  if (kv_type == 8 && head_dim % 32 != 0)
+    return fail("a Q8_0 KV cache needs a head dimension that is a multiple of 32, not %lld", head_dim);
   if (block_size <= 0 || n_kv_heads <= 0 || head_dim <= 0) {
     return fail("block_size, n_kv_heads and head_dim must be positive (got block_size %lld, n_kv_heads %lld)",
                 block_size, n_kv_heads);

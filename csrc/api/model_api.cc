@@ -162,8 +162,8 @@ cpullm_kv* cpullm_kv_create(const cpullm_model* model, int32_t n_blocks, int32_t
           cpullm::set_last_error("cpullm_kv_create: model is NULL");
           return nullptr;
         }
-        if (kv_type != 0 && kv_type != 1) {
-          cpullm::set_last_error("KV cache type must be 0 (F32) or 1 (F16)");
+        if (kv_type != 0 && kv_type != 1 && kv_type != 8) {
+          cpullm::set_last_error("KV cache type must be 0 (F32), 1 (F16) or 8 (Q8_0)");
           return nullptr;
         }
         auto out = std::make_unique<cpullm_kv>();

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cpullm/cpullm.h"
+#include "kernels/attention/kv_layout.h"
 #include "kernels/kernels.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -215,7 +216,7 @@ void test_matmul(Report& r, std::mt19937& rng) {
 }
 
 // Attention (the dispatching entry point, threaded) vs the reference on a paged cache with scattered
-// blocks, GQA, F32 and F16 storage, with and without a sliding window and soft-capped scores:
+// blocks, GQA, F32, F16 and Q8_0 storage (Q8_0: the shapes with head_dim % 32 == 0), with and without a sliding window and soft-capped scores:
 // |fast - ref| <= 1e-4 · max(1, |ref|) (outputs are O(1) averages).
 void test_attention(Report& r, std::mt19937& rng) {
   // (n_heads, n_kv_heads, head_dim, block_size, n_ctx, n_q, window, softcap)
@@ -225,15 +226,20 @@ void test_attention(Report& r, std::mt19937& rng) {
                            {6, 3, 64, 32, 50, 7, 0, 1}};
   const int n_shapes = static_cast<int>(sizeof shapes / sizeof shapes[0]);
   double worst = 0.0;
-  for (DType t : {DType::F32, DType::F16}) {
+  int n_runs = 0;
+  for (DType t : {DType::F32, DType::F16, DType::Q8_0}) {
     for (const auto& s : shapes) {
       const int n_heads = s[0], n_kv = s[1], hd = s[2], bs = s[3], n_ctx = s[4], n_q = s[5];
+      if (t == DType::Q8_0 && hd % cpullm::kvlayout::kQ8Group != 0) continue;
+      ++n_runs;
       const int n_blocks = (n_ctx + bs - 1) / bs + 2;
       std::vector<int32_t> table(static_cast<size_t>(n_blocks));
       for (int b = 0; b < n_blocks; ++b) table[b] = n_blocks - 1 - b;  // physical order reversed
-      const size_t pool = static_cast<size_t>(n_blocks) * bs * n_kv * hd * (t == DType::F16 ? 2 : 4);
+      cpullm::KVCache kv{t, bs, n_kv, hd, nullptr, nullptr, table.data()};
+      const auto pool = static_cast<size_t>(n_blocks * n_kv * cpullm::kvlayout::tile_bytes(kv));
       std::vector<uint8_t> kpool(pool), vpool(pool);
-      cpullm::KVCache kv{t, bs, n_kv, hd, kpool.data(), vpool.data(), table.data()};
+      kv.k_pool = kpool.data();
+      kv.v_pool = vpool.data();
       kv.window = s[6];
       kv.softcap = static_cast<float>(s[7]);
       auto k = random_floats(int64_t(n_ctx) * n_kv * hd, rng),
@@ -268,8 +274,9 @@ void test_attention(Report& r, std::mt19937& rng) {
       worst = std::fmax(worst, err / 1e-4);
     }
   }
-  r.line(fmt("attention: F32 and F16 caches, %g shapes each (windows, soft-caps), worst error/tolerance %.3g",
-             n_shapes, worst));
+  r.line(fmt("attention: F32, F16 and Q8_0 caches, %g runs of %g shapes (windows, soft-caps), worst "
+             "error/tolerance %.3g",
+             n_runs, n_shapes, worst));
 }
 
 // Row ops through the dispatching entry points vs the references: 4e-6 relative (exp approximation).

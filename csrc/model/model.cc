@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <unordered_map>
 
+#include "kernels/attention/kv_layout.h"
 #include "model/model.h"
 
 namespace cpullm {
@@ -223,9 +224,14 @@ KVStore::KVStore(const ModelConfig& cfg, int32_t n_blocks, int32_t block_size, D
       type_(type) {
   if (n_blocks <= 0 || block_size <= 0)
     throw std::runtime_error("KV cache needs a positive block count and size");
-  if (type != DType::F32 && type != DType::F16) throw std::runtime_error("KV cache type must be F32 or F16");
-  const int64_t elem = type == DType::F16 ? 2 : 4;
-  const int64_t block_stride = static_cast<int64_t>(block_size) * cfg.n_kv_heads * cfg.head_dim * elem;
+  if (type != DType::F32 && type != DType::F16 && type != DType::Q8_0)
+    throw std::runtime_error("KV cache type must be F32, F16 or Q8_0");
+  if (type == DType::Q8_0 && cfg.head_dim % kvlayout::kQ8Group != 0) {
+    throw std::runtime_error("a Q8_0 KV cache needs a head dimension that is a multiple of 32, not " +
+                             std::to_string(cfg.head_dim));
+  }
+  const KVCache shape{type, block_size, cfg.n_kv_heads, cfg.head_dim, nullptr, nullptr, nullptr};
+  const int64_t block_stride = kvlayout::tile_bytes(shape) * cfg.n_kv_heads;
   layer_stride_ = block_stride * n_blocks;
   // calloc, not a zero-filled vector: large zeroed blocks come from the OS untouched, so a big cache
   // cap costs memory only as sequences fill it.

@@ -58,6 +58,16 @@ def test_greedy_output_is_the_same_alone_or_batched(tiny_model):
     assert all(len(v) == GREEDY.max_tokens for v in alone.values())
 
 
+def test_q8_0_cache_holds_more_tokens_and_batches_like_alone(tiny_model):
+    """--kv-cache-dtype q8_0: the same memory cap holds 2/1.0625 as many blocks as f16, and batching
+    still changes no output (each sequence reads only its own quantized keys)."""
+    f16, q8 = _engine(tiny_model), _engine(tiny_model, kv_dtype="q8_0")
+    assert abs(q8.blocks.n_blocks - f16.blocks.n_blocks * 2 / (34 / 32)) < 2
+    assert q8.cache.nbytes <= f16.cache.nbytes
+    alone = {rid: _run(_engine(tiny_model, kv_dtype="q8_0"), {rid: p})[rid] for rid, p in PROMPTS.items()}
+    assert _run(_engine(tiny_model, kv_dtype="q8_0", step_tokens=16), PROMPTS) == alone
+
+
 def test_same_output_at_one_and_two_threads(tiny_model):
     assert _run(_engine(tiny_model, threads=1), PROMPTS) == _run(_engine(tiny_model, threads=2), PROMPTS)
 

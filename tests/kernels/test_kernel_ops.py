@@ -100,17 +100,28 @@ def _attention_numpy(q, k, v, pos0, scale):
     return out
 
 
-@pytest.mark.parametrize("f16", [False, True], ids=["f32", "f16"])
+def _q8_0_numpy(x):
+    """GGUF Q8_0 of the last axis in groups of 32, dequantized: d = max|x| / 127 as f16, q = round(x / d)."""
+    g = x.reshape(*x.shape[:-1], -1, 32).astype(np.float32)
+    d = np.abs(g).max(axis=-1, keepdims=True) / np.float32(127)
+    inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d > 0)
+    q = np.rint(g * inv)
+    return (q * d.astype(np.float16).astype(np.float32)).reshape(x.shape)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "q8_0"])
 @pytest.mark.parametrize(
     ("n_heads", "n_kv", "hd", "bs", "n_ctx", "n_q"),
     [(9, 3, 64, 16, 37, 1), (4, 4, 32, 8, 20, 20), (6, 2, 48, 32, 70, 5), (2, 1, 64, 4, 1, 1)],
 )
-def test_attention_paged_gqa_matches_numpy(kernels, f16, n_heads, n_kv, hd, bs, n_ctx, n_q):
+def test_attention_paged_gqa_matches_numpy(kernels, dtype, n_heads, n_kv, hd, bs, n_ctx, n_q):
+    if dtype == "q8_0" and hd % 32:
+        pytest.skip("a Q8_0 cache needs head_dim % 32 == 0 (refused: test_q8_0_cache_refuses_head_dim)")
     rng = _rng(n_ctx + n_q)
     n_blocks = (n_ctx + bs - 1) // bs
     table = rng.permutation(n_blocks + 3)[:n_blocks]  # scattered physical blocks, some unused
     cache = PagedKV(
-        n_blocks=n_blocks + 3, block_size=bs, n_kv_heads=n_kv, head_dim=hd, f16=f16, block_table=table
+        n_blocks=n_blocks + 3, block_size=bs, n_kv_heads=n_kv, head_dim=hd, dtype=dtype, block_table=table
     )
     k = rng.standard_normal((n_ctx, n_kv, hd), dtype=np.float32)
     v = rng.standard_normal((n_ctx, n_kv, hd), dtype=np.float32)
@@ -119,8 +130,10 @@ def test_attention_paged_gqa_matches_numpy(kernels, f16, n_heads, n_kv, hd, bs, 
     if split:
         kernels.kv_write(cache, k[:split], v[:split], 0)
     kernels.kv_write(cache, k[split:], v[split:], split)
-    if f16:
+    if dtype == "f16":
         k, v = k.astype(np.float16).astype(np.float32), v.astype(np.float16).astype(np.float32)
+    if dtype == "q8_0":  # the values the cache holds, by an independent quantizer
+        k, v = _q8_0_numpy(k), _q8_0_numpy(v)
     pos0 = n_ctx - n_q
     q = rng.standard_normal((n_q, n_heads, hd), dtype=np.float32)
     scale = 1 / np.sqrt(hd)
@@ -137,11 +150,18 @@ def test_attention_paged_gqa_matches_numpy(kernels, f16, n_heads, n_kv, hd, bs, 
 
 
 @pytest.mark.parametrize("variant", ["generic"])
+def test_q8_0_cache_refuses_head_dim(kernels):
+    cache = PagedKV(n_blocks=1, block_size=16, n_kv_heads=1, head_dim=48, dtype="q8_0", block_table=[0])
+    with pytest.raises(KernelError, match="Q8_0 KV cache needs a head dimension that is a multiple of 32"):
+        kernels.kv_write(cache, np.zeros((1, 1, 48), np.float32), np.zeros((1, 1, 48), np.float32), 0)
+
+
+@pytest.mark.parametrize("variant", ["generic"])
 def test_ops_reject_bad_arguments(kernels):
     with pytest.raises(KernelError, match="rope mode must be 0"):
         kernels._check(kernels.lib.cpullm_rope(0, b"x" * 16, 1, 1, 4, b"x" * 4, 1, 4, 1e4, 1.0, None))
     with pytest.raises(KernelError, match="n_heads 3 must be a positive multiple of n_kv_heads 2"):
-        cache = PagedKV(n_blocks=1, block_size=4, n_kv_heads=2, head_dim=8, f16=False, block_table=[0])
+        cache = PagedKV(n_blocks=1, block_size=4, n_kv_heads=2, head_dim=8, dtype="f32", block_table=[0])
         kernels.attention(np.zeros((1, 3, 8), np.float32), 0, cache, 1.0)
     with pytest.raises(KernelError, match="block_table entries must be in"):
-        PagedKV(n_blocks=1, block_size=4, n_kv_heads=1, head_dim=8, f16=False, block_table=[1])
+        PagedKV(n_blocks=1, block_size=4, n_kv_heads=1, head_dim=8, dtype="f32", block_table=[1])

@@ -49,7 +49,7 @@ def test_aarch64_variant_selftest_under_qemu(aarch64_build, variant, cpu, fast_p
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"variant {variant}, fast paths {fast_path} vs ref" in result.stdout
-    assert "attention: F32 and F16 caches" in result.stdout
+    assert "attention: F32, F16 and Q8_0 caches" in result.stdout
     assert ", 0 failed" in result.stdout
     # The library reports the sets of its recipe that have code (the sve recipe's `sve` has none), best last.
     (recipe,) = (r for r in recipes("aarch64") if r.name == variant)

@@ -12,4 +12,4 @@ def test_selftest_passes(kernels, variant):
     # Every quantized and float format was checked.
     for name in ("Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K", "F32", "F16", "BF16"):
         assert f"matmul {name}: 11 shapes" in report
-    assert "attention: F32 and F16 caches, 7 shapes each (windows, soft-caps)" in report
+    assert "attention: F32, F16 and Q8_0 caches, 20 runs of 7 shapes (windows, soft-caps)" in report

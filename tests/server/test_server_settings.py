@@ -39,6 +39,7 @@ def test_flag_beats_env_beats_default():
         ({"CPULLM_MAX_NUM_SEQS": "0"}, "max_num_seqs must be at least 1"),
         ({"CPULLM_KV_CACHE_GB": "-1"}, "kv_cache_gb must be a positive"),
         ({"CPULLM_LOG_LEVEL": "loud"}, "log_level must be one of critical, error"),
+        ({"CPULLM_KV_CACHE_DTYPE": "q4_0"}, "kv_cache_dtype must be one of f16, f32, q8_0; got 'q4_0'"),
     ],
 )
 def test_bad_settings_are_named(env, words):

@@ -79,7 +79,8 @@ CPULLM_API int64_t cpullm_model_repacked_bytes(const cpullm_model* model);
  * cpullm_probe_usable: writes at most n bytes including the NUL, returns the full length. */
 CPULLM_API size_t cpullm_model_packed_names(const cpullm_model* model, char* buf, size_t n);
 
-/* The KV cache: n_blocks blocks of block_size tokens, in every layer; kv_type 0 = F32, 1 = F16. */
+/* The KV cache: n_blocks blocks of block_size tokens, in every layer; kv_type 0 = F32, 1 = F16, 8 = Q8_0
+   (int8 with an f16 scale per 32 values of a head, head_dim a multiple of 32). */
 CPULLM_API cpullm_kv* cpullm_kv_create(const cpullm_model* model, int32_t n_blocks, int32_t block_size,
                                        int32_t kv_type);
 CPULLM_API void cpullm_kv_free(cpullm_kv* kv);

@@ -145,10 +145,46 @@ struct QueryState {
   alignas(64) float acc[kMaxHeadDim];  // Σ p V, rescaled as m grows
 };
 
-template <bool kF16>
+template <DType kT>
 inline v16 load_as(const void* pool, size_t index) {
-  if constexpr (kF16) return load_f16(static_cast<const uint16_t*>(pool) + index);
+  if constexpr (kT == DType::F16) return load_f16(static_cast<const uint16_t*>(pool) + index);
   return load_f32(static_cast<const float*>(pool) + index);
+}
+
+// 16 int8 (a Q8_0 cache's values) as floats. Written per ISA: GCC 12 turns __builtin_convertvector of
+// int8 to float into element-wise code on x86, which halved the Q8_0 cache's attention speed.
+inline v16 load_i8(const uint8_t* p) {
+  v16 v;
+#if defined(__aarch64__)
+  const int8x16_t b = vld1q_s8(reinterpret_cast<const int8_t*>(p));
+  const int16x8_t lo = vmovl_s8(vget_low_s8(b)), hi = vmovl_s8(vget_high_s8(b));
+  const float32x4_t f[4] = {
+      vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), vcvtq_f32_s32(vmovl_s16(vget_high_s16(lo))),
+      vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), vcvtq_f32_s32(vmovl_s16(vget_high_s16(hi)))};
+  std::memcpy(&v, f, sizeof v);
+#elif defined(__AVX512F__)
+  const __m512 f =
+      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  std::memcpy(&v, &f, sizeof v);
+#elif defined(__AVX2__)
+  const __m256 lo =
+      _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  const __m256 hi =
+      _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8))));
+  std::memcpy(&v, &lo, 32);
+  std::memcpy(reinterpret_cast<char*>(&v) + 32, &hi, 32);
+#else
+  typedef int8_t v16b __attribute__((vector_size(16)));
+  v16b b;
+  std::memcpy(&b, p, sizeof b);
+  v = __builtin_convertvector(b, v16);
+#endif
+  return v;
+}
+
+// The f16 scales of the 16 slots from slot0 for dimension group g of a Q8_0 tile.
+inline v16 q8_scales(const KVCache& kv, const uint8_t* tile, int32_t g, int64_t slot0) {
+  return load_f16(reinterpret_cast<const uint16_t*>(tile + kvlayout::q8_scale(kv, g, slot0)));
 }
 
 // Ask for the K and V rows of the 16 keys from k0 on. A head's tiles lie a few KiB apart in the pools
@@ -165,13 +201,21 @@ inline void prefetch_line(const char* p) {
 #endif
 }
 
-template <bool kF16>
+template <DType kT>
 inline void prefetch_tile(const KVCache& kv, int32_t kvh, int64_t k0) {
-  const size_t elem = kF16 ? 2 : 4;
-  const size_t tile = kvlayout::tile(kv, kv.block_table[k0 / kv.block_size], kvh);
+  const size_t elem = kT == DType::F32 ? 4 : kT == DType::F16 ? 2 : 1;
+  const int64_t block = kv.block_table[k0 / kv.block_size];
   const size_t slot0 = static_cast<size_t>(k0 % kv.block_size);
   const auto* kp = static_cast<const char*>(kv.k_pool);
   const auto* vp = static_cast<const char*>(kv.v_pool);
+  // In elements (bytes for Q8_0, whose tile offset is in bytes already).
+  const size_t tile = kT == DType::Q8_0 ? kvlayout::q8_tile(kv, block, kvh) : kvlayout::tile(kv, block, kvh);
+  if constexpr (kT == DType::Q8_0) {  // the 16 slots' scales: one 32-byte row per group, both tiles
+    for (int32_t g = 0; g < kv.head_dim / kvlayout::kQ8Group; ++g) {
+      prefetch_line(kp + tile + kvlayout::q8_scale(kv, g, static_cast<int64_t>(slot0)));
+      prefetch_line(vp + tile + kvlayout::q8_scale(kv, g, static_cast<int64_t>(slot0)));
+    }
+  }
   // K: head_dim rows of kLanes keys, block_size apart; V: kLanes rows of head_dim, contiguous.
   for (int32_t d = 0; d < kv.head_dim; ++d) {
     const size_t at = (tile + static_cast<size_t>(d) * kv.block_size + slot0) * elem;
@@ -181,12 +225,13 @@ inline void prefetch_tile(const KVCache& kv, int32_t kvh, int64_t k0) {
   for (size_t off = 0; off < vbytes; off += 64) prefetch_line(vp + v0 + off);
 }
 
-// Up to kBatch queries `st[0..N)` of one KV head over keys 0 .. max_pos, tile by tile. kF16: the cache
-// stores F16. Each K row (16 keys of one dimension) and each V row is loaded once, converted in
-// registers, and used by every query of the batch. Every query does the same operations in the same
-// order whatever N is and whichever other queries share its batch, so how items are split between
-// threads never changes a result. Two independent score accumulators per query hide the FMA latency.
-template <bool kF16, int N>
+// Up to kBatch queries `st[0..N)` of one KV head over keys 0 .. max_pos, tile by tile. kT: the cache's
+// type (F32, F16, or Q8_0: int8 values times their group's scale). Each K row (16 keys of one
+// dimension) and each V row is loaded once, converted in registers, and used by every query of the
+// batch. Every query does the same operations in the same order whatever N is and whichever other
+// queries share its batch, so how items are split between threads never changes a result. Two
+// independent score accumulators per query hide the FMA latency.
+template <DType kT, int N>
 inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_first, int64_t max_pos) {
   const int32_t hd = kv.head_dim;
   const int nv = hd / kLanes;
@@ -198,17 +243,31 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
   for (int64_t k0 = k_first; k0 <= max_pos; k0 += kLanes) {
     const int64_t block = kv.block_table[k0 / kv.block_size];
     const size_t tile = kvlayout::tile(kv, block, kvh);
+    // Q8_0: the (block, head) tiles, in bytes
+    const uint8_t* kq = static_cast<const uint8_t*>(kv.k_pool) + kvlayout::q8_tile(kv, block, kvh);
+    const uint8_t* vq = static_cast<const uint8_t*>(kv.v_pool) + kvlayout::q8_tile(kv, block, kvh);
     const int64_t slot0 = k0 % kv.block_size;
     const int nk = static_cast<int>(max_pos - k0 + 1 < kLanes ? max_pos - k0 + 1 : kLanes);
-    if (k0 + kLanes <= max_pos) prefetch_tile<kF16>(kv, kvh, k0 + kLanes);
+    if (k0 + kLanes <= max_pos) prefetch_tile<kT>(kv, kvh, k0 + kLanes);
     // Scores of the 16 keys: Σ_d q[d] · K[d][keys], K rows contiguous over the tile's slots.
     v16 s0[N], s1[N], s2[N], s3[N];
     for (int i = 0; i < N; ++i) s0[i] = s1[i] = s2[i] = s3[i] = v16{};
+    v16 ks = splat(1.0f);  // Q8_0: the 16 keys' scales of the current group of 32 dimensions
     for (int32_t d = 0; d < hd; d += 4) {  // hd is a multiple of 16
-      const v16 ka = load_as<kF16>(kv.k_pool, tile + static_cast<size_t>(d) * kstride + slot0);
-      const v16 kb = load_as<kF16>(kv.k_pool, tile + static_cast<size_t>(d + 1) * kstride + slot0);
-      const v16 kc = load_as<kF16>(kv.k_pool, tile + static_cast<size_t>(d + 2) * kstride + slot0);
-      const v16 kd = load_as<kF16>(kv.k_pool, tile + static_cast<size_t>(d + 3) * kstride + slot0);
+      v16 ka, kb, kc, kd;
+      if constexpr (kT == DType::Q8_0) {
+        if (d % kvlayout::kQ8Group == 0) ks = q8_scales(kv, kq, d / kvlayout::kQ8Group, slot0);
+        const uint8_t* row = kq + static_cast<size_t>(d) * kstride + slot0;
+        ka = load_i8(row) * ks;
+        kb = load_i8(row + kstride) * ks;
+        kc = load_i8(row + 2 * kstride) * ks;
+        kd = load_i8(row + 3 * kstride) * ks;
+      } else {
+        ka = load_as<kT>(kv.k_pool, tile + static_cast<size_t>(d) * kstride + slot0);
+        kb = load_as<kT>(kv.k_pool, tile + static_cast<size_t>(d + 1) * kstride + slot0);
+        kc = load_as<kT>(kv.k_pool, tile + static_cast<size_t>(d + 2) * kstride + slot0);
+        kd = load_as<kT>(kv.k_pool, tile + static_cast<size_t>(d + 3) * kstride + slot0);
+      }
       for (int i = 0; i < N; ++i) {
         s0[i] += st[i].q[d] * ka;
         s1[i] += st[i].q[d + 1] * kb;
@@ -239,13 +298,25 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
     }
     // acc = acc·corr + Σ_j p_j V_j, 16 dimensions at a time. Keys past a query's position have p = 0
     // and are written (they are at most max_pos), so they add exactly nothing.
+    alignas(64) float vs[kLanes];  // Q8_0: the 16 keys' V scales of this group of 32 dimensions
     for (int c = 0; c < nv; ++c) {
       v16 a[N];
       for (int i = 0; i < N; ++i) a[i] = load_f32(st[i].acc + c * kLanes) * corr[i];
+      if constexpr (kT == DType::Q8_0) {
+        if (c * kLanes % kvlayout::kQ8Group == 0) {
+          const v16 sv = q8_scales(kv, vq, c * kLanes / kvlayout::kQ8Group, slot0);
+          std::memcpy(vs, &sv, sizeof vs);
+        }
+      }
       for (int j = 0; j < nk; ++j) {
-        const v16 v = load_as<kF16>(
-            kv.v_pool, tile + static_cast<size_t>(slot0 + j) * hd + static_cast<size_t>(c) * kLanes);
-        for (int i = 0; i < N; ++i) a[i] += p[i][j] * v;
+        if constexpr (kT == DType::Q8_0) {
+          const v16 v = load_i8(vq + static_cast<size_t>(slot0 + j) * hd + static_cast<size_t>(c) * kLanes);
+          for (int i = 0; i < N; ++i) a[i] += (p[i][j] * vs[j]) * v;
+        } else {
+          const v16 v = load_as<kT>(
+              kv.v_pool, tile + static_cast<size_t>(slot0 + j) * hd + static_cast<size_t>(c) * kLanes);
+          for (int i = 0; i < N; ++i) a[i] += p[i][j] * v;
+        }
       }
       for (int i = 0; i < N; ++i) std::memcpy(st[i].acc + c * kLanes, &a[i], sizeof a[i]);
     }
@@ -256,7 +327,7 @@ constexpr int kBatch = 4;  // queries per run_batch: their accumulators stay in 
 
 // One KV head's queries st[0..n), in batches of up to kBatch, over keys k_first .. k_last (a multiple of
 // kLanes; k_last < 0: up to each batch's last query position).
-template <bool kF16>
+template <DType kT>
 inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int64_t k_first,
                       int64_t k_last) {
   for (int i0 = 0; i0 < n; i0 += kBatch) {
@@ -269,10 +340,10 @@ inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int
     for (int i = i0; i < i0 + nb; ++i) lo = st[i].lo < lo ? st[i].lo : lo;
     const int64_t first = lo / kLanes * kLanes > k_first ? lo / kLanes * kLanes : k_first;
     switch (nb) {
-      case 4: run_batch<kF16, 4>(kv, kvh, st + i0, first, max_pos); break;
-      case 3: run_batch<kF16, 3>(kv, kvh, st + i0, first, max_pos); break;
-      case 2: run_batch<kF16, 2>(kv, kvh, st + i0, first, max_pos); break;
-      default: run_batch<kF16, 1>(kv, kvh, st + i0, first, max_pos); break;
+      case 4: run_batch<kT, 4>(kv, kvh, st + i0, first, max_pos); break;
+      case 3: run_batch<kT, 3>(kv, kvh, st + i0, first, max_pos); break;
+      case 2: run_batch<kT, 2>(kv, kvh, st + i0, first, max_pos); break;
+      default: run_batch<kT, 1>(kv, kvh, st + i0, first, max_pos); break;
     }
   }
 }
@@ -280,7 +351,19 @@ inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int
 inline bool handles(const KVCache& kv, int32_t n_heads) {
   const int32_t hd = kv.head_dim;
   return hd % kLanes == 0 && hd <= kMaxHeadDim && kv.block_size % kLanes == 0 &&
-         n_heads / kv.n_kv_heads <= kMaxGroup && (kv.type == DType::F16 || kv.type == DType::F32);
+         n_heads / kv.n_kv_heads <= kMaxGroup &&
+         (kv.type == DType::F16 || kv.type == DType::F32 ||
+          (kv.type == DType::Q8_0 && hd % kvlayout::kQ8Group == 0));
+}
+
+// One KV head's queries over keys k_first .. k_last for the cache's type (see run_group).
+inline void run_group_any(const KVCache& kv, int32_t kvh, QueryState* st, int n, int64_t k_first,
+                          int64_t k_last) {
+  switch (kv.type) {
+    case DType::F16: run_group<DType::F16>(kv, kvh, st, n, k_first, k_last); break;
+    case DType::Q8_0: run_group<DType::Q8_0>(kv, kvh, st, n, k_first, k_last); break;
+    default: run_group<DType::F32>(kv, kvh, st, n, k_first, k_last); break;
+  }
 }
 
 // Starts query state s for head h of query row q (already at its position).
@@ -318,11 +401,7 @@ inline bool attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n
         }
       }
       if (n == 0) continue;
-      if (kv.type == DType::F16) {
-        run_group<true>(kv, kvh, st, n, 0, -1);
-      } else {
-        run_group<false>(kv, kvh, st, n, 0, -1);
-      }
+      run_group_any(kv, kvh, st, n, 0, -1);
       for (int i = 0; i < n; ++i) {
         const float inv = 1.0f / st[i].l;
         for (int32_t d = 0; d < hd; ++d) out[st[i].item * hd + d] = st[i].acc[d] * inv;
@@ -362,11 +441,7 @@ inline bool attention_decode(const DecodeQuery* qs, int64_t n, int32_t n_heads, 
       for (int32_t g = 0; g < group; ++g) {
         start_query(st[g], dq.q, kvh * group + g, hd, scale, 0, dq.pos, dq.kv.window);
       }
-      if (dq.kv.type == DType::F16) {
-        run_group<true>(dq.kv, kvh, st, group, k_first, k_last);
-      } else {
-        run_group<false>(dq.kv, kvh, st, group, k_first, k_last);
-      }
+      run_group_any(dq.kv, kvh, st, group, k_first, k_last);
       for (int32_t g = 0; g < group; ++g) {
         float* out = pp + (item * group + g) * stride;
         out[0] = st[g].m;

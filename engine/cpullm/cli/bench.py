@@ -7,7 +7,8 @@ this measures the engine, not the scheduler or sampler. ``-p 0`` or ``-n 0`` ski
 
 ``--json`` schema, version 1 (fields may be added, never renamed or removed):
 ``schema_version``, ``cpullm_version``, ``model`` (path), ``model_bytes``, ``architecture``,
-``n_params``, ``variant``, ``load_s``, ``repetitions``, ``peak_rss_bytes``, ``pinned``, and ``results``:
+``n_params``, ``variant``, ``load_s``, ``repetitions``, ``peak_rss_bytes``, ``pinned``, ``kv_cache_dtype``,
+and ``results``:
 one object per (threads, test) with ``threads``, ``test`` ("pp512"/"tg128"), ``n_tokens`` and
 ``tokens_per_second`` = {median, mean, stddev, min, max, samples}.
 """
@@ -30,6 +31,7 @@ from cpullm.cli.common import (
     user_errors_exit_1,
     variant_name,
 )
+from cpullm.runtime.kv_dtypes import DEFAULT_KV_DTYPE, KV_DTYPES
 
 HELP = "measure prefill and decode tokens/s (like llama-bench)"
 SCHEMA_VERSION = 1
@@ -73,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-r", "--repetitions", type=positive_int, default=5, help="repetitions (default 5)")
     parser.add_argument("--pin", action="store_true", help="pin the kernel threads to distinct CPUs")
+    parser.add_argument(
+        "--kv-cache-dtype",
+        choices=tuple(KV_DTYPES),
+        default=DEFAULT_KV_DTYPE,
+        help=f"KV cache element type (default {DEFAULT_KV_DTYPE})",
+    )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
@@ -97,7 +105,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             f"the tests need {n_ctx} positions, but this model's context is {model.config.context_length} "
             "tokens; lower -p, -n or -d"
         )
-    bench = ModelBench(model, n_ctx, depth)
+    bench = ModelBench(model, n_ctx, depth, kv_dtype=args.kv_cache_dtype)
     at = f" @ d{depth}" if depth else ""
     tests = [(f"pp{args.n_prompt}{at}", args.n_prompt, bench.prefill)] if args.n_prompt else []
     tests += [(f"tg{args.n_gen}{at}", args.n_gen, bench.decode)] if args.n_gen else []
@@ -137,6 +145,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "load_s": round(load_s, 4),
         "repetitions": args.repetitions,
         "pinned": bool(args.pin),
+        "kv_cache_dtype": args.kv_cache_dtype,
         "peak_rss_bytes": peak_rss_bytes(),
         "results": results,
     }
@@ -162,6 +171,7 @@ def render(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"median of {plural(report['repetitions'], 'repetition')} after a warm-up; "
+        f"KV cache {report['kv_cache_dtype']}; "
         f"load {report['load_s']:.2f} s; peak RSS {report['peak_rss_bytes'] / (1 << 20):.1f} MiB"
         + ("; threads pinned" if report["pinned"] else "")
     )

@@ -31,10 +31,10 @@ from gguf import GGMLQuantizationType as QT
 from cpullm.model.config import LONGROPE_TENSORS, ModelConfig, RopeLayout
 from cpullm.model.model_file import ModelFile
 from cpullm.native import abi, loader
+from cpullm.runtime.kv_dtypes import DEFAULT_KV_DTYPE, KV_DTYPES
 
 _ROPE_MODES = {RopeLayout.NORMAL: 0, RopeLayout.NEOX: 2}
 _ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}
-_KV_TYPES = {"f32": 0, "f16": 1}
 
 
 _GGML_IDS = frozenset(int(t) for t in QT)
@@ -62,12 +62,14 @@ class KVCache:
     """A native paged KV cache (freed with the object)."""
 
     def __init__(self, model: NativeModel, n_blocks: int, block_size: int, dtype: str) -> None:
-        if dtype not in _KV_TYPES:
-            raise ValueError(f"KV cache dtype must be one of {', '.join(_KV_TYPES)}, not {dtype!r}")
+        if dtype not in KV_DTYPES:
+            raise ValueError(f"KV cache dtype must be one of {', '.join(KV_DTYPES)}, not {dtype!r}")
         self._lib = model.lib
         self.n_blocks, self.block_size, self.dtype = n_blocks, block_size, dtype
         self._model = model  # the cache is shaped by, and must not outlive, its model
-        self.handle = self._lib.cpullm_kv_create(model.handle, n_blocks, block_size, _KV_TYPES[dtype])
+        self.handle = self._lib.cpullm_kv_create(
+            model.handle, n_blocks, block_size, KV_DTYPES[dtype].native_id
+        )
         if not self.handle:
             raise _error(self._lib)
 
@@ -170,7 +172,7 @@ class NativeModel:
         if self.lib.cpullm_set_num_threads(int(n)) != 0:
             raise _error(self.lib)
 
-    def new_cache(self, n_blocks: int, block_size: int = 16, dtype: str = "f16") -> KVCache:
+    def new_cache(self, n_blocks: int, block_size: int = 16, dtype: str = DEFAULT_KV_DTYPE) -> KVCache:
         return KVCache(self, n_blocks, block_size, dtype)
 
     def step(self, cache: KVCache, batch: Sequence[SeqChunk]) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Public API
 ----------
-``ModelBench(model, n_ctx, depth=0, tokens=None)``
+``ModelBench(model, n_ctx, depth=0, tokens=None, kv_dtype="f16")``
     Owns one KV cache of ``n_ctx`` tokens for ``model`` (a :class:`NativeModel`; no scheduler, no sampler:
     it measures the engine's forward pass and its Python binding only). With ``depth`` > 0 the first
     ``depth`` positions are filled once, untimed, and every test runs after them (llama-bench's ``-d``):
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from cpullm.native.runner import NativeModel, SeqChunk
+from cpullm.runtime.kv_dtypes import DEFAULT_KV_DTYPE
 
 DECODE_PROMPT_TOKENS = 8
 BLOCK_SIZE = 16
@@ -61,13 +62,18 @@ def peak_rss_bytes() -> int:
 
 class ModelBench:
     def __init__(
-        self, model: NativeModel, n_ctx: int, depth: int = 0, tokens: list[int] | None = None
+        self,
+        model: NativeModel,
+        n_ctx: int,
+        depth: int = 0,
+        tokens: list[int] | None = None,
+        kv_dtype: str = DEFAULT_KV_DTYPE,
     ) -> None:
         self.model = model
         self.n_ctx = n_ctx
         self.depth = depth
         n_blocks = -(-n_ctx // BLOCK_SIZE)
-        self.cache = model.new_cache(n_blocks, BLOCK_SIZE)
+        self.cache = model.new_cache(n_blocks, BLOCK_SIZE, kv_dtype)
         self.table = list(range(n_blocks))
         self.tokens = tokens if tokens is not None else bench_tokens(n_ctx, model.config.vocab_size)
         self._check_fits(depth)

@@ -44,6 +44,7 @@ from cpullm.model.model_file import ModelFile
 from cpullm.native.runner import NativeModel, SeqChunk
 from cpullm.native.threads import default_threads, usable_cores
 from cpullm.runtime.kv_blocks import BlockManager, BlockTable, OutOfBlocks
+from cpullm.runtime.kv_dtypes import DEFAULT_KV_DTYPE, KV_DTYPES
 from cpullm.runtime.sampling import FinishReason, Sampler, SamplingParams, TextStream, token_logprobs
 
 __all__ = ["Engine", "StepOutput", "usable_cores"]
@@ -110,7 +111,7 @@ class Engine:
         max_model_len: int | None = None,
         block_size: int = DEFAULT_BLOCK_SIZE,
         step_tokens: int = DEFAULT_STEP_TOKENS,
-        kv_dtype: str = "f16",
+        kv_dtype: str = DEFAULT_KV_DTYPE,
         quantization: str | None = None,
     ) -> None:
         # A path, None (the default model) or a Hub reference (org/repo[:QUANT], fetched here).
@@ -124,7 +125,9 @@ class Engine:
             raise ValueError("max_num_seqs and step_tokens must be at least 1")
         self.max_num_seqs, self.step_tokens = max_num_seqs, step_tokens
         c = self.config
-        bytes_per_block = 2 * c.n_layers * block_size * c.kv_dim * (2 if kv_dtype == "f16" else 4)
+        if kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, not {kv_dtype!r}")
+        bytes_per_block = 2 * c.n_layers * block_size * c.kv_dim * KV_DTYPES[kv_dtype].bytes_per_value
         gb = DEFAULT_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb
         n_blocks = int(gb * (1 << 30) // bytes_per_block)
         if n_blocks < -(-self.max_model_len // block_size):

@@ -54,6 +54,7 @@ def default_engine_factory(settings: ServerSettings, model_path: Path | str | No
             model_path,
             threads=settings.threads,
             kv_cache_gb=settings.kv_cache_gb,
+            kv_dtype=settings.kv_cache_dtype,
             max_num_seqs=settings.max_num_seqs,
             max_model_len=settings.max_model_len,
             quantization=settings.quantization,

@@ -24,6 +24,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from cpullm.runtime.kv_dtypes import DEFAULT_KV_DTYPE, KV_DTYPES
+
 ENV_PREFIX = "CPULLM_"
 MAX_KEY_FILE_BYTES = 1 << 20
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -46,6 +48,7 @@ class ServerSettings:
     served_model_name: str | None = None  # None = the model file's stem
     max_num_seqs: int = 16
     kv_cache_gb: float = 1.0
+    kv_cache_dtype: str = DEFAULT_KV_DTYPE  # f16, f32 or q8_0 (runtime/kv_dtypes.py)
     max_model_len: int | None = None  # None = the model's context length
     threads: int | None = None  # None = the usable cores
     quantization: str | None = None  # a Hugging Face folder's weights at load; None = hf_folder's default
@@ -85,6 +88,10 @@ class ServerSettings:
             raise SettingsError(f"max_num_seqs must be at least 1, got {self.max_num_seqs}.")
         if self.kv_cache_gb <= 0:
             raise SettingsError(f"kv_cache_gb must be a positive number of GiB, got {self.kv_cache_gb}.")
+        if self.kv_cache_dtype not in KV_DTYPES:
+            raise SettingsError(
+                f"kv_cache_dtype must be one of {', '.join(KV_DTYPES)}; got {self.kv_cache_dtype!r}."
+            )
         if self.max_model_len is not None and self.max_model_len < 2:
             raise SettingsError(f"max_model_len must be at least 2 tokens, got {self.max_model_len}.")
         if self.threads is not None and self.threads < 1:

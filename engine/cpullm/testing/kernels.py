@@ -307,15 +307,22 @@ class PagedKV:
         block_size: int,
         n_kv_heads: int,
         head_dim: int,
-        f16: bool,
+        dtype: str,
         block_table: npt.ArrayLike,
     ) -> None:
-        self.kv_type = int(DType.F16 if f16 else DType.F32)
+        """dtype: "f32", "f16" or "q8_0" (int8 with an f16 scale per 32 values; head_dim % 32 == 0)."""
+        kinds = {"f32": DType.F32, "f16": DType.F16, "q8_0": DType.Q8_0}
+        if dtype not in kinds:
+            raise KernelError(f"KV cache dtype must be one of {', '.join(kinds)}, not {dtype!r}")
+        self.kv_type = int(kinds[dtype])
         self.block_size, self.n_kv_heads, self.head_dim = block_size, n_kv_heads, head_dim
-        shape = (n_blocks, block_size, n_kv_heads, head_dim)
-        dtype = np.float16 if f16 else np.float32
-        self.k_pool = np.zeros(shape, dtype=dtype)
-        self.v_pool = np.zeros(shape, dtype=dtype)
+        if dtype == "q8_0":  # per (block, head): the int8 tile, then its f16 scales (kv_layout.h)
+            shape: tuple[int, ...] = (n_blocks, n_kv_heads, block_size * head_dim * 17 // 16)
+        else:
+            shape = (n_blocks, block_size, n_kv_heads, head_dim)
+        np_type = {"f32": np.float32, "f16": np.float16, "q8_0": np.uint8}[dtype]
+        self.k_pool = np.zeros(shape, dtype=np_type)
+        self.v_pool = np.zeros(shape, dtype=np_type)
         self.block_table = np.ascontiguousarray(block_table, dtype=np.int32)
         if self.block_table.size and (self.block_table.min() < 0 or self.block_table.max() >= n_blocks):
             raise KernelError(f"block_table entries must be in [0, {n_blocks})")
