@@ -1,6 +1,11 @@
 """cpullm against llama.cpp (llama-cpp-python) on the same GGUF, same threads, interleaved in one run.
 
     .venv/bin/python benchmarks/engine_vs_llamacpp.py [--model M.gguf] [--threads 1,2] [--reps 7]
+        [--random-1b Q4_0,Q4_K_M]
+
+``--random-1b MIXES`` adds, after the model, a random-weight ~1.1B Llama (TinyLlama's shape: hidden 2048,
+22 layers, FFN 5632, GQA 32/4; see ``random_llama.py``) quantized by llama.cpp to each mix, written once
+under build/random-llama: the same comparison at a realistic size.
 
 Each engine runs in its own worker subprocess (so each one's peak RSS is its own): cpullm with this
 Python and the source tree's engine (native libraries from ``--lib-dir``, default: built now into
@@ -298,11 +303,14 @@ def markdown(r: dict[str, Any]) -> str:
         )
     rss, base = r["peak_rss_bytes"], r["rss_before_load_bytes"]
     met = "met" if rss["cpullm"] <= rss["llama.cpp"] else "missed"
+    of_file = {e: (rss[e] - base[e]) / r["model_bytes"] for e in ENGINES}
     lines += [
         "",
         f"peak RSS: cpullm {rss['cpullm'] / mib:.1f} MiB, llama.cpp {rss['llama.cpp'] / mib:.1f} MiB "
         f"(target cpullm ≤ llama.cpp: {met}); before loading the model (Python + imports): "
-        f"cpullm {base['cpullm'] / mib:.1f} MiB, llama.cpp {base['llama.cpp'] / mib:.1f} MiB. "
+        f"cpullm {base['cpullm'] / mib:.1f} MiB, llama.cpp {base['llama.cpp'] / mib:.1f} MiB; the growth "
+        f"from loading and running is {of_file['cpullm']:.2f}× the file for cpullm, "
+        f"{of_file['llama.cpp']:.2f}× for llama.cpp. "
         f"Load: cpullm {r['load_s']['cpullm']:.2f} s, llama.cpp {r['load_s']['llama.cpp']:.2f} s.",
     ]
     return "\n".join(lines)
@@ -326,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llama-python", default=str(REPO / ".bench-venv" / "bin" / "python"))
     parser.add_argument("--lib-dir", type=Path, default=None, help="cpullm native libraries (default: build)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    parser.add_argument(
+        "--random-1b",
+        default="",
+        metavar="MIXES",
+        help="also a random-weight 1.1B Llama quantized by llama.cpp to these mixes, e.g. Q4_0,Q4_K_M",
+    )
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -352,10 +366,18 @@ def main(argv: list[str] | None = None) -> int:
         from cpullm.model.default_model import default_model_path
 
         args.model = default_model_path()
-    report = measure(args, args.model, env)
-    print(markdown(report))
+    models = [args.model]
+    if args.random_1b:
+        from random_llama import ensure
+
+        mixes = args.random_1b.split(",")
+        models += ensure(REPO / "build" / "random-llama", mixes, args.llama_python).values()
+    reports = []
+    for model in models:
+        reports.append(measure(args, model, env))
+        print(markdown(reports[-1]) + "\n", flush=True)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.write_text(json.dumps(reports if len(reports) > 1 else reports[0], indent=2) + "\n")
     return 0
 
 
