@@ -65,15 +65,14 @@ int64_t int8_dot_loop(int64_t iters, int32_t* sink) {
   *sink = lanes[0] + lanes[15];
   return iters * 8 * 64;
 #elif defined(__AVX512BW__)
-  // No VNNI: 512-bit maddubs + madd by ones + add.
+  // No VNNI: 512-bit maddubs summed in int16, the multiplier's limit (see the AVX2 case below).
   __m512i a[8];
   __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
-  const __m512i ones = _mm512_set1_epi16(1);
   for (auto& v : a) v = _mm512_setzero_si512();
   for (int64_t i = 0; i < iters; ++i) {
     for (auto& v : a) {
       opaque(u);
-      v = _mm512_add_epi32(v, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), ones));
+      v = _mm512_add_epi16(v, _mm512_maddubs_epi16(u, s));
     }
   }
   __m512i t = a[0];
@@ -97,16 +96,16 @@ int64_t int8_dot_loop(int64_t iters, int32_t* sink) {
   *sink = _mm256_extract_epi32(t, 0) + _mm256_extract_epi32(t, 7);
   return iters * 8 * 32;
 #elif defined(__AVX2__)
-  // maddubs (32 u8·s8 products into 16 int16 pairs) + madd by ones (into 8 int32) + add: the AVX2 kernels'
-  // step without VNNI.
+  // maddubs (32 u8·s8 products into 16 int16 pairs) summed in int16: the multiplier's own limit. Every
+  // product of the AVX2 kernels goes through one maddubs; for 4- to 6-bit weights they also sum pairs in
+  // int16 (x86_packed.h), so this, not maddubs + madd + add per chunk, is the ceiling they approach.
   __m256i a[8];
   __m256i u = _mm256_set1_epi8(3), s = _mm256_set1_epi8(-2);
-  const __m256i ones = _mm256_set1_epi16(1);
   for (auto& v : a) v = _mm256_setzero_si256();
   for (int64_t i = 0; i < iters; ++i) {
     for (auto& v : a) {
       opaque(u);
-      v = _mm256_add_epi32(v, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones));
+      v = _mm256_add_epi16(v, _mm256_maddubs_epi16(u, s));
     }
   }
   __m256i t = a[0];

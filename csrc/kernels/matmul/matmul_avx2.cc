@@ -21,6 +21,15 @@ struct Dot {
   static __m256i acc_s(__m256i acc, __m256i w, __m256i s) {
     return _mm256_add_epi32(acc, dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w)));
   }
+  // Σ_g u[g]·s[g] per s32 lane for unsigned weights small enough that the N chunks' s16 pair sums add up
+  // in s16 without overflow (the caller's bound, see x86_packed.h): N maddubs, N - 1 adds and one madd
+  // instead of N of each. The multiplier port is the limit here, and this halves its work.
+  template <int N>
+  static __m256i dot_u_sum(const __m256i* u, const __m256i* s) {
+    __m256i p = _mm256_maddubs_epi16(u[0], s[0]);
+    for (int g = 1; g < N; ++g) p = _mm256_add_epi16(p, _mm256_maddubs_epi16(u[g], s[g]));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+  }
 };
 }  // namespace
 

@@ -295,11 +295,16 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
         for (int i = 0; i < MR; ++i) {
           const ActBlock& x = a[i][8 * k + j];
           const int32_t h0 = half0[i][8 * k + j];  // Σ q_act over elements 0..15; the rest is sum - h0
-          __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+          __m256i s0[4], s1[4];
           for (int g = 0; g < 4; ++g) {
-            d0 = Dot::acc_u(d0, lo[g], bcast4(x.q + 4 * g));
-            d1 = Dot::acc_u(d1, hi[g], bcast4(x.q + 16 + 4 * g));
+            s0[g] = bcast4(x.q + 4 * g);
+            s1[g] = bcast4(x.q + 16 + 4 * g);
           }
+          // 6-bit values: s16 pair sums <= 2·63·128, two of them fit in s16.
+          __m256i d0 = _mm256_add_epi32(Dot::template dot_u_sum<2>(lo, s0),
+                                        Dot::template dot_u_sum<2>(lo + 2, s0 + 2));
+          __m256i d1 = _mm256_add_epi32(Dot::template dot_u_sum<2>(hi, s1),
+                                        Dot::template dot_u_sum<2>(hi + 2, s1 + 2));
           // Σ (q - 32)·a per half, times the half's scale: the integer the reference computes, exactly.
           d0 = _mm256_mullo_epi32(_mm256_sub_epi32(d0, _mm256_set1_epi32(32 * h0)), sc0);
           d1 = _mm256_mullo_epi32(_mm256_sub_epi32(d1, _mm256_set1_epi32(32 * (x.sum - h0))), sc1);
@@ -322,30 +327,34 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
         const __m256i sc = u8x8(rec + R::kScales + kPackRows * j);                   // scale_j per row
         const __m256 mn = _mm256_cvtepi32_ps(u8x8(rec + R::kMins + kPackRows * j));  // min_j per row
         const uint8_t* q = rec + R::kQuants + R::kSubBlock * j;
-        __m256i lo[4], hi[4];
+        __m256i w8[8];  // chunks 0..3: low nibbles (elements 4g+b), 4..7: high nibbles (16+4g+b)
         for (int g = 0; g < 4; ++g) {
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + kChunk * g));
-          lo[g] = _mm256_and_si256(v, low4);
-          hi[g] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+          w8[g] = _mm256_and_si256(v, low4);
+          w8[4 + g] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
         }
         if constexpr (T == DType::Q5_K) {  // fifth bits to bit 4, as for Q5 below
           const __m256i h =
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + R::kHighBits + kChunk * j));
           const __m256i bit4 = _mm256_set1_epi8(0x10);
           for (int g = 0; g < 4; ++g) {
-            lo[g] = _mm256_or_si256(lo[g], _mm256_and_si256(_mm256_slli_epi16(h, 4 - g), bit4));
-            hi[g] = _mm256_or_si256(hi[g], _mm256_and_si256(_mm256_srli_epi16(h, g), bit4));
+            w8[g] = _mm256_or_si256(w8[g], _mm256_and_si256(_mm256_slli_epi16(h, 4 - g), bit4));
+            w8[4 + g] = _mm256_or_si256(w8[4 + g], _mm256_and_si256(_mm256_srli_epi16(h, g), bit4));
           }
         }
         for (int i = 0; i < MR; ++i) {
           const ActBlock& x = a[i][8 * k + j];
-          // Two independent dot chains (low and high nibbles) halve the dependent latency per sub-block.
-          __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+          __m256i s8[8];
           for (int g = 0; g < 4; ++g) {
-            d0 = Dot::acc_u(d0, lo[g], bcast4(x.q + 4 * g));
-            d1 = Dot::acc_u(d1, hi[g], bcast4(x.q + 16 + 4 * g));
+            s8[g] = bcast4(x.q + 4 * g);
+            s8[4 + g] = bcast4(x.q + 16 + 4 * g);
           }
-          const __m256i dot = _mm256_mullo_epi32(_mm256_add_epi32(d0, d1), sc);
+          // s16 pair sums <= 2·15·128 (Q4_K: all 8 chunks fit in s16) or 2·31·128 (Q5_K: 4 at a time).
+          const __m256i sum = T == DType::Q4_K
+                                  ? Dot::template dot_u_sum<8>(w8, s8)
+                                  : _mm256_add_epi32(Dot::template dot_u_sum<4>(w8, s8),
+                                                     Dot::template dot_u_sum<4>(w8 + 4, s8 + 4));
+          const __m256i dot = _mm256_mullo_epi32(sum, sc);
           s[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(x.d), s[i]);
           n[i] = _mm256_fmadd_ps(mn, _mm256_set1_ps(x.d * static_cast<float>(x.sum)), n[i]);
         }
@@ -429,13 +438,24 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
       for (int i = 0; i < MR; ++i) {
         const ActBlock& x = a[i][k];
         __m256i dot = _mm256_setzero_si256();
-        for (int g = 0; g < 4; ++g) {
-          if constexpr (T == DType::IQ4_NL) {
+        if constexpr (T == DType::IQ4_NL) {
+          for (int g = 0; g < 4; ++g) {
             dot = Dot::acc_s(dot, lo[g], bcast4(x.q + 4 * g));
             dot = Dot::acc_s(dot, hi[g], bcast4(x.q + 16 + 4 * g));
+          }
+        } else {
+          __m256i s[4], t[4];
+          for (int g = 0; g < 4; ++g) {
+            s[g] = bcast4(x.q + 4 * g);
+            t[g] = bcast4(x.q + 16 + 4 * g);
+          }
+          // s16 pair sums <= 2·15·128 (Q4: the 8 chunks fit in s16 at once) or 2·31·128 (Q5: 4 at once).
+          if constexpr (is_q5(T)) {
+            dot = _mm256_add_epi32(Dot::template dot_u_sum<4>(lo, s), Dot::template dot_u_sum<4>(hi, t));
           } else {
-            dot = Dot::acc_u(dot, lo[g], bcast4(x.q + 4 * g));
-            dot = Dot::acc_u(dot, hi[g], bcast4(x.q + 16 + 4 * g));
+            const __m256i w8[8] = {lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]};
+            const __m256i s8[8] = {s[0], s[1], s[2], s[3], t[0], t[1], t[2], t[3]};
+            dot = Dot::template dot_u_sum<8>(w8, s8);
           }
         }
         if constexpr (T == DType::IQ4_NL) {

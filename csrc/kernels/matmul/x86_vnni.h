@@ -19,6 +19,12 @@ struct VnniDot {
   static __m256i acc_s(__m256i acc, __m256i w, __m256i s) {
     return Dp::dpbusd(acc, _mm256_xor_si256(w, _mm256_set1_epi8(static_cast<char>(0x80))), s);
   }
+  template <int N>  // Σ_g u[g]·s[g]: one dpbusd each, no s16 stage to bound
+  static __m256i dot_u_sum(const __m256i* u, const __m256i* s) {
+    __m256i acc = Dp::dpbusd(_mm256_setzero_si256(), u[0], s[0]);
+    for (int g = 1; g < N; ++g) acc = Dp::dpbusd(acc, u[g], s[g]);
+    return acc;
+  }
 };
 
 // Rows [r0, r1) of a quantized product: the packed layout where W has one, else the GGUF layout.
