@@ -177,9 +177,23 @@ inline void repack_q6k(const Matrix& W, uint8_t* out) {
         const auto& b = reinterpret_cast<const BlockQ6_K*>(src + (g * kPackRows + r) * rb)[k];
         std::memcpy(out + 2 * r, &b.d, 2);
         for (int h = 0; h < 16; ++h) out[R::kScales + kPackRows * h + r] = static_cast<uint8_t>(b.scales[h]);
+        // The 256 stored values (0..63) decoded once: q6k_value per use made this loop most of a Q4_K_M
+        // file's load time.
+        uint8_t val[kQKK];
+        for (int half = 0; half < 2; ++half) {
+          const uint8_t* ql = b.ql + 64 * half;
+          const uint8_t* qh = b.qh + 32 * half;
+          uint8_t* v = val + 128 * half;
+          for (int l = 0; l < 32; ++l) {
+            v[l] = static_cast<uint8_t>((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+            v[l + 32] = static_cast<uint8_t>((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+            v[l + 64] = static_cast<uint8_t>((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+            v[l + 96] = static_cast<uint8_t>((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+          }
+        }
         for (int j = 0; j < 8; ++j) {
           uint8_t* q = out + R::kQuants + R::kSubBlock * j;
-          auto v = [&](int e) { return q6k_value(b, 32 * j + e) + 32; };  // stored value 0..63
+          auto v = [&](int e) { return static_cast<int>(val[32 * j + e]); };  // stored value 0..63
           for (int e = 0; e < 16; ++e) {
             q[kChunk * (e / 4) + 4 * r + e % 4] =
                 static_cast<uint8_t>((v(e) & 0xF) | ((v(e + 16) & 0xF) << 4));
