@@ -43,6 +43,15 @@ constexpr int kLanes = 16;      // keys per tile = lanes of one score vector
 constexpr int kMaxTokens = 16;  // query tokens per work group
 constexpr int kMaxGroup = 16;   // query heads per KV head we keep state for
 constexpr int kMaxHeadDim = 256;
+// Independent score accumulators per query: 4 hide the FMA latency where 4 queries × 4 chains of 16 floats
+// fit the registers (AVX-512: 32 zmm). With AVX2 (16 ymm) or NEON (32 q) they spilled to the stack on every
+// key row and made attention a third of a 512-token prefill of the default model; one chain per query
+// (4 queries × 2 ymm halves: 8 chains) keeps them in registers there.
+#if defined(__AVX512F__)
+constexpr int kScoreChains = 4;
+#else
+constexpr int kScoreChains = 1;
+#endif
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
@@ -225,6 +234,48 @@ inline void prefetch_tile(const KVCache& kv, int32_t kvh, int64_t k0) {
   for (size_t off = 0; off < vbytes; off += 64) prefetch_line(vp + v0 + off);
 }
 
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// acc[16c .. 16c + 16) = acc·corr + Σ_j p_j V_j of run_batch below, in explicit ymm halves: GCC 12 kept the
+// generic 16-float accumulators of that loop in memory on AVX2 (moving them through general registers),
+// which made it most of attention's time in a 512-token prefill.
+template <DType kT, int N>
+inline void pv_ymm(const KVCache& kv, size_t tile, const uint8_t* vq, int64_t slot0, int nk, int c,
+                   const float (*p)[kLanes], const float* vs, const float* corr, QueryState* st) {
+  const int32_t hd = kv.head_dim;
+  __m256 lo[N], hi[N];
+  for (int i = 0; i < N; ++i) {
+    lo[i] = _mm256_mul_ps(_mm256_loadu_ps(st[i].acc + c * kLanes), _mm256_set1_ps(corr[i]));
+    hi[i] = _mm256_mul_ps(_mm256_loadu_ps(st[i].acc + c * kLanes + 8), _mm256_set1_ps(corr[i]));
+  }
+  for (int j = 0; j < nk; ++j) {
+    const size_t at = static_cast<size_t>(slot0 + j) * hd + static_cast<size_t>(c) * kLanes;
+    __m256 vl, vh;
+    if constexpr (kT == DType::Q8_0) {
+      const uint8_t* r = vq + at;
+      vl = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(r))));
+      vh = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(r + 8))));
+    } else if constexpr (kT == DType::F16) {
+      const auto* r = static_cast<const uint16_t*>(kv.v_pool) + tile + at;
+      vl = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r)));
+      vh = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 8)));
+    } else {
+      const float* r = static_cast<const float*>(kv.v_pool) + tile + at;
+      vl = _mm256_loadu_ps(r);
+      vh = _mm256_loadu_ps(r + 8);
+    }
+    for (int i = 0; i < N; ++i) {
+      const __m256 w = _mm256_set1_ps(kT == DType::Q8_0 ? p[i][j] * vs[j] : p[i][j]);
+      lo[i] = _mm256_fmadd_ps(w, vl, lo[i]);
+      hi[i] = _mm256_fmadd_ps(w, vh, hi[i]);
+    }
+  }
+  for (int i = 0; i < N; ++i) {
+    _mm256_storeu_ps(st[i].acc + c * kLanes, lo[i]);
+    _mm256_storeu_ps(st[i].acc + c * kLanes + 8, hi[i]);
+  }
+}
+#endif
+
 // Up to kBatch queries `st[0..N)` of one KV head over keys 0 .. max_pos, tile by tile. kT: the cache's
 // type (F32, F16, or Q8_0: int8 values times their group's scale). Each K row (16 keys of one
 // dimension) and each V row is loaded once, converted in registers, and used by every query of the
@@ -269,10 +320,17 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
         kd = load_as<kT>(kv.k_pool, tile + static_cast<size_t>(d + 3) * kstride + slot0);
       }
       for (int i = 0; i < N; ++i) {
-        s0[i] += st[i].q[d] * ka;
-        s1[i] += st[i].q[d + 1] * kb;
-        s2[i] += st[i].q[d + 2] * kc;
-        s3[i] += st[i].q[d + 3] * kd;
+        if constexpr (kScoreChains == 4) {
+          s0[i] += st[i].q[d] * ka;
+          s1[i] += st[i].q[d + 1] * kb;
+          s2[i] += st[i].q[d + 2] * kc;
+          s3[i] += st[i].q[d + 3] * kd;
+        } else {
+          s0[i] += st[i].q[d] * ka;
+          s0[i] += st[i].q[d + 1] * kb;
+          s0[i] += st[i].q[d + 2] * kc;
+          s0[i] += st[i].q[d + 3] * kd;
+        }
       }
     }
     float corr[N];
@@ -285,7 +343,7 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
       const int valid = static_cast<int>(s.pos - k0 + 1 < nk ? s.pos - k0 + 1 : nk);
       const int first = static_cast<int>(s.lo > k0 ? s.lo - k0 : 0);
       const v16i in = (lane >= first) & (lane < valid);
-      v16 sc = (s0[i] + s1[i]) + (s2[i] + s3[i]);
+      v16 sc = kScoreChains == 4 ? (s0[i] + s1[i]) + (s2[i] + s3[i]) : s0[i];
       if (kv.softcap > 0.0f) sc = softcap_v(sc, kv.softcap);
       sc = in ? sc : splat(neg_inf);
       const float m_new = std::fmax(s.m, hmax(sc));
@@ -300,14 +358,17 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
     // and are written (they are at most max_pos), so they add exactly nothing.
     alignas(64) float vs[kLanes];  // Q8_0: the 16 keys' V scales of this group of 32 dimensions
     for (int c = 0; c < nv; ++c) {
-      v16 a[N];
-      for (int i = 0; i < N; ++i) a[i] = load_f32(st[i].acc + c * kLanes) * corr[i];
       if constexpr (kT == DType::Q8_0) {
         if (c * kLanes % kvlayout::kQ8Group == 0) {
           const v16 sv = q8_scales(kv, vq, c * kLanes / kvlayout::kQ8Group, slot0);
           std::memcpy(vs, &sv, sizeof vs);
         }
       }
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+      pv_ymm<kT, N>(kv, tile, vq, slot0, nk, c, p, vs, corr, st);
+#else
+      v16 a[N];
+      for (int i = 0; i < N; ++i) a[i] = load_f32(st[i].acc + c * kLanes) * corr[i];
       for (int j = 0; j < nk; ++j) {
         if constexpr (kT == DType::Q8_0) {
           const v16 v = load_i8(vq + static_cast<size_t>(slot0 + j) * hd + static_cast<size_t>(c) * kLanes);
@@ -319,6 +380,7 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
         }
       }
       for (int i = 0; i < N; ++i) std::memcpy(st[i].acc + c * kLanes, &a[i], sizeof a[i]);
+#endif
     }
   }
 }
