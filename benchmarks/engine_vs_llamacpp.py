@@ -120,14 +120,29 @@ class _LlamaWorker:
         return time.perf_counter() - start
 
 
+def _import_engine(engine: str) -> float:
+    """Import the engine's modules (timed apart from the model load); returns the seconds it took."""
+    start = time.perf_counter()
+    if engine == "cpullm":
+        sys.path.insert(0, str(REPO / "engine"))
+        import cpullm.model.model_file
+        import cpullm.native.runner
+        import cpullm.runtime.bench  # noqa: F401
+    else:
+        import llama_cpp  # noqa: F401
+    return time.perf_counter() - start
+
+
 def worker_main(engine: str, model: str, threads: int) -> int:
     """Serve `pp N` / `tg N` / `done` lines on stdin with one JSON line each on stdout."""
     setup = json.loads(sys.stdin.readline())
     tokens, depth = setup["tokens"], setup["depth"]
+    import_s = _import_engine(engine)
     rss_before = _peak_rss()
     start = time.perf_counter()
     worker = (_CpullmWorker if engine == "cpullm" else _LlamaWorker)(model, threads, tokens, depth)
-    _reply(ready=True, load_s=time.perf_counter() - start, rss_before_load=rss_before, **worker.about)
+    load_s = time.perf_counter() - start
+    _reply(ready=True, load_s=load_s, import_s=import_s, rss_before_load=rss_before, **worker.about)
     for line in sys.stdin:
         test, _, n = line.strip().partition(" ")
         if test == "done":
@@ -229,6 +244,13 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
             print(f"threads {threads}: {rep + 1}/{args.reps} done", file=sys.stderr)
         for engine, w in workers.items():
             peak[(engine, threads)] = w.finish()
+    # Load time: the model load alone (imports timed apart) in fresh processes, alternating engines.
+    loads = {e: [float(about[e]["load_s"])] for e in ENGINES}
+    for rep in range(args.load_reps):
+        for engine in ENGINES[::-1] if rep % 2 == 0 else ENGINES:
+            w = Worker(engine, pythons[engine], model, max(args.threads), tokens, args.depth, env)
+            loads[engine].append(float(w.ready["load_s"]))
+            w.finish()
     rows = []
     for threads in args.threads:
         for test, n in tests:
@@ -269,7 +291,9 @@ def measure(args: argparse.Namespace, model: Path, env: dict[str, str]) -> dict[
         "cpullm_variant": about["cpullm"].get("variant"),
         "llama_cpp_python": about["llama.cpp"].get("llama_cpp_python"),
         "llama_cpp_system": about["llama.cpp"].get("llama_cpp_system"),
-        "load_s": {e: about[e]["load_s"] for e in ENGINES},
+        "load_s": {e: statistics.median(loads[e]) for e in ENGINES},  # model load, imports excluded
+        "load_samples_s": loads,
+        "import_s": {e: about[e]["import_s"] for e in ENGINES},
         "rows": rows,
         "peak_rss_bytes": {e: max(peak[(e, t)] for t in args.threads) for e in ENGINES},
         "rss_before_load_bytes": {e: about[e]["rss_before_load"] for e in ENGINES},
@@ -311,7 +335,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"cpullm {base['cpullm'] / mib:.1f} MiB, llama.cpp {base['llama.cpp'] / mib:.1f} MiB; the growth "
         f"from loading and running is {of_file['cpullm']:.2f}× the file for cpullm, "
         f"{of_file['llama.cpp']:.2f}× for llama.cpp. "
-        f"Load: cpullm {r['load_s']['cpullm']:.2f} s, llama.cpp {r['load_s']['llama.cpp']:.2f} s.",
+        f"Load (the model alone, median of {len(r['load_samples_s']['cpullm'])} fresh processes; imports "
+        f"{r['import_s']['cpullm']:.2f} s / {r['import_s']['llama.cpp']:.2f} s apart): "
+        f"cpullm {r['load_s']['cpullm']:.2f} s, llama.cpp {r['load_s']['llama.cpp']:.2f} s.",
     ]
     return "\n".join(lines)
 
@@ -334,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llama-python", default=str(REPO / ".bench-venv" / "bin" / "python"))
     parser.add_argument("--lib-dir", type=Path, default=None, help="cpullm native libraries (default: build)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    parser.add_argument(
+        "--load-reps", type=int, default=4, help="extra fresh-process loads per engine to time (default 4)"
+    )
     parser.add_argument(
         "--random-1b",
         default="",
