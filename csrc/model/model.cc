@@ -50,6 +50,22 @@ void release_pages(const void* data, int64_t bytes) {
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
+// Map the whole pages inside [p, p + bytes) in one call (zeroed by the kernel in bulk) instead of one page
+// fault per 4 KiB as the repack first writes them: ~170k faults were half of a 1.1B model's load. Linux 5.14+;
+// elsewhere, or on error, the pages fault in as before.
+void populate(const void* p, int64_t bytes) {
+#if defined(__linux__)
+  constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE, absent from older headers
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, kPopulateWrite);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 // Every product's packed copy, written in parallel: loading is mostly this (a 0.6B Q8_0 file spent 0.85 s
 // of its load here on one thread). Largest first, claimed dynamically, so the threads finish together.
 void repack_all(std::vector<Matrix>& jobs, bool release_sources) {
@@ -58,6 +74,7 @@ void repack_all(std::vector<Matrix>& jobs, bool release_sources) {
   global_pool()->parallel_for(static_cast<int64_t>(jobs.size()), 1, [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
       const Matrix& W = jobs[static_cast<size_t>(j)];
+      populate(W.packed, packed_bytes(W));
       repack(W, const_cast<void*>(W.packed));  // W.packed: a buffer of owned_
       if (release_sources) release_pages(W.data, bytes(W));
     }
@@ -208,8 +225,26 @@ Model::Model(const ModelConfig& cfg, const std::vector<TensorRef>& tensors) : cf
   repack_all(to_pack, cfg.release_packed_sources);
 }
 
+void Model::Unmap::operator()(uint8_t* p) const {
+  if (bytes == 0) {
+    delete[] p;
+  } else {
+    munmap(p, bytes);
+  }
+}
+
+// Buffers of 4 MiB and more are page-aligned anonymous mappings of their own (populate() above maps them
+// in bulk; freed at once on munmap).
 uint8_t* Model::own(int64_t bytes) {
-  owned_.emplace_back(new uint8_t[static_cast<size_t>(bytes)]);  // default-initialized: untouched pages
+  constexpr int64_t kMapAtLeast = int64_t{4} << 20;
+  if (bytes >= kMapAtLeast) {
+    void* p =
+        mmap(nullptr, static_cast<size_t>(bytes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    owned_.emplace_back(static_cast<uint8_t*>(p), Unmap{static_cast<size_t>(bytes)});
+  } else {
+    owned_.emplace_back(new uint8_t[static_cast<size_t>(bytes)], Unmap{0});  // default-initialized
+  }
   owned_bytes_ += bytes;
   return owned_.back().get();
 }

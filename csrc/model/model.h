@@ -128,8 +128,12 @@ class Model {
   const float* output_norm_ = nullptr;
   const float* rope_freqs_ = nullptr;
   // Packed weights, f32 copies of small vectors. Uninitialized on allocation: the packed copies' pages are
-  // first touched by the threads that write them.
-  std::vector<std::unique_ptr<uint8_t[]>> owned_;
+  // first touched by the threads that write them. Large ones are their own mappings (OwnedBytes, model.cc).
+  struct Unmap {
+    size_t bytes;  // 0: from new[]
+    void operator()(uint8_t* p) const;
+  };
+  std::vector<std::unique_ptr<uint8_t[], Unmap>> owned_;
   int64_t owned_bytes_ = 0;
   uint8_t* own(int64_t bytes);
   std::vector<std::string> packed_names_;

@@ -124,13 +124,20 @@ inline void repack_q4k(const Matrix& W, uint8_t* out) {
         for (int j = 0; j < 8; ++j) {
           q4k_scale_min(j, b.scales, out + R::kScales + kPackRows * j + r,
                         out + R::kMins + kPackRows * j + r);
+          // Elements i and 16 + i of sub-block j (nibble j % 2 of qs[32 (j / 2) + i] and of the byte 16
+          // later) into one byte, 16 at once; bytes 4c .. 4c + 3 go to chunk c. Byte by byte, this loop was
+          // most of a Q4_K_M file's load.
           const uint8_t* q = b.qs + 32 * (j / 2);
-          const int shift = 4 * (j % 2);
-          for (int i = 0; i < 16; ++i) {
-            const int lo = (q[i] >> shift) & 0xF, hi = (q[i + 16] >> shift) & 0xF;
-            const int at = R::kQuants + R::kSubBlock * j + kChunk * (i / 4) + 4 * r + i % 4;
-            out[at] = static_cast<uint8_t>(lo | (hi << 4));
-          }
+          const __m128i v0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+          const __m128i v1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16));
+          const __m128i low = _mm_set1_epi8(0x0F);
+          const __m128i packed =
+              j % 2 == 0 ? _mm_or_si128(_mm_and_si128(v0, low), _mm_slli_epi16(_mm_and_si128(v1, low), 4))
+                         : _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v0, 4), low), _mm_andnot_si128(low, v1));
+          alignas(16) uint8_t bytes[16];
+          _mm_store_si128(reinterpret_cast<__m128i*>(bytes), packed);
+          uint8_t* dst = out + R::kQuants + R::kSubBlock * j + 4 * r;
+          for (int c = 0; c < 4; ++c) std::memcpy(dst + kChunk * c, bytes + 4 * c, 4);
           if constexpr (kQ5) {  // element i's fifth bit is bit j of qh[i]; bits placed as Q5's chunk above
             uint32_t packed = 0;
             for (int c = 0; c < 4; ++c) {
