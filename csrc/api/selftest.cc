@@ -216,8 +216,8 @@ void test_matmul(Report& r, std::mt19937& rng) {
 }
 
 // Attention (the dispatching entry point, threaded) vs the reference on a paged cache with scattered
-// blocks, GQA, F32, F16 and Q8_0 storage (Q8_0: the shapes with head_dim % 32 == 0), with and without a sliding window and soft-capped scores:
-// |fast - ref| <= 1e-4 · max(1, |ref|) (outputs are O(1) averages).
+// blocks, GQA, F32, F16 and Q8_0 storage (Q8_0: the shapes with head_dim % 32 == 0), with and without a
+// sliding window and soft-capped scores: |fast - ref| <= 1e-4 · max(1, |ref|) (outputs are O(1) averages).
 void test_attention(Report& r, std::mt19937& rng) {
   // (n_heads, n_kv_heads, head_dim, block_size, n_ctx, n_q, window, softcap)
   const int shapes[][8] = {{9, 3, 64, 16, 37, 1, 0, 0},   {4, 4, 32, 8, 20, 20, 0, 0},
@@ -274,9 +274,10 @@ void test_attention(Report& r, std::mt19937& rng) {
       worst = std::fmax(worst, err / 1e-4);
     }
   }
-  r.line(fmt("attention: F32, F16 and Q8_0 caches, %g runs of %g shapes (windows, soft-caps), worst "
-             "error/tolerance %.3g",
-             n_runs, n_shapes, worst));
+  r.line(
+      fmt("attention: F32, F16 and Q8_0 caches, %g runs of %g shapes (windows, soft-caps), worst "
+          "error/tolerance %.3g",
+          n_runs, n_shapes, worst));
 }
 
 // Row ops through the dispatching entry points vs the references: 4e-6 relative (exp approximation).

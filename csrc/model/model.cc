@@ -51,8 +51,8 @@ void release_pages(const void* data, int64_t bytes) {
 }
 
 // Map the whole pages inside [p, p + bytes) in one call (zeroed by the kernel in bulk) instead of one page
-// fault per 4 KiB as the repack first writes them: ~170k faults were half of a 1.1B model's load. Linux 5.14+;
-// elsewhere, or on error, the pages fault in as before.
+// fault per 4 KiB as the repack first writes them (a 1.1B model's ~170k faults: about 0.07 s of a 0.67 s
+// load here). Linux 5.14+; elsewhere, or on error, the pages fault in as before.
 void populate(const void* p, int64_t bytes) {
 #if defined(__linux__)
   constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE, absent from older headers

@@ -119,9 +119,7 @@ void attention_items(const float* q, int64_t n_q, int64_t pos0, int32_t n_heads,
     p.resize(static_cast<size_t>(len));
     for (int64_t j = 0; j < len; ++j) {
       double s = 0.0;
-      for (int32_t i = 0; i < hd; ++i) {
-        s += static_cast<double>(qv[i]) * k_at(kv, lo + j, kvh, i);
-      }
+      for (int32_t i = 0; i < hd; ++i) { s += static_cast<double>(qv[i]) * k_at(kv, lo + j, kvh, i); }
       p[j] = static_cast<float>(s) * scale;
       if (kv.softcap > 0.0f) p[j] = kv.softcap * std::tanh(p[j] / kv.softcap);
     }

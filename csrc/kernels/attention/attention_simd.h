@@ -303,7 +303,7 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
     // Scores of the 16 keys: Σ_d q[d] · K[d][keys], K rows contiguous over the tile's slots.
     v16 s0[N], s1[N], s2[N], s3[N];
     for (int i = 0; i < N; ++i) s0[i] = s1[i] = s2[i] = s3[i] = v16{};
-    v16 ks = splat(1.0f);  // Q8_0: the 16 keys' scales of the current group of 32 dimensions
+    v16 ks = splat(1.0f);                  // Q8_0: the 16 keys' scales of the current group of 32 dimensions
     for (int32_t d = 0; d < hd; d += 4) {  // hd is a multiple of 16
       v16 ka, kb, kc, kd;
       if constexpr (kT == DType::Q8_0) {

@@ -371,10 +371,9 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
             s8[4 + g] = bcast4(x.q + 16 + 4 * g);
           }
           // s16 pair sums <= 2·15·128 (Q4_K: all 8 chunks fit in s16) or 2·31·128 (Q5_K: 4 at a time).
-          const __m256i sum = T == DType::Q4_K
-                                  ? Dot::template dot_u_sum<8>(w8, s8)
-                                  : _mm256_add_epi32(Dot::template dot_u_sum<4>(w8, s8),
-                                                     Dot::template dot_u_sum<4>(w8 + 4, s8 + 4));
+          const __m256i sum = T == DType::Q4_K ? Dot::template dot_u_sum<8>(w8, s8)
+                                               : _mm256_add_epi32(Dot::template dot_u_sum<4>(w8, s8),
+                                                                  Dot::template dot_u_sum<4>(w8 + 4, s8 + 4));
           const __m256i dot = _mm256_mullo_epi32(sum, sc);
           s[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(x.d), s[i]);
           n[i] = _mm256_fmadd_ps(mn, _mm256_set1_ps(x.d * static_cast<float>(x.sum)), n[i]);
