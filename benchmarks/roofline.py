@@ -7,7 +7,9 @@ read bandwidth, prefill against the int8 peak).
 DRAM read: a 1 GiB buffer read with the library's own streaming loop over its thread pool (best of the
 rounds' medians). int8 peak: the variant's widest int8 dot instruction in registers on every thread
 (cpullm_bench_int8_peak), in GOPS = 2 × multiply-adds per second, the convention prefill figures use
-(2 · parameters · tokens). Take both on an idle machine: other load lowers them.
+(2 · parameters · tokens). f32 FMA peak: the best variant's widest float FMA in registers
+(cpullm_bench_f32_peak), the ceiling of the f32/f16 products and of bf16 ones on hosts without a bf16 dot.
+Take them on an idle machine: other load lowers them.
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ def main() -> None:
     variants = sorted((n for n, s in sel.candidates.items() if s > 0), key=lambda n: sel.candidates[n])
     kern = {v: Kernels(loader.load_variant(loader.select(lib_dir, forced=v))) for v in variants}
     buf = np.ones(STREAM_BYTES // 8, dtype=np.float64)
-    out: dict[str, object] = {"dram_read_gbs": {}, "int8_peak_gops": {v: {} for v in variants}}
+    out: dict[str, object] = {
+        "dram_read_gbs": {},
+        "int8_peak_gops": {v: {} for v in variants},
+        "f32_fma_peak_gflops": {},  # the best variant's: f32/f16 (and bf16 without a bf16 dot) ceiling
+    }
     best = kern[variants[-1]]
     for t in threads:
         best.set_num_threads(t)
@@ -64,11 +70,18 @@ def main() -> None:
                 seconds, macs = result
                 rates.append(2 * macs / float(np.median(seconds)) / 1e9)
             out["int8_peak_gops"][v][t] = round(max(rates), 1) if rates else None  # type: ignore[index]
-    print("| threads | DRAM read GB/s | " + " | ".join(f"int8 peak GOPS ({v})" for v in variants) + " |")
-    print("| ---: | ---: |" + " ---: |" * len(variants))
+        flops = []
+        for _ in range(args.rounds):
+            seconds, macs = best.bench_f32_peak(PEAK_ITERS, 3)
+            flops.append(2 * macs / float(np.median(seconds)) / 1e9)
+        out["f32_fma_peak_gflops"][t] = round(max(flops), 1)  # type: ignore[index]
+    head = " | ".join(f"int8 peak GOPS ({v})" for v in variants)
+    print(f"| threads | DRAM read GB/s | {head} | f32 FMA peak GFLOPS ({variants[-1]}) |")
+    print("| ---: | ---: |" + " ---: |" * (len(variants) + 1))
     for t in threads:
         peaks = [out["int8_peak_gops"][v][t] for v in variants]  # type: ignore[index]
         cells = [f"{p:.1f}" if p is not None else "—" for p in peaks]
+        cells.append(f"{out['f32_fma_peak_gflops'][t]:.1f}")  # type: ignore[index]
         print(f"| {t} | {out['dram_read_gbs'][t]:.1f} | " + " | ".join(cells) + " |")  # type: ignore[index]
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")

@@ -148,6 +148,63 @@ int64_t int8_dot_loop(int64_t iters, int32_t* sink) {
 #endif
 }
 
+// The float multiply-add peak: 12 independent chains (enough to cover two FMA pipes' latency) of the
+// widest float vector this variant uses, in registers. It is the ceiling of the f32/f16 products, and of
+// the bf16 ones where the variant has no bf16 dot instruction (they convert and FMA). Without FMA (the
+// generic x86-64 baseline) a multiply-add is a multiply and an add. Returns the multiply-adds done.
+int64_t f32_fma_loop(int64_t iters, float* sink) {
+#if defined(__AVX512F__)
+  constexpr int kWidth = 16;
+#elif defined(__AVX__)
+  constexpr int kWidth = 8;
+#else
+  constexpr int kWidth = 4;
+#endif
+  typedef float vf __attribute__((vector_size(kWidth * sizeof(float))));
+  constexpr int kChains = 12;
+  vf a[kChains];
+  vf x = vf{} + 0.999f, y = vf{} + 1e-3f;
+  for (auto& v : a) v = vf{};
+  for (int64_t i = 0; i < iters; ++i) {
+    for (auto& v : a) {
+      opaque(x);
+      v = v * x + y;
+    }
+  }
+  vf t = a[0];
+  for (int k = 1; k < kChains; ++k) t += a[k];
+  *sink = t[0] + t[kWidth - 1];
+  return iters * kChains * kWidth;
+}
+
+// Runs loop(iters, &sink) once on every thread of the pool, `reps` times: seconds[k] per pass, *macs the
+// multiply-adds of one pass.
+template <class Sink>
+void run_peak(int64_t (*loop)(int64_t, Sink*), int64_t iters, int64_t reps, double* seconds, int64_t* macs) {
+  cpullm::ThreadPool* pool = cpullm::global_pool();
+  struct Job {
+    int64_t (*loop)(int64_t, Sink*);
+    int64_t iters;
+    int64_t macs[1024];
+    Sink sink[1024];
+  } job{loop, iters, {}, {}};
+  for (int64_t k = 0; k < reps; ++k) {
+    std::fill(std::begin(job.macs), std::end(job.macs), 0);
+    const double t0 = now();
+    pool->parallel_for(
+        pool->size(), 1,
+        [](void* ctx, int64_t i0, int64_t i1, int thread) {
+          auto* jb = static_cast<Job*>(ctx);
+          for (int64_t i = i0; i < i1; ++i)
+            jb->macs[thread % 1024] += jb->loop(jb->iters, &jb->sink[thread % 1024]);
+        },
+        &job);
+    seconds[k] = now() - t0;
+  }
+  *macs = 0;
+  for (int t = 0; t < std::min(pool->size(), 1024); ++t) *macs += job.macs[t];
+}
+
 }  // namespace
 
 extern "C" {
@@ -158,6 +215,7 @@ CPULLM_API int cpullm_bench_matmul(int impl, int32_t type, const void* w, int64_
 CPULLM_API int cpullm_bench_stream_read(const void* buf, int64_t bytes, int64_t reps, double* seconds,
                                         uint64_t* checksum);
 CPULLM_API int cpullm_bench_int8_peak(int64_t iters, int64_t reps, double* seconds, int64_t* macs);
+CPULLM_API int cpullm_bench_f32_peak(int64_t iters, int64_t reps, double* seconds, int64_t* macs);
 
 // Times `reps` products Y[m × rows] = X · Wᵀ, call k using weight copy k % copies (copies matrices laid
 // end to end, so a large `copies` defeats the caches). seconds[k] = wall time of call k.
@@ -203,27 +261,14 @@ int cpullm_bench_int8_peak(int64_t iters, int64_t reps, double* seconds, int64_t
   if (iters < 1 || reps < 1 || !seconds || !macs) return -1;
   int32_t probe = 0;
   if (int8_dot_loop(1, &probe) == 0) return -1;
-  cpullm::ThreadPool* pool = cpullm::global_pool();
-  struct Job {
-    int64_t iters;
-    int64_t macs[1024];
-    int32_t sink[1024];
-  } job{iters, {}, {}};
-  for (int64_t k = 0; k < reps; ++k) {
-    std::fill(std::begin(job.macs), std::end(job.macs), 0);
-    const double t0 = now();
-    pool->parallel_for(
-        pool->size(), 1,
-        [](void* ctx, int64_t i0, int64_t i1, int thread) {
-          auto* jb = static_cast<Job*>(ctx);
-          for (int64_t i = i0; i < i1; ++i)
-            jb->macs[thread % 1024] += int8_dot_loop(jb->iters, &jb->sink[thread % 1024]);
-        },
-        &job);
-    seconds[k] = now() - t0;
-  }
-  *macs = 0;
-  for (int t = 0; t < std::min(pool->size(), 1024); ++t) *macs += job.macs[t];
+  run_peak(int8_dot_loop, iters, reps, seconds, macs);
+  return 0;
+}
+
+// The float multiply-add peak (f32_fma_loop) on every thread of the pool, as cpullm_bench_int8_peak.
+int cpullm_bench_f32_peak(int64_t iters, int64_t reps, double* seconds, int64_t* macs) {
+  if (iters < 1 || reps < 1 || !seconds || !macs) return -1;
+  run_peak(f32_fma_loop, iters, reps, seconds, macs);
   return 0;
 }
 

@@ -25,3 +25,19 @@ def test_int8_peak_scales_with_iterations(kernels) -> None:
     short = min(kernels.bench_int8_peak(iters=100_000, reps=3)[0])
     long = min(kernels.bench_int8_peak(iters=1_000_000, reps=3)[0])
     assert long > 3 * short
+
+
+def test_f32_peak_counts_the_work(kernels, variant: str) -> None:
+    """The float FMA peak (the f32/f16/bf16 products' ceiling here): 12 chains of the variant's widest float
+    vector per iteration, per thread."""
+    seconds, macs = kernels.bench_f32_peak(iters=20_000, reps=2)
+    width = 16 if variant.startswith("avx512") or variant == "amx" else 8 if variant.startswith("avx") else 4
+    assert macs == 20_000 * 12 * width * kernels.num_threads()
+    assert (seconds > 0).all()
+
+
+@pytest.mark.parametrize("variant", ["avx2"])
+def test_f32_peak_scales_with_iterations(kernels) -> None:
+    short = min(kernels.bench_f32_peak(iters=100_000, reps=3)[0])
+    long = min(kernels.bench_f32_peak(iters=1_000_000, reps=3)[0])
+    assert long > 3 * short

@@ -197,6 +197,15 @@ class Kernels:
             return None
         return secs, int(macs.value)
 
+    def bench_f32_peak(self, iters: int, reps: int) -> tuple[np.ndarray, int]:
+        """(seconds of each of `reps` passes, multiply-adds per pass) of the variant's widest float FMA
+        run in registers on every thread of the pool: the f32/f16 (and, without a bf16 dot, bf16) ceiling."""
+        secs = np.zeros(reps)
+        macs = ctypes.c_int64()
+        if self.lib.cpullm_bench_f32_peak(iters, reps, _ptr(secs), ctypes.byref(macs)) != 0:
+            raise KernelError("cpullm_bench_f32_peak needs iters and reps of at least 1")
+        return secs, int(macs.value)
+
     def _matrix_bytes(self, dtype: DType, w: np.ndarray, rows: int, cols: int) -> np.ndarray:
         raw = np.ascontiguousarray(w).view(np.uint8).ravel()
         if raw.size != rows * row_bytes(dtype, cols):
