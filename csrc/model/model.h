@@ -128,7 +128,7 @@ class Model {
   const float* output_norm_ = nullptr;
   const float* rope_freqs_ = nullptr;
   // Packed weights, f32 copies of small vectors. Uninitialized on allocation: the packed copies' pages are
-  // first touched by the threads that write them. Large ones are their own mappings (OwnedBytes, model.cc).
+  // first touched by the threads that write them. Large ones are their own mappings (Model::own).
   struct Unmap {
     size_t bytes;  // 0: from new[]
     void operator()(uint8_t* p) const;

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from cpullm.native import abi, loader
+from cpullm.runtime.kv_dtypes import KV_DTYPES
 
 BEST = 0
 REF = 1
@@ -320,10 +321,9 @@ class PagedKV:
         block_table: npt.ArrayLike,
     ) -> None:
         """dtype: "f32", "f16" or "q8_0" (int8 with an f16 scale per 32 values; head_dim % 32 == 0)."""
-        kinds = {"f32": DType.F32, "f16": DType.F16, "q8_0": DType.Q8_0}
-        if dtype not in kinds:
-            raise KernelError(f"KV cache dtype must be one of {', '.join(kinds)}, not {dtype!r}")
-        self.kv_type = int(kinds[dtype])
+        if dtype not in KV_DTYPES:
+            raise KernelError(f"KV cache dtype must be one of {', '.join(KV_DTYPES)}, not {dtype!r}")
+        self.kv_type = KV_DTYPES[dtype].native_id
         self.block_size, self.n_kv_heads, self.head_dim = block_size, n_kv_heads, head_dim
         if dtype == "q8_0":  # per (block, head): the int8 tile, then its f16 scales (kv_layout.h)
             shape: tuple[int, ...] = (n_blocks, n_kv_heads, block_size * head_dim * 17 // 16)
