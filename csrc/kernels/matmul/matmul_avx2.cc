@@ -12,23 +12,23 @@ namespace cpullm {
 namespace avx2 {
 namespace {
 struct Dot {
+  static constexpr int kTileRows = 4;  // activation rows per packed tile: 16 vector registers
   static __m256i dot(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
   }
   static constexpr int kSignedBias = 0;
-  static __m256i acc_u(__m256i acc, __m256i u, __m256i s) { return _mm256_add_epi32(acc, dot(u, s)); }
-  // maddubs needs unsigned weights: |w| × (s with w's sign); |w| <= 128 keeps the s16 pairs exact.
-  static __m256i acc_s(__m256i acc, __m256i w, __m256i s) {
-    return _mm256_add_epi32(acc, dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s, w)));
+  // maddubs needs unsigned weights: |w| × (q with w's sign); |w| <= 128 keeps the s16 pairs exact.
+  static __m256i acc_s(__m256i acc, __m256i w, const int8_t* q) {
+    return _mm256_add_epi32(acc, dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x86::bcast4(q), w)));
   }
-  // Σ_g u[g]·s[g] per s32 lane for unsigned weights small enough that the N chunks' s16 pair sums add up
-  // in s16 without overflow (the caller's bound, see x86_packed.h): N maddubs, N - 1 adds and one madd
-  // instead of N of each. The multiplier port is the limit here, and this halves its work.
+  // init + Σ_g u[g]·q[4g .. 4g+3] per s32 lane for unsigned weights small enough that the N chunks' s16
+  // pair sums add up in s16 without overflow (the caller's bound, see x86_packed.h): N maddubs, N - 1 adds
+  // and one madd instead of N of each. The multiplier port is the limit here, and this halves its work.
   template <int N>
-  static __m256i dot_u_sum(const __m256i* u, const __m256i* s) {
-    __m256i p = _mm256_maddubs_epi16(u[0], s[0]);
-    for (int g = 1; g < N; ++g) p = _mm256_add_epi16(p, _mm256_maddubs_epi16(u[g], s[g]));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+  static __m256i dot_u_sum(__m256i init, const __m256i* u, const int8_t* q) {
+    __m256i p = _mm256_maddubs_epi16(u[0], x86::bcast4(q));
+    for (int g = 1; g < N; ++g) p = _mm256_add_epi16(p, _mm256_maddubs_epi16(u[g], x86::bcast4(q + 4 * g)));
+    return _mm256_add_epi32(init, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
   }
 };
 }  // namespace

@@ -275,8 +275,10 @@ inline __m256i bcast4(const int8_t* p) {
 }
 
 // out[i][r] for MR activation rows and the 8 rows of one group; see the layout above.
-// Dot: acc_u(acc, u8 weights, s8 act), acc_s(acc, s8 weights, s8 act) and kSignedBias (the bias acc_s
-// adds per act value, removed exactly in integers with the block's Σq).
+// Dot: dot_u_sum<N>(init, u8 chunks, act bytes) = init + Σ_g chunk g · act[4g .. 4g+3] broadcast,
+// acc_s(acc, s8 chunk, act bytes) and kSignedBias (the bias acc_s adds per act value, removed exactly in
+// integers with the block's Σq), kTileRows (activation rows per tile). Per-block integer corrections start
+// the sum (init) rather than being subtracted after it.
 template <class Dot, DType T, int MR>
 inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* const* a,
                          const int32_t* const* half0, float (*out)[8]) {
@@ -316,20 +318,13 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
         for (int i = 0; i < MR; ++i) {
           const ActBlock& x = a[i][8 * k + j];
           const int32_t h0 = half0[i][8 * k + j];  // Σ q_act over elements 0..15; the rest is sum - h0
-          __m256i s0[4], s1[4];
-          for (int g = 0; g < 4; ++g) {
-            s0[g] = bcast4(x.q + 4 * g);
-            s1[g] = bcast4(x.q + 16 + 4 * g);
-          }
-          // 6-bit values: s16 pair sums <= 2·63·128, two of them fit in s16.
-          __m256i d0 = _mm256_add_epi32(Dot::template dot_u_sum<2>(lo, s0),
-                                        Dot::template dot_u_sum<2>(lo + 2, s0 + 2));
-          __m256i d1 = _mm256_add_epi32(Dot::template dot_u_sum<2>(hi, s1),
-                                        Dot::template dot_u_sum<2>(hi + 2, s1 + 2));
-          // Σ (q - 32)·a per half, times the half's scale: the integer the reference computes, exactly.
-          d0 = _mm256_mullo_epi32(_mm256_sub_epi32(d0, _mm256_set1_epi32(32 * h0)), sc0);
-          d1 = _mm256_mullo_epi32(_mm256_sub_epi32(d1, _mm256_set1_epi32(32 * (x.sum - h0))), sc1);
-          const __m256i dot = _mm256_add_epi32(d0, d1);
+          // Σ (q - 32)·a per half (the -32·Σa starts the sum), times the half's scale: the integer the
+          // reference computes, exactly. 6-bit values: s16 pair sums <= 2·63·128, two of them fit in s16.
+          __m256i d0 = Dot::template dot_u_sum<2>(_mm256_set1_epi32(-32 * h0), lo, x.q);
+          d0 = Dot::template dot_u_sum<2>(d0, lo + 2, x.q + 8);
+          __m256i d1 = Dot::template dot_u_sum<2>(_mm256_set1_epi32(-32 * (x.sum - h0)), hi, x.q + 16);
+          d1 = Dot::template dot_u_sum<2>(d1, hi + 2, x.q + 24);
+          const __m256i dot = _mm256_add_epi32(_mm256_mullo_epi32(d0, sc0), _mm256_mullo_epi32(d1, sc1));
           acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[i]);
         }
       }
@@ -365,15 +360,12 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
         }
         for (int i = 0; i < MR; ++i) {
           const ActBlock& x = a[i][8 * k + j];
-          __m256i s8[8];
-          for (int g = 0; g < 4; ++g) {
-            s8[g] = bcast4(x.q + 4 * g);
-            s8[4 + g] = bcast4(x.q + 16 + 4 * g);
-          }
           // s16 pair sums <= 2·15·128 (Q4_K: all 8 chunks fit in s16) or 2·31·128 (Q5_K: 4 at a time).
-          const __m256i sum = T == DType::Q4_K ? Dot::template dot_u_sum<8>(w8, s8)
-                                               : _mm256_add_epi32(Dot::template dot_u_sum<4>(w8, s8),
-                                                                  Dot::template dot_u_sum<4>(w8 + 4, s8 + 4));
+          const __m256i zero = _mm256_setzero_si256();
+          const __m256i sum =
+              T == DType::Q4_K
+                  ? Dot::template dot_u_sum<8>(zero, w8, x.q)
+                  : Dot::template dot_u_sum<4>(Dot::template dot_u_sum<4>(zero, w8, x.q), w8 + 4, x.q + 16);
           const __m256i dot = _mm256_mullo_epi32(sum, sc);
           s[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(x.d), s[i]);
           n[i] = _mm256_fmadd_ps(mn, _mm256_set1_ps(x.d * static_cast<float>(x.sum)), n[i]);
@@ -403,14 +395,12 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
         }
         for (int i = 0; i < MR; ++i) {
           const ActBlock& x = a[i][8 * k + j];
-          __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+          __m256i d0 = _mm256_set1_epi32(-Dot::kSignedBias * x.sum), d1 = _mm256_setzero_si256();
           for (int g = 0; g < 4; ++g) {
-            d0 = Dot::acc_s(d0, lo[g], bcast4(x.q + 4 * g));
-            d1 = Dot::acc_s(d1, hi[g], bcast4(x.q + 16 + 4 * g));
+            d0 = Dot::acc_s(d0, lo[g], x.q + 4 * g);
+            d1 = Dot::acc_s(d1, hi[g], x.q + 16 + 4 * g);
           }
-          __m256i dot = _mm256_add_epi32(d0, d1);
-          if (Dot::kSignedBias) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(Dot::kSignedBias * x.sum));
-          dot = _mm256_mullo_epi32(dot, sc);
+          const __m256i dot = _mm256_mullo_epi32(_mm256_add_epi32(d0, d1), sc);
           s[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(x.d), s[i]);
         }
       }
@@ -418,12 +408,11 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
     } else if constexpr (T == DType::Q8_0) {
       for (int i = 0; i < MR; ++i) {
         const ActBlock& x = a[i][k];
-        __m256i dot = _mm256_setzero_si256();
+        __m256i dot = _mm256_set1_epi32(-Dot::kSignedBias * x.sum);
         for (int g = 0; g < 8; ++g) {
           const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + kChunk * g));
-          dot = Dot::acc_s(dot, w, bcast4(x.q + 4 * g));
+          dot = Dot::acc_s(dot, w, x.q + 4 * g);
         }
-        if (Dot::kSignedBias) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(Dot::kSignedBias * x.sum));
         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[i]);
       }
     } else {
@@ -457,32 +446,23 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
       }
       for (int i = 0; i < MR; ++i) {
         const ActBlock& x = a[i][k];
-        __m256i dot = _mm256_setzero_si256();
+        // The integer correction per block starts the sum: the signed-weight bias (IQ4_NL) or the zero
+        // point 8 (Q4_0) / 16 (Q5_0) times Σa.
+        constexpr int kZero = T == DType::Q4_0 ? 8 : T == DType::Q5_0 ? 16 : 0;
+        __m256i dot = _mm256_set1_epi32(-(T == DType::IQ4_NL ? Dot::kSignedBias : kZero) * x.sum);
         if constexpr (T == DType::IQ4_NL) {
           for (int g = 0; g < 4; ++g) {
-            dot = Dot::acc_s(dot, lo[g], bcast4(x.q + 4 * g));
-            dot = Dot::acc_s(dot, hi[g], bcast4(x.q + 16 + 4 * g));
+            dot = Dot::acc_s(dot, lo[g], x.q + 4 * g);
+            dot = Dot::acc_s(dot, hi[g], x.q + 16 + 4 * g);
           }
+        } else if constexpr (is_q5(T)) {
+          // s16 pair sums <= 2·31·128 for 5-bit values: 4 chunks at once.
+          dot = Dot::template dot_u_sum<4>(Dot::template dot_u_sum<4>(dot, lo, x.q), hi, x.q + 16);
         } else {
-          __m256i s[4], t[4];
-          for (int g = 0; g < 4; ++g) {
-            s[g] = bcast4(x.q + 4 * g);
-            t[g] = bcast4(x.q + 16 + 4 * g);
-          }
-          // s16 pair sums <= 2·15·128 (Q4: the 8 chunks fit in s16 at once) or 2·31·128 (Q5: 4 at once).
-          if constexpr (is_q5(T)) {
-            dot = _mm256_add_epi32(Dot::template dot_u_sum<4>(lo, s), Dot::template dot_u_sum<4>(hi, t));
-          } else {
-            const __m256i w8[8] = {lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]};
-            const __m256i s8[8] = {s[0], s[1], s[2], s[3], t[0], t[1], t[2], t[3]};
-            dot = Dot::template dot_u_sum<8>(w8, s8);
-          }
+          // s16 pair sums <= 2·15·128 for 4-bit values: the 8 chunks at once.
+          const __m256i w8[8] = {lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]};
+          dot = Dot::template dot_u_sum<8>(dot, w8, x.q);
         }
-        if constexpr (T == DType::IQ4_NL) {
-          if (Dot::kSignedBias) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(Dot::kSignedBias * x.sum));
-        }
-        if constexpr (T == DType::Q4_0) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(8 * x.sum));
-        if constexpr (T == DType::Q5_0) dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(16 * x.sum));
         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[i]);
         if constexpr (has_min(T)) {
           accm[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x.d * static_cast<float>(x.sum)), accm[i]);
@@ -491,6 +471,16 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
     }
   }
   for (int i = 0; i < MR; ++i) _mm256_storeu_ps(out[i], _mm256_add_ps(acc[i], accm[i]));
+}
+
+// packed_group for mr (1..MR) activation rows: the full tile, or the ragged last one.
+template <class Dot, DType T, int MR>
+inline void packed_tile(int mr, const uint8_t* rec, int64_t nblocks, const ActBlock* const* a,
+                        const int32_t* const* half0, float (*out)[8]) {
+  if constexpr (MR > 1) {
+    if (mr < MR) return packed_tile<Dot, T, MR - 1>(mr, rec, nblocks, a, half0, out);
+  }
+  packed_group<Dot, T, MR>(rec, nblocks, a, half0, out);
 }
 
 // Rows [r0, r1) of the packed groups (rows < W.rows / 8 * 8) for all m activation rows. Groups outer so a
@@ -511,24 +501,22 @@ void packed_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
       half0[static_cast<size_t>(b)] = h;
     }
   }
-  float out[4][8];
+  // Activation rows per tile: kTileRows (4 with 16 vector registers, 8 with AVX-512's 32), so each decoded
+  // weight chunk serves that many rows and each activation block read serves 8 weight rows.
+  constexpr int kMR = Dot::kTileRows;
+  float out[kMR][8];
   for (int64_t g = r0 / kPackRows; g * kPackRows < r1; ++g) {
     const uint8_t* rec = packed + g * group_bytes;
     const int64_t rbeg = std::max(r0, g * kPackRows), rend = std::min(r1, (g + 1) * kPackRows);
-    for (int64_t i = 0; i < m; i += 4) {
-      const int mr = static_cast<int>(std::min<int64_t>(4, m - i));
-      const ActBlock* a[4];
-      const int32_t* h0[4] = {};
+    for (int64_t i = 0; i < m; i += kMR) {
+      const int mr = static_cast<int>(std::min<int64_t>(kMR, m - i));
+      const ActBlock* a[kMR];
+      const int32_t* h0[kMR] = {};
       for (int t = 0; t < mr; ++t) {
         a[t] = act + (i + t) * ablocks;
         if (T == DType::Q6_K) h0[t] = half0.data() + (i + t) * ablocks;
       }
-      switch (mr) {
-        case 4: packed_group<Dot, T, 4>(rec, nrec, a, h0, out); break;
-        case 3: packed_group<Dot, T, 3>(rec, nrec, a, h0, out); break;
-        case 2: packed_group<Dot, T, 2>(rec, nrec, a, h0, out); break;
-        default: packed_group<Dot, T, 1>(rec, nrec, a, h0, out); break;
-      }
+      packed_tile<Dot, T, kMR>(mr, rec, nrec, a, h0, out);
       for (int t = 0; t < mr; ++t) {
         for (int64_t r = rbeg; r < rend; ++r) Y[(i + t) * ldy + r] = out[t][r - g * kPackRows];
       }

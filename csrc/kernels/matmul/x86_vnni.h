@@ -12,18 +12,31 @@ namespace x86 {
 
 template <class Dp>
 struct VnniDot {
+  static constexpr int kTileRows = Dp::kTileRows;
   static __m256i dot(__m256i u, __m256i s) { return Dp::dpbusd(_mm256_setzero_si256(), u, s); }
   // Signed weights: (w + 128) is u8; the extra 128·Σs is removed per block from the exact integer sum.
   static constexpr int kSignedBias = 128;
-  static __m256i acc_u(__m256i acc, __m256i u, __m256i s) { return Dp::dpbusd(acc, u, s); }
-  static __m256i acc_s(__m256i acc, __m256i w, __m256i s) {
-    return Dp::dpbusd(acc, _mm256_xor_si256(w, _mm256_set1_epi8(static_cast<char>(0x80))), s);
+  // acc + Σ (w + 128)·q over one chunk, q the 4 activation bytes every row's lane multiplies.
+  static __m256i acc_s(__m256i acc, __m256i w, const int8_t* q) {
+    return Dp::dpbusd_bcast(acc, _mm256_xor_si256(w, _mm256_set1_epi8(static_cast<char>(0x80))), q);
   }
-  template <int N>  // Σ_g u[g]·s[g]: one dpbusd each, no s16 stage to bound
-  static __m256i dot_u_sum(const __m256i* u, const __m256i* s) {
-    __m256i acc = Dp::dpbusd(_mm256_setzero_si256(), u[0], s[0]);
-    for (int g = 1; g < N; ++g) acc = Dp::dpbusd(acc, u[g], s[g]);
-    return acc;
+  // init + Σ_g u[g]·q[4g .. 4g+3]: one dpbusd each, no s16 stage to bound. An 8-row tile gives the core 8
+  // chains of its own, enough to cover dpbusd's latency; a 4-row tile splits each sum into two.
+  template <int N>
+  static __m256i dot_u_sum(__m256i init, const __m256i* u, const int8_t* q) {
+    if constexpr (kTileRows >= 8 || N == 1) {
+      for (int g = 0; g < N; ++g) init = Dp::dpbusd_bcast(init, u[g], q + 4 * g);
+      return init;
+    } else {
+      __m256i b = Dp::dpbusd_bcast(_mm256_setzero_si256(), u[1], q + 4);
+      init = Dp::dpbusd_bcast(init, u[0], q);
+      for (int g = 2; g + 1 < N; g += 2) {
+        init = Dp::dpbusd_bcast(init, u[g], q + 4 * g);
+        b = Dp::dpbusd_bcast(b, u[g + 1], q + 4 * g + 4);
+      }
+      if constexpr (N % 2 == 1) init = Dp::dpbusd_bcast(init, u[N - 1], q + 4 * (N - 1));
+      return _mm256_add_epi32(init, b);
+    }
   }
 };
 
