@@ -125,7 +125,11 @@ PACKED_TYPES = [t for t in QUANT_TYPES if t not in (DType.Q2_K, DType.Q3_K)]
 
 @pytest.mark.parametrize("dtype", PACKED_TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize(
-    "shape", [(8, 1, 1), (21, 3, 1), (64, 18, 1), (40, 5, 6)], ids=lambda s: "x".join(map(str, s))
+    # rows x blocks x activation rows: one row group, pairs of groups (the 512-bit products) with a lone
+    # group or ragged rows after them, and activation tiles full (8, 4) and ragged.
+    "shape",
+    [(8, 1, 1), (21, 3, 1), (64, 18, 1), (40, 5, 6), (24, 2, 11)],
+    ids=lambda s: "x".join(map(str, s)),
 )
 def test_packed_layout_matches_reference(kernels, dtype, shape):
     rows, n, m = shape

@@ -7,11 +7,17 @@ namespace avx512_vnni {
 namespace {
 struct Evex {
   static constexpr int kTileRows = 8;  // 32 vector registers
+  static constexpr bool kPairs = true;
+  using Wide = x86::V512;
   static __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
-  // The 4 activation bytes at q broadcast by the instruction itself ({1to8}): GCC does not fold the
+  // The 4 activation bytes at q broadcast by the instruction itself ({1toN}): GCC does not fold the
   // broadcast into vpdpbusd, and a separate vpbroadcastd per chunk was a third of the tile's instructions.
   static __m256i dpbusd_bcast(__m256i acc, __m256i u, const int8_t* q) {
     __asm__("vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*reinterpret_cast<const int32_t*>(q)));
+    return acc;
+  }
+  static __m512i dpbusd_bcast(__m512i acc, __m512i u, const int8_t* q) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*reinterpret_cast<const int32_t*>(q)));
     return acc;
   }
 };

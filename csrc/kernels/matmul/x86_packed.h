@@ -28,6 +28,7 @@
 #define CPULLM_KERNELS_X86_PACKED_H
 
 #include "kernels/matmul/x86_intrin.h"
+#include "kernels/matmul/x86_vec.h"
 
 #include <algorithm>
 #include <cstring>
@@ -274,58 +275,53 @@ inline __m256i bcast4(const int8_t* p) {
   return _mm256_set1_epi32(v);
 }
 
-// out[i][r] for MR activation rows and the 8 rows of one group; see the layout above.
+// out[i][lane] for MR activation rows and the 8·V::kGroups rows of one group (V256) or two neighbouring
+// groups whose records lie gs bytes apart (V512); see the layout above and x86_vec.h.
 // Dot: dot_u_sum<N>(init, u8 chunks, act bytes) = init + Σ_g chunk g · act[4g .. 4g+3] broadcast,
 // acc_s(acc, s8 chunk, act bytes) and kSignedBias (the bias acc_s adds per act value, removed exactly in
 // integers with the block's Σq), kTileRows (activation rows per tile). Per-block integer corrections start
 // the sum (init) rather than being subtracted after it.
-template <class Dot, DType T, int MR>
-inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* const* a,
-                         const int32_t* const* half0, float (*out)[8]) {
+template <class Dot, class V, DType T, int MR>
+inline void packed_group(const uint8_t* rec, int64_t gs, int64_t nblocks, const ActBlock* const* a,
+                         const int32_t* const* half0, float (*out)[16]) {
+  using I = typename V::I;
+  using F = typename V::F;
   constexpr int64_t kRec = record_bytes(T);
-  __m256 acc[MR], accm[MR];
-  for (int i = 0; i < MR; ++i) acc[i] = accm[i] = _mm256_setzero_ps();
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  F acc[MR], accm[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = accm[i] = V::fzero();
+  const I low4 = V::bytes(0x0F);
   for (int64_t k = 0; k < nblocks; ++k, rec += kRec) {
     // Decode streams weights from DRAM: ask for the lines kPrefetch bytes ahead while this block computes
     // (the hardware prefetcher alone leaves ~30% of the read bandwidth unused here).
-    const char* ahead = reinterpret_cast<const char*>(rec) + kPrefetch;
-    for (int64_t off = 0; off < kRec; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
-    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec)));
+    V::prefetch(rec + kPrefetch, gs, kRec);
+    const F dw = V::f16(rec, gs);
     const uint8_t* qs = rec + chunks_offset(T);
     if constexpr (T == DType::Q6_K) {
       using R = Q6KRecord;
-      const __m256i three = _mm256_set1_epi8(3);
+      const I three = V::bytes(3);
       for (int j = 0; j < 8; ++j) {
         const uint8_t* q = rec + R::kQuants + R::kSubBlock * j;
-        const __m256i qh[2] = {
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + R::kHighBits)),
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + R::kHighBits + kChunk))};
-        __m256i lo[4], hi[4];  // stored 6-bit values: lo[g] elements 4g+b, hi[g] elements 16+4g+b
+        const I qh[2] = {V::load(q + R::kHighBits, gs), V::load(q + R::kHighBits + kChunk, gs)};
+        I lo[4], hi[4];  // stored 6-bit values: lo[g] elements 4g+b, hi[g] elements 16+4g+b
         for (int g = 0; g < 4; ++g) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + kChunk * g));
-          const __m256i h = g % 2 ? _mm256_srli_epi16(qh[g / 2], 4) : qh[g / 2];
-          lo[g] =
-              _mm256_or_si256(_mm256_and_si256(v, low4), _mm256_slli_epi16(_mm256_and_si256(h, three), 4));
-          hi[g] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4),
-                                  _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), three), 4));
+          const I v = V::load(q + kChunk * g, gs);
+          const I h = g % 2 ? V::srl16(qh[g / 2], 4) : qh[g / 2];
+          lo[g] = V::or_(V::and_(v, low4), V::sll16(V::and_(h, three), 4));
+          hi[g] = V::or_(V::and_(V::srl16(v, 4), low4), V::sll16(V::and_(V::srl16(h, 2), three), 4));
         }
-        const auto i8x8 = [](const uint8_t* p) {
-          return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-        };
-        const __m256i sc0 = i8x8(rec + R::kScales + kPackRows * (2 * j));
-        const __m256i sc1 = i8x8(rec + R::kScales + kPackRows * (2 * j + 1));
+        const I sc0 = V::i8(rec + R::kScales + kPackRows * (2 * j), gs);
+        const I sc1 = V::i8(rec + R::kScales + kPackRows * (2 * j + 1), gs);
         for (int i = 0; i < MR; ++i) {
           const ActBlock& x = a[i][8 * k + j];
           const int32_t h0 = half0[i][8 * k + j];  // Σ q_act over elements 0..15; the rest is sum - h0
           // Σ (q - 32)·a per half (the -32·Σa starts the sum), times the half's scale: the integer the
           // reference computes, exactly. 6-bit values: s16 pair sums <= 2·63·128, two of them fit in s16.
-          __m256i d0 = Dot::template dot_u_sum<2>(_mm256_set1_epi32(-32 * h0), lo, x.q);
+          I d0 = Dot::template dot_u_sum<2>(V::ints(-32 * h0), lo, x.q);
           d0 = Dot::template dot_u_sum<2>(d0, lo + 2, x.q + 8);
-          __m256i d1 = Dot::template dot_u_sum<2>(_mm256_set1_epi32(-32 * (x.sum - h0)), hi, x.q + 16);
+          I d1 = Dot::template dot_u_sum<2>(V::ints(-32 * (x.sum - h0)), hi, x.q + 16);
           d1 = Dot::template dot_u_sum<2>(d1, hi + 2, x.q + 24);
-          const __m256i dot = _mm256_add_epi32(_mm256_mullo_epi32(d0, sc0), _mm256_mullo_epi32(d1, sc1));
-          acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[i]);
+          const I dot = V::add32(V::mul32(d0, sc0), V::mul32(d1, sc1));
+          acc[i] = V::fma(V::cvt(dot), V::mul(dw, V::floats(x.d)), acc[i]);
         }
       }
     } else if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
@@ -333,123 +329,110 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
       // once. scale_j·dot_j is an exact int32 (|dot| <= 32·31·127 for Q5_K, scale < 64: < 2^24) and exact
       // as a float.
       using R = Q4KRecord;
-      const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + R::kDmin)));
-      __m256 s[MR], n[MR];
-      for (int i = 0; i < MR; ++i) s[i] = n[i] = _mm256_setzero_ps();
+      const F dm = V::f16(rec + R::kDmin, gs);
+      F s[MR], n[MR];
+      for (int i = 0; i < MR; ++i) s[i] = n[i] = V::fzero();
       for (int j = 0; j < 8; ++j) {
-        const auto u8x8 = [](const uint8_t* p) {
-          return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-        };
-        const __m256i sc = u8x8(rec + R::kScales + kPackRows * j);                   // scale_j per row
-        const __m256 mn = _mm256_cvtepi32_ps(u8x8(rec + R::kMins + kPackRows * j));  // min_j per row
+        const I sc = V::u8(rec + R::kScales + kPackRows * j, gs);        // scale_j per row
+        const F mn = V::cvt(V::u8(rec + R::kMins + kPackRows * j, gs));  // min_j per row
         const uint8_t* q = rec + R::kQuants + R::kSubBlock * j;
-        __m256i w8[8];  // chunks 0..3: low nibbles (elements 4g+b), 4..7: high nibbles (16+4g+b)
+        I w8[8];  // chunks 0..3: low nibbles (elements 4g+b), 4..7: high nibbles (16+4g+b)
         for (int g = 0; g < 4; ++g) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + kChunk * g));
-          w8[g] = _mm256_and_si256(v, low4);
-          w8[4 + g] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+          const I v = V::load(q + kChunk * g, gs);
+          w8[g] = V::and_(v, low4);
+          w8[4 + g] = V::and_(V::srl16(v, 4), low4);
         }
         if constexpr (T == DType::Q5_K) {  // fifth bits to bit 4, as for Q5 below
-          const __m256i h =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + R::kHighBits + kChunk * j));
-          const __m256i bit4 = _mm256_set1_epi8(0x10);
+          const I h = V::load(rec + R::kHighBits + kChunk * j, gs);
+          const I bit4 = V::bytes(0x10);
           for (int g = 0; g < 4; ++g) {
-            w8[g] = _mm256_or_si256(w8[g], _mm256_and_si256(_mm256_slli_epi16(h, 4 - g), bit4));
-            w8[4 + g] = _mm256_or_si256(w8[4 + g], _mm256_and_si256(_mm256_srli_epi16(h, g), bit4));
+            w8[g] = V::or_(w8[g], V::and_(V::sll16(h, 4 - g), bit4));
+            w8[4 + g] = V::or_(w8[4 + g], V::and_(V::srl16(h, g), bit4));
           }
         }
         for (int i = 0; i < MR; ++i) {
           const ActBlock& x = a[i][8 * k + j];
           // s16 pair sums <= 2·15·128 (Q4_K: all 8 chunks fit in s16) or 2·31·128 (Q5_K: 4 at a time).
-          const __m256i zero = _mm256_setzero_si256();
-          const __m256i sum =
-              T == DType::Q4_K
-                  ? Dot::template dot_u_sum<8>(zero, w8, x.q)
-                  : Dot::template dot_u_sum<4>(Dot::template dot_u_sum<4>(zero, w8, x.q), w8 + 4, x.q + 16);
-          const __m256i dot = _mm256_mullo_epi32(sum, sc);
-          s[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(x.d), s[i]);
-          n[i] = _mm256_fmadd_ps(mn, _mm256_set1_ps(x.d * static_cast<float>(x.sum)), n[i]);
+          const I sum = T == DType::Q4_K
+                            ? Dot::template dot_u_sum<8>(V::zero(), w8, x.q)
+                            : Dot::template dot_u_sum<4>(Dot::template dot_u_sum<4>(V::zero(), w8, x.q),
+                                                         w8 + 4, x.q + 16);
+          s[i] = V::fma(V::cvt(V::mul32(sum, sc)), V::floats(x.d), s[i]);
+          n[i] = V::fma(mn, V::floats(x.d * static_cast<float>(x.sum)), n[i]);
         }
       }
       for (int i = 0; i < MR; ++i) {
-        acc[i] = _mm256_fmadd_ps(dw, s[i], acc[i]);
-        accm[i] = _mm256_fnmadd_ps(dm, n[i], accm[i]);
+        acc[i] = V::fma(dw, s[i], acc[i]);
+        accm[i] = V::fnma(dm, n[i], accm[i]);
       }
     } else if constexpr (T == DType::IQ4_XS) {
       // As Q4_K without mins, signed codebook values: s = Σ_j x.d_j·(scale_j·dot_j), then acc += d·s once
       // per super-block (|scale_j·dot_j| <= 32·32·127·127 < 2^24: exact as an int32 and as a float).
       using R = IQ4XSRecord;
-      const __m128i book = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NL));
-      const __m256i book2 = _mm256_set_m128i(book, book);
-      __m256 s[MR];
-      for (int i = 0; i < MR; ++i) s[i] = _mm256_setzero_ps();
+      const I book = V::table16(kIQ4NL);
+      F s[MR];
+      for (int i = 0; i < MR; ++i) s[i] = V::fzero();
       for (int j = 0; j < 8; ++j) {
-        const __m256i sc = _mm256_cvtepi8_epi32(
-            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(rec + R::kScales + kPackRows * j)));
+        const I sc = V::i8(rec + R::kScales + kPackRows * j, gs);
         const uint8_t* q = rec + R::kQuants + R::kSubBlock * j;
-        __m256i lo[4], hi[4];
+        I lo[4], hi[4];
         for (int g = 0; g < 4; ++g) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + kChunk * g));
-          lo[g] = _mm256_shuffle_epi8(book2, _mm256_and_si256(v, low4));
-          hi[g] = _mm256_shuffle_epi8(book2, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+          const I v = V::load(q + kChunk * g, gs);
+          lo[g] = V::lookup(book, V::and_(v, low4));
+          hi[g] = V::lookup(book, V::and_(V::srl16(v, 4), low4));
         }
         for (int i = 0; i < MR; ++i) {
           const ActBlock& x = a[i][8 * k + j];
-          __m256i d0 = _mm256_set1_epi32(-Dot::kSignedBias * x.sum), d1 = _mm256_setzero_si256();
+          I d0 = V::ints(-Dot::kSignedBias * x.sum), d1 = V::zero();
           for (int g = 0; g < 4; ++g) {
             d0 = Dot::acc_s(d0, lo[g], x.q + 4 * g);
             d1 = Dot::acc_s(d1, hi[g], x.q + 16 + 4 * g);
           }
-          const __m256i dot = _mm256_mullo_epi32(_mm256_add_epi32(d0, d1), sc);
-          s[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(x.d), s[i]);
+          s[i] = V::fma(V::cvt(V::mul32(V::add32(d0, d1), sc)), V::floats(x.d), s[i]);
         }
       }
-      for (int i = 0; i < MR; ++i) acc[i] = _mm256_fmadd_ps(dw, s[i], acc[i]);
+      for (int i = 0; i < MR; ++i) acc[i] = V::fma(dw, s[i], acc[i]);
     } else if constexpr (T == DType::Q8_0) {
+      I w[8];
+      for (int g = 0; g < 8; ++g) w[g] = V::load(qs + kChunk * g, gs);
       for (int i = 0; i < MR; ++i) {
         const ActBlock& x = a[i][k];
-        __m256i dot = _mm256_set1_epi32(-Dot::kSignedBias * x.sum);
-        for (int g = 0; g < 8; ++g) {
-          const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + kChunk * g));
-          dot = Dot::acc_s(dot, w, x.q + 4 * g);
-        }
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[i]);
+        I dot = V::ints(-Dot::kSignedBias * x.sum);
+        for (int g = 0; g < 8; ++g) dot = Dot::acc_s(dot, w[g], x.q + 4 * g);
+        acc[i] = V::fma(V::cvt(dot), V::mul(dw, V::floats(x.d)), acc[i]);
       }
     } else {
-      __m256i lo[4], hi[4];
+      I lo[4], hi[4];
       for (int g = 0; g < 4; ++g) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + kChunk * g));
-        lo[g] = _mm256_and_si256(v, low4);
-        hi[g] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        const I v = V::load(qs + kChunk * g, gs);
+        lo[g] = V::and_(v, low4);
+        hi[g] = V::and_(V::srl16(v, 4), low4);
       }
       if constexpr (is_q5(T)) {
         // Chunk g's fifth bits are bits g (elements 4g+b) and 4+g (16+4g+b) of each byte: moved to bit 4.
         // The 16-bit shifts move no bit that survives the mask across a byte boundary (shifts <= 4).
-        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + high_bits_offset(T)));
-        const __m256i bit4 = _mm256_set1_epi8(0x10);
+        const I h = V::load(rec + high_bits_offset(T), gs);
+        const I bit4 = V::bytes(0x10);
         for (int g = 0; g < 4; ++g) {
-          lo[g] = _mm256_or_si256(lo[g], _mm256_and_si256(_mm256_slli_epi16(h, 4 - g), bit4));
-          hi[g] = _mm256_or_si256(hi[g], _mm256_and_si256(_mm256_srli_epi16(h, g), bit4));
+          lo[g] = V::or_(lo[g], V::and_(V::sll16(h, 4 - g), bit4));
+          hi[g] = V::or_(hi[g], V::and_(V::srl16(h, g), bit4));
         }
       }
       if constexpr (T == DType::IQ4_NL) {  // nibbles -> the codebook's int8 values
-        const __m128i book = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NL));
-        const __m256i book2 = _mm256_set_m128i(book, book);
+        const I book = V::table16(kIQ4NL);
         for (int g = 0; g < 4; ++g) {
-          lo[g] = _mm256_shuffle_epi8(book2, lo[g]);
-          hi[g] = _mm256_shuffle_epi8(book2, hi[g]);
+          lo[g] = V::lookup(book, lo[g]);
+          hi[g] = V::lookup(book, hi[g]);
         }
       }
-      __m256 mw = _mm256_setzero_ps();
-      if constexpr (has_min(T)) {
-        mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + kMinOffset)));
-      }
+      F mw = V::fzero();
+      if constexpr (has_min(T)) mw = V::f16(rec + kMinOffset, gs);
       for (int i = 0; i < MR; ++i) {
         const ActBlock& x = a[i][k];
         // The integer correction per block starts the sum: the signed-weight bias (IQ4_NL) or the zero
         // point 8 (Q4_0) / 16 (Q5_0) times Σa.
         constexpr int kZero = T == DType::Q4_0 ? 8 : T == DType::Q5_0 ? 16 : 0;
-        __m256i dot = _mm256_set1_epi32(-(T == DType::IQ4_NL ? Dot::kSignedBias : kZero) * x.sum);
+        I dot = V::ints(-(T == DType::IQ4_NL ? Dot::kSignedBias : kZero) * x.sum);
         if constexpr (T == DType::IQ4_NL) {
           for (int g = 0; g < 4; ++g) {
             dot = Dot::acc_s(dot, lo[g], x.q + 4 * g);
@@ -460,27 +443,25 @@ inline void packed_group(const uint8_t* rec, int64_t nblocks, const ActBlock* co
           dot = Dot::template dot_u_sum<4>(Dot::template dot_u_sum<4>(dot, lo, x.q), hi, x.q + 16);
         } else {
           // s16 pair sums <= 2·15·128 for 4-bit values: the 8 chunks at once.
-          const __m256i w8[8] = {lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]};
+          const I w8[8] = {lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]};
           dot = Dot::template dot_u_sum<8>(dot, w8, x.q);
         }
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[i]);
-        if constexpr (has_min(T)) {
-          accm[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x.d * static_cast<float>(x.sum)), accm[i]);
-        }
+        acc[i] = V::fma(V::cvt(dot), V::mul(dw, V::floats(x.d)), acc[i]);
+        if constexpr (has_min(T)) accm[i] = V::fma(mw, V::floats(x.d * static_cast<float>(x.sum)), accm[i]);
       }
     }
   }
-  for (int i = 0; i < MR; ++i) _mm256_storeu_ps(out[i], _mm256_add_ps(acc[i], accm[i]));
+  for (int i = 0; i < MR; ++i) V::store(out[i], V::add(acc[i], accm[i]));
 }
 
 // packed_group for mr (1..MR) activation rows: the full tile, or the ragged last one.
-template <class Dot, DType T, int MR>
-inline void packed_tile(int mr, const uint8_t* rec, int64_t nblocks, const ActBlock* const* a,
-                        const int32_t* const* half0, float (*out)[8]) {
+template <class Dot, class V, DType T, int MR>
+inline void packed_tile(int mr, const uint8_t* rec, int64_t gs, int64_t nblocks, const ActBlock* const* a,
+                        const int32_t* const* half0, float (*out)[16]) {
   if constexpr (MR > 1) {
-    if (mr < MR) return packed_tile<Dot, T, MR - 1>(mr, rec, nblocks, a, half0, out);
+    if (mr < MR) return packed_tile<Dot, V, T, MR - 1>(mr, rec, gs, nblocks, a, half0, out);
   }
-  packed_group<Dot, T, MR>(rec, nblocks, a, half0, out);
+  packed_group<Dot, V, T, MR>(rec, gs, nblocks, a, half0, out);
 }
 
 // Rows [r0, r1) of the packed groups (rows < W.rows / 8 * 8) for all m activation rows. Groups outer so a
@@ -502,12 +483,15 @@ void packed_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
     }
   }
   // Activation rows per tile: kTileRows (4 with 16 vector registers, 8 with AVX-512's 32), so each decoded
-  // weight chunk serves that many rows and each activation block read serves 8 weight rows.
+  // weight chunk serves that many rows and each activation block read serves every weight row of the tile.
   constexpr int kMR = Dot::kTileRows;
-  float out[kMR][8];
-  for (int64_t g = r0 / kPackRows; g * kPackRows < r1; ++g) {
+  float out[kMR][16];
+  const int64_t g_end = (r1 + kPackRows - 1) / kPackRows;
+  for (int64_t g = r0 / kPackRows; g < g_end;) {
+    // Two groups at once where the Dot has a 512-bit form and both groups are in range.
+    const bool pair = Dot::kPairs && g + 1 < g_end;
     const uint8_t* rec = packed + g * group_bytes;
-    const int64_t rbeg = std::max(r0, g * kPackRows), rend = std::min(r1, (g + 1) * kPackRows);
+    const int64_t rbeg = std::max(r0, g * kPackRows), rend = std::min(r1, (g + (pair ? 2 : 1)) * kPackRows);
     for (int64_t i = 0; i < m; i += kMR) {
       const int mr = static_cast<int>(std::min<int64_t>(kMR, m - i));
       const ActBlock* a[kMR];
@@ -516,11 +500,20 @@ void packed_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
         a[t] = act + (i + t) * ablocks;
         if (T == DType::Q6_K) h0[t] = half0.data() + (i + t) * ablocks;
       }
-      packed_tile<Dot, T, kMR>(mr, rec, nrec, a, h0, out);
+      if constexpr (Dot::kPairs) {
+        if (pair) {
+          packed_tile<Dot, typename Dot::Wide, T, kMR>(mr, rec, group_bytes, nrec, a, h0, out);
+        } else {
+          packed_tile<Dot, V256, T, kMR>(mr, rec, 0, nrec, a, h0, out);
+        }
+      } else {
+        packed_tile<Dot, V256, T, kMR>(mr, rec, 0, nrec, a, h0, out);
+      }
       for (int t = 0; t < mr; ++t) {
         for (int64_t r = rbeg; r < rend; ++r) Y[(i + t) * ldy + r] = out[t][r - g * kPackRows];
       }
     }
+    g += pair ? 2 : 1;
   }
 }
 

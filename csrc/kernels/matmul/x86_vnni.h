@@ -13,6 +13,9 @@ namespace x86 {
 template <class Dp>
 struct VnniDot {
   static constexpr int kTileRows = Dp::kTileRows;
+  // Dp::kPairs: the set also has 512-bit vpdpbusd, and its products run two row groups at once (Dp::Wide).
+  static constexpr bool kPairs = Dp::kPairs;
+  using Wide = typename Dp::Wide;
   static __m256i dot(__m256i u, __m256i s) { return Dp::dpbusd(_mm256_setzero_si256(), u, s); }
   // Signed weights: (w + 128) is u8; the extra 128·Σs is removed per block from the exact integer sum.
   static constexpr int kSignedBias = 128;
@@ -20,14 +23,20 @@ struct VnniDot {
   static __m256i acc_s(__m256i acc, __m256i w, const int8_t* q) {
     return Dp::dpbusd_bcast(acc, _mm256_xor_si256(w, _mm256_set1_epi8(static_cast<char>(0x80))), q);
   }
+#if defined(__AVX512F__)
+  static __m512i acc_s(__m512i acc, __m512i w, const int8_t* q) {
+    return Dp::dpbusd_bcast(acc, _mm512_xor_si512(w, _mm512_set1_epi8(static_cast<char>(0x80))), q);
+  }
+#endif
   // init + Σ_g u[g]·q[4g .. 4g+3]: one dpbusd each, no s16 stage to bound. An 8-row tile gives the core 8
   // chains of its own, enough to cover dpbusd's latency; a 4-row tile splits each sum into two.
-  template <int N>
-  static __m256i dot_u_sum(__m256i init, const __m256i* u, const int8_t* q) {
+  template <int N, class I>
+  static I dot_u_sum(I init, const I* u, const int8_t* q) {
     if constexpr (kTileRows >= 8 || N == 1) {
       for (int g = 0; g < N; ++g) init = Dp::dpbusd_bcast(init, u[g], q + 4 * g);
       return init;
     } else {
+      static_assert(sizeof(I) == 32, "two chains only for the 256-bit, 4-row tile");
       __m256i b = Dp::dpbusd_bcast(_mm256_setzero_si256(), u[1], q + 4);
       init = Dp::dpbusd_bcast(init, u[0], q);
       for (int g = 2; g + 1 < N; g += 2) {
