@@ -26,7 +26,7 @@ struct Dot {
   // init + Σ_g u[g]·q[4g .. 4g+3] per s32 lane for unsigned weights small enough that the N chunks' s16
   // pair sums add up in s16 without overflow (the caller's bound, see x86_packed.h): N maddubs, N - 1 adds
   // and one madd instead of N of each. The multiplier port is the limit here, and this halves its work.
-  template <int N, int /*MR: activation rows of the tile, unused*/>
+  template <int N>
   static __m256i dot_u_sum(__m256i init, const __m256i* u, const int8_t* q) {
     __m256i p = _mm256_maddubs_epi16(u[0], x86::bcast4(q));
     for (int g = 1; g < N; ++g) p = _mm256_add_epi16(p, _mm256_maddubs_epi16(u[g], x86::bcast4(q + 4 * g)));

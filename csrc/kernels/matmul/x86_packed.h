@@ -277,7 +277,7 @@ inline __m256i bcast4(const int8_t* p) {
 
 // out[i][lane] for MR activation rows and the 8·V::kGroups rows of one group (V256) or two neighbouring
 // groups whose records lie gs bytes apart (V512); see the layout above and x86_vec.h.
-// Dot: dot_u_sum<N, MR>(init, u8 chunks, act bytes) = init + Σ_g chunk g · act[4g .. 4g+3] broadcast,
+// Dot: dot_u_sum<N>(init, u8 chunks, act bytes) = init + Σ_g chunk g · act[4g .. 4g+3] broadcast,
 // acc_s(acc, s8 chunk, act bytes) and kSignedBias (the bias acc_s adds per act value, removed exactly in
 // integers with the block's Σq), kTileRows (activation rows per tile). Per-block integer corrections start
 // the sum (init) rather than being subtracted after it.
@@ -316,10 +316,10 @@ inline void packed_group(const uint8_t* rec, int64_t gs, int64_t nblocks, const 
           const int32_t h0 = half0[i][8 * k + j];  // Σ q_act over elements 0..15; the rest is sum - h0
           // Σ (q - 32)·a per half (the -32·Σa starts the sum), times the half's scale: the integer the
           // reference computes, exactly. 6-bit values: s16 pair sums <= 2·63·128, two of them fit in s16.
-          I d0 = Dot::template dot_u_sum<2, MR>(V::ints(-32 * h0), lo, x.q);
-          d0 = Dot::template dot_u_sum<2, MR>(d0, lo + 2, x.q + 8);
-          I d1 = Dot::template dot_u_sum<2, MR>(V::ints(-32 * (x.sum - h0)), hi, x.q + 16);
-          d1 = Dot::template dot_u_sum<2, MR>(d1, hi + 2, x.q + 24);
+          I d0 = Dot::template dot_u_sum<2>(V::ints(-32 * h0), lo, x.q);
+          d0 = Dot::template dot_u_sum<2>(d0, lo + 2, x.q + 8);
+          I d1 = Dot::template dot_u_sum<2>(V::ints(-32 * (x.sum - h0)), hi, x.q + 16);
+          d1 = Dot::template dot_u_sum<2>(d1, hi + 2, x.q + 24);
           const I dot = V::add32(V::mul32(d0, sc0), V::mul32(d1, sc1));
           acc[i] = V::fma(V::cvt(dot), V::mul(dw, V::floats(x.d)), acc[i]);
         }
@@ -354,9 +354,9 @@ inline void packed_group(const uint8_t* rec, int64_t gs, int64_t nblocks, const 
           const ActBlock& x = a[i][8 * k + j];
           // s16 pair sums <= 2·15·128 (Q4_K: all 8 chunks fit in s16) or 2·31·128 (Q5_K: 4 at a time).
           const I sum = T == DType::Q4_K
-                            ? Dot::template dot_u_sum<8, MR>(V::zero(), w8, x.q)
-                            : Dot::template dot_u_sum<4, MR>(
-                                  Dot::template dot_u_sum<4, MR>(V::zero(), w8, x.q), w8 + 4, x.q + 16);
+                            ? Dot::template dot_u_sum<8>(V::zero(), w8, x.q)
+                            : Dot::template dot_u_sum<4>(Dot::template dot_u_sum<4>(V::zero(), w8, x.q),
+                                                         w8 + 4, x.q + 16);
           s[i] = V::fma(V::cvt(V::mul32(sum, sc)), V::floats(x.d), s[i]);
           n[i] = V::fma(mn, V::floats(x.d * static_cast<float>(x.sum)), n[i]);
         }
@@ -440,11 +440,11 @@ inline void packed_group(const uint8_t* rec, int64_t gs, int64_t nblocks, const 
           }
         } else if constexpr (is_q5(T)) {
           // s16 pair sums <= 2·31·128 for 5-bit values: 4 chunks at once.
-          dot = Dot::template dot_u_sum<4, MR>(Dot::template dot_u_sum<4, MR>(dot, lo, x.q), hi, x.q + 16);
+          dot = Dot::template dot_u_sum<4>(Dot::template dot_u_sum<4>(dot, lo, x.q), hi, x.q + 16);
         } else {
           // s16 pair sums <= 2·15·128 for 4-bit values: the 8 chunks at once.
           const I w8[8] = {lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]};
-          dot = Dot::template dot_u_sum<8, MR>(dot, w8, x.q);
+          dot = Dot::template dot_u_sum<8>(dot, w8, x.q);
         }
         acc[i] = V::fma(V::cvt(dot), V::mul(dw, V::floats(x.d)), acc[i]);
         if constexpr (has_min(T)) accm[i] = V::fma(mw, V::floats(x.d * static_cast<float>(x.sum)), accm[i]);
@@ -488,8 +488,10 @@ void packed_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
   float out[kMR][16];
   const int64_t g_end = (r1 + kPackRows - 1) / kPackRows;
   for (int64_t g = r0 / kPackRows; g < g_end;) {
-    // Two groups at once where the Dot has a 512-bit form and both groups are in range.
-    const bool pair = Dot::kPairs && g + 1 < g_end;
+    // Two groups at once where the Dot has a 512-bit form, both groups are in range and a full tile of
+    // activation rows shares each decoded chunk. Not for decode (m = 1): two weight streams per thread
+    // read DRAM slower than one (1.1B Q4_0, 2 threads: 40 against 53 tokens/s).
+    const bool pair = Dot::kPairs && m >= kMR && g + 1 < g_end;
     const uint8_t* rec = packed + g * group_bytes;
     const int64_t rbeg = std::max(r0, g * kPackRows), rend = std::min(r1, (g + (pair ? 2 : 1)) * kPackRows);
     for (int64_t i = 0; i < m; i += kMR) {

@@ -4,8 +4,6 @@
 #ifndef CPULLM_KERNELS_MATMUL_X86_VNNI_H
 #define CPULLM_KERNELS_MATMUL_X86_VNNI_H
 
-#include <algorithm>
-
 #include "kernels/matmul/x86_packed.h"
 #include "kernels/matmul/x86_quant.h"
 
@@ -30,29 +28,13 @@ struct VnniDot {
     return Dp::dpbusd_bcast(acc, _mm512_xor_si512(w, _mm512_set1_epi8(static_cast<char>(0x80))), q);
   }
 #endif
-  // init + Σ_g u[g]·q[4g .. 4g+3]: one dpbusd each, no s16 stage to bound. dpbusd's latency is about
-  // twice its issue interval: a tile of MR >= 8 rows gives the core enough independent sums of its own,
-  // smaller tiles (decode: one row) split each sum into 2 or 4 chains.
-  template <int N, int MR, class I>
+  // init + Σ_g u[g]·q[4g .. 4g+3]: one dpbusd each, no s16 stage to bound. One chain: splitting it in two
+  // or four for small tiles gained nothing measurable in decode.
+  template <int N, class I>
   static I dot_u_sum(I init, const I* u, const int8_t* q) {
-    constexpr int kChains = std::min(N, MR >= 8 ? 1 : MR >= 4 ? 2 : 4);
-    I part[kChains];
-    part[0] = init;
-    for (int c = 1; c < kChains; ++c) part[c] = I{};  // zero
-    for (int g = 0; g < N; ++g) part[g % kChains] = Dp::dpbusd_bcast(part[g % kChains], u[g], q + 4 * g);
-    if constexpr (kChains == 4) {
-      part[0] = add(part[0], part[2]);
-      part[1] = add(part[1], part[3]);
-    }
-    if constexpr (kChains >= 2) part[0] = add(part[0], part[1]);
-    return part[0];
+    for (int g = 0; g < N; ++g) init = Dp::dpbusd_bcast(init, u[g], q + 4 * g);
+    return init;
   }
-
- private:
-  static __m256i add(__m256i a, __m256i b) { return _mm256_add_epi32(a, b); }
-#if defined(__AVX512F__)
-  static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
-#endif
 };
 
 // Rows [r0, r1) of a quantized product: the packed layout where W has one, else the GGUF layout.
