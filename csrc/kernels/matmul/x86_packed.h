@@ -41,7 +41,9 @@ namespace cpullm {
 namespace x86 {
 
 constexpr int kPackRows = 8;
-constexpr int64_t kPrefetch = 8192;
+// Software prefetch distance of the products' weight stream (bytes). Zen 4, 1.1B decode, 2 threads,
+// interleaved: Q4_K_M 35 tok/s at 8 KiB, 43 at 1-4 KiB; Q4_0 the same at 2, 4 and 8 KiB.
+constexpr int64_t kPrefetch = 4096;
 
 inline bool packable(DType t) {
   return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 || t == DType::Q8_0 ||
