@@ -12,9 +12,8 @@ namespace cpullm {
 namespace avx2 {
 namespace {
 struct Dot {
-  static constexpr int kTileRows = 4;    // activation rows per packed tile: 16 vector registers
-  static constexpr bool kPairs = false;  // one row group per 256-bit vector
-  using Wide = x86::V256;
+  static constexpr int kTileRows = 4;  // activation rows per packed tile: 16 vector registers
+  using Wide = x86::V256;              // one row group per vector
   static __m256i dot(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
   }

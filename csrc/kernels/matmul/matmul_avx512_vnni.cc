@@ -7,8 +7,7 @@ namespace avx512_vnni {
 namespace {
 struct Evex {
   static constexpr int kTileRows = 8;  // 32 vector registers
-  static constexpr bool kPairs = true;
-  using Wide = x86::V512;
+  using Wide = x86::V512;              // two row groups per vector
   static __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
   // The 4 activation bytes at q broadcast by the instruction itself ({1toN}): GCC does not fold the
   // broadcast into vpdpbusd, and a separate vpbroadcastd per chunk was a third of the tile's instructions.

@@ -8,9 +8,8 @@ namespace cpullm {
 namespace avx_vnni {
 namespace {
 struct Vex {
-  static constexpr int kTileRows = 4;    // 16 vector registers
-  static constexpr bool kPairs = false;  // no 512-bit registers
-  using Wide = x86::V256;
+  static constexpr int kTileRows = 4;  // 16 vector registers
+  using Wide = x86::V256;              // no 512-bit registers
   static __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
   static __m256i dpbusd_bcast(__m256i acc, __m256i u, const int8_t* q) {
     return dpbusd(acc, u, x86::bcast4(q));

@@ -101,10 +101,11 @@ constexpr int64_t record_bytes(DType t) {
          : t == DType::IQ4_NL ? kPackRows * int64_t{sizeof(BlockIQ4_NL)}
                               : kPackRows * int64_t{sizeof(BlockQ8_0)};
 }
-inline int64_t records_per_row(DType t, int64_t cols) {
-  const bool super = t == DType::Q4_K || t == DType::Q5_K || t == DType::IQ4_XS || t == DType::Q6_K;
-  return cols / (super ? kQKK : kQK);
+// The packed types whose record covers a 256-weight super-block column (the rest: a 32-weight block).
+constexpr bool super_block(DType t) {
+  return t == DType::Q4_K || t == DType::Q5_K || t == DType::IQ4_XS || t == DType::Q6_K;
 }
+inline int64_t records_per_row(DType t, int64_t cols) { return cols / (super_block(t) ? kQKK : kQK); }
 
 inline int64_t packed_bytes(const Matrix& W) {
   if (!packable(W.type)) return 0;
@@ -335,13 +336,12 @@ inline void packed_group(const uint8_t* rec, int64_t gs, int64_t nblocks, const 
     // Decode streams weights from DRAM: ask for the lines kPrefetch bytes ahead while this block computes
     // (the hardware prefetcher alone leaves ~30% of the read bandwidth unused here). A super-block record
     // (19-27 lines) asks an eighth at a time, one per sub-block, rather than all its lines in one burst.
-    constexpr bool kSuper = T == DType::Q4_K || T == DType::Q5_K || T == DType::IQ4_XS || T == DType::Q6_K;
     const auto prefetch_eighth = [&](int j) {
       constexpr int64_t kLines = (kRec + 63) / 64;
       for (int64_t l = kLines * j / 8; l < kLines * (j + 1) / 8; ++l)
         V::prefetch(rec + kPrefetch + 64 * l, gs, 1);
     };
-    if constexpr (!kSuper) V::prefetch(rec + kPrefetch, gs, kRec);
+    if constexpr (!super_block(T)) V::prefetch(rec + kPrefetch, gs, kRec);
     const F dw = V::f16(rec, gs);
     const uint8_t* qs = rec + chunks_offset(T);
     if constexpr (T == DType::Q6_K) {
@@ -534,10 +534,10 @@ void packed_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
   float out[kMR][16];
   const int64_t g_end = (r1 + kPackRows - 1) / kPackRows;
   for (int64_t g = r0 / kPackRows; g < g_end;) {
-    // Two groups at once where the Dot has a 512-bit form, both groups are in range and a full tile of
-    // activation rows shares each decoded chunk. Not for decode (m = 1): two weight streams per thread
-    // read DRAM slower than one (1.1B Q4_0, 2 threads: 40 against 53 tokens/s).
-    const bool pair = Dot::kPairs && m >= kMR && g + 1 < g_end;
+    // Two groups at once where the Dot's wide vector holds two (Dot::Wide, V512), both groups are in range
+    // and a full tile of activation rows shares each decoded chunk. Not for decode (m = 1): two weight
+    // streams per thread read DRAM slower than one (1.1B Q4_0, 2 threads: 40 against 53 tokens/s).
+    const bool pair = Dot::Wide::kGroups == 2 && m >= kMR && g + 1 < g_end;
     const uint8_t* rec = packed + g * group_bytes;
     const int64_t rbeg = std::max(r0, g * kPackRows), rend = std::min(r1, (g + (pair ? 2 : 1)) * kPackRows);
     for (int64_t i = 0; i < m; i += kMR) {
@@ -548,12 +548,8 @@ void packed_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
         a[t] = act + (i + t) * ablocks;
         if constexpr (has_block_terms(T)) e[t] = terms.data() + (i + t) * ablocks;
       }
-      if constexpr (Dot::kPairs) {
-        if (pair) {
-          packed_tile<Dot, typename Dot::Wide, T, kMR>(mr, rec, group_bytes, nrec, a, e, out);
-        } else {
-          packed_tile<Dot, V256, T, kMR>(mr, rec, 0, nrec, a, e, out);
-        }
+      if (pair) {
+        packed_tile<Dot, typename Dot::Wide, T, kMR>(mr, rec, group_bytes, nrec, a, e, out);
       } else {
         packed_tile<Dot, V256, T, kMR>(mr, rec, 0, nrec, a, e, out);
       }

@@ -13,8 +13,7 @@ namespace x86 {
 template <class Dp>
 struct VnniDot {
   static constexpr int kTileRows = Dp::kTileRows;
-  // Dp::kPairs: the set also has 512-bit vpdpbusd, and its products run two row groups at once (Dp::Wide).
-  static constexpr bool kPairs = Dp::kPairs;
+  // The widest vector of the set's products: V512 (two row groups at once) where it has 512-bit vpdpbusd.
   using Wide = typename Dp::Wide;
   static __m256i dot(__m256i u, __m256i s) { return Dp::dpbusd(_mm256_setzero_si256(), u, s); }
   // Signed weights: (w + 128) is u8; the extra 128·Σs is removed per block from the exact integer sum.
