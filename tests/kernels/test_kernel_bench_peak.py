@@ -27,6 +27,26 @@ def test_int8_peak_scales_with_iterations(kernels) -> None:
     assert long > 3 * short
 
 
+def test_int8_block_peak_counts_the_work(kernels, variant: str) -> None:
+    """The block-scaled peak (AVX-512 VNNI sets only): 8 activation rows × 8 vpdpbusd of 64 products per
+    iteration, per thread; the other sets say they do not measure it."""
+    result = kernels.bench_int8_block_peak(iters=20_000, reps=2)
+    if variant not in ("avx512_vnni", "avx512_bf16", "amx"):
+        assert result is None
+        return
+    assert result is not None
+    seconds, macs = result
+    assert macs == 20_000 * 8 * 8 * 64 * kernels.num_threads()
+    assert (seconds > 0).all()
+
+
+@pytest.mark.parametrize("variant", ["avx512_vnni"])
+def test_int8_block_peak_scales_with_iterations(kernels) -> None:
+    short = min(kernels.bench_int8_block_peak(iters=50_000, reps=3)[0])
+    long = min(kernels.bench_int8_block_peak(iters=500_000, reps=3)[0])
+    assert long > 3 * short
+
+
 def test_f32_peak_counts_the_work(kernels, variant: str) -> None:
     """The float FMA peak (the f32/f16/bf16 products' ceiling here): 12 chains of the variant's widest float
     vector per iteration, per thread."""

@@ -198,6 +198,16 @@ class Kernels:
             return None
         return secs, int(macs.value)
 
+    def bench_int8_block_peak(self, iters: int, reps: int) -> tuple[np.ndarray, int] | None:
+        """As bench_int8_peak, with the work a 32-weight block product adds around the dot instruction (its
+        integer correction, then the float conversion, scaling and sum per block and row): the ceiling of
+        the packed products. None where the variant does not measure it (all but AVX-512 VNNI)."""
+        secs = np.zeros(reps)
+        macs = ctypes.c_int64()
+        if self.lib.cpullm_bench_int8_block_peak(iters, reps, _ptr(secs), ctypes.byref(macs)) != 0:
+            return None
+        return secs, int(macs.value)
+
     def bench_f32_peak(self, iters: int, reps: int) -> tuple[np.ndarray, int]:
         """(seconds of each of `reps` passes, multiply-adds per pass) of the variant's widest float FMA
         run in registers on every thread of the pool: the f32/f16 (and, without a bf16 dot, bf16) ceiling."""
