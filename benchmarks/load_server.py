@@ -12,7 +12,9 @@ default model and stops it at the end. Every client streams chat completions one
 
 - aggregate tokens/s: all generated tokens / the round's wall time;
 - TTFT p50/p99: request sent -> first content chunk, over all requests of the round;
-- per-stream decode tokens/s: (tokens - 1) / (last token - first token), median over requests.
+- per-stream decode tokens/s: (tokens - 1) / (last token - first token), median over requests;
+- CPU cores busy over the round: the clients' (this process) and the server's (from /proc; Linux, and
+  only for the server this script starts), so what the clients take from a small machine is in the table.
 
 ``--engine-baseline`` also times the bare engine in this process (no HTTP, no server): the same
 batch sizes decoding together, tokens/s per batch size: the ceiling the server can reach.
@@ -71,6 +73,19 @@ class RoundResult:
     ttft_p50_ms: float
     ttft_p99_ms: float
     stream_decode_tps_median: float
+    client_cpu_cores: float  # this process's CPU seconds over the round's wall time
+    server_cpu_cores: float | None  # the server's, where /proc gives it
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of process `pid` so far (Linux /proc), None where unavailable."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -126,7 +141,9 @@ async def one_request(http: httpx.AsyncClient, model: str, prompt: str, max_toke
     return RequestResult(first - sent, tokens, last - first)
 
 
-async def run_round(url: str, model: str, clients: int, requests: int, max_tokens: int) -> RoundResult:
+async def run_round(
+    url: str, model: str, clients: int, requests: int, max_tokens: int, server_pid: int | None = None
+) -> RoundResult:
     limits = httpx.Limits(max_connections=clients + 2)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
 
@@ -136,9 +153,11 @@ async def run_round(url: str, model: str, clients: int, requests: int, max_token
                 out.append(await one_request(http, model, prompt_for(c, r, requests), max_tokens))
             return out
 
-        start = time.perf_counter()
+        start, cpu, server_cpu = time.perf_counter(), time.process_time(), process_cpu_s(server_pid)
         per_client = await asyncio.gather(*(client(c) for c in range(clients)))
         wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+        server_end = process_cpu_s(server_pid)
     results = [r for rs in per_client for r in rs]
     tokens = sum(r.tokens for r in results)
     ttfts = [r.ttft_s * 1000 for r in results]
@@ -152,6 +171,10 @@ async def run_round(url: str, model: str, clients: int, requests: int, max_token
         ttft_p50_ms=percentile(ttfts, 50),
         ttft_p99_ms=percentile(ttfts, 99),
         stream_decode_tps_median=statistics.median(decode),
+        client_cpu_cores=cpu / wall,
+        server_cpu_cores=None
+        if server_cpu is None or server_end is None
+        else (server_end - server_cpu) / wall,
     )
 
 
@@ -183,8 +206,17 @@ def engine_baseline(
 def median_round(rounds: list[RoundResult]) -> RoundResult:
     """Each figure's median over repeated rounds of one concurrency level."""
     first = rounds[0]
-    med = {k: statistics.median(getattr(r, k) for r in rounds) for k in asdict(first) if k != "clients"}
-    return RoundResult(clients=first.clients, **med)  # type: ignore[arg-type]
+    med = {
+        k: statistics.median(getattr(r, k) for r in rounds)
+        for k in asdict(first)
+        if k not in ("clients", "server_cpu_cores")
+    }
+    server = [r.server_cpu_cores for r in rounds if r.server_cpu_cores is not None]
+    return RoundResult(
+        clients=first.clients,
+        server_cpu_cores=statistics.median(server) if server else None,
+        **med,  # type: ignore[arg-type]
+    )
 
 
 def _free_port() -> int:
@@ -228,14 +260,16 @@ def markdown(rounds: list[RoundResult]) -> str:
     single = rounds[0].stream_decode_tps_median if rounds and rounds[0].clients == 1 else None
     lines = [
         "| clients | requests | tokens | wall s | aggregate tok/s | × single-client decode | TTFT p50 ms "
-        "| TTFT p99 ms | per-stream decode tok/s (median) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| TTFT p99 ms | per-stream decode tok/s (median) | CPU cores: clients | CPU cores: server |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rounds:
         ratio = f"{r.tokens_per_s / single:.2f}" if single else "n/a"
         lines.append(
             f"| {r.clients} | {r.requests:g} | {r.tokens:g} | {r.wall_s:.1f} | {r.tokens_per_s:.1f} "
-            f"| {ratio} | {r.ttft_p50_ms:.0f} | {r.ttft_p99_ms:.0f} | {r.stream_decode_tps_median:.1f} |"
+            f"| {ratio} | {r.ttft_p50_ms:.0f} | {r.ttft_p99_ms:.0f} | {r.stream_decode_tps_median:.1f} "
+            f"| {r.client_cpu_cores:.2f} | "
+            + (f"{r.server_cpu_cores:.2f} |" if r.server_cpu_cores is not None else "— |")
         )
     return "\n".join(lines)
 
@@ -256,13 +290,13 @@ def main() -> int:
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
 
-    def run(url: str, model: str) -> list[RoundResult]:
+    def run(url: str, model: str, pid: int | None = None) -> list[RoundResult]:
         asyncio.run(run_round(url, model, 1, 1, 16))  # warm-up: first-use costs out of the numbers
         runs: dict[int, list[RoundResult]] = {c: [] for c in levels}
         for _ in range(args.repeats):
             for clients in levels:
                 runs[clients].append(
-                    asyncio.run(run_round(url, model, clients, args.requests, args.max_tokens))
+                    asyncio.run(run_round(url, model, clients, args.requests, args.max_tokens, pid))
                 )
                 print(f"{clients:>3} clients: {runs[clients][-1].tokens_per_s:.1f} tok/s", file=sys.stderr)
         return [median_round(runs[c]) for c in levels]
@@ -271,8 +305,8 @@ def main() -> int:
         model = httpx.get(args.url + "/v1/models", timeout=10).json()["data"][0]["id"]
         rounds = run(args.url, model)
     else:
-        with started_server(args.threads, args.max_num_seqs) as (url, model, _):
-            rounds = run(url, model)
+        with started_server(args.threads, args.max_num_seqs) as (url, model, pid):
+            rounds = run(url, model, pid)
     print(markdown(rounds))
     baseline = {}
     if args.engine_baseline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -43,9 +44,19 @@ def test_a_round_counts_every_token(load_server, server):
 def test_repeated_rounds_are_summarised_by_their_medians(load_server):
     make = load_server.RoundResult
     rounds = [
-        make(4, 8, 80, wall, 80 / wall, ttft, ttft * 2, 10.0)
-        for wall, ttft in ((2.0, 30.0), (4.0, 10.0), (1.0, 20.0))
+        make(4, 8, 80, wall, 80 / wall, ttft, ttft * 2, 10.0, ttft / 100, server)
+        for wall, ttft, server in ((2.0, 30.0, 1.5), (4.0, 10.0, None), (1.0, 20.0, 1.9))
     ]
     med = load_server.median_round(rounds)
     assert (med.clients, med.requests, med.tokens, med.wall_s) == (4, 8, 80, 2.0)
     assert med.tokens_per_s == 40.0 and med.ttft_p50_ms == 20.0 and med.ttft_p99_ms == 40.0
+    # CPU: the clients' median; the server's over the rounds that could read it
+    assert med.client_cpu_cores == 0.2 and med.server_cpu_cores == 1.7
+
+
+def test_process_cpu_seconds_come_from_proc(load_server):
+    own = load_server.process_cpu_s(os.getpid())
+    if own is None:
+        pytest.skip("no /proc here")
+    assert own > 0
+    assert load_server.process_cpu_s(None) is None
