@@ -188,34 +188,41 @@ inline void repack_q6k(const Matrix& W, uint8_t* out) {
         const auto& b = reinterpret_cast<const BlockQ6_K*>(src + (g * kPackRows + r) * rb)[k];
         std::memcpy(out + 2 * r, &b.d, 2);
         for (int h = 0; h < 16; ++h) out[R::kScales + kPackRows * h + r] = static_cast<uint8_t>(b.scales[h]);
-        // The 256 stored values (0..63) decoded once: q6k_value per use made this loop most of a Q4_K_M
-        // file's load time.
-        uint8_t val[kQKK];
+        // The 256 stored values (0..63) decoded once, 32 at a time (element l of each quarter of a half: low
+        // 4 bits in a nibble of ql, high 2 bits in a bit pair of qh); value by value, this and the loop below
+        // were most of a Q4_K_M file's load.
+        alignas(32) uint8_t val[kQKK];
+        const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
         for (int half = 0; half < 2; ++half) {
-          const uint8_t* ql = b.ql + 64 * half;
-          const uint8_t* qh = b.qh + 32 * half;
-          uint8_t* v = val + 128 * half;
-          for (int l = 0; l < 32; ++l) {
-            v[l] = static_cast<uint8_t>((ql[l] & 0xF) | ((qh[l] & 3) << 4));
-            v[l + 32] = static_cast<uint8_t>((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
-            v[l + 64] = static_cast<uint8_t>((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
-            v[l + 96] = static_cast<uint8_t>((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
-          }
+          const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * half));
+          const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * half + 32));
+          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh + 32 * half));
+          // bits 2q .. 2q+1 of qh, as bits 4-5 (the 16-bit shifts' spill across bytes is masked off)
+          auto high = [&](int q) { return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * q), m2), 4); };
+          auto* v = reinterpret_cast<__m256i*>(val + 128 * half);
+          _mm256_store_si256(v, _mm256_or_si256(_mm256_and_si256(ql0, m4), high(0)));
+          _mm256_store_si256(v + 1, _mm256_or_si256(_mm256_and_si256(ql1, m4), high(1)));
+          _mm256_store_si256(v + 2, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(2)));
+          _mm256_store_si256(v + 3, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), high(3)));
         }
+        const __m128i n4 = _mm_set1_epi8(0x0F), n2 = _mm_set1_epi8(3);
         for (int j = 0; j < 8; ++j) {
           uint8_t* q = out + R::kQuants + R::kSubBlock * j;
-          auto v = [&](int e) { return static_cast<int>(val[32 * j + e]); };  // stored value 0..63
-          for (int e = 0; e < 16; ++e) {
-            q[kChunk * (e / 4) + 4 * r + e % 4] =
-                static_cast<uint8_t>((v(e) & 0xF) | ((v(e + 16) & 0xF) << 4));
-          }
-          for (int c = 0; c < 2; ++c) {
-            for (int bb = 0; bb < 4; ++bb) {
-              const int e0 = 8 * c + bb, e1 = 8 * c + 4 + bb;
-              q[R::kHighBits + kChunk * c + 4 * r + bb] = static_cast<uint8_t>(
-                  (v(e0) >> 4) | ((v(16 + e0) >> 4) << 2) | ((v(e1) >> 4) << 4) | ((v(16 + e1) >> 4) << 6));
-            }
-          }
+          const __m128i a = _mm_load_si128(reinterpret_cast<const __m128i*>(val + 32 * j));       // elements 0..15
+          const __m128i c = _mm_load_si128(reinterpret_cast<const __m128i*>(val + 32 * j + 16));  // 16..31
+          // byte e: low 4 bits of elements e and 16 + e; chunk e / 4 takes bytes 4g .. 4g + 3
+          const __m128i low = _mm_or_si128(_mm_and_si128(a, n4), _mm_slli_epi16(_mm_and_si128(c, n4), 4));
+          // t[e]: high 2 bits of elements e (bits 0-1) and 16 + e (bits 2-3); high-bit chunk c, byte bb
+          // holds t[8c + bb] | t[8c + 4 + bb] << 4 (the layout above): bytes 0..3 and 8..11 of hb
+          const __m128i t = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), n2),
+                                         _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(c, 4), n2), 2));
+          const __m128i hb = _mm_or_si128(t, _mm_slli_epi16(_mm_srli_si128(t, 4), 4));
+          alignas(16) uint8_t lo_bytes[16], hi_bytes[16];
+          _mm_store_si128(reinterpret_cast<__m128i*>(lo_bytes), low);
+          _mm_store_si128(reinterpret_cast<__m128i*>(hi_bytes), hb);
+          for (int g = 0; g < 4; ++g) std::memcpy(q + kChunk * g + 4 * r, lo_bytes + 4 * g, 4);
+          std::memcpy(q + R::kHighBits + 4 * r, hi_bytes, 4);
+          std::memcpy(q + R::kHighBits + kChunk + 4 * r, hi_bytes + 8, 4);
         }
       }
     }
