@@ -198,17 +198,21 @@ inline void repack_q6k(const Matrix& W, uint8_t* out) {
           const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * half + 32));
           const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh + 32 * half));
           // bits 2q .. 2q+1 of qh, as bits 4-5 (the 16-bit shifts' spill across bytes is masked off)
-          auto high = [&](int q) { return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * q), m2), 4); };
+          auto high = [&](int q) {
+            return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * q), m2), 4);
+          };
           auto* v = reinterpret_cast<__m256i*>(val + 128 * half);
           _mm256_store_si256(v, _mm256_or_si256(_mm256_and_si256(ql0, m4), high(0)));
           _mm256_store_si256(v + 1, _mm256_or_si256(_mm256_and_si256(ql1, m4), high(1)));
-          _mm256_store_si256(v + 2, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(2)));
-          _mm256_store_si256(v + 3, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), high(3)));
+          _mm256_store_si256(v + 2,
+                             _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(2)));
+          _mm256_store_si256(v + 3,
+                             _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), high(3)));
         }
         const __m128i n4 = _mm_set1_epi8(0x0F), n2 = _mm_set1_epi8(3);
         for (int j = 0; j < 8; ++j) {
           uint8_t* q = out + R::kQuants + R::kSubBlock * j;
-          const __m128i a = _mm_load_si128(reinterpret_cast<const __m128i*>(val + 32 * j));       // elements 0..15
+          const __m128i a = _mm_load_si128(reinterpret_cast<const __m128i*>(val + 32 * j));  // elements 0..15
           const __m128i c = _mm_load_si128(reinterpret_cast<const __m128i*>(val + 32 * j + 16));  // 16..31
           // byte e: low 4 bits of elements e and 16 + e; chunk e / 4 takes bytes 4g .. 4g + 3
           const __m128i low = _mm_or_si128(_mm_and_si128(a, n4), _mm_slli_epi16(_mm_and_si128(c, n4), 4));
