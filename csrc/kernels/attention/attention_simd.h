@@ -3,8 +3,8 @@
 // file's flags: 16-float vectors are one zmm with AVX-512, two ymm with AVX2, four q registers on NEON.
 //
 // Work is grouped by (tile of up to 16 query tokens, KV head): the query heads and tokens of a group
-// read the same 16-key tiles, in batches of up to 4 queries that each load of a K or V row serves (a
-// decode token's query heads for one KV head are one batch when the group is at most 4).
+// read the same 16-key tiles, in batches of up to kBatch queries that each load of a K or V row serves (a
+// decode token's query heads for one KV head are one batch when the group is at most kBatch).
 // Per query it keeps a running max m, a running sum l and an output accumulator (online softmax):
 //   s = q·K_tile * scale;  m' = max(m, max s);  p = exp(s - m');  l = l·e^(m-m') + Σp;
 //   acc = acc·e^(m-m') + Σ_j p_j V_j;  out = acc / l.
@@ -43,14 +43,15 @@ constexpr int kLanes = 16;      // keys per tile = lanes of one score vector
 constexpr int kMaxTokens = 16;  // query tokens per work group
 constexpr int kMaxGroup = 16;   // query heads per KV head we keep state for
 constexpr int kMaxHeadDim = 256;
-// Independent score accumulators per query: 4 hide the FMA latency where 4 queries × 4 chains of 16 floats
-// fit the registers (AVX-512: 32 zmm). With AVX2 (16 ymm) or NEON (32 q) they spilled to the stack on every
-// key row and made attention a third of a 512-token prefill of the default model; one chain per query
-// (4 queries × 2 ymm halves: 8 chains) keeps them in registers there.
+// Queries per run_batch, one score accumulator each (their batch's independent FMA chains), all in registers.
+// AVX-512's 32 zmm hold 8: each converted K or V row then serves 8 queries, not 4 (Zen 4, 2 threads, 512
+// tokens: the default model's attention 4.8 -> 4.1 ms and 1.1B's 14.1 -> 12.4 ms, against 4 queries × 4
+// chains). With AVX2 (16 ymm, a 16-float vector is two) or NEON, 4: more spilled to the stack on every key
+// row and made attention a third of a 512-token prefill of the default model.
 #if defined(__AVX512F__)
-constexpr int kScoreChains = 4;
+constexpr int kBatch = 8;
 #else
-constexpr int kScoreChains = 1;
+constexpr int kBatch = 4;
 #endif
 
 typedef float v16 __attribute__((vector_size(64)));
@@ -280,8 +281,8 @@ inline void pv_ymm(const KVCache& kv, size_t tile, const uint8_t* vq, int64_t sl
 // type (F32, F16, or Q8_0: int8 values times their group's scale). Each K row (16 keys of one
 // dimension) and each V row is loaded once, converted in registers, and used by every query of the
 // batch. Every query does the same operations in the same order whatever N is and whichever other
-// queries share its batch, so how items are split between threads never changes a result. Two
-// independent score accumulators per query hide the FMA latency.
+// queries share its batch, so how items are split between threads never changes a result. The batch's
+// queries are the independent FMA chains that hide the latency (one score accumulator each).
 template <DType kT, int N>
 inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_first, int64_t max_pos) {
   const int32_t hd = kv.head_dim;
@@ -301,8 +302,8 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
     const int nk = static_cast<int>(max_pos - k0 + 1 < kLanes ? max_pos - k0 + 1 : kLanes);
     if (k0 + kLanes <= max_pos) prefetch_tile<kT>(kv, kvh, k0 + kLanes);
     // Scores of the 16 keys: Σ_d q[d] · K[d][keys], K rows contiguous over the tile's slots.
-    v16 s0[N], s1[N], s2[N], s3[N];
-    for (int i = 0; i < N; ++i) s0[i] = s1[i] = s2[i] = s3[i] = v16{};
+    v16 s0[N];
+    for (int i = 0; i < N; ++i) s0[i] = v16{};
     v16 ks = splat(1.0f);                  // Q8_0: the 16 keys' scales of the current group of 32 dimensions
     for (int32_t d = 0; d < hd; d += 4) {  // hd is a multiple of 16
       v16 ka, kb, kc, kd;
@@ -320,17 +321,10 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
         kd = load_as<kT>(kv.k_pool, tile + static_cast<size_t>(d + 3) * kstride + slot0);
       }
       for (int i = 0; i < N; ++i) {
-        if constexpr (kScoreChains == 4) {
-          s0[i] += st[i].q[d] * ka;
-          s1[i] += st[i].q[d + 1] * kb;
-          s2[i] += st[i].q[d + 2] * kc;
-          s3[i] += st[i].q[d + 3] * kd;
-        } else {
-          s0[i] += st[i].q[d] * ka;
-          s0[i] += st[i].q[d + 1] * kb;
-          s0[i] += st[i].q[d + 2] * kc;
-          s0[i] += st[i].q[d + 3] * kd;
-        }
+        s0[i] += st[i].q[d] * ka;
+        s0[i] += st[i].q[d + 1] * kb;
+        s0[i] += st[i].q[d + 2] * kc;
+        s0[i] += st[i].q[d + 3] * kd;
       }
     }
     float corr[N];
@@ -343,7 +337,7 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
       const int valid = static_cast<int>(s.pos - k0 + 1 < nk ? s.pos - k0 + 1 : nk);
       const int first = static_cast<int>(s.lo > k0 ? s.lo - k0 : 0);
       const v16i in = (lane >= first) & (lane < valid);
-      v16 sc = kScoreChains == 4 ? (s0[i] + s1[i]) + (s2[i] + s3[i]) : s0[i];
+      v16 sc = s0[i];
       if (kv.softcap > 0.0f) sc = softcap_v(sc, kv.softcap);
       sc = in ? sc : splat(neg_inf);
       const float m_new = std::fmax(s.m, hmax(sc));
@@ -385,8 +379,6 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
   }
 }
 
-constexpr int kBatch = 4;  // queries per run_batch: their accumulators stay in registers
-
 // One KV head's queries st[0..n), in batches of up to kBatch, over keys k_first .. k_last (a multiple of
 // kLanes; k_last < 0: up to each batch's last query position).
 template <DType kT>
@@ -402,6 +394,18 @@ inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int
     for (int i = i0; i < i0 + nb; ++i) lo = st[i].lo < lo ? st[i].lo : lo;
     const int64_t first = lo / kLanes * kLanes > k_first ? lo / kLanes * kLanes : k_first;
     switch (nb) {
+      case 8:
+        if constexpr (kBatch >= 8) run_batch<kT, 8>(kv, kvh, st + i0, first, max_pos);
+        break;
+      case 7:
+        if constexpr (kBatch >= 7) run_batch<kT, 7>(kv, kvh, st + i0, first, max_pos);
+        break;
+      case 6:
+        if constexpr (kBatch >= 6) run_batch<kT, 6>(kv, kvh, st + i0, first, max_pos);
+        break;
+      case 5:
+        if constexpr (kBatch >= 5) run_batch<kT, 5>(kv, kvh, st + i0, first, max_pos);
+        break;
       case 4: run_batch<kT, 4>(kv, kvh, st + i0, first, max_pos); break;
       case 3: run_batch<kT, 3>(kv, kvh, st + i0, first, max_pos); break;
       case 2: run_batch<kT, 2>(kv, kvh, st + i0, first, max_pos); break;
