@@ -29,6 +29,12 @@ void for_rows(ThreadPool* pool, int64_t rows, F&& fn) {
   pool->parallel_for(rows, 1, fn);
 }
 
+// x[T × d] += y, rows over the pool.
+void residual_add(float* x, const float* y, int64_t T, int64_t d) {
+  for_rows(T >= kRowGrain ? global_pool() : nullptr, T,
+           [&](int64_t t0, int64_t t1) { add(x + t0 * d, y + t0 * d, x + t0 * d, (t1 - t0) * d); });
+}
+
 void check_batch(const Model& model, const KVStore& kv, const int32_t* tokens, const SeqStep* seqs,
                  int32_t n_seqs) {
   const ModelConfig& c = model.config();
@@ -144,8 +150,20 @@ int64_t Forward::prepare(const SeqStep* seqs, int32_t n_seqs) {
 void Forward::write_kv(KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_seqs) {
   const int64_t kvd = model_.config().kv_dim();
   for (int32_t s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, ++s) {
-    kv_write(kv.view(l, seqs[s].block_table), k_.data() + t * kvd, v_.data() + t * kvd, seqs[s].pos0,
-             seqs[s].n_tokens);
+    const KVCache view = kv.view(l, seqs[s].block_table);
+    const float* k = k_.data() + t * kvd;
+    const float* v = v_.data() + t * kvd;
+    const auto write = [&](int64_t t0, int64_t t1) {
+      kv_write(view, k + t0 * kvd, v + t0 * kvd, seqs[s].pos0 + t0, t1 - t0);
+    };
+    // A prompt's tokens over the pool, whole KV blocks apart (each token writes only its own slots; K is
+    // stored dimension-major, so tokens of one block share cache lines); a decode token alone.
+    ThreadPool* pool = global_pool();
+    if (seqs[s].n_tokens >= 2 * kv.block_size() && pool != nullptr && pool->size() > 1) {
+      pool->parallel_for(seqs[s].n_tokens, kv.block_size(), write);
+    } else {
+      write(0, seqs[s].n_tokens);
+    }
   }
 }
 
@@ -359,7 +377,7 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
     attend(kv, l, seqs, n_seqs, T, scale);             // q_ -> att_ [T × qd]
     matmul(L.wo, att_.data(), T, proj_.data(), pool);  // [T × d]
     if (L.post_attn_norm) post_norm(L.post_attn_norm, T);
-    add(x, proj_.data(), x, T * d);
+    residual_add(x, proj_.data(), T, d);
 
     // ---- feed-forward (SwiGLU or GeGLU; dense or a mixture of experts) ----
     for_rows(pool, T, [&](int64_t t0, int64_t t1) {
@@ -371,7 +389,7 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
       gated_ffn(L.gate_up, L.wdown, xn, T, proj_.data());  // [T × d]
     }
     if (L.post_ffn_norm) post_norm(L.post_ffn_norm, T);
-    add(x, proj_.data(), x, T * d);
+    residual_add(x, proj_.data(), T, d);
   }
 
   // ---- the requested rows: final norm, then the output projection (logits) unless hidden ----
