@@ -49,6 +49,26 @@ void prepare_act(DType type, const float* X, int64_t m, int64_t cols, void* Xq) 
   }
 }
 
+namespace {
+// Activation rows from which prepare_act splits them over the pool (fewer: a row takes ~1 µs, less than
+// waking the threads).
+constexpr int64_t kActSplitRows = 32;
+}  // namespace
+
+// Quantizing the activations is a serial step between two parallel ones unless split too: with 512 rows it
+// was a few % of a prefill with the other threads idle. Whole rows per thread.
+void prepare_act(DType type, const float* X, int64_t m, int64_t cols, void* Xq, ThreadPool* pool) {
+  if (pool == nullptr || pool->size() == 1 || m < kActSplitRows) {
+    prepare_act(type, X, m, cols, Xq);
+    return;
+  }
+  auto* out = static_cast<uint8_t*>(Xq);
+  const int64_t rb = act_row_bytes(type, cols);
+  pool->parallel_for(m, kActSplitRows / 2, [&](int64_t i0, int64_t i1) {
+    prepare_act(type, X + i0 * cols, i1 - i0, cols, out + i0 * rb);
+  });
+}
+
 // One set per architecture provides the packed layout (avx2, dotprod); the other sets read it too.
 int64_t packed_bytes(const Matrix& W) {
 #define CPULLM_KERNEL_SET(set, features, provides)     \
@@ -83,9 +103,6 @@ void matmul_rows(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t l
 namespace {
 // Weight rows per work unit: a multiple of every kernel's row tile, so thread boundaries fall on tiles.
 constexpr int64_t kRowGrain = 16;
-// Activation rows from which matmul() quantizes them over the pool (fewer: a row takes ~1 µs, less than
-// waking the threads).
-constexpr int64_t kActSplitRows = 32;
 }  // namespace
 
 void matmul_prepared(const Matrix& W, const void* Xq, int64_t m, float* Y, int64_t ldy, ThreadPool* pool) {
@@ -103,18 +120,8 @@ void matmul(const Matrix& W, const float* X, int64_t m, float* Y, ThreadPool* po
   if (static_cast<int64_t>(scratch.size()) < bytes) scratch.resize(static_cast<size_t>(bytes));
   const void* Xq = X;
   if (uses_act_blocks(W.type)) {
-    // Quantizing the activations is a serial step between two parallel ones unless split too: with
-    // 512 rows it was a few % of a prefill with the other threads idle. Whole rows per thread.
-    uint8_t* out = scratch.data();
-    const int64_t rb = act_row_bytes(W.type, W.cols);
-    if (pool != nullptr && pool->size() > 1 && m >= kActSplitRows) {
-      pool->parallel_for(m, kActSplitRows / 2, [&](int64_t i0, int64_t i1) {
-        prepare_act(W.type, X + i0 * W.cols, i1 - i0, W.cols, out + i0 * rb);
-      });
-    } else {
-      prepare_act(W.type, X, m, W.cols, out);
-    }
-    Xq = out;
+    prepare_act(W.type, X, m, W.cols, scratch.data(), pool);
+    Xq = scratch.data();
   }
   matmul_prepared(W, Xq, m, Y, W.rows, pool);
 }

@@ -90,6 +90,9 @@ void repack(const Matrix& W, void* dst);
 
 class ThreadPool;
 
+// prepare_act with the rows split over `pool` when there are enough to pay for waking it (nullptr: serial).
+void prepare_act(DType type, const float* X, int64_t m, int64_t cols, void* Xq, ThreadPool* pool);
+
 // Y[i, r] for i in [0, m), r in [r0, r1): Y[i * ldy + r] = Σ_c W[r, c] · X[i, c].
 // Xq: m rows of act_row_bytes(W.type, W.cols) bytes each, from prepare_act. m = 1 is the decode matvec;
 // m > 1 (prefill) reuses each weight block for several activation rows.

@@ -76,7 +76,7 @@ void Forward::project(const Projection& p, const float* X, int64_t T, float* Y) 
   for (const Matrix& W : p.parts) {
     if (uses_act_blocks(W.type)) {
       grow(xq_, act_row_bytes(W.type, W.cols) * T);
-      prepare_act(W.type, X, T, W.cols, xq_.data());
+      prepare_act(W.type, X, T, W.cols, xq_.data(), global_pool());
       Xq = xq_.data();
       break;
     }
