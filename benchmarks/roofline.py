@@ -7,12 +7,13 @@ read bandwidth, prefill against the int8 peak).
 DRAM read: a 1 GiB buffer read with the library's own streaming loop over its thread pool (best of the
 rounds' medians). int8 peak: the variant's widest int8 dot instruction in registers on every thread
 (cpullm_bench_int8_peak), in GOPS = 2 × multiply-adds per second, the convention prefill figures use
-(2 · parameters · tokens). Block-scaled int8 peak: the same instruction with what a 32-weight block product
-adds around it in registers (the block's integer correction, then per block and row a float conversion,
-scale and sum; cpullm_bench_int8_block_peak, AVX-512 VNNI only): the ceiling the quantized products can
-reach, below the plain peak by what the per-block float scaling costs. f32 FMA peak: the best variant's
-widest float FMA in registers (cpullm_bench_f32_peak), the ceiling of the f32/f16 products and of bf16 ones
-on hosts without a bf16 dot.
+(2 · parameters · tokens). Block-scaled int8 peaks: the same instruction with what a quantized product adds
+around it in registers (cpullm_bench_int8_block_peak, AVX-512 VNNI only): for 32-weight blocks (Q4_0) the
+block's integer correction, then per block and row a float conversion, scale and sum; for super-blocks
+(Q4_K) the sub-block scale's integer multiply and the minimum's second sum. They are the ceilings the
+quantized products can reach, below the plain peak by what the per-block scaling costs. f32 FMA peak:
+the best variant's widest float FMA in registers (cpullm_bench_f32_peak), the ceiling of the f32/f16
+products and of bf16 ones on hosts without a bf16 dot.
 Take them on an idle machine: other load lowers them.
 """
 
@@ -66,6 +67,7 @@ def main() -> None:
         "dram_read_gbs": {},
         "int8_peak_gops": {v: {} for v in variants},
         "int8_block_peak_gops": {v: {} for v in variants},
+        "int8_superblock_peak_gops": {v: {} for v in variants},
         "f32_fma_peak_gflops": {},  # the best variant's: f32/f16 (and bf16 without a bf16 dot) ceiling
     }
     best = kern[variants[-1]]
@@ -80,10 +82,14 @@ def main() -> None:
         for v in variants:
             k = kern[v]
             k.set_num_threads(t)
-            for key, bench in (
-                ("int8_peak_gops", k.bench_int8_peak),
-                ("int8_block_peak_gops", k.bench_int8_block_peak),
-            ):
+            benches: dict[str, Callable[[int, int], tuple[np.ndarray, int] | None]] = {
+                "int8_peak_gops": k.bench_int8_peak,
+                "int8_block_peak_gops": k.bench_int8_block_peak,
+                "int8_superblock_peak_gops": lambda i, r, k=k: k.bench_int8_block_peak(
+                    i, r, super_block=True
+                ),
+            }
+            for key, bench in benches.items():
                 out[key][v][t] = best_gops(bench, args.rounds)  # type: ignore[index]
         flops = []
         for _ in range(args.rounds):
@@ -92,13 +98,16 @@ def main() -> None:
         out["f32_fma_peak_gflops"][t] = round(max(flops), 1)  # type: ignore[index]
     blocked = [v for v in variants if any(out["int8_block_peak_gops"][v].values())]  # type: ignore[index]
     head = " | ".join(
-        [f"int8 peak GOPS ({v})" for v in variants] + [f"block-scaled int8 peak GOPS ({v})" for v in blocked]
+        [f"int8 peak GOPS ({v})" for v in variants]
+        + [f"block-scaled: 32-weight blocks ({v})" for v in blocked]
+        + [f"block-scaled: super-blocks ({v})" for v in blocked]
     )
     print(f"| threads | DRAM read GB/s | {head} | f32 FMA peak GFLOPS ({variants[-1]}) |")
-    print("| ---: | ---: |" + " ---: |" * (len(variants) + len(blocked) + 1))
+    print("| ---: | ---: |" + " ---: |" * (len(variants) + 2 * len(blocked) + 1))
     for t in threads:
         peaks = [out["int8_peak_gops"][v][t] for v in variants]  # type: ignore[index]
         peaks += [out["int8_block_peak_gops"][v][t] for v in blocked]  # type: ignore[index]
+        peaks += [out["int8_superblock_peak_gops"][v][t] for v in blocked]  # type: ignore[index]
         cells = [f"{p:.1f}" if p is not None else "—" for p in peaks]
         cells.append(f"{out['f32_fma_peak_gflops'][t]:.1f}")  # type: ignore[index]
         print(f"| {t} | {out['dram_read_gbs'][t]:.1f} | " + " | ".join(cells) + " |")  # type: ignore[index]

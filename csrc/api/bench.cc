@@ -154,13 +154,18 @@ int64_t int8_dot_loop(int64_t iters, int32_t* sink) {
 // by the weight scales times the activation scale, and added to a float accumulator: the instruction
 // mix of the packed products (x86_packed.h) without their weight loads and nibble unpacking. 8 rows of
 // 16 lanes per block, as the AVX-512 tile. How far this sits below int8_dot_loop is what the float
-// scaling per 32 weights costs; the products cannot beat it. AVX-512 VNNI only (0 elsewhere: not measured).
+// scaling per 32 weights costs; the products cannot beat it. kSuper: the super-block form instead (Q4_K,
+// Q5_K): the sum starts at 0 and is multiplied by the sub-block's integer scale (vpmulld) before the
+// conversion, and the sub-block minimum adds a second FMA per block and row. AVX-512 VNNI only (0
+// elsewhere: not measured).
+template <bool kSuper>
 int64_t int8_block_loop(int64_t iters, float* sink) {
 #if defined(__AVX512VNNI__) && defined(__AVX512F__)
   struct Act {
     float d;
     int32_t sum;
     int8_t q[32];
+    float ds;  // kSuper: d·Σq, the minimum's factor
   };
   constexpr int kRows = 8, kBlocks = 16;
   Act act[kRows][kBlocks];  // 5 KiB: stays in L1
@@ -168,29 +173,38 @@ int64_t int8_block_loop(int64_t iters, float* sink) {
     for (int b = 0; b < kBlocks; ++b) {
       act[i][b].d = 1e-3f * static_cast<float>(1 + i);
       act[i][b].sum = 3 * b - i;
+      act[i][b].ds = act[i][b].d * static_cast<float>(act[i][b].sum);
       for (int e = 0; e < 32; ++e) act[i][b].q[e] = static_cast<int8_t>(e - 16 + i);
     }
   }
   __m512i w[8];
   for (int g = 0; g < 8; ++g) w[g] = _mm512_set1_epi8(static_cast<char>(g + 1));
   for (auto& v : w) opaque(v);
-  const __m512 dw = _mm512_set1_ps(0.5f);
-  __m512 acc[kRows];
-  for (auto& v : acc) v = _mm512_setzero_ps();
+  __m512 dw = _mm512_set1_ps(0.5f), mn = _mm512_set1_ps(3.0f);
+  __m512i sc = _mm512_set1_epi32(7);
+  opaque(dw), opaque(mn), opaque(sc);
+  __m512 acc[kRows], accm[kRows];
+  for (int i = 0; i < kRows; ++i) acc[i] = accm[i] = _mm512_setzero_ps();
   for (int64_t it = 0; it < iters; ++it) {
     const Act* row = &act[0][it & (kBlocks - 1)];
     for (int i = 0; i < kRows; ++i, row += kBlocks) {
-      __m512i sum = _mm512_set1_epi32(-8 * row->sum);
+      __m512i sum = kSuper ? _mm512_setzero_si512() : _mm512_set1_epi32(-8 * row->sum);
       for (int g = 0; g < 8; ++g) {
         __asm__("vpdpbusd %2%{1to16%}, %1, %0"
                 : "+v"(sum)
                 : "v"(w[g]), "m"(*reinterpret_cast<const int32_t*>(row->q + 4 * g)));
       }
-      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, _mm512_set1_ps(row->d)), acc[i]);
+      if constexpr (kSuper) {
+        acc[i] =
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_mullo_epi32(sum, sc)), _mm512_set1_ps(row->d), acc[i]);
+        accm[i] = _mm512_fmadd_ps(mn, _mm512_set1_ps(row->ds), accm[i]);
+      } else {
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, _mm512_set1_ps(row->d)), acc[i]);
+      }
     }
   }
-  __m512 t = acc[0];
-  for (int k = 1; k < kRows; ++k) t = _mm512_add_ps(t, acc[k]);
+  __m512 t = _mm512_add_ps(acc[0], accm[0]);
+  for (int k = 1; k < kRows; ++k) t = _mm512_add_ps(t, _mm512_add_ps(acc[k], accm[k]));
   alignas(64) float lanes[16];
   _mm512_store_ps(lanes, t);
   *sink = lanes[0] + lanes[15];
@@ -269,7 +283,8 @@ CPULLM_API int cpullm_bench_matmul(int impl, int32_t type, const void* w, int64_
 CPULLM_API int cpullm_bench_stream_read(const void* buf, int64_t bytes, int64_t reps, double* seconds,
                                         uint64_t* checksum);
 CPULLM_API int cpullm_bench_int8_peak(int64_t iters, int64_t reps, double* seconds, int64_t* macs);
-CPULLM_API int cpullm_bench_int8_block_peak(int64_t iters, int64_t reps, double* seconds, int64_t* macs);
+CPULLM_API int cpullm_bench_int8_block_peak(int32_t super_block, int64_t iters, int64_t reps, double* seconds,
+                                            int64_t* macs);
 CPULLM_API int cpullm_bench_f32_peak(int64_t iters, int64_t reps, double* seconds, int64_t* macs);
 
 // Times `reps` products Y[m × rows] = X · Wᵀ, call k using weight copy k % copies (copies matrices laid
@@ -320,13 +335,16 @@ int cpullm_bench_int8_peak(int64_t iters, int64_t reps, double* seconds, int64_t
   return 0;
 }
 
-// The int8 peak as a 32-weight block product spends it (int8_block_loop), as cpullm_bench_int8_peak: -1
-// where the variant does not measure it (all but AVX-512 VNNI).
-int cpullm_bench_int8_block_peak(int64_t iters, int64_t reps, double* seconds, int64_t* macs) {
-  if (iters < 1 || reps < 1 || !seconds || !macs) return -1;
+// The int8 peak as a quantized product spends it (int8_block_loop): 32-weight blocks (super_block 0, as
+// Q4_0) or 256-weight super-blocks with sub-block scales and minimums (1, as Q4_K); otherwise as
+// cpullm_bench_int8_peak. -1 where the variant does not measure it (all but AVX-512 VNNI).
+int cpullm_bench_int8_block_peak(int32_t super_block, int64_t iters, int64_t reps, double* seconds,
+                                 int64_t* macs) {
+  if (iters < 1 || reps < 1 || !seconds || !macs || super_block < 0 || super_block > 1) return -1;
+  const auto loop = super_block ? int8_block_loop<true> : int8_block_loop<false>;
   float probe = 0;
-  if (int8_block_loop(1, &probe) == 0) return -1;
-  run_peak(int8_block_loop, iters, reps, seconds, macs);
+  if (loop(1, &probe) == 0) return -1;
+  run_peak(loop, iters, reps, seconds, macs);
   return 0;
 }
 

@@ -27,10 +27,11 @@ def test_int8_peak_scales_with_iterations(kernels) -> None:
     assert long > 3 * short
 
 
-def test_int8_block_peak_counts_the_work(kernels, variant: str) -> None:
-    """The block-scaled peak (AVX-512 VNNI sets only): 8 activation rows × 8 vpdpbusd of 64 products per
-    iteration, per thread; the other sets say they do not measure it."""
-    result = kernels.bench_int8_block_peak(iters=20_000, reps=2)
+@pytest.mark.parametrize("super_block", [False, True])
+def test_int8_block_peak_counts_the_work(kernels, variant: str, super_block: bool) -> None:
+    """The block-scaled peaks (AVX-512 VNNI sets only): 8 activation rows × 8 vpdpbusd of 64 products per
+    iteration, per thread, in either block form; the other sets say they do not measure them."""
+    result = kernels.bench_int8_block_peak(iters=20_000, reps=2, super_block=super_block)
     if variant not in ("avx512_vnni", "avx512_bf16", "amx"):
         assert result is None
         return
@@ -41,9 +42,10 @@ def test_int8_block_peak_counts_the_work(kernels, variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", ["avx512_vnni"])
-def test_int8_block_peak_scales_with_iterations(kernels) -> None:
-    short = min(kernels.bench_int8_block_peak(iters=50_000, reps=3)[0])
-    long = min(kernels.bench_int8_block_peak(iters=500_000, reps=3)[0])
+@pytest.mark.parametrize("super_block", [False, True])
+def test_int8_block_peak_scales_with_iterations(kernels, super_block: bool) -> None:
+    short = min(kernels.bench_int8_block_peak(iters=50_000, reps=3, super_block=super_block)[0])
+    long = min(kernels.bench_int8_block_peak(iters=500_000, reps=3, super_block=super_block)[0])
     assert long > 3 * short
 
 

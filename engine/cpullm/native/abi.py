@@ -102,7 +102,7 @@ SIGNATURES: Final[dict[str, Signature]] = {
     "cpullm_bench_matmul": (_int, [_int, _i32, _vp, _i64, _i64, _i64, _vp, _i64, _vp, _i64, _vp]),
     "cpullm_bench_stream_read": (_int, [_vp, _i64, _i64, _vp, _vp]),
     "cpullm_bench_int8_peak": (_int, [_i64, _i64, _vp, _vp]),
-    "cpullm_bench_int8_block_peak": (_int, [_i64, _i64, _vp, _vp]),
+    "cpullm_bench_int8_block_peak": (_int, [_i32, _i64, _i64, _vp, _vp]),
     "cpullm_bench_f32_peak": (_int, [_i64, _i64, _vp, _vp]),
     "cpullm_rmsnorm": (_int, [_int, _vp, _vp, _vp, _i64, _i64, _f32]),
     "cpullm_silu_mul": (_int, [_int, _vp, _vp, _vp, _i64]),

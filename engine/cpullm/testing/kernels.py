@@ -198,13 +198,20 @@ class Kernels:
             return None
         return secs, int(macs.value)
 
-    def bench_int8_block_peak(self, iters: int, reps: int) -> tuple[np.ndarray, int] | None:
-        """As bench_int8_peak, with the work a 32-weight block product adds around the dot instruction (its
-        integer correction, then the float conversion, scaling and sum per block and row): the ceiling of
-        the packed products. None where the variant does not measure it (all but AVX-512 VNNI)."""
+    def bench_int8_block_peak(
+        self, iters: int, reps: int, super_block: bool = False
+    ) -> tuple[np.ndarray, int] | None:
+        """As bench_int8_peak, with the work a quantized product adds around the dot instruction per block
+        and row: for 32-weight blocks (Q4_0) its integer correction, then the float conversion, scaling and
+        sum; for super-blocks (``super_block``: Q4_K) the sub-block scale's integer multiply and the
+        minimum's second sum. The ceiling of the packed products; None where the variant does not measure
+        it (all but AVX-512 VNNI)."""
         secs = np.zeros(reps)
         macs = ctypes.c_int64()
-        if self.lib.cpullm_bench_int8_block_peak(iters, reps, _ptr(secs), ctypes.byref(macs)) != 0:
+        rc = self.lib.cpullm_bench_int8_block_peak(
+            int(super_block), iters, reps, _ptr(secs), ctypes.byref(macs)
+        )
+        if rc != 0:
             return None
         return secs, int(macs.value)
 
