@@ -379,6 +379,16 @@ inline void run_batch(const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_
   }
 }
 
+// run_batch for nb (1..M) queries: N is a compile-time count there, so its accumulators stay in registers.
+template <DType kT, int M>
+inline void run_batch_n(int nb, const KVCache& kv, int32_t kvh, QueryState* st, int64_t k_first,
+                        int64_t max_pos) {
+  if constexpr (M > 1) {
+    if (nb < M) return run_batch_n<kT, M - 1>(nb, kv, kvh, st, k_first, max_pos);
+  }
+  run_batch<kT, M>(kv, kvh, st, k_first, max_pos);
+}
+
 // One KV head's queries st[0..n), in batches of up to kBatch, over keys k_first .. k_last (a multiple of
 // kLanes; k_last < 0: up to each batch's last query position).
 template <DType kT>
@@ -393,24 +403,7 @@ inline void run_group(const KVCache& kv, int32_t kvh, QueryState* st, int n, int
     int64_t lo = st[i0].lo;  // tiles before every query's window are skipped
     for (int i = i0; i < i0 + nb; ++i) lo = st[i].lo < lo ? st[i].lo : lo;
     const int64_t first = lo / kLanes * kLanes > k_first ? lo / kLanes * kLanes : k_first;
-    switch (nb) {
-      case 8:
-        if constexpr (kBatch >= 8) run_batch<kT, 8>(kv, kvh, st + i0, first, max_pos);
-        break;
-      case 7:
-        if constexpr (kBatch >= 7) run_batch<kT, 7>(kv, kvh, st + i0, first, max_pos);
-        break;
-      case 6:
-        if constexpr (kBatch >= 6) run_batch<kT, 6>(kv, kvh, st + i0, first, max_pos);
-        break;
-      case 5:
-        if constexpr (kBatch >= 5) run_batch<kT, 5>(kv, kvh, st + i0, first, max_pos);
-        break;
-      case 4: run_batch<kT, 4>(kv, kvh, st + i0, first, max_pos); break;
-      case 3: run_batch<kT, 3>(kv, kvh, st + i0, first, max_pos); break;
-      case 2: run_batch<kT, 2>(kv, kvh, st + i0, first, max_pos); break;
-      default: run_batch<kT, 1>(kv, kvh, st + i0, first, max_pos); break;
-    }
+    run_batch_n<kT, kBatch>(nb, kv, kvh, st + i0, first, max_pos);
   }
 }
 
