@@ -19,20 +19,22 @@ void grow(V& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
 }
 
-// Rows [0, rows) of a row-wise operation split over the pool (one part per thread, none when tiny).
+// Rows [0, rows) of a row-wise operation split over the pool in parts of whole multiples of `grain` rows;
+// on the calling thread alone when that makes fewer than two parts.
 template <class F>
-void for_rows(ThreadPool* pool, int64_t rows, F&& fn) {
-  if (pool == nullptr || pool->size() == 1 || rows < 2) {
+void for_rows(ThreadPool* pool, int64_t rows, F&& fn, int64_t grain = 1) {
+  if (pool == nullptr || pool->size() == 1 || rows < 2 * grain) {
     fn(0, rows);
     return;
   }
-  pool->parallel_for(rows, 1, fn);
+  pool->parallel_for(rows, grain, fn);
 }
 
-// x[T × d] += y, rows over the pool.
-void residual_add(float* x, const float* y, int64_t T, int64_t d) {
-  for_rows(T >= kRowGrain ? global_pool() : nullptr, T,
-           [&](int64_t t0, int64_t t1) { add(x + t0 * d, y + t0 * d, x + t0 * d, (t1 - t0) * d); });
+// x[T × d] += y, rows over the pool from kRowGrain rows.
+void residual_add(ThreadPool* pool, float* x, const float* y, int64_t T, int64_t d) {
+  for_rows(
+      pool, T, [&](int64_t t0, int64_t t1) { add(x + t0 * d, y + t0 * d, x + t0 * d, (t1 - t0) * d); },
+      kRowGrain / 2);
 }
 
 void check_batch(const Model& model, const KVStore& kv, const int32_t* tokens, const SeqStep* seqs,
@@ -158,12 +160,7 @@ void Forward::write_kv(KVStore& kv, int32_t l, const SeqStep* seqs, int32_t n_se
     };
     // A prompt's tokens over the pool, whole KV blocks apart (each token writes only its own slots; K is
     // stored dimension-major, so tokens of one block share cache lines); a decode token alone.
-    ThreadPool* pool = global_pool();
-    if (seqs[s].n_tokens >= 2 * kv.block_size() && pool != nullptr && pool->size() > 1) {
-      pool->parallel_for(seqs[s].n_tokens, kv.block_size(), write);
-    } else {
-      write(0, seqs[s].n_tokens);
-    }
+    for_rows(global_pool(), seqs[s].n_tokens, write, kv.block_size());
   }
 }
 
@@ -377,7 +374,7 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
     attend(kv, l, seqs, n_seqs, T, scale);             // q_ -> att_ [T × qd]
     matmul(L.wo, att_.data(), T, proj_.data(), pool);  // [T × d]
     if (L.post_attn_norm) post_norm(L.post_attn_norm, T);
-    residual_add(x, proj_.data(), T, d);
+    residual_add(pool, x, proj_.data(), T, d);
 
     // ---- feed-forward (SwiGLU or GeGLU; dense or a mixture of experts) ----
     for_rows(pool, T, [&](int64_t t0, int64_t t1) {
@@ -389,7 +386,7 @@ void Forward::pass(KVStore& kv, const int32_t* tokens, const SeqStep* seqs, int3
       gated_ffn(L.gate_up, L.wdown, xn, T, proj_.data());  // [T × d]
     }
     if (L.post_ffn_norm) post_norm(L.post_ffn_norm, T);
-    residual_add(x, proj_.data(), T, d);
+    residual_add(pool, x, proj_.data(), T, d);
   }
 
   // ---- the requested rows: final norm, then the output projection (logits) unless hidden ----
